@@ -1,0 +1,77 @@
+# helix: ngx_http_helix_module
+#
+#   make            build build/ngx_http_helix_module.so (Debian's nginx-dev)
+#   make run        install what is missing, build, start the demo gateway
+#   make stop       stop everything "make run" started
+#   make test       install what is missing, build, run the whole suite
+#   make test-valgrind   the same suite with nginx under valgrind
+#   make install    put the module where Debian's nginx loads it
+#
+# NGINX_SRC=/path/to/nginx-1.22.1 builds against another nginx tree;
+# NGINX_CONF_ARGS adds configure arguments (e.g. for an ASan build).
+
+SHELL           := /bin/bash
+NGINX_SRC       ?= /usr/share/nginx/src
+NGINX_CONF_ARGS ?=
+BUILD           ?= $(CURDIR)/build
+NGINX           ?= /usr/sbin/nginx
+PROVE_ARGS      ?= -r t/
+
+NGX_BUILD       := $(BUILD)/nginx
+MODULE          := $(BUILD)/ngx_http_helix_module.so
+SOURCES         := ngx_http_helix_module.c $(wildcard src/*.c src/*.h)
+CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
+                   -fstack-protector-strong -Wformat \
+                   -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2
+
+MODULES_DIR     ?= /usr/lib/nginx/modules
+MODULES_AVAIL   ?= /usr/share/nginx/modules-available
+
+.PHONY: all deps run stop test test-valgrind install clean
+
+all: $(MODULE)
+
+deps:
+	@util/deps.sh
+
+$(NGX_BUILD)/Makefile: config Makefile
+	@test -d "$(NGINX_SRC)/auto" || { echo "no nginx source tree at" \
+	    "$(NGINX_SRC): run 'make deps' (nginx-dev) or set NGINX_SRC"; \
+	    exit 1; }
+	rm -rf $(NGX_BUILD)
+	mkdir -p $(BUILD)
+	cp -a $(NGINX_SRC) $(NGX_BUILD)
+	cd $(NGX_BUILD) && \
+	if [ -f conf_flags ]; then . ./conf_flags; \
+	else NGX_CONF_FLAGS=(--with-compat); fi && \
+	./configure "$${NGX_CONF_FLAGS[@]}" $(NGINX_CONF_ARGS) \
+	    --with-cc-opt="$(CC_OPT)" \
+	    --add-dynamic-module=$(CURDIR) > $(BUILD)/configure.log 2>&1 || \
+	    { tail -20 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(NGX_BUILD)/Makefile $(SOURCES)
+	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
+	cp $(NGX_BUILD)/objs/ngx_http_helix_module.so $(MODULE)
+
+run: deps $(MODULE)
+	@util/run.sh start
+
+stop:
+	@util/run.sh stop
+
+test: deps $(MODULE)
+	@util/test.sh $(PROVE_ARGS)
+
+test-valgrind: deps $(MODULE)
+	@TEST_NGINX_USE_VALGRIND=1 util/test.sh $(PROVE_ARGS)
+
+install: $(MODULE)
+	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(MODULES_AVAIL)
+	install -m 0644 $(MODULE) $(DESTDIR)$(MODULES_DIR)/
+	echo 'load_module modules/ngx_http_helix_module.so;' \
+	    > $(DESTDIR)$(MODULES_AVAIL)/mod-http-helix.conf
+	@echo "enable with: ln -s $(MODULES_AVAIL)/mod-http-helix.conf" \
+	    "/etc/nginx/modules-enabled/50-mod-http-helix.conf"
+
+clean:
+	rm -rf $(BUILD) t/servroot

@@ -1,0 +1,251 @@
+/*
+ * Copyright (C) helix authors
+ */
+
+
+#ifndef _NGX_HTTP_HELIX_H_INCLUDED_
+#define _NGX_HTTP_HELIX_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+#define NGX_HTTP_HELIX_VERSION  "0.1.0"
+
+
+typedef enum {
+    NGX_HTTP_HELIX_OPENAI = 0,
+    NGX_HTTP_HELIX_ANTHROPIC,
+    NGX_HTTP_HELIX_GEMINI
+} ngx_http_helix_provider_type_e;
+
+
+/* the endpoints of API.md, one per "helix_endpoint" value */
+typedef enum {
+    NGX_HTTP_HELIX_EP_NONE = 0,
+    NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS,
+    NGX_HTTP_HELIX_EP_COMPLETIONS,
+    NGX_HTTP_HELIX_EP_EMBEDDINGS,
+    NGX_HTTP_HELIX_EP_MODELS,
+    NGX_HTTP_HELIX_EP_COMPLETIONS_BATCH,
+    NGX_HTTP_HELIX_EP_EMBEDDINGS_BATCH,
+    NGX_HTTP_HELIX_EP_ENSEMBLE,
+    NGX_HTTP_HELIX_EP_TASKS,
+    NGX_HTTP_HELIX_EP_CACHE_CLEAR,
+    NGX_HTTP_HELIX_EP_CACHE_CLEANUP,
+    NGX_HTTP_HELIX_EP_HEALTH,
+    NGX_HTTP_HELIX_EP_PROVIDER_HEALTH,
+    NGX_HTTP_HELIX_EP_METRICS
+} ngx_http_helix_endpoint_e;
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_msec_t                  ttl;
+    ngx_uint_t                  max_size;
+} ngx_http_helix_cache_policy_t;
+
+
+typedef struct {
+    ngx_str_t                   prompt;
+    ngx_str_t                   model;
+    ngx_array_t                 providers;      /* of ngx_str_t */
+    ngx_uint_t                  line;
+} ngx_http_helix_warm_query_t;
+
+
+typedef struct {
+    ngx_flag_t                  enabled;
+
+    ngx_flag_t                  l1_enabled;
+    ngx_uint_t                  l1_max_size;
+    ngx_msec_t                  l1_ttl;
+    ngx_str_t                   l1_eviction;
+
+    ngx_flag_t                  l2_enabled;
+
+    ngx_array_t                 policies;       /* cache_policy_t */
+
+    ngx_flag_t                  warming_enabled;
+    ngx_flag_t                  warming_on_startup;
+    ngx_array_t                 warming_queries; /* warm_query_t */
+} ngx_http_helix_cache_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  configured;
+    ngx_str_t                   host;
+    ngx_uint_t                  port;
+    ngx_str_t                   username;
+    ngx_str_t                   password;
+    ngx_uint_t                  db;
+    ngx_uint_t                  pool_size;
+    ngx_uint_t                  min_idle;
+    ngx_uint_t                  max_retries;
+    ngx_msec_t                  timeout;
+    ngx_msec_t                  idle_timeout;
+} ngx_http_helix_redis_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  configured;
+    ngx_str_t                   host;
+    ngx_uint_t                  port;
+    ngx_str_t                   name;
+    ngx_str_t                   user;
+    ngx_str_t                   password;
+    ngx_str_t                   sslmode;
+
+    ngx_uint_t                  max_open;
+    ngx_uint_t                  max_idle;
+    ngx_msec_t                  max_lifetime;
+    ngx_msec_t                  max_idle_time;
+    ngx_msec_t                  health_check;
+
+    ngx_flag_t                  slow_query_log;
+    ngx_msec_t                  slow_query_threshold;
+    ngx_uint_t                  statement_cache;
+    ngx_flag_t                  prepared_statements;
+} ngx_http_helix_database_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                  max_connections;
+    ngx_uint_t                  max_idle_connections;
+    ngx_msec_t                  idle_timeout;
+    ngx_msec_t                  timeout;
+    ngx_flag_t                  keep_alive;
+} ngx_http_helix_http_client_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                  failure_threshold;
+    ngx_uint_t                  failure_ratio;  /* percent, 0 = off */
+    ngx_uint_t                  min_requests;
+    ngx_msec_t                  window;
+    ngx_msec_t                  cooldown;
+    ngx_uint_t                  half_open_requests;
+} ngx_http_helix_breaker_conf_t;
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_uint_t                  type;           /* provider_type_e */
+    ngx_uint_t                  index;
+    ngx_flag_t                  enabled;
+
+    ngx_str_t                   location;       /* internal, proxy_pass */
+    ngx_str_t                   stream_location;
+    ngx_str_t                   base_url;       /* calls without a request */
+    ngx_str_t                   api_key;
+    ngx_str_t                   api_version;
+
+    ngx_array_t                 models;         /* of ngx_str_t */
+    ngx_array_t                 embedding_models;
+    ngx_str_t                   default_model;
+
+    ngx_uint_t                  max_concurrent;
+    ngx_msec_t                  timeout;
+    ngx_uint_t                  weight;
+    ngx_uint_t                  line;           /* in helix.yaml */
+
+    ngx_http_helix_breaker_conf_t  breaker;
+} ngx_http_helix_provider_t;
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_str_t                   condition;
+    ngx_str_t                   action;
+    ngx_uint_t                  line;
+} ngx_http_helix_alert_t;
+
+
+typedef struct {
+    ngx_uint_t                  requests_per_minute;
+    ngx_uint_t                  tokens_per_minute;
+} ngx_http_helix_limits_t;
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_str_t                   key;
+    ngx_http_helix_limits_t     limits;
+    ngx_uint_t                  line;
+} ngx_http_helix_api_key_t;
+
+
+typedef struct {
+    ngx_str_t                   file;           /* helix.yaml, "" if none */
+    time_t                      loaded;
+
+    ngx_http_helix_cache_conf_t        cache;
+    ngx_http_helix_redis_conf_t        redis;
+    ngx_http_helix_database_conf_t     database;
+    ngx_http_helix_http_client_conf_t  http_client;
+
+    ngx_flag_t                  parallel_enabled;
+    ngx_uint_t                  parallel_max_concurrent;
+    ngx_uint_t                  parallel_per_provider;
+    ngx_array_t                 providers;      /* of provider_t */
+    ngx_http_helix_breaker_conf_t      breaker; /* default per provider */
+
+    ngx_flag_t                  ensemble_parallel;
+    ngx_uint_t                  ensemble_max_providers;
+    ngx_msec_t                  ensemble_timeout;
+    ngx_flag_t                  ensemble_fail_fast;
+    ngx_str_t                   ensemble_strategy;
+
+    ngx_flag_t                  streaming_enabled;
+    size_t                      streaming_buffer_size;
+    ngx_msec_t                  streaming_flush_interval;
+    ngx_str_t                   streaming_compression;
+
+    size_t                      max_request_body;
+    size_t                      max_response_body;
+    ngx_uint_t                  max_prompt_tokens;
+    ngx_uint_t                  worker_threads;
+
+    ngx_msec_t                  timeout_read;
+    ngx_msec_t                  timeout_write;
+    ngx_msec_t                  timeout_idle;
+    ngx_msec_t                  timeout_provider;
+    ngx_msec_t                  timeout_provider_streaming;
+    ngx_msec_t                  timeout_database;
+    ngx_msec_t                  timeout_cache;
+
+    ngx_flag_t                  metrics_enabled;
+    ngx_array_t                 metrics;        /* of ngx_str_t */
+    ngx_array_t                 alerts;         /* of alert_t */
+
+    ngx_str_t                   admin_token;
+
+    ngx_flag_t                  auth_enabled;
+    ngx_array_t                 api_keys;       /* of api_key_t */
+    ngx_http_helix_limits_t     default_limits;
+
+    ngx_uint_t                  batch_max_requests;
+    ngx_uint_t                  batch_max_concurrent;
+    ngx_uint_t                  batch_max_texts;
+
+    ngx_str_t                   models_json;    /* GET /v1/models body */
+} ngx_http_helix_main_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                  endpoint;       /* endpoint_e */
+} ngx_http_helix_loc_conf_t;
+
+
+extern ngx_module_t  ngx_http_helix_module;
+
+
+ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_models_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_models_init(ngx_conf_t *cf,
+    ngx_http_helix_main_conf_t *hmcf);
+
+
+#endif /* _NGX_HTTP_HELIX_H_INCLUDED_ */

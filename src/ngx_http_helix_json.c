@@ -1,0 +1,142 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * JSON answers: every answer, errors included, is JSON; errors use
+ * OpenAI's shape {"error": {"message", "type", "param", "code"}}.
+ */
+
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_json.h"
+
+
+static ngx_str_t  ngx_http_helix_json_type =
+    ngx_string("application/json");
+
+
+ngx_int_t
+ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *body)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_type = ngx_http_helix_json_type;
+    r->headers_out.content_type_len = ngx_http_helix_json_type.len;
+    r->headers_out.content_length_n = body->len;
+
+    if (r->method == NGX_HTTP_HEAD || body->len == 0) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = body->data;
+    b->last = body->data + body->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static const char *
+ngx_http_helix_error_type(ngx_uint_t status)
+{
+    switch (status) {
+    case NGX_HTTP_UNAUTHORIZED:
+        return "authentication_error";
+    case NGX_HTTP_FORBIDDEN:
+        return "permission_error";
+    case NGX_HTTP_NOT_FOUND:
+        return "not_found_error";
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        return "rate_limit_error";
+    default:
+        return status >= NGX_HTTP_INTERNAL_SERVER_ERROR
+               ? "api_error" : "invalid_request_error";
+    }
+}
+
+
+/*
+ * The message is built with nginx's formats (%V, %ui, ...) and escaped,
+ * so that client input quoted in it cannot break the JSON.
+ */
+
+ngx_int_t
+ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *param, const char *fmt, ...)
+{
+    u_char     *p, *last;
+    size_t      len, plen;
+    va_list     args;
+    ngx_str_t   body;
+    ngx_uint_t  level;
+    u_char      msg[1024];
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
+    va_end(args);
+
+    len = last - msg;
+    plen = param ? ngx_strlen(param) : 0;
+
+    body.len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
+                      "\"param\":,\"code\":}}") - 1
+               + len + ngx_escape_json(NULL, msg, len)
+               + sizeof("permission_error") + 2
+               + (param ? plen + 2 + ngx_escape_json(NULL, (u_char *) param,
+                                                     plen)
+                        : 4)
+               + (code ? ngx_strlen(code) + 2 : 4);
+
+    body.data = ngx_pnalloc(r->pool, body.len);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body.data, "{\"error\":{\"message\":\"",
+                   sizeof("{\"error\":{\"message\":\"") - 1);
+    p = (u_char *) ngx_escape_json(p, msg, len);
+    p = ngx_sprintf(p, "\",\"type\":\"%s\",\"param\":",
+                    ngx_http_helix_error_type(status));
+
+    if (param) {
+        *p++ = '"';
+        p = (u_char *) ngx_escape_json(p, (u_char *) param, plen);
+        *p++ = '"';
+
+    } else {
+        p = ngx_cpymem(p, "null", 4);
+    }
+
+    p = code ? ngx_sprintf(p, ",\"code\":\"%s\"}}", code)
+             : ngx_cpymem(p, ",\"code\":null}}", sizeof(",\"code\":null}}")
+                                                 - 1);
+
+    body.len = p - body.data;
+
+    level = status >= NGX_HTTP_INTERNAL_SERVER_ERROR ? NGX_LOG_ERR
+                                                     : NGX_LOG_INFO;
+
+    ngx_log_error(level, r->connection->log, 0, "helix: %ui %*s",
+                  status, len, msg);
+
+    return ngx_http_helix_send_json(r, status, &body);
+}

@@ -1,0 +1,19 @@
+/*
+ * Copyright (C) helix authors
+ */
+
+
+#ifndef _NGX_HTTP_HELIX_JSON_H_INCLUDED_
+#define _NGX_HTTP_HELIX_JSON_H_INCLUDED_
+
+
+#include "ngx_http_helix.h"
+
+
+ngx_int_t ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *body);
+ngx_int_t ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *param, const char *fmt, ...);
+
+
+#endif /* _NGX_HTTP_HELIX_JSON_H_INCLUDED_ */

@@ -1,0 +1,2310 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * helix.yaml -> ngx_http_helix_main_conf_t.  The file is read once per
+ * configuration cycle, so a reload re-reads it and a broken file leaves
+ * the running cycle (and its configuration) untouched.
+ */
+
+
+#include <yaml.h>
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_yaml.h"
+
+
+#define NGX_HTTP_HELIX_YAML_PATH  256
+
+
+typedef struct {
+    ngx_conf_t                   *cf;
+    ngx_str_t                    *file;
+    yaml_document_t              *doc;
+    size_t                        path_len;
+    u_char                        path[NGX_HTTP_HELIX_YAML_PATH];
+} ngx_http_helix_yaml_ctx_t;
+
+
+typedef struct ngx_http_helix_yaml_key_s  ngx_http_helix_yaml_key_t;
+
+typedef ngx_int_t (*ngx_http_helix_yaml_set_pt)(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+
+struct ngx_http_helix_yaml_key_s {
+    ngx_str_t                     name;
+    ngx_http_helix_yaml_set_pt    set;
+    size_t                        offset;
+    const void                   *post;
+};
+
+
+typedef struct {
+    ngx_str_t                     name;
+    ngx_uint_t                    value;
+} ngx_http_helix_yaml_enum_t;
+
+
+static void ngx_http_helix_yaml_log(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_uint_t level, yaml_node_t *node, const char *fmt, ...);
+static void ngx_http_helix_yaml_log_line(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_uint_t level, ngx_uint_t line, const char *fmt, ...);
+static void ngx_http_helix_yaml_vlog(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_uint_t level, ngx_uint_t line, const char *fmt, va_list args);
+static size_t ngx_http_helix_yaml_push(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_str_t *name, ngx_uint_t index);
+static ngx_int_t ngx_http_helix_yaml_map(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *table);
+static ngx_int_t ngx_http_helix_yaml_scalar(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, ngx_str_t *value);
+static ngx_int_t ngx_http_helix_yaml_expand(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, u_char *p, size_t len, ngx_str_t *value);
+static ngx_int_t ngx_http_helix_yaml_is_null(yaml_node_t *node);
+
+static ngx_int_t ngx_http_helix_yaml_set_map(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_flag(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_uint(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_percent(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_msec(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_size(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_str(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_enum(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_str_list(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_notice(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_host(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_l2(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_block(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_policies(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_providers(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_seq(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_metrics(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+
+static ngx_int_t ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_main_conf_t *hmcf);
+static ngx_int_t ngx_http_helix_provider_infer_type(ngx_str_t *name);
+
+
+#define ngx_helix_key(name, set, type, field, post)                          \
+    { ngx_string(name), set, offsetof(type, field), post }
+
+#define ngx_helix_key_null  { ngx_null_string, NULL, 0, NULL }
+
+#define MC  ngx_http_helix_main_conf_t
+
+
+static const char  ngx_http_helix_no_nginx_memory[] =
+    "it has no meaning inside nginx (there is no Go heap); memory is "
+    "bounded by the shared memory zone sizes in nginx.conf and by "
+    "worker_processes";
+
+static const char  ngx_http_helix_no_nginx_cpu[] =
+    "it has no meaning inside nginx; set worker_processes (\"auto\" uses "
+    "every CPU) in nginx.conf";
+
+static const char  ngx_http_helix_server_timeout[] =
+    "server timeouts are nginx's own: set client_header_timeout and "
+    "client_body_timeout (read), send_timeout (write) and "
+    "keepalive_timeout (idle) in nginx.conf; the value is kept for the "
+    "module's own use only";
+
+
+static const ngx_http_helix_yaml_enum_t  ngx_http_helix_provider_types[] = {
+    { ngx_string("openai"), NGX_HTTP_HELIX_OPENAI },
+    { ngx_string("anthropic"), NGX_HTTP_HELIX_ANTHROPIC },
+    { ngx_string("gemini"), NGX_HTTP_HELIX_GEMINI },
+    { ngx_null_string, 0 }
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_l1[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  cache.l1_enabled, NULL),
+    ngx_helix_key("max_size", ngx_http_helix_yaml_set_uint, MC,
+                  cache.l1_max_size, NULL),
+    ngx_helix_key("ttl", ngx_http_helix_yaml_set_msec, MC,
+                  cache.l1_ttl, NULL),
+    ngx_helix_key("eviction", ngx_http_helix_yaml_set_str, MC,
+                  cache.l1_eviction, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_l2[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  cache.l2_enabled, NULL),
+    ngx_helix_key("host", ngx_http_helix_yaml_set_host, MC,
+                  redis, NULL),
+    ngx_helix_key("port", ngx_http_helix_yaml_set_uint, MC,
+                  redis.port, NULL),
+    ngx_helix_key("username", ngx_http_helix_yaml_set_str, MC,
+                  redis.username, NULL),
+    ngx_helix_key("password", ngx_http_helix_yaml_set_str, MC,
+                  redis.password, NULL),
+    ngx_helix_key("db", ngx_http_helix_yaml_set_uint, MC,
+                  redis.db, NULL),
+    ngx_helix_key("pool_size", ngx_http_helix_yaml_set_uint, MC,
+                  redis.pool_size, NULL),
+    ngx_helix_key("max_retries", ngx_http_helix_yaml_set_uint, MC,
+                  redis.max_retries, NULL),
+    ngx_helix_key("timeout", ngx_http_helix_yaml_set_msec, MC,
+                  redis.timeout, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_policy[] = {
+    ngx_helix_key("ttl", ngx_http_helix_yaml_set_msec,
+                  ngx_http_helix_cache_policy_t, ttl, NULL),
+    ngx_helix_key("max_size", ngx_http_helix_yaml_set_uint,
+                  ngx_http_helix_cache_policy_t, max_size, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_warm_query[] = {
+    ngx_helix_key("prompt", ngx_http_helix_yaml_set_str,
+                  ngx_http_helix_warm_query_t, prompt, NULL),
+    ngx_helix_key("model", ngx_http_helix_yaml_set_str,
+                  ngx_http_helix_warm_query_t, model, NULL),
+    ngx_helix_key("providers", ngx_http_helix_yaml_set_str_list,
+                  ngx_http_helix_warm_query_t, providers, NULL),
+    ngx_helix_key_null
+};
+
+
+typedef struct {
+    size_t                              array;     /* offset of array */
+    size_t                              line;      /* offset in element */
+    const ngx_http_helix_yaml_key_t    *table;
+} ngx_http_helix_yaml_seq_t;
+
+
+static const ngx_http_helix_yaml_seq_t  ngx_http_helix_yaml_warm_seq = {
+    offsetof(MC, cache.warming_queries),
+    offsetof(ngx_http_helix_warm_query_t, line),
+    ngx_http_helix_yaml_warm_query
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_warming[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  cache.warming_enabled, NULL),
+    ngx_helix_key("on_startup", ngx_http_helix_yaml_set_flag, MC,
+                  cache.warming_on_startup, NULL),
+    { ngx_string("queries"), ngx_http_helix_yaml_set_seq, 0,
+      &ngx_http_helix_yaml_warm_seq },
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_cache[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  cache.enabled, NULL),
+    { ngx_string("l1"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_l1 },
+    { ngx_string("l2"), ngx_http_helix_yaml_set_l2, 0,
+      ngx_http_helix_yaml_l2 },
+    { ngx_string("policies"), ngx_http_helix_yaml_set_policies, 0, NULL },
+    { ngx_string("warming"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_warming },
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_redis_pool[] = {
+    ngx_helix_key("size", ngx_http_helix_yaml_set_uint, MC,
+                  redis.pool_size, NULL),
+    ngx_helix_key("min_idle", ngx_http_helix_yaml_set_uint, MC,
+                  redis.min_idle, NULL),
+    ngx_helix_key("max_retries", ngx_http_helix_yaml_set_uint, MC,
+                  redis.max_retries, NULL),
+    ngx_helix_key("timeout", ngx_http_helix_yaml_set_msec, MC,
+                  redis.timeout, NULL),
+    ngx_helix_key("idle_timeout", ngx_http_helix_yaml_set_msec, MC,
+                  redis.idle_timeout, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_redis[] = {
+    ngx_helix_key("host", ngx_http_helix_yaml_set_host, MC, redis, NULL),
+    ngx_helix_key("port", ngx_http_helix_yaml_set_uint, MC,
+                  redis.port, NULL),
+    ngx_helix_key("username", ngx_http_helix_yaml_set_str, MC,
+                  redis.username, NULL),
+    ngx_helix_key("password", ngx_http_helix_yaml_set_str, MC,
+                  redis.password, NULL),
+    ngx_helix_key("db", ngx_http_helix_yaml_set_uint, MC, redis.db, NULL),
+    ngx_helix_key("pool_size", ngx_http_helix_yaml_set_uint, MC,
+                  redis.pool_size, NULL),
+    { ngx_string("pool"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_redis_pool },
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_db_pool[] = {
+    ngx_helix_key("max_open", ngx_http_helix_yaml_set_uint, MC,
+                  database.max_open, NULL),
+    ngx_helix_key("max_idle", ngx_http_helix_yaml_set_uint, MC,
+                  database.max_idle, NULL),
+    ngx_helix_key("max_lifetime", ngx_http_helix_yaml_set_msec, MC,
+                  database.max_lifetime, NULL),
+    ngx_helix_key("max_idle_time", ngx_http_helix_yaml_set_msec, MC,
+                  database.max_idle_time, NULL),
+    ngx_helix_key("health_check", ngx_http_helix_yaml_set_msec, MC,
+                  database.health_check, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_db_query[] = {
+    ngx_helix_key("slow_query_log", ngx_http_helix_yaml_set_flag, MC,
+                  database.slow_query_log, NULL),
+    ngx_helix_key("slow_query_threshold", ngx_http_helix_yaml_set_msec, MC,
+                  database.slow_query_threshold, NULL),
+    ngx_helix_key("statement_cache", ngx_http_helix_yaml_set_uint, MC,
+                  database.statement_cache, NULL),
+    ngx_helix_key("prepared_statements", ngx_http_helix_yaml_set_flag, MC,
+                  database.prepared_statements, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_database[] = {
+    ngx_helix_key("host", ngx_http_helix_yaml_set_str, MC,
+                  database.host, NULL),
+    ngx_helix_key("port", ngx_http_helix_yaml_set_uint, MC,
+                  database.port, NULL),
+    ngx_helix_key("name", ngx_http_helix_yaml_set_str, MC,
+                  database.name, NULL),
+    ngx_helix_key("user", ngx_http_helix_yaml_set_str, MC,
+                  database.user, NULL),
+    ngx_helix_key("password", ngx_http_helix_yaml_set_str, MC,
+                  database.password, NULL),
+    ngx_helix_key("sslmode", ngx_http_helix_yaml_set_str, MC,
+                  database.sslmode, NULL),
+    { ngx_string("pool"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_db_pool },
+    { ngx_string("query"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_db_query },
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_http_pool[] = {
+    ngx_helix_key("max_connections", ngx_http_helix_yaml_set_uint, MC,
+                  http_client.max_connections, NULL),
+    ngx_helix_key("max_idle_connections", ngx_http_helix_yaml_set_uint, MC,
+                  http_client.max_idle_connections, NULL),
+    ngx_helix_key("idle_timeout", ngx_http_helix_yaml_set_msec, MC,
+                  http_client.idle_timeout, NULL),
+    ngx_helix_key("timeout", ngx_http_helix_yaml_set_msec, MC,
+                  http_client.timeout, NULL),
+    ngx_helix_key("keep_alive", ngx_http_helix_yaml_set_flag, MC,
+                  http_client.keep_alive, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_http_client[] = {
+    { ngx_string("pool"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_http_pool },
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_parallel[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  parallel_enabled, NULL),
+    ngx_helix_key("max_concurrent", ngx_http_helix_yaml_set_uint, MC,
+                  parallel_max_concurrent, NULL),
+    ngx_helix_key("per_provider", ngx_http_helix_yaml_set_uint, MC,
+                  parallel_per_provider, NULL),
+    ngx_helix_key_null
+};
+
+
+#define BC  ngx_http_helix_breaker_conf_t
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_breaker[] = {
+    ngx_helix_key("failure_threshold", ngx_http_helix_yaml_set_uint, BC,
+                  failure_threshold, NULL),
+    ngx_helix_key("failure_ratio", ngx_http_helix_yaml_set_percent, BC,
+                  failure_ratio, NULL),
+    ngx_helix_key("min_requests", ngx_http_helix_yaml_set_uint, BC,
+                  min_requests, NULL),
+    ngx_helix_key("window", ngx_http_helix_yaml_set_msec, BC, window, NULL),
+    ngx_helix_key("cooldown", ngx_http_helix_yaml_set_msec, BC,
+                  cooldown, NULL),
+    ngx_helix_key("half_open_requests", ngx_http_helix_yaml_set_uint, BC,
+                  half_open_requests, NULL),
+    ngx_helix_key_null
+};
+
+
+#define PR  ngx_http_helix_provider_t
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_provider[] = {
+    ngx_helix_key("type", ngx_http_helix_yaml_set_enum, PR, type,
+                  ngx_http_helix_provider_types),
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, PR,
+                  enabled, NULL),
+    ngx_helix_key("location", ngx_http_helix_yaml_set_str, PR,
+                  location, NULL),
+    ngx_helix_key("stream_location", ngx_http_helix_yaml_set_str, PR,
+                  stream_location, NULL),
+    ngx_helix_key("base_url", ngx_http_helix_yaml_set_str, PR,
+                  base_url, NULL),
+    ngx_helix_key("api_key", ngx_http_helix_yaml_set_str, PR,
+                  api_key, NULL),
+    ngx_helix_key("api_version", ngx_http_helix_yaml_set_str, PR,
+                  api_version, NULL),
+    ngx_helix_key("models", ngx_http_helix_yaml_set_str_list, PR,
+                  models, NULL),
+    ngx_helix_key("embedding_models", ngx_http_helix_yaml_set_str_list, PR,
+                  embedding_models, NULL),
+    ngx_helix_key("default_model", ngx_http_helix_yaml_set_str, PR,
+                  default_model, NULL),
+    ngx_helix_key("max_concurrent", ngx_http_helix_yaml_set_uint, PR,
+                  max_concurrent, NULL),
+    ngx_helix_key("timeout", ngx_http_helix_yaml_set_msec, PR,
+                  timeout, NULL),
+    ngx_helix_key("weight", ngx_http_helix_yaml_set_uint, PR,
+                  weight, NULL),
+    ngx_helix_key("circuit_breaker", ngx_http_helix_yaml_set_map, PR,
+                  breaker, ngx_http_helix_yaml_breaker),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_ensemble[] = {
+    ngx_helix_key("parallel_execution", ngx_http_helix_yaml_set_flag, MC,
+                  ensemble_parallel, NULL),
+    ngx_helix_key("max_providers", ngx_http_helix_yaml_set_uint, MC,
+                  ensemble_max_providers, NULL),
+    ngx_helix_key("timeout", ngx_http_helix_yaml_set_msec, MC,
+                  ensemble_timeout, NULL),
+    ngx_helix_key("fail_fast", ngx_http_helix_yaml_set_flag, MC,
+                  ensemble_fail_fast, NULL),
+    ngx_helix_key("strategy", ngx_http_helix_yaml_set_str, MC,
+                  ensemble_strategy, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_streaming[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  streaming_enabled, NULL),
+    ngx_helix_key("buffer_size", ngx_http_helix_yaml_set_size, MC,
+                  streaming_buffer_size, NULL),
+    ngx_helix_key("flush_interval", ngx_http_helix_yaml_set_msec, MC,
+                  streaming_flush_interval, NULL),
+    ngx_helix_key("compression", ngx_http_helix_yaml_set_str, MC,
+                  streaming_compression, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_memory[] = {
+    { ngx_string("max_heap"), ngx_http_helix_yaml_set_notice, 0,
+      ngx_http_helix_no_nginx_memory },
+    { ngx_string("gc_percent"), ngx_http_helix_yaml_set_notice, 0,
+      ngx_http_helix_no_nginx_memory },
+    { ngx_string("soft_limit"), ngx_http_helix_yaml_set_notice, 0,
+      ngx_http_helix_no_nginx_memory },
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_cpu[] = {
+    { ngx_string("gomaxprocs"), ngx_http_helix_yaml_set_notice, 0,
+      ngx_http_helix_no_nginx_cpu },
+    ngx_helix_key("worker_threads", ngx_http_helix_yaml_set_uint, MC,
+                  worker_threads, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_requests[] = {
+    ngx_helix_key("max_request_body", ngx_http_helix_yaml_set_size, MC,
+                  max_request_body, NULL),
+    ngx_helix_key("max_response_body", ngx_http_helix_yaml_set_size, MC,
+                  max_response_body, NULL),
+    ngx_helix_key("max_prompt_tokens", ngx_http_helix_yaml_set_uint, MC,
+                  max_prompt_tokens, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_resources[] = {
+    { ngx_string("memory"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_memory },
+    { ngx_string("cpu"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_cpu },
+    { ngx_string("requests"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_requests },
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_timeouts[] = {
+    { ngx_string("read"), ngx_http_helix_yaml_set_notice,
+      offsetof(MC, timeout_read), ngx_http_helix_server_timeout },
+    { ngx_string("write"), ngx_http_helix_yaml_set_notice,
+      offsetof(MC, timeout_write), ngx_http_helix_server_timeout },
+    { ngx_string("idle"), ngx_http_helix_yaml_set_notice,
+      offsetof(MC, timeout_idle), ngx_http_helix_server_timeout },
+    ngx_helix_key("provider_default", ngx_http_helix_yaml_set_msec, MC,
+                  timeout_provider, NULL),
+    ngx_helix_key("provider_streaming", ngx_http_helix_yaml_set_msec, MC,
+                  timeout_provider_streaming, NULL),
+    ngx_helix_key("database", ngx_http_helix_yaml_set_msec, MC,
+                  timeout_database, NULL),
+    ngx_helix_key("cache", ngx_http_helix_yaml_set_msec, MC,
+                  timeout_cache, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_alert[] = {
+    ngx_helix_key("name", ngx_http_helix_yaml_set_str,
+                  ngx_http_helix_alert_t, name, NULL),
+    ngx_helix_key("condition", ngx_http_helix_yaml_set_str,
+                  ngx_http_helix_alert_t, condition, NULL),
+    ngx_helix_key("action", ngx_http_helix_yaml_set_str,
+                  ngx_http_helix_alert_t, action, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_seq_t  ngx_http_helix_yaml_alert_seq = {
+    offsetof(MC, alerts), offsetof(ngx_http_helix_alert_t, line),
+    ngx_http_helix_yaml_alert
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_admin[] = {
+    ngx_helix_key("token", ngx_http_helix_yaml_set_str, MC,
+                  admin_token, NULL),
+    ngx_helix_key_null
+};
+
+
+#define AK  ngx_http_helix_api_key_t
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_api_key[] = {
+    ngx_helix_key("name", ngx_http_helix_yaml_set_str, AK, name, NULL),
+    ngx_helix_key("key", ngx_http_helix_yaml_set_str, AK, key, NULL),
+    ngx_helix_key("requests_per_minute", ngx_http_helix_yaml_set_uint, AK,
+                  limits.requests_per_minute, NULL),
+    ngx_helix_key("tokens_per_minute", ngx_http_helix_yaml_set_uint, AK,
+                  limits.tokens_per_minute, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_seq_t  ngx_http_helix_yaml_api_key_seq = {
+    offsetof(MC, api_keys), offsetof(ngx_http_helix_api_key_t, line),
+    ngx_http_helix_yaml_api_key
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_auth[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  auth_enabled, NULL),
+    { ngx_string("keys"), ngx_http_helix_yaml_set_seq, 0,
+      &ngx_http_helix_yaml_api_key_seq },
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_rate_limit[] = {
+    ngx_helix_key("requests_per_minute", ngx_http_helix_yaml_set_uint, MC,
+                  default_limits.requests_per_minute, NULL),
+    ngx_helix_key("tokens_per_minute", ngx_http_helix_yaml_set_uint, MC,
+                  default_limits.tokens_per_minute, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_batch[] = {
+    ngx_helix_key("max_requests", ngx_http_helix_yaml_set_uint, MC,
+                  batch_max_requests, NULL),
+    ngx_helix_key("max_concurrent", ngx_http_helix_yaml_set_uint, MC,
+                  batch_max_concurrent, NULL),
+    ngx_helix_key("max_texts", ngx_http_helix_yaml_set_uint, MC,
+                  batch_max_texts, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_root[] = {
+    { ngx_string("cache"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_cache },
+    { ngx_string("redis"), ngx_http_helix_yaml_set_block,
+      offsetof(MC, redis.configured), ngx_http_helix_yaml_redis },
+    { ngx_string("database"), ngx_http_helix_yaml_set_block,
+      offsetof(MC, database.configured), ngx_http_helix_yaml_database },
+    { ngx_string("http_client"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_http_client },
+    { ngx_string("providers"), ngx_http_helix_yaml_set_providers, 0, NULL },
+    { ngx_string("ensemble"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_ensemble },
+    { ngx_string("streaming"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_streaming },
+    { ngx_string("resources"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_resources },
+    { ngx_string("timeouts"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_timeouts },
+    { ngx_string("metrics"), ngx_http_helix_yaml_set_metrics, 0, NULL },
+    { ngx_string("alerts"), ngx_http_helix_yaml_set_seq, 0,
+      &ngx_http_helix_yaml_alert_seq },
+    { ngx_string("admin"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_admin },
+    { ngx_string("auth"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_auth },
+    { ngx_string("rate_limit"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_rate_limit },
+    { ngx_string("batch"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_batch },
+    ngx_helix_key_null
+};
+
+
+ngx_int_t
+ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
+    ngx_http_helix_main_conf_t *hmcf)
+{
+    ngx_uint_t                      i;
+    ngx_http_helix_cache_policy_t  *p;
+
+    static ngx_http_helix_cache_policy_t  policies[] = {
+        { ngx_string("completions"), 30 * 60 * 1000, 5000 },
+        { ngx_string("embeddings"), 24 * 60 * 60 * 1000, 50000 },
+        { ngx_string("debates"), 60 * 60 * 1000, 1000 }
+    };
+
+    if (ngx_array_init(&hmcf->cache.policies, pool, 4,
+                       sizeof(ngx_http_helix_cache_policy_t))
+        != NGX_OK
+        || ngx_array_init(&hmcf->cache.warming_queries, pool, 4,
+                          sizeof(ngx_http_helix_warm_query_t))
+           != NGX_OK
+        || ngx_array_init(&hmcf->providers, pool, 4,
+                          sizeof(ngx_http_helix_provider_t))
+           != NGX_OK
+        || ngx_array_init(&hmcf->metrics, pool, 4, sizeof(ngx_str_t))
+           != NGX_OK
+        || ngx_array_init(&hmcf->alerts, pool, 4,
+                          sizeof(ngx_http_helix_alert_t))
+           != NGX_OK
+        || ngx_array_init(&hmcf->api_keys, pool, 4,
+                          sizeof(ngx_http_helix_api_key_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
+        p = ngx_array_push(&hmcf->cache.policies);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        *p = policies[i];
+    }
+
+    /* the guide's values, where the guide gives one */
+
+    hmcf->cache.enabled = 1;
+    hmcf->cache.l1_enabled = 1;
+    hmcf->cache.l1_max_size = 10000;
+    hmcf->cache.l1_ttl = 5 * 60 * 1000;
+    ngx_str_set(&hmcf->cache.l1_eviction, "lru");
+    hmcf->cache.l2_enabled = 0;
+    hmcf->cache.warming_enabled = 0;
+    hmcf->cache.warming_on_startup = 1;
+
+    ngx_str_set(&hmcf->redis.host, "127.0.0.1");
+    hmcf->redis.port = 6379;
+    hmcf->redis.pool_size = 20;
+    hmcf->redis.min_idle = 0;
+    hmcf->redis.max_retries = 3;
+    hmcf->redis.timeout = 5000;
+    hmcf->redis.idle_timeout = 5 * 60 * 1000;
+
+    ngx_str_set(&hmcf->database.host, "127.0.0.1");
+    hmcf->database.port = 5432;
+    ngx_str_set(&hmcf->database.name, "helixagent");
+    ngx_str_set(&hmcf->database.user, "postgres");
+    ngx_str_set(&hmcf->database.sslmode, "prefer");
+    hmcf->database.max_open = 50;
+    hmcf->database.max_idle = 10;
+    hmcf->database.max_lifetime = 60 * 60 * 1000;
+    hmcf->database.max_idle_time = 15 * 60 * 1000;
+    hmcf->database.health_check = 30 * 1000;
+    hmcf->database.slow_query_log = 1;
+    hmcf->database.slow_query_threshold = 100;
+    hmcf->database.statement_cache = 1000;
+    hmcf->database.prepared_statements = 1;
+
+    hmcf->http_client.max_connections = 100;
+    hmcf->http_client.max_idle_connections = 20;
+    hmcf->http_client.idle_timeout = 90 * 1000;
+    hmcf->http_client.timeout = 30 * 1000;
+    hmcf->http_client.keep_alive = 1;
+
+    /* 0 means "no limit" for every concurrency figure */
+    hmcf->parallel_enabled = 1;
+    hmcf->parallel_max_concurrent = 0;
+    hmcf->parallel_per_provider = 0;
+
+    hmcf->breaker.failure_threshold = 5;
+    hmcf->breaker.failure_ratio = 50;
+    hmcf->breaker.min_requests = 10;
+    hmcf->breaker.window = 60 * 1000;
+    hmcf->breaker.cooldown = 30 * 1000;
+    hmcf->breaker.half_open_requests = 1;
+
+    hmcf->ensemble_parallel = 1;
+    hmcf->ensemble_max_providers = 3;
+    hmcf->ensemble_timeout = 30 * 1000;
+    hmcf->ensemble_fail_fast = 0;
+    ngx_str_set(&hmcf->ensemble_strategy, "majority");
+
+    hmcf->streaming_enabled = 1;
+    hmcf->streaming_buffer_size = 4096;
+    hmcf->streaming_flush_interval = 100;
+    ngx_str_set(&hmcf->streaming_compression, "none");
+
+    hmcf->max_request_body = 10 * 1024 * 1024;
+    hmcf->max_response_body = 50 * 1024 * 1024;
+    hmcf->max_prompt_tokens = 100000;
+    hmcf->worker_threads = 50;
+
+    hmcf->timeout_read = 30 * 1000;
+    hmcf->timeout_write = 60 * 1000;
+    hmcf->timeout_idle = 120 * 1000;
+    hmcf->timeout_provider = 60 * 1000;
+    hmcf->timeout_provider_streaming = 300 * 1000;
+    hmcf->timeout_database = 10 * 1000;
+    hmcf->timeout_cache = 5 * 1000;
+
+    hmcf->metrics_enabled = 1;
+
+    hmcf->auth_enabled = 0;
+
+    hmcf->batch_max_requests = 100;
+    hmcf->batch_max_concurrent = 10;
+    hmcf->batch_max_texts = 2048;
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_http_helix_yaml_load(ngx_conf_t *cf, ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *file)
+{
+    FILE                       *fp;
+    ngx_int_t                   rc;
+    yaml_node_t                *root;
+    yaml_parser_t               parser;
+    yaml_document_t             doc;
+    ngx_http_helix_yaml_ctx_t   ctx;
+
+    fp = fopen((char *) file->data, "rb");
+    if (fp == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "helix_config: cannot open \"%V\"", file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(fp);
+        return NGX_CONF_ERROR;
+    }
+
+    yaml_parser_set_input_file(&parser, fp);
+
+    if (!yaml_parser_load(&parser, &doc)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V:%uz:%uz: YAML syntax error: %s%s%s",
+                           file, (size_t) parser.problem_mark.line + 1,
+                           (size_t) parser.problem_mark.column + 1,
+                           parser.problem ? parser.problem : "unknown",
+                           parser.context ? " " : "",
+                           parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        fclose(fp);
+        return NGX_CONF_ERROR;
+    }
+
+    yaml_parser_delete(&parser);
+    fclose(fp);
+
+    ngx_memzero(&ctx, sizeof(ngx_http_helix_yaml_ctx_t));
+    ctx.cf = cf;
+    ctx.file = file;
+    ctx.doc = &doc;
+
+    root = yaml_document_get_root_node(&doc);
+
+    if (root == NULL || ngx_http_helix_yaml_is_null(root)) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "%V is empty, using the defaults", file);
+        rc = NGX_OK;
+
+    } else {
+        rc = ngx_http_helix_yaml_map(&ctx, root, hmcf,
+                                     ngx_http_helix_yaml_root);
+        if (rc == NGX_OK) {
+            rc = ngx_http_helix_yaml_validate(&ctx, hmcf);
+        }
+    }
+
+    yaml_document_delete(&doc);
+
+    return rc == NGX_OK ? NGX_CONF_OK : NGX_CONF_ERROR;
+}
+
+
+static void
+ngx_http_helix_yaml_log(ngx_http_helix_yaml_ctx_t *ctx, ngx_uint_t level,
+    yaml_node_t *node, const char *fmt, ...)
+{
+    va_list  args;
+
+    va_start(args, fmt);
+    ngx_http_helix_yaml_vlog(ctx, level,
+                             node ? node->start_mark.line + 1 : 0, fmt, args);
+    va_end(args);
+}
+
+
+static void
+ngx_http_helix_yaml_log_line(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_uint_t level, ngx_uint_t line, const char *fmt, ...)
+{
+    va_list  args;
+
+    va_start(args, fmt);
+    ngx_http_helix_yaml_vlog(ctx, level, line, fmt, args);
+    va_end(args);
+}
+
+
+/* "helix.yaml:12: cache.l1.ttl: invalid duration ..." */
+
+static void
+ngx_http_helix_yaml_vlog(ngx_http_helix_yaml_ctx_t *ctx, ngx_uint_t level,
+    ngx_uint_t line, const char *fmt, va_list args)
+{
+    u_char  *p, *last;
+    u_char   msg[NGX_MAX_CONF_ERRSTR];
+
+    last = msg + NGX_MAX_CONF_ERRSTR;
+
+    if (line) {
+        p = ngx_slprintf(msg, last, "%V:%ui: ", ctx->file, line);
+    } else {
+        p = ngx_slprintf(msg, last, "%V: ", ctx->file);
+    }
+
+    if (ctx->path_len) {
+        p = ngx_slprintf(p, last, "%*s: ", ctx->path_len, ctx->path);
+    }
+
+    p = ngx_vslprintf(p, last, fmt, args);
+
+    ngx_conf_log_error(level, ctx->cf, 0, "%*s", p - msg, msg);
+}
+
+
+static size_t
+ngx_http_helix_yaml_push(ngx_http_helix_yaml_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t index)
+{
+    u_char  *p, *last;
+    size_t   old;
+
+    old = ctx->path_len;
+    p = ctx->path + old;
+    last = ctx->path + NGX_HTTP_HELIX_YAML_PATH;
+
+    if (name) {
+        p = ngx_slprintf(p, last, old ? ".%V" : "%V", name);
+
+    } else {
+        p = ngx_slprintf(p, last, "[%ui]", index);
+    }
+
+    ctx->path_len = p - ctx->path;
+
+    return old;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_is_null(yaml_node_t *node)
+{
+    u_char  *v;
+    size_t   len;
+
+    if (node->type != YAML_SCALAR_NODE
+        || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+    {
+        return 0;
+    }
+
+    v = node->data.scalar.value;
+    len = node->data.scalar.length;
+
+    return len == 0
+           || (len == 1 && v[0] == '~')
+           || (len == 4 && ngx_strncasecmp(v, (u_char *) "null", 4) == 0);
+}
+
+
+static const char *
+ngx_http_helix_yaml_type_name(yaml_node_t *node)
+{
+    switch (node->type) {
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    case YAML_SEQUENCE_NODE:
+        return "a list";
+    default:
+        return "a single value";
+    }
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_map(ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node,
+    void *base, const ngx_http_helix_yaml_key_t *table)
+{
+    u_char                           *p, *last;
+    size_t                            old;
+    ngx_str_t                         name;
+    yaml_node_t                      *k, *v, *k2;
+    yaml_node_pair_t                 *pair, *prev;
+    const ngx_http_helix_yaml_key_t  *key;
+    u_char                            known[512];
+
+    if (ngx_http_helix_yaml_is_null(node)) {
+        return NGX_OK;
+    }
+
+    if (node->type != YAML_MAPPING_NODE) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a mapping of keys, got %s",
+                                ngx_http_helix_yaml_type_name(node));
+        return NGX_ERROR;
+    }
+
+    for (pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top;
+         pair++)
+    {
+        k = yaml_document_get_node(ctx->doc, pair->key);
+        v = yaml_document_get_node(ctx->doc, pair->value);
+
+        if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE) {
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, k,
+                                    "keys must be plain names");
+            return NGX_ERROR;
+        }
+
+        name.data = k->data.scalar.value;
+        name.len = k->data.scalar.length;
+
+        for (prev = node->data.mapping.pairs.start; prev < pair; prev++) {
+            k2 = yaml_document_get_node(ctx->doc, prev->key);
+
+            if (k2->type == YAML_SCALAR_NODE
+                && k2->data.scalar.length == name.len
+                && ngx_strncmp(k2->data.scalar.value, name.data, name.len)
+                   == 0)
+            {
+                ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, k,
+                                        "duplicate key \"%V\" (first at "
+                                        "line %uz)", &name,
+                                        (size_t) k2->start_mark.line + 1);
+                return NGX_ERROR;
+            }
+        }
+
+        for (key = table; key->name.len; key++) {
+            if (key->name.len == name.len
+                && ngx_strncmp(key->name.data, name.data, name.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (key->name.len == 0) {
+            p = known;
+            last = known + sizeof(known);
+
+            for (key = table; key->name.len; key++) {
+                p = ngx_slprintf(p, last, "%s%V", p == known ? "" : ", ",
+                                 &key->name);
+            }
+
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, k,
+                                    "unknown key \"%V\" (known keys here: "
+                                    "%*s)", &name, p - known, known);
+            return NGX_ERROR;
+        }
+
+        old = ngx_http_helix_yaml_push(ctx, &name, 0);
+
+        if (key->set(ctx, v, base, key) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->path_len = old;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_scalar(ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node,
+    ngx_str_t *value)
+{
+    if (node->type != YAML_SCALAR_NODE) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a single value, got %s",
+                                ngx_http_helix_yaml_type_name(node));
+        return NGX_ERROR;
+    }
+
+    return ngx_http_helix_yaml_expand(ctx, node, node->data.scalar.value,
+                                      node->data.scalar.length, value);
+}
+
+
+/*
+ * "${VAR}" and "${VAR:-default}" come from the environment of the process
+ * that reads the configuration (the master), as in the guide.
+ */
+
+static ngx_int_t
+ngx_http_helix_yaml_expand(ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node,
+    u_char *p, size_t len, ngx_str_t *value)
+{
+    u_char     *s, *end, *close, *colon, *d;
+    size_t      size, nlen;
+    char       *env;
+    ngx_str_t   dflt;
+    u_char      name[128];
+
+    end = p + len;
+    size = 0;
+
+    /* two passes: measure, then copy */
+
+    for (d = NULL; /* void */; d = value->data) {
+
+        for (s = p; s < end; /* void */) {
+
+            if (s + 1 < end && s[0] == '$' && s[1] == '{') {
+                close = ngx_strlchr(s + 2, end, '}');
+
+                if (close == NULL) {
+                    ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                            "unterminated \"${\" in \"%*s\"",
+                                            len, p);
+                    return NGX_ERROR;
+                }
+
+                colon = ngx_strlchr(s + 2, close, ':');
+                nlen = (colon ? colon : close) - (s + 2);
+
+                if (nlen == 0 || nlen >= sizeof(name)
+                    || (colon && (colon + 1 == close || colon[1] != '-')))
+                {
+                    ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                            "bad variable \"%*s\", write "
+                                            "${NAME} or ${NAME:-default}",
+                                            close - s + 1, s);
+                    return NGX_ERROR;
+                }
+
+                ngx_memcpy(name, s + 2, nlen);
+                name[nlen] = '\0';
+                env = getenv((char *) name);
+
+                if (env == NULL) {
+                    if (colon == NULL) {
+                        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                     "environment variable \"%s\" is not "
+                                     "set (export it before starting nginx,"
+                                     " or write ${%s:-default})",
+                                     name, name);
+                        return NGX_ERROR;
+                    }
+
+                    dflt.data = colon + 2;
+                    dflt.len = close - dflt.data;
+
+                } else {
+                    dflt.data = (u_char *) env;
+                    dflt.len = ngx_strlen(env);
+                }
+
+                if (d) {
+                    d = ngx_cpymem(d, dflt.data, dflt.len);
+                } else {
+                    size += dflt.len;
+                }
+
+                s = close + 1;
+                continue;
+            }
+
+            if (d) {
+                *d++ = *s;
+            } else {
+                size++;
+            }
+
+            s++;
+        }
+
+        if (d) {
+            *d = '\0';
+            value->len = d - value->data;
+            return NGX_OK;
+        }
+
+        value->data = ngx_pnalloc(ctx->cf->pool, size + 1);
+        if (value->data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_map(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    return ngx_http_helix_yaml_map(ctx, node, (u_char *) base + key->offset,
+                                   key->post);
+}
+
+
+/* a block whose presence switches a feature on: "redis:", "database:" */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_block(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    *(ngx_flag_t *) ((u_char *) base + key->offset) = 1;
+
+    return ngx_http_helix_yaml_map(ctx, node, base, key->post);
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_l2(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_http_helix_main_conf_t  *hmcf = base;
+
+    /* "l2:" present means L2 on unless it says "enabled: false" */
+    hmcf->cache.l2_enabled = 1;
+
+    if (ngx_http_helix_yaml_map(ctx, node, base, key->post) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (hmcf->cache.l2_enabled) {
+        hmcf->redis.configured = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_flag(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_str_t    v;
+    ngx_flag_t  *fp;
+
+    if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fp = (ngx_flag_t *) ((u_char *) base + key->offset);
+
+    if ((v.len == 4 && ngx_strncasecmp(v.data, (u_char *) "true", 4) == 0)
+        || (v.len == 3 && ngx_strncasecmp(v.data, (u_char *) "yes", 3) == 0)
+        || (v.len == 2 && ngx_strncasecmp(v.data, (u_char *) "on", 2) == 0))
+    {
+        *fp = 1;
+        return NGX_OK;
+    }
+
+    if ((v.len == 5 && ngx_strncasecmp(v.data, (u_char *) "false", 5) == 0)
+        || (v.len == 2 && ngx_strncasecmp(v.data, (u_char *) "no", 2) == 0)
+        || (v.len == 3 && ngx_strncasecmp(v.data, (u_char *) "off", 3) == 0))
+    {
+        *fp = 0;
+        return NGX_OK;
+    }
+
+    ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                            "expected true or false, got \"%V\"", &v);
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_number(ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node,
+    ngx_str_t *v, const char *what)
+{
+    if (v->len == 0) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "missing value, expected %s", what);
+        return NGX_ERROR;
+    }
+
+    if (v->data[0] == '-') {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "must not be negative, got \"%V\"", v);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_uint(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_int_t   n;
+    ngx_str_t   v;
+
+    if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK
+        || ngx_http_helix_yaml_number(ctx, node, &v, "a whole number")
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    n = ngx_atoi(v.data, v.len);
+    if (n == NGX_ERROR) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a whole number, got \"%V\"", &v);
+        return NGX_ERROR;
+    }
+
+    *(ngx_uint_t *) ((u_char *) base + key->offset) = (ngx_uint_t) n;
+
+    return NGX_OK;
+}
+
+
+/* "0.5" or "50%" -> 50 */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_percent(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_int_t   n;
+    ngx_str_t   v;
+
+    if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK
+        || ngx_http_helix_yaml_number(ctx, node, &v, "a ratio") != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (v.data[v.len - 1] == '%') {
+        n = ngx_atoi(v.data, v.len - 1);
+
+    } else {
+        n = ngx_atofp(v.data, v.len, 2);
+    }
+
+    if (n == NGX_ERROR || n > 100) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a ratio between 0 and 1 (or a "
+                                "percentage like \"50%%\"), got \"%V\"", &v);
+        return NGX_ERROR;
+    }
+
+    *(ngx_uint_t *) ((u_char *) base + key->offset) = (ngx_uint_t) n;
+
+    return NGX_OK;
+}
+
+
+/* Go-style durations: "100ms", "5m", "1h30m", "1.5s", "24h", "7d", "0" */
+
+ngx_int_t
+ngx_http_helix_parse_duration(u_char *p, size_t len, ngx_msec_t *ms)
+{
+    u_char    *end;
+    uint64_t   total, n, frac, scale, unit;
+
+    end = p + len;
+    total = 0;
+
+    if (len == 1 && p[0] == '0') {
+        *ms = 0;
+        return NGX_OK;
+    }
+
+    if (len == 0) {
+        return NGX_ERROR;
+    }
+
+    while (p < end) {
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        for (n = 0; p < end && *p >= '0' && *p <= '9'; p++) {
+            n = n * 10 + (*p - '0');
+            if (n > 1000000000) {
+                return NGX_ERROR;
+            }
+        }
+
+        frac = 0;
+        scale = 1;
+
+        if (p < end && *p == '.') {
+            for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
+                if (scale < 1000) {
+                    frac = frac * 10 + (*p - '0');
+                    scale *= 10;
+                }
+            }
+        }
+
+        if (p + 1 < end && p[0] == 'm' && p[1] == 's') {
+            unit = 1;
+            p += 2;
+
+        } else if (p < end && *p == 's') {
+            unit = 1000;
+            p++;
+
+        } else if (p < end && *p == 'm') {
+            unit = 60 * 1000;
+            p++;
+
+        } else if (p < end && *p == 'h') {
+            unit = 60 * 60 * 1000;
+            p++;
+
+        } else if (p < end && *p == 'd') {
+            unit = 24 * 60 * 60 * 1000;
+            p++;
+
+        } else {
+            return NGX_ERROR;
+        }
+
+        total += n * unit + frac * unit / scale;
+
+        if (total > NGX_MAX_INT32_VALUE) {
+            return NGX_ERROR;
+        }
+    }
+
+    *ms = (ngx_msec_t) total;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_msec(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_str_t    v;
+    ngx_msec_t   ms;
+
+    if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK
+        || ngx_http_helix_yaml_number(ctx, node, &v, "a duration") != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_helix_parse_duration(v.data, v.len, &ms) != NGX_OK) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "invalid duration \"%V\" (write a number "
+                                "with a unit: ms, s, m, h or d, e.g. "
+                                "\"100ms\", \"5m\", \"1h30m\")", &v);
+        return NGX_ERROR;
+    }
+
+    *(ngx_msec_t *) ((u_char *) base + key->offset) = ms;
+
+    return NGX_OK;
+}
+
+
+/* sizes: "4096", "512k", "10MB", "4G", "1GiB"; units are powers of 1024 */
+
+ngx_int_t
+ngx_http_helix_parse_size(u_char *p, size_t len, size_t *size)
+{
+    u_char    *end, c;
+    uint64_t   n, frac, scale, unit;
+
+    end = p + len;
+    n = 0;
+    frac = 0;
+    scale = 1;
+
+    if (len == 0 || *p < '0' || *p > '9') {
+        return NGX_ERROR;
+    }
+
+    for ( /* void */ ; p < end && *p >= '0' && *p <= '9'; p++) {
+        n = n * 10 + (*p - '0');
+        if (n > ((uint64_t) 1 << 40)) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (p < end && *p == '.') {
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
+            if (scale < 1000) {
+                frac = frac * 10 + (*p - '0');
+                scale *= 10;
+            }
+        }
+    }
+
+    while (p < end && *p == ' ') {
+        p++;
+    }
+
+    unit = 1;
+
+    if (p < end) {
+        c = ngx_tolower(*p);
+
+        switch (c) {
+        case 'b':
+            break;
+        case 'k':
+            unit = 1024;
+            break;
+        case 'm':
+            unit = 1024 * 1024;
+            break;
+        case 'g':
+            unit = 1024 * 1024 * 1024;
+            break;
+        case 't':
+            unit = (uint64_t) 1024 * 1024 * 1024 * 1024;
+            break;
+        default:
+            return NGX_ERROR;
+        }
+
+        p++;
+
+        if (c != 'b') {
+            if (p < end && (*p == 'i' || *p == 'I')) {
+                p++;
+                if (p == end) {
+                    return NGX_ERROR;
+                }
+            }
+
+            if (p < end && (*p == 'b' || *p == 'B')) {
+                p++;
+            }
+        }
+
+        if (p != end) {
+            return NGX_ERROR;
+        }
+    }
+
+    n = n * unit + frac * unit / scale;
+
+    if (n > (uint64_t) NGX_MAX_SIZE_T_VALUE / 2) {
+        return NGX_ERROR;
+    }
+
+    *size = (size_t) n;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_size(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    size_t     size;
+    ngx_str_t  v;
+
+    if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK
+        || ngx_http_helix_yaml_number(ctx, node, &v, "a size") != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_helix_parse_size(v.data, v.len, &size) != NGX_OK) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "invalid size \"%V\" (write bytes or a "
+                                "number with K, M, G or T, e.g. \"4096\", "
+                                "\"10MB\", \"4G\")", &v);
+        return NGX_ERROR;
+    }
+
+    *(size_t *) ((u_char *) base + key->offset) = size;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_str(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    return ngx_http_helix_yaml_scalar(ctx, node,
+                             (ngx_str_t *) ((u_char *) base + key->offset));
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_enum(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    u_char                            *p, *last;
+    ngx_str_t                          v;
+    const ngx_http_helix_yaml_enum_t  *e;
+    u_char                             known[256];
+
+    if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (e = key->post; e->name.len; e++) {
+        if (e->name.len == v.len
+            && ngx_strncasecmp(e->name.data, v.data, v.len) == 0)
+        {
+            *(ngx_uint_t *) ((u_char *) base + key->offset) = e->value;
+            return NGX_OK;
+        }
+    }
+
+    p = known;
+    last = known + sizeof(known);
+
+    for (e = key->post; e->name.len; e++) {
+        p = ngx_slprintf(p, last, "%s%V", p == known ? "" : ", ", &e->name);
+    }
+
+    ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                            "unknown value \"%V\" (expected one of: %*s)",
+                            &v, p - known, known);
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_str_list(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    size_t         old;
+    ngx_str_t         *s;
+    ngx_array_t       *a;
+    yaml_node_t       *item;
+    yaml_node_item_t  *i;
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a list, got %s (write "
+                                "[\"a\", \"b\"] or one \"- item\" per line)",
+                                ngx_http_helix_yaml_type_name(node));
+        return NGX_ERROR;
+    }
+
+    a = (ngx_array_t *) ((u_char *) base + key->offset);
+
+    /* arrays inside list items come zeroed from ngx_pcalloc() */
+
+    if (a->elts == NULL
+        && ngx_array_init(a, ctx->cf->pool, 4, sizeof(ngx_str_t)) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    a->nelts = 0;
+
+    for (i = node->data.sequence.items.start;
+         i < node->data.sequence.items.top;
+         i++)
+    {
+        item = yaml_document_get_node(ctx->doc, *i);
+
+        old = ngx_http_helix_yaml_push(ctx, NULL,
+                                   i - node->data.sequence.items.start);
+
+        s = ngx_array_push(a);
+        if (s == NULL || ngx_http_helix_yaml_scalar(ctx, item, s) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (s->len == 0) {
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, item,
+                                    "empty list item");
+            return NGX_ERROR;
+        }
+
+        ctx->path_len = old;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_notice(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_str_t  v;
+
+    if (key->offset) {
+        /* a server timeout: a valid duration, kept, with the nginx hint */
+        if (ngx_http_helix_yaml_set_msec(ctx, node, base, key) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_helix_yaml_log(ctx, NGX_LOG_NOTICE, node, "accepted, but %s",
+                            key->post);
+
+    return NGX_OK;
+}
+
+
+/* "redis:6379", "10.0.0.5", "[::1]:6380" */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_host(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    u_char                       *colon, *last;
+    ngx_int_t                     port;
+    ngx_str_t                     v;
+    ngx_http_helix_redis_conf_t  *rc;
+
+    rc = (ngx_http_helix_redis_conf_t *) ((u_char *) base + key->offset);
+
+    if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (v.len == 0) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "missing host name");
+        return NGX_ERROR;
+    }
+
+    last = v.data + v.len;
+
+    if (v.data[0] == '[') {
+        colon = ngx_strlchr(v.data, last, ']');
+        if (colon == NULL) {
+            goto invalid;
+        }
+
+        rc->host.data = v.data + 1;
+        rc->host.len = colon - v.data - 1;
+        colon = (colon + 1 < last && colon[1] == ':') ? colon + 1 : NULL;
+
+    } else {
+        colon = ngx_strlchr(v.data, last, ':');
+        rc->host.data = v.data;
+        rc->host.len = colon ? (size_t) (colon - v.data) : v.len;
+    }
+
+    if (colon) {
+        port = ngx_atoi(colon + 1, last - colon - 1);
+        if (port < 1 || port > 65535) {
+            goto invalid;
+        }
+
+        rc->port = port;
+    }
+
+    if (rc->host.len == 0) {
+        goto invalid;
+    }
+
+    /* hiredis wants a C string */
+    rc->host.data[rc->host.len] = '\0';
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                            "invalid host \"%V\" (write \"host\" or "
+                            "\"host:port\")", &v);
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_name_ok(ngx_str_t *name)
+{
+    size_t  i;
+
+    if (name->len == 0 || name->len > 64) {
+        return 0;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        if (!(isalnum(name->data[i]) || name->data[i] == '_'
+              || name->data[i] == '-' || name->data[i] == '.'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_policies(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    size_t                          old;
+    ngx_str_t                       name;
+    ngx_uint_t                      i;
+    yaml_node_t                    *k, *v;
+    yaml_node_pair_t               *pair;
+    ngx_http_helix_main_conf_t     *hmcf = base;
+    ngx_http_helix_cache_policy_t  *p;
+
+    if (ngx_http_helix_yaml_is_null(node)) {
+        return NGX_OK;
+    }
+
+    if (node->type != YAML_MAPPING_NODE) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a mapping of policy names, got %s",
+                                ngx_http_helix_yaml_type_name(node));
+        return NGX_ERROR;
+    }
+
+    for (pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top;
+         pair++)
+    {
+        k = yaml_document_get_node(ctx->doc, pair->key);
+        v = yaml_document_get_node(ctx->doc, pair->value);
+
+        name.data = k->data.scalar.value;
+        name.len = k->type == YAML_SCALAR_NODE ? k->data.scalar.length : 0;
+
+        if (!ngx_http_helix_yaml_name_ok(&name)) {
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, k,
+                                    "invalid policy name (use letters, "
+                                    "digits, \"_\" and \"-\")");
+            return NGX_ERROR;
+        }
+
+        p = hmcf->cache.policies.elts;
+
+        for (i = 0; i < hmcf->cache.policies.nelts; i++) {
+            if (p[i].name.len == name.len
+                && ngx_strncmp(p[i].name.data, name.data, name.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == hmcf->cache.policies.nelts) {
+            p = ngx_array_push(&hmcf->cache.policies);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memzero(p, sizeof(ngx_http_helix_cache_policy_t));
+
+            p->name.data = ngx_pstrdup(ctx->cf->pool, &name);
+            if (p->name.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            p->name.len = name.len;
+            p->ttl = NGX_CONF_UNSET_MSEC;
+            p->max_size = NGX_CONF_UNSET_UINT;
+
+        } else {
+            p = &p[i];
+        }
+
+        old = ngx_http_helix_yaml_push(ctx, &name, 0);
+
+        if (ngx_http_helix_yaml_map(ctx, v, p, ngx_http_helix_yaml_policy)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ctx->path_len = old;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_providers(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    size_t                       old;
+    ngx_str_t                    name;
+    ngx_uint_t                   i;
+    yaml_node_t                 *k, *v;
+    yaml_node_pair_t            *pair;
+    ngx_http_helix_provider_t   *p;
+    ngx_http_helix_main_conf_t  *hmcf = base;
+
+    if (ngx_http_helix_yaml_is_null(node)) {
+        return NGX_OK;
+    }
+
+    if (node->type != YAML_MAPPING_NODE) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a mapping of provider names, "
+                                "got %s",
+                                ngx_http_helix_yaml_type_name(node));
+        return NGX_ERROR;
+    }
+
+    for (pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top;
+         pair++)
+    {
+        k = yaml_document_get_node(ctx->doc, pair->key);
+        v = yaml_document_get_node(ctx->doc, pair->value);
+
+        name.data = k->data.scalar.value;
+        name.len = k->type == YAML_SCALAR_NODE ? k->data.scalar.length : 0;
+
+        old = ngx_http_helix_yaml_push(ctx, &name, 0);
+
+        if (name.len == 8 && ngx_strncmp(name.data, "parallel", 8) == 0) {
+            if (ngx_http_helix_yaml_map(ctx, v, hmcf,
+                                        ngx_http_helix_yaml_parallel)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ctx->path_len = old;
+            continue;
+        }
+
+        if (name.len == 15
+            && ngx_strncmp(name.data, "circuit_breaker", 15) == 0)
+        {
+            if (ngx_http_helix_yaml_map(ctx, v, &hmcf->breaker,
+                                        ngx_http_helix_yaml_breaker)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ctx->path_len = old;
+            continue;
+        }
+
+        if (!ngx_http_helix_yaml_name_ok(&name)) {
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, k,
+                                    "invalid provider name (use letters, "
+                                    "digits, \".\", \"_\" and \"-\", at "
+                                    "most 64)");
+            return NGX_ERROR;
+        }
+
+        p = hmcf->providers.elts;
+
+        for (i = 0; i < hmcf->providers.nelts; i++) {
+            if (p[i].name.len == name.len
+                && ngx_strncmp(p[i].name.data, name.data, name.len) == 0)
+            {
+                ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, k,
+                                        "provider defined twice");
+                return NGX_ERROR;
+            }
+        }
+
+        p = ngx_array_push(&hmcf->providers);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(p, sizeof(ngx_http_helix_provider_t));
+
+        p->name.data = ngx_pstrdup(ctx->cf->pool, &name);
+        if (p->name.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p->name.len = name.len;
+        p->index = hmcf->providers.nelts - 1;
+        p->type = NGX_CONF_UNSET_UINT;
+        p->enabled = 1;
+        p->timeout = NGX_CONF_UNSET_MSEC;
+        p->weight = 1;
+        p->line = k->start_mark.line + 1;
+        p->breaker.failure_threshold = NGX_CONF_UNSET_UINT;
+        p->breaker.failure_ratio = NGX_CONF_UNSET_UINT;
+        p->breaker.min_requests = NGX_CONF_UNSET_UINT;
+        p->breaker.window = NGX_CONF_UNSET_MSEC;
+        p->breaker.cooldown = NGX_CONF_UNSET_MSEC;
+        p->breaker.half_open_requests = NGX_CONF_UNSET_UINT;
+
+        if (ngx_http_helix_yaml_map(ctx, v, p, ngx_http_helix_yaml_provider)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ctx->path_len = old;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_seq(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    void                             *elt;
+    size_t                            old;
+    yaml_node_t                      *item;
+    ngx_array_t                      *a;
+    yaml_node_item_t                 *i;
+    const ngx_http_helix_yaml_seq_t  *seq;
+
+    if (ngx_http_helix_yaml_is_null(node)) {
+        return NGX_OK;
+    }
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a list (one \"- ...\" per item), "
+                                "got %s",
+                                ngx_http_helix_yaml_type_name(node));
+        return NGX_ERROR;
+    }
+
+    seq = key->post;
+    a = (ngx_array_t *) ((u_char *) base + seq->array);
+
+    for (i = node->data.sequence.items.start;
+         i < node->data.sequence.items.top;
+         i++)
+    {
+        item = yaml_document_get_node(ctx->doc, *i);
+
+        old = ngx_http_helix_yaml_push(ctx, NULL,
+                                   i - node->data.sequence.items.start);
+
+        if (item->type != YAML_MAPPING_NODE) {
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, item,
+                                    "expected a mapping of keys, got %s",
+                                    ngx_http_helix_yaml_type_name(item));
+            return NGX_ERROR;
+        }
+
+        elt = ngx_array_push(a);
+        if (elt == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(elt, a->size);
+        *(ngx_uint_t *) ((u_char *) elt + seq->line) =
+                                                 item->start_mark.line + 1;
+
+        if (ngx_http_helix_yaml_map(ctx, item, elt, seq->table) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->path_len = old;
+    }
+
+    return NGX_OK;
+}
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_metrics[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  metrics_enabled, NULL),
+    ngx_helix_key("names", ngx_http_helix_yaml_set_str_list, MC,
+                  metrics, NULL),
+    ngx_helix_key_null
+};
+
+
+/* the guide writes "metrics:" as a list of names; a mapping also works */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_metrics(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_str_t                   *name;
+    ngx_uint_t                   i;
+    ngx_http_helix_main_conf_t  *hmcf = base;
+
+    if (node->type == YAML_SEQUENCE_NODE) {
+        if (ngx_http_helix_yaml_set_str_list(ctx, node, base,
+                                             &ngx_http_helix_yaml_metrics[1])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_helix_yaml_map(ctx, node, base,
+                                       ngx_http_helix_yaml_metrics)
+               != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    name = hmcf->metrics.elts;
+
+    for (i = 0; i < hmcf->metrics.nelts; i++) {
+        if (name[i].len > 3 && ngx_strncmp(name[i].data, "go_", 3) == 0) {
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_NOTICE, node,
+                                    "\"%V\" is a Go runtime metric and "
+                                    "nginx has no Go runtime; the README "
+                                    "lists the nginx equivalents",
+                                    &name[i]);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_provider_infer_type(ngx_str_t *name)
+{
+    static const ngx_http_helix_yaml_enum_t  known[] = {
+        { ngx_string("openai"), NGX_HTTP_HELIX_OPENAI },
+        { ngx_string("deepseek"), NGX_HTTP_HELIX_OPENAI },
+        { ngx_string("mistral"), NGX_HTTP_HELIX_OPENAI },
+        { ngx_string("openrouter"), NGX_HTTP_HELIX_OPENAI },
+        { ngx_string("ollama"), NGX_HTTP_HELIX_OPENAI },
+        { ngx_string("vllm"), NGX_HTTP_HELIX_OPENAI },
+        { ngx_string("anthropic"), NGX_HTTP_HELIX_ANTHROPIC },
+        { ngx_string("claude"), NGX_HTTP_HELIX_ANTHROPIC },
+        { ngx_string("gemini"), NGX_HTTP_HELIX_GEMINI },
+        { ngx_string("google"), NGX_HTTP_HELIX_GEMINI },
+        { ngx_null_string, 0 }
+    };
+
+    const ngx_http_helix_yaml_enum_t  *e;
+
+    for (e = known; e->name.len; e++) {
+        if (e->name.len == name->len
+            && ngx_strncasecmp(e->name.data, name->data, name->len) == 0)
+        {
+            return e->value;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_helix_yaml_set_path(ngx_http_helix_yaml_ctx_t *ctx, const char *a,
+    ngx_str_t *b, const char *c)
+{
+    u_char  *p;
+
+    p = ngx_slprintf(ctx->path, ctx->path + NGX_HTTP_HELIX_YAML_PATH,
+                     "%s%V%s", a, b, c);
+    ctx->path_len = p - ctx->path;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_main_conf_t *hmcf)
+{
+    u_char                         *d;
+    ngx_str_t                       empty = ngx_null_string;
+    ngx_str_t                      *s;
+    ngx_int_t                       type;
+    ngx_uint_t                      i, j, k;
+    ngx_http_helix_api_key_t       *key;
+    ngx_http_helix_provider_t      *p;
+    ngx_http_helix_warm_query_t    *q;
+    ngx_http_helix_cache_policy_t  *pol;
+
+    ngx_http_helix_yaml_set_path(ctx, "cache.l1.eviction", &empty, "");
+
+    if (hmcf->cache.l1_eviction.len != 3
+        || ngx_strncasecmp(hmcf->cache.l1_eviction.data, (u_char *) "lru", 3)
+           != 0)
+    {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "eviction \"%V\" is not supported (only "
+                                "\"lru\")", &hmcf->cache.l1_eviction);
+        return NGX_ERROR;
+    }
+
+    ngx_http_helix_yaml_set_path(ctx, "streaming.compression", &empty, "");
+
+    s = &hmcf->streaming_compression;
+
+    if (s->len == 0 || (s->len == 3 && ngx_strncmp(s->data, "off", 3) == 0)) {
+        ngx_str_set(s, "none");
+    }
+
+    if (!(s->len == 4 && ngx_strncmp(s->data, "none", 4) == 0)
+        && !(s->len == 4 && ngx_strncmp(s->data, "gzip", 4) == 0))
+    {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "unknown compression \"%V\" (expected gzip "
+                                "or none)", s);
+        return NGX_ERROR;
+    }
+
+    ngx_http_helix_yaml_set_path(ctx, "ensemble.max_providers", &empty, "");
+
+    if (hmcf->ensemble_max_providers == 0) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "must be at least 1");
+        return NGX_ERROR;
+    }
+
+    pol = hmcf->cache.policies.elts;
+
+    for (i = 0; i < hmcf->cache.policies.nelts; i++) {
+        if (pol[i].ttl == NGX_CONF_UNSET_MSEC) {
+            pol[i].ttl = hmcf->cache.l1_ttl;
+        }
+
+        if (pol[i].max_size == NGX_CONF_UNSET_UINT) {
+            pol[i].max_size = hmcf->cache.l1_max_size;
+        }
+    }
+
+    p = hmcf->providers.elts;
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_http_helix_yaml_set_path(ctx, "providers.", &p[i].name, "");
+
+        if (p[i].type == NGX_CONF_UNSET_UINT) {
+            type = ngx_http_helix_provider_infer_type(&p[i].name);
+
+            if (type == NGX_ERROR) {
+                ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, p[i].line,
+                                        "provider has no \"type\" (add "
+                                        "type: openai, anthropic or gemini)");
+                return NGX_ERROR;
+            }
+
+            p[i].type = type;
+        }
+
+        if (p[i].models.nelts == 0 && p[i].embedding_models.nelts == 0) {
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, p[i].line,
+                                    "provider lists no models (add "
+                                    "models: [...] or embedding_models: "
+                                    "[...])");
+            return NGX_ERROR;
+        }
+
+        if (p[i].location.len == 0) {
+            p[i].location.len = sizeof("/_helix/") - 1 + p[i].name.len;
+            p[i].location.data = ngx_pnalloc(ctx->cf->pool,
+                                             p[i].location.len);
+            if (p[i].location.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            d = ngx_cpymem(p[i].location.data, "/_helix/",
+                           sizeof("/_helix/") - 1);
+            ngx_memcpy(d, p[i].name.data, p[i].name.len);
+        }
+
+        if (p[i].location.data[0] != '/'
+            || (p[i].stream_location.len
+                && p[i].stream_location.data[0] != '/'))
+        {
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, p[i].line,
+                                    "location must be an nginx location "
+                                    "path starting with \"/\"");
+            return NGX_ERROR;
+        }
+
+        if (p[i].stream_location.len == 0) {
+            p[i].stream_location = p[i].location;
+        }
+
+        if (p[i].api_version.len == 0
+            && p[i].type == NGX_HTTP_HELIX_ANTHROPIC)
+        {
+            ngx_str_set(&p[i].api_version, "2023-06-01");
+        }
+
+        if (p[i].default_model.len == 0) {
+            s = p[i].models.nelts ? p[i].models.elts
+                                  : p[i].embedding_models.elts;
+            p[i].default_model = s[0];
+        }
+
+        ngx_conf_merge_msec_value(p[i].timeout, NGX_CONF_UNSET_MSEC,
+                                  hmcf->timeout_provider);
+        ngx_conf_merge_uint_value(p[i].breaker.failure_threshold,
+                                  NGX_CONF_UNSET_UINT,
+                                  hmcf->breaker.failure_threshold);
+        ngx_conf_merge_uint_value(p[i].breaker.failure_ratio,
+                                  NGX_CONF_UNSET_UINT,
+                                  hmcf->breaker.failure_ratio);
+        ngx_conf_merge_uint_value(p[i].breaker.min_requests,
+                                  NGX_CONF_UNSET_UINT,
+                                  hmcf->breaker.min_requests);
+        ngx_conf_merge_msec_value(p[i].breaker.window, NGX_CONF_UNSET_MSEC,
+                                  hmcf->breaker.window);
+        ngx_conf_merge_msec_value(p[i].breaker.cooldown, NGX_CONF_UNSET_MSEC,
+                                  hmcf->breaker.cooldown);
+        ngx_conf_merge_uint_value(p[i].breaker.half_open_requests,
+                                  NGX_CONF_UNSET_UINT,
+                                  hmcf->breaker.half_open_requests);
+    }
+
+    q = hmcf->cache.warming_queries.elts;
+
+    for (i = 0; i < hmcf->cache.warming_queries.nelts; i++) {
+        ngx_http_helix_yaml_set_path(ctx, "cache.warming.queries", &empty,
+                                     "");
+        ngx_http_helix_yaml_push(ctx, NULL, i);
+
+        if (q[i].prompt.len == 0) {
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, q[i].line,
+                                    "a warming query needs a \"prompt\"");
+            return NGX_ERROR;
+        }
+
+        s = q[i].providers.elts;
+
+        for (j = 0; j < q[i].providers.nelts; j++) {
+            p = hmcf->providers.elts;
+
+            for (k = 0; k < hmcf->providers.nelts; k++) {
+                if (p[k].name.len == s[j].len
+                    && ngx_strncmp(p[k].name.data, s[j].data, s[j].len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (k == hmcf->providers.nelts) {
+                ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, q[i].line,
+                                        "unknown provider \"%V\" (not in "
+                                        "providers:)", &s[j]);
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    key = hmcf->api_keys.elts;
+
+    for (i = 0; i < hmcf->api_keys.nelts; i++) {
+        ngx_http_helix_yaml_set_path(ctx, "auth.keys", &empty, "");
+        ngx_http_helix_yaml_push(ctx, NULL, i);
+
+        if (key[i].name.len == 0 || key[i].key.len == 0) {
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, key[i].line,
+                                    "each key needs a \"name\" and a "
+                                    "non-empty \"key\"");
+            return NGX_ERROR;
+        }
+
+        if (key[i].key.len == hmcf->admin_token.len
+            && ngx_strncmp(key[i].key.data, hmcf->admin_token.data,
+                           key[i].key.len) == 0)
+        {
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, key[i].line,
+                                    "the admin token must not also be an "
+                                    "API key");
+            return NGX_ERROR;
+        }
+
+        for (j = 0; j < i; j++) {
+            if (key[j].key.len == key[i].key.len
+                && ngx_strncmp(key[j].key.data, key[i].key.data,
+                               key[i].key.len) == 0)
+            {
+                ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, key[i].line,
+                                        "key of \"%V\" is the same as the "
+                                        "key of \"%V\"", &key[i].name,
+                                        &key[j].name);
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    if (hmcf->auth_enabled && hmcf->api_keys.nelts == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "auth.enabled", &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "auth is enabled but auth.keys is empty");
+        return NGX_ERROR;
+    }
+
+    ctx->path_len = 0;
+
+    return NGX_OK;
+}

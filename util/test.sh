@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The test suite ("make test"): starts a private Redis, PostgreSQL and the
+# mock providers on test ports, runs prove with the given arguments, and
+# stops what it started, whatever the outcome.
+#
+# Ports (override with the same variables): mock providers 18101 (openai),
+# 18102 (anthropic), 18103 (gemini); Redis 16379; PostgreSQL 15432;
+# nginx under test 1984.  TEST_NGINX_USE_VALGRIND=1 runs nginx under
+# valgrind.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+state=$top/build/test
+
+export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
+export TEST_NGINX_LOAD_MODULES=${TEST_NGINX_LOAD_MODULES:-$top/build/ngx_http_helix_module.so}
+export TEST_NGINX_SERVER_PORT=${TEST_NGINX_SERVER_PORT:-1984}
+export TEST_NGINX_OPENAI_PORT=${TEST_NGINX_OPENAI_PORT:-18101}
+export TEST_NGINX_ANTHROPIC_PORT=${TEST_NGINX_ANTHROPIC_PORT:-18102}
+export TEST_NGINX_GEMINI_PORT=${TEST_NGINX_GEMINI_PORT:-18103}
+export TEST_NGINX_REDIS_PORT=${TEST_NGINX_REDIS_PORT:-16379}
+export TEST_NGINX_PG_PORT=${TEST_NGINX_PG_PORT:-15432}
+
+mock_pid=
+
+cleanup() {
+    if [ -n "$mock_pid" ]; then
+        kill "$mock_pid" 2>/dev/null || true
+        wait "$mock_pid" 2>/dev/null || true
+    fi
+    "$top/util/services.sh" stop redis "$state/redis" >/dev/null || true
+    "$top/util/services.sh" stop postgres "$state/postgres" >/dev/null || true
+}
+trap cleanup EXIT
+
+mkdir -p "$state"
+
+"$top/util/services.sh" start redis "$TEST_NGINX_REDIS_PORT" "$state/redis"
+"$top/util/services.sh" start postgres "$TEST_NGINX_PG_PORT" \
+    "$state/postgres"
+
+"$top/util/mock_provider" --openai "$TEST_NGINX_OPENAI_PORT" \
+    --anthropic "$TEST_NGINX_ANTHROPIC_PORT" \
+    --gemini "$TEST_NGINX_GEMINI_PORT" > "$state/mock.log" 2>&1 &
+mock_pid=$!
+
+for _ in $(seq 1 300); do
+    if curl -sf -o /dev/null \
+        "http://127.0.0.1:$TEST_NGINX_OPENAI_PORT/_mock/health"
+    then
+        break
+    fi
+    if ! kill -0 "$mock_pid" 2>/dev/null; then
+        cat "$state/mock.log" >&2
+        echo "test: the mock provider did not start" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+
+cd "$top"
+prove -I t/lib "$@"
