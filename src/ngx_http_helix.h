@@ -150,6 +150,7 @@ typedef struct {
     ngx_msec_t                  timeout;
     ngx_uint_t                  weight;
     ngx_uint_t                  line;           /* in helix.yaml */
+    ngx_uint_t                  slot;           /* in the shared zone */
 
     ngx_http_helix_breaker_conf_t  breaker;
 } ngx_http_helix_provider_t;
@@ -231,6 +232,10 @@ typedef struct {
     ngx_uint_t                  batch_max_texts;
 
     ngx_str_t                   models_json;    /* GET /v1/models body */
+
+    ngx_shm_zone_t             *shm_zone;       /* provider state */
+    ngx_slab_pool_t            *shpool;
+    void                       *sh;
 } ngx_http_helix_main_conf_t;
 
 

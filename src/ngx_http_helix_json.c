@@ -83,8 +83,9 @@ ngx_int_t
 ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *param, const char *fmt, ...)
 {
-    u_char     *p, *last;
-    size_t      len, plen;
+    u_char      *p, *last;
+    size_t       len, plen;
+    const char  *type;
     va_list     args;
     ngx_str_t   body;
     ngx_uint_t  level;
@@ -96,11 +97,12 @@ ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
     len = last - msg;
     plen = param ? ngx_strlen(param) : 0;
+    type = ngx_http_helix_error_type(status);
 
     body.len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
                       "\"param\":,\"code\":}}") - 1
                + len + ngx_escape_json(NULL, msg, len)
-               + sizeof("permission_error") + 2
+               + ngx_strlen(type)
                + (param ? plen + 2 + ngx_escape_json(NULL, (u_char *) param,
                                                      plen)
                         : 4)
@@ -114,8 +116,7 @@ ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
     p = ngx_cpymem(body.data, "{\"error\":{\"message\":\"",
                    sizeof("{\"error\":{\"message\":\"") - 1);
     p = (u_char *) ngx_escape_json(p, msg, len);
-    p = ngx_sprintf(p, "\",\"type\":\"%s\",\"param\":",
-                    ngx_http_helix_error_type(status));
+    p = ngx_sprintf(p, "\",\"type\":\"%s\",\"param\":", type);
 
     if (param) {
         *p++ = '"';

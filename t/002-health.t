@@ -1,0 +1,109 @@
+# GET /health, methods, and the endpoints that are not there yet.
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+
+our $HttpConfig = <<'_EOC_';
+    helix_config ../html/helix.yaml;
+_EOC_
+
+our $Yaml = <<'_EOC_';
+>>> helix.yaml
+providers:
+  openai:
+    models: [gpt-4o]
+  claude:
+    models: [claude-3-haiku-20240307]
+_EOC_
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: /health answers JSON with the version and provider count
+--- http_config eval: $::HttpConfig
+--- user_files eval: $::Yaml
+--- config
+location = /health { helix_endpoint health; }
+--- request
+GET /health
+--- response_body_like: ^\{"status":"ok","version":"\d+\.\d+\.\d+","pid":\d+,"providers":2,"config_loaded":\d+,"uptime_seconds":\d+\}$
+--- response_headers
+Content-Type: application/json
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: /health works without helix_config
+--- config
+location = /health { helix_endpoint health; }
+--- request
+GET /health
+--- response_body_like: "providers":0
+
+
+
+=== TEST 3: HEAD /health sends headers only
+--- http_config eval: $::HttpConfig
+--- user_files eval: $::Yaml
+--- config
+location = /health { helix_endpoint health; }
+--- request
+HEAD /health
+--- response_body:
+--- error_code: 200
+
+
+
+=== TEST 4: a wrong method is 405 with Allow and an OpenAI error object
+--- http_config eval: $::HttpConfig
+--- user_files eval: $::Yaml
+--- config
+location = /v1/models { helix_endpoint models; }
+--- request
+DELETE /v1/models
+--- error_code: 405
+--- response_headers
+Allow: GET, HEAD
+Content-Type: application/json
+--- response_body: {"error":{"message":"DELETE is not allowed on /v1/models","type":"invalid_request_error","param":null,"code":"method_not_allowed"}}
+
+
+
+=== TEST 5: POST with a body on a GET endpoint is 405, body discarded
+--- http_config eval: $::HttpConfig
+--- user_files eval: $::Yaml
+--- config
+location = /health { helix_endpoint health; }
+--- request
+POST /health
+{"a": 1}
+--- error_code: 405
+--- response_headers
+Allow: GET, HEAD
+
+
+
+=== TEST 6: an endpoint still to come answers 501 in JSON
+--- http_config eval: $::HttpConfig
+--- user_files eval: $::Yaml
+--- config
+location = /metrics { helix_endpoint metrics; }
+--- request
+GET /metrics
+--- error_code: 501
+--- response_body: {"error":{"message":"the metrics endpoint is not implemented yet","type":"api_error","param":null,"code":"not_implemented"}}
+
+
+
+=== TEST 7: a location without helix_endpoint is not ours
+--- http_config eval: $::HttpConfig
+--- user_files eval: $::Yaml
+--- config
+location = /v1/models { helix_endpoint models; }
+location /other { return 200 "plain\n"; }
+--- request
+GET /other
+--- response_body
+plain
