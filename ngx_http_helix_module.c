@@ -10,6 +10,7 @@
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_yaml.h"
 #include "ngx_http_helix_json.h"
+#include "ngx_http_helix_upstream.h"
 
 
 typedef struct {
@@ -26,6 +27,8 @@ static char *ngx_http_helix_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_helix_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_helix_create_main_conf(ngx_conf_t *cf);
+static ngx_int_t ngx_http_helix_init_process(ngx_cycle_t *cycle);
+static void ngx_http_helix_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_helix_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_helix_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -38,9 +41,12 @@ static char *ngx_http_helix_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
 static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
     { ngx_null_string, 0, NULL },
-    { ngx_string("chat_completions"), NGX_HTTP_POST, NULL },
-    { ngx_string("completions"), NGX_HTTP_POST, NULL },
-    { ngx_string("embeddings"), NGX_HTTP_POST, NULL },
+    { ngx_string("chat_completions"), NGX_HTTP_POST,
+      ngx_http_helix_gateway_handler },
+    { ngx_string("completions"), NGX_HTTP_POST,
+      ngx_http_helix_gateway_handler },
+    { ngx_string("embeddings"), NGX_HTTP_POST,
+      ngx_http_helix_gateway_handler },
     { ngx_string("models"), NGX_HTTP_HELIX_GET,
       ngx_http_helix_models_handler },
     { ngx_string("completions_batch"), NGX_HTTP_POST, NULL },
@@ -51,7 +57,8 @@ static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
     { ngx_string("cache_cleanup"), NGX_HTTP_POST, NULL },
     { ngx_string("health"), NGX_HTTP_HELIX_GET,
       ngx_http_helix_health_handler },
-    { ngx_string("provider_health"), NGX_HTTP_HELIX_GET, NULL },
+    { ngx_string("provider_health"), NGX_HTTP_HELIX_GET,
+      ngx_http_helix_provider_health_handler },
     { ngx_string("metrics"), NGX_HTTP_HELIX_GET, NULL },
     { ngx_null_string, 0, NULL }
 };
@@ -99,10 +106,10 @@ ngx_module_t  ngx_http_helix_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_helix_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_helix_exit_process,           /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -245,7 +252,25 @@ ngx_http_helix_postconfiguration(ngx_conf_t *cf)
 
     hmcf->loaded = ngx_time();
 
+    if (ngx_http_helix_upstream_init_zone(cf, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_helix_models_init(cf, hmcf);
+}
+
+
+static ngx_int_t
+ngx_http_helix_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_helix_upstream_init_process(cycle);
+}
+
+
+static void
+ngx_http_helix_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_helix_upstream_exit_process(cycle);
 }
 
 

@@ -248,6 +248,8 @@ extern ngx_module_t  ngx_http_helix_module;
 
 
 ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_provider_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_models_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_models_init(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);

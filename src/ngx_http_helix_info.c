@@ -9,6 +9,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_json.h"
+#include "ngx_http_helix_upstream.h"
 
 
 static ngx_int_t ngx_http_helix_models_add(json_t *data, ngx_array_t *models,
@@ -159,4 +160,77 @@ ngx_http_helix_models_add(json_t *data, ngx_array_t *models,
     }
 
     return NGX_OK;
+}
+
+
+/* GET /v1/health: every provider's breaker and load, from shared memory */
+
+ngx_int_t
+ngx_http_helix_provider_health_handler(ngx_http_request_t *r)
+{
+    u_char                           *p, *last;
+    size_t                            len;
+    ngx_int_t                         rc;
+    ngx_str_t                         body;
+    ngx_uint_t                        i, open;
+    ngx_http_helix_provider_t        *pr;
+    ngx_http_helix_main_conf_t       *hmcf;
+    ngx_http_helix_provider_state_t   st;
+
+    static const char  *states[] = { "closed", "open", "half_open" };
+    static const char  *types[] = { "openai", "anthropic", "gemini" };
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    pr = hmcf->providers.elts;
+
+    len = 128;
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        len += 320 + pr[i].name.len;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.data = p;
+    last = p + len;
+    open = 0;
+
+    p = ngx_slprintf(p, last, "{\"providers\":[");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_http_helix_provider_state(hmcf, &pr[i], &st);
+
+        if (st.state != NGX_HTTP_HELIX_BREAKER_CLOSED || !pr[i].enabled) {
+            open++;
+        }
+
+        p = ngx_slprintf(p, last,
+                         "%s{\"name\":\"%V\",\"type\":\"%s\","
+                         "\"enabled\":%s,\"state\":\"%s\",\"inflight\":%ui,"
+                         "\"consecutive_failures\":%ui,\"requests\":%uL,"
+                         "\"failures\":%uL,\"opened\":%uL,"
+                         "\"retry_in_ms\":%M}",
+                         i ? "," : "", &pr[i].name, types[pr[i].type],
+                         pr[i].enabled ? "true" : "false", states[st.state],
+                         st.inflight, st.consecutive_failures, st.requests,
+                         st.failures, st.opened, st.retry_in);
+    }
+
+    p = ngx_slprintf(p, last, "],\"inflight\":%ui,\"status\":\"%s\"}",
+                     ngx_http_helix_inflight_total(hmcf),
+                     open == 0 ? "ok"
+                     : open < hmcf->providers.nelts ? "degraded"
+                                                    : "unavailable");
+
+    body.len = p - body.data;
+
+    return ngx_http_helix_send_json(r, NGX_HTTP_OK, &body);
 }

@@ -141,3 +141,137 @@ ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
     return ngx_http_helix_send_json(r, status, &body);
 }
+
+
+static void
+ngx_http_helix_json_cleanup(void *data)
+{
+    json_decref(data);
+}
+
+
+/* the pool owns the reference: no path can leak it */
+
+ngx_int_t
+ngx_http_helix_json_pool(ngx_pool_t *pool, json_t *json)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        json_decref(json);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_helix_json_cleanup;
+    cln->data = json;
+
+    return NGX_OK;
+}
+
+
+typedef struct {
+    ngx_pool_t  *pool;
+    u_char      *data;
+    size_t       len;
+    size_t       cap;
+} ngx_http_helix_json_out_t;
+
+
+static int
+ngx_http_helix_json_write(const char *buffer, size_t size, void *data)
+{
+    ngx_http_helix_json_out_t  *out = data;
+
+    u_char  *p;
+    size_t   cap;
+
+    if (out->len + size > out->cap) {
+        cap = ngx_max(out->cap * 2, out->len + size);
+
+        p = ngx_pnalloc(out->pool, cap);
+        if (p == NULL) {
+            return -1;
+        }
+
+        if (out->len) {
+            ngx_memcpy(p, out->data, out->len);
+        }
+
+        if (out->cap) {
+            ngx_pfree(out->pool, out->data);
+        }
+
+        out->data = p;
+        out->cap = cap;
+    }
+
+    ngx_memcpy(out->data + out->len, buffer, size);
+    out->len += size;
+
+    return 0;
+}
+
+
+/* serialised straight into the pool, without jansson's malloc'd copy */
+
+ngx_int_t
+ngx_http_helix_json_dump(ngx_pool_t *pool, json_t *json, ngx_str_t *s)
+{
+    ngx_http_helix_json_out_t  out;
+
+    out.pool = pool;
+    out.len = 0;
+    out.cap = 1024;
+    out.data = ngx_pnalloc(pool, out.cap);
+
+    if (out.data == NULL
+        || json_dump_callback(json, ngx_http_helix_json_write, &out,
+                              JSON_COMPACT|JSON_PRESERVE_ORDER
+                              |JSON_REAL_PRECISION(9))
+           != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    s->data = out.data;
+    s->len = out.len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A copy of obj with the given keys first, in OpenAI's order, then the
+ * rest: clients and people read the answers, and diff them.
+ */
+
+json_t *
+ngx_http_helix_json_order(json_t *obj, const char **keys)
+{
+    json_t      *o, *v;
+    const char  *k;
+
+    o = json_object();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    for ( /* void */ ; *keys; keys++) {
+        v = json_object_get(obj, *keys);
+
+        if (v && json_object_set(o, *keys, v) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+
+    json_object_foreach(obj, k, v) {
+        if (json_object_get(o, k) == NULL && json_object_set(o, k, v) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+
+    return o;
+}

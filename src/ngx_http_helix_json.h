@@ -7,6 +7,8 @@
 #define _NGX_HTTP_HELIX_JSON_H_INCLUDED_
 
 
+#include <jansson.h>
+
 #include "ngx_http_helix.h"
 
 
@@ -14,6 +16,10 @@ ngx_int_t ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *body);
 ngx_int_t ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *param, const char *fmt, ...);
+ngx_int_t ngx_http_helix_json_pool(ngx_pool_t *pool, json_t *json);
+json_t *ngx_http_helix_json_order(json_t *obj, const char **keys);
+ngx_int_t ngx_http_helix_json_dump(ngx_pool_t *pool, json_t *json,
+    ngx_str_t *s);
 
 
 #endif /* _NGX_HTTP_HELIX_JSON_H_INCLUDED_ */

@@ -1,0 +1,1498 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * The gateway's core path: POST /v1/chat/completions, /v1/completions and
+ * /v1/embeddings.  The body is read and checked, the model is mapped to
+ * the providers that serve it, and the request goes to the first one
+ * whose breaker and limits allow, falling back to the next on connection
+ * errors, timeouts, 5xx and 429, at most once per provider and within the
+ * request's overall deadline (timeouts.provider_default).
+ */
+
+
+#include <jansson.h>
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_json.h"
+#include "ngx_http_helix_provider.h"
+#include "ngx_http_helix_upstream.h"
+
+
+#define NGX_HTTP_HELIX_MAX_STOP     4
+#define NGX_HTTP_HELIX_MAX_N        128
+#define NGX_HTTP_HELIX_MAX_INPUTS   2048
+#define NGX_HTTP_HELIX_UNPROCESSABLE  422
+
+
+typedef struct {
+    ngx_http_helix_provider_t  *provider;
+    ngx_str_t                   model;
+} ngx_http_helix_candidate_t;
+
+
+typedef struct {
+    ngx_http_helix_provider_t  *provider;
+    ngx_uint_t                  outcome;
+    ngx_uint_t                  status;
+    ngx_msec_t                  latency;
+    ngx_str_t                   reason;
+} ngx_http_helix_attempt_t;
+
+
+typedef struct {
+    ngx_uint_t                  status;
+    const char                 *code;
+    char                       *param;
+    ngx_str_t                   msg;
+} ngx_http_helix_error_t;
+
+
+typedef struct {
+    ngx_uint_t                  endpoint;
+    json_t                     *req;
+    json_t                     *input;          /* embeddings: strings */
+    ngx_str_t                   model;
+    ngx_http_helix_provider_t  *provider;       /* asked for by name */
+
+    ngx_array_t                 candidates;
+    ngx_uint_t                  next;
+    ngx_array_t                 attempts;
+    ngx_msec_t                  deadline;
+
+    ngx_http_helix_error_t      err;
+} ngx_http_helix_gw_ctx_t;
+
+
+static void ngx_http_helix_gateway_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_helix_gateway_error(ngx_http_helix_gw_ctx_t *ctx,
+    ngx_pool_t *pool, ngx_uint_t status, const char *code, char *param,
+    const char *fmt, ...);
+static ngx_int_t ngx_http_helix_read_body(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *body);
+static ngx_int_t ngx_http_helix_check_chat(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, json_t *req);
+static ngx_int_t ngx_http_helix_check_completion(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, json_t *req);
+static ngx_int_t ngx_http_helix_check_embeddings(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, json_t *req);
+static ngx_int_t ngx_http_helix_check_params(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, json_t *req);
+static ngx_int_t ngx_http_helix_candidates(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static void ngx_http_helix_try_next(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static void ngx_http_helix_call_handler(ngx_http_helix_call_t *call);
+static ngx_int_t ngx_http_helix_respond(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_call_t *call);
+static ngx_int_t ngx_http_helix_give_up(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static void ngx_http_helix_attempt(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_provider_t *p,
+    ngx_uint_t outcome, ngx_uint_t status, ngx_msec_t latency,
+    ngx_str_t *reason);
+
+
+ngx_int_t
+ngx_http_helix_gateway_handler(ngx_http_request_t *r)
+{
+    off_t                        len;
+    ngx_int_t                    rc;
+    ngx_http_helix_gw_ctx_t     *ctx;
+    ngx_http_helix_loc_conf_t   *hlcf;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
+
+    /* too large is known before a byte of the body is read */
+
+    len = r->headers_in.content_length_n;
+
+    if (len > (off_t) hmcf->max_request_body) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_helix_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "request_too_large", NULL,
+                                         "request body of %O bytes is larger "
+                                         "than max_request_body (%uz bytes)",
+                                         len, hmcf->max_request_body);
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_gw_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->endpoint = hlcf->endpoint;
+    ngx_http_set_ctx(r, ctx, ngx_http_helix_module);
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_helix_gateway_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_helix_gateway_body(ngx_http_request_t *r)
+{
+    json_t                   *req;
+    ngx_int_t                 rc;
+    ngx_str_t                 body;
+    json_error_t              jerr;
+    ngx_http_helix_gw_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+
+    ngx_str_null(&body);
+    rc = ngx_http_helix_read_body(r, ctx, &body);
+
+    if (rc == NGX_OK) {
+        req = json_loadb((char *) body.data, body.len, 0, &jerr);
+
+        if (req == NULL) {
+            rc = ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_BAD_REQUEST, "invalid_json", NULL,
+                                 "request body is not valid JSON: %s (line "
+                                 "%d, column %d)", jerr.text, jerr.line,
+                                 jerr.column);
+
+        } else if (ngx_http_helix_json_pool(r->pool, req) != NGX_OK) {
+            rc = NGX_ERROR;
+
+        } else if (!json_is_object(req)) {
+            rc = ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_BAD_REQUEST, "invalid_json", NULL,
+                                 "request body must be a JSON object");
+
+        } else {
+            switch (ctx->endpoint) {
+            case NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS:
+                rc = ngx_http_helix_check_chat(r, ctx, req);
+                break;
+            case NGX_HTTP_HELIX_EP_COMPLETIONS:
+                rc = ngx_http_helix_check_completion(r, ctx, req);
+                break;
+            default:
+                rc = ngx_http_helix_check_embeddings(r, ctx, req);
+            }
+        }
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_helix_candidates(r, ctx);
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_finalize_request(r,
+                   ngx_http_helix_send_error(r, ctx->err.status,
+                                             ctx->err.code, ctx->err.param,
+                                             "%V", &ctx->err.msg));
+        return;
+    }
+
+    /* a client that goes away ends the provider calls too */
+    r->read_event_handler = ngx_http_test_reading;
+
+    ngx_http_helix_try_next(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_helix_gateway_error(ngx_http_helix_gw_ctx_t *ctx, ngx_pool_t *pool,
+    ngx_uint_t status, const char *code, char *param, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    ctx->err.status = status;
+    ctx->err.code = code;
+    ctx->err.param = param;
+
+    p = ngx_pnalloc(pool, 512);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    va_start(args, fmt);
+    ctx->err.msg.len = ngx_vslprintf(p, p + 512, fmt, args) - p;
+    va_end(args);
+
+    ctx->err.msg.data = p;
+
+    return NGX_DECLINED;
+}
+
+
+static char *
+ngx_http_helix_param(ngx_pool_t *pool, const char *fmt, ...)
+{
+    u_char   *p, *last;
+    va_list   args;
+
+    p = ngx_pnalloc(pool, 64);
+    if (p == NULL) {
+        return "?";
+    }
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(p, p + 63, fmt, args);
+    va_end(args);
+
+    *last = '\0';
+
+    return (char *) p;
+}
+
+
+static ngx_int_t
+ngx_http_helix_read_body(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    ngx_str_t *body)
+{
+    u_char                      *p;
+    size_t                       len;
+    ssize_t                      n;
+    ngx_buf_t                   *b;
+    ngx_chain_t                 *cl;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            "invalid_json", NULL,
+                                            "request body is empty");
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                          : (size_t) (b->last - b->pos);
+    }
+
+    if (len == 0) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            "invalid_json", NULL,
+                                            "request body is empty");
+    }
+
+    if (len > hmcf->max_request_body) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                 "request_too_large", NULL,
+                                 "request body of %uz bytes is larger than "
+                                 "max_request_body (%uz bytes)", len,
+                                 hmcf->max_request_body);
+    }
+
+    b = r->request_body->bufs->buf;
+
+    if (r->request_body->bufs->next == NULL && !b->in_file) {
+        body->data = b->pos;
+        body->len = len;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+    body->len = len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                return NGX_ERROR;
+            }
+
+            p += n;
+
+        } else {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_check_number(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, json_t *req, const char *name,
+    double min, double max)
+{
+    double   v;
+    json_t  *j;
+
+    j = json_object_get(req, name);
+
+    if (j == NULL || json_is_null(j)) {
+        return NGX_OK;
+    }
+
+    if (!json_is_number(j)) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            "invalid_type", (char *) name,
+                                            "\"%s\" must be a number", name);
+    }
+
+    v = json_number_value(j);
+
+    if (v < min || v > max) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            "invalid_value", (char *) name,
+                                            "\"%s\" must be between %.1f "
+                                            "and %.1f", name, min, max);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_check_int(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    json_t *req, const char *name, json_int_t min, json_int_t max)
+{
+    json_t  *j;
+
+    j = json_object_get(req, name);
+
+    if (j == NULL || json_is_null(j)) {
+        return NGX_OK;
+    }
+
+    if (!json_is_integer(j)
+        || json_integer_value(j) < min || json_integer_value(j) > max)
+    {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            "invalid_value", (char *) name,
+                                            "\"%s\" must be an integer from "
+                                            "%L to %L", name, (int64_t) min,
+                                            (int64_t) max);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_check_type(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    json_t *req, const char *name, json_type type, const char *what)
+{
+    json_t  *j;
+
+    j = json_object_get(req, name);
+
+    if (j == NULL || json_is_null(j) || json_typeof(j) == type) {
+        return NGX_OK;
+    }
+
+    return ngx_http_helix_gateway_error(ctx, r->pool, NGX_HTTP_BAD_REQUEST,
+                                        "invalid_type", (char *) name,
+                                        "\"%s\" must be %s", name, what);
+}
+
+
+/* what every generation request may carry, whatever its endpoint */
+
+static ngx_int_t
+ngx_http_helix_check_params(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, json_t *req)
+{
+    size_t                       i;
+    json_t                      *j, *s, *provider;
+    ngx_str_t                    name;
+    ngx_uint_t                   k;
+    ngx_http_helix_provider_t   *p;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    if (ngx_http_helix_check_number(r, ctx, req, "temperature", 0, 2)
+        != NGX_OK
+        || ngx_http_helix_check_number(r, ctx, req, "top_p", 0, 1) != NGX_OK
+        || ngx_http_helix_check_number(r, ctx, req, "presence_penalty", -2, 2)
+           != NGX_OK
+        || ngx_http_helix_check_number(r, ctx, req, "frequency_penalty",
+                                       -2, 2)
+           != NGX_OK
+        || ngx_http_helix_check_int(r, ctx, req, "max_tokens", 1,
+                                    NGX_MAX_INT32_VALUE)
+           != NGX_OK
+        || ngx_http_helix_check_int(r, ctx, req, "max_completion_tokens", 1,
+                                    NGX_MAX_INT32_VALUE)
+           != NGX_OK
+        || ngx_http_helix_check_int(r, ctx, req, "n", 1, NGX_HTTP_HELIX_MAX_N)
+           != NGX_OK
+        || ngx_http_helix_check_type(r, ctx, req, "stream", JSON_TRUE,
+                                     "a boolean")
+           != NGX_OK
+        || ngx_http_helix_check_type(r, ctx, req, "user", JSON_STRING,
+                                     "a string")
+           != NGX_OK
+        || ngx_http_helix_check_type(r, ctx, req, "tools", JSON_ARRAY,
+                                     "an array")
+           != NGX_OK
+        || ngx_http_helix_check_type(r, ctx, req, "provider", JSON_STRING,
+                                     "a string")
+           != NGX_OK
+        || ngx_http_helix_check_type(r, ctx, req, "model", JSON_STRING,
+                                     "a string")
+           != NGX_OK)
+    {
+        /* "stream": false is a boolean too */
+        j = json_object_get(req, "stream");
+
+        if (ctx->err.param == NULL || ngx_strcmp(ctx->err.param, "stream")
+            || !json_is_false(j))
+        {
+            return NGX_DECLINED;
+        }
+
+        ngx_memzero(&ctx->err, sizeof(ngx_http_helix_error_t));
+
+        return ngx_http_helix_check_params(r, ctx, req);
+    }
+
+    if (json_is_true(json_object_get(req, "stream"))) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_NOT_IMPLEMENTED,
+                                            "streaming_not_implemented",
+                                            "stream",
+                                            "streaming is not implemented "
+                                            "yet; send \"stream\": false");
+    }
+
+    j = json_object_get(req, "stop");
+
+    if (j && !json_is_null(j) && !json_is_string(j)) {
+        if (!json_is_array(j) || json_array_size(j) > NGX_HTTP_HELIX_MAX_STOP)
+        {
+            return ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_BAD_REQUEST, "invalid_type", "stop",
+                                 "\"stop\" must be a string or an array of "
+                                 "at most %d strings",
+                                 NGX_HTTP_HELIX_MAX_STOP);
+        }
+
+        json_array_foreach(j, i, s) {
+            if (!json_is_string(s)) {
+                return ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_BAD_REQUEST, "invalid_type",
+                                 ngx_http_helix_param(r->pool, "stop[%uz]",
+                                                      i),
+                                 "\"stop\" must contain strings only");
+            }
+        }
+    }
+
+    j = json_object_get(req, "model");
+
+    if (j && json_is_string(j) && json_string_length(j)) {
+        ctx->model.data = (u_char *) json_string_value(j);
+        ctx->model.len = json_string_length(j);
+    }
+
+    provider = json_object_get(req, "provider");
+
+    if (provider && json_is_string(provider)) {
+        hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+        name.data = (u_char *) json_string_value(provider);
+        name.len = json_string_length(provider);
+        p = hmcf->providers.elts;
+
+        for (k = 0; k < hmcf->providers.nelts; k++) {
+            if (p[k].enabled && p[k].name.len == name.len
+                && ngx_strncmp(p[k].name.data, name.data, name.len) == 0)
+            {
+                ctx->provider = &p[k];
+                break;
+            }
+        }
+
+        if (ctx->provider == NULL) {
+            return ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_NOT_FOUND, "provider_not_found",
+                                 "provider", "provider \"%V\" is not "
+                                 "configured", &name);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* tokens are estimated as characters / 4, the usual rule for English */
+
+static ngx_int_t
+ngx_http_helix_check_tokens(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, size_t chars)
+{
+    size_t                       tokens;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    tokens = (chars + 3) / 4;
+
+    if (hmcf->max_prompt_tokens && tokens > hmcf->max_prompt_tokens) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                             NGX_HTTP_HELIX_UNPROCESSABLE,
+                             "context_length_exceeded", NULL,
+                             "the prompt is about %uz tokens, more than "
+                             "max_prompt_tokens (%ui)", tokens,
+                             hmcf->max_prompt_tokens);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_check_chat(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    json_t *req)
+{
+    size_t       i, k, chars;
+    json_t      *messages, *m, *role, *content, *part, *text;
+    const char  *rs;
+
+    if (ngx_http_helix_check_params(r, ctx, req) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->model.len == 0) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            "missing_field", "model",
+                                            "\"model\" is required");
+    }
+
+    messages = json_object_get(req, "messages");
+
+    if (!json_is_array(messages) || json_array_size(messages) == 0) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            messages ? "invalid_type"
+                                                     : "missing_field",
+                                            "messages",
+                                            "\"messages\" must be a "
+                                            "non-empty array");
+    }
+
+    chars = 0;
+
+    json_array_foreach(messages, i, m) {
+        role = json_object_get(m, "role");
+        rs = json_string_value(role);
+
+        if (!json_is_object(m) || rs == NULL
+            || (ngx_strcmp(rs, "system") && ngx_strcmp(rs, "developer")
+                && ngx_strcmp(rs, "user") && ngx_strcmp(rs, "assistant")
+                && ngx_strcmp(rs, "tool") && ngx_strcmp(rs, "function")))
+        {
+            return ngx_http_helix_gateway_error(ctx, r->pool,
+                             NGX_HTTP_BAD_REQUEST, "invalid_value",
+                             ngx_http_helix_param(r->pool,
+                                                  "messages[%uz].role", i),
+                             "each message needs a \"role\": system, "
+                             "developer, user, assistant or tool");
+        }
+
+        content = json_object_get(m, "content");
+
+        if (json_is_string(content)) {
+            chars += json_string_length(content);
+            continue;
+        }
+
+        if (json_is_array(content)) {
+            json_array_foreach(content, k, part) {
+                if (!json_is_object(part)
+                    || !json_is_string(json_object_get(part, "type")))
+                {
+                    return ngx_http_helix_gateway_error(ctx, r->pool,
+                             NGX_HTTP_BAD_REQUEST, "invalid_type",
+                             ngx_http_helix_param(r->pool,
+                                        "messages[%uz].content[%uz]", i, k),
+                             "each content part must be an object with a "
+                             "\"type\"");
+                }
+
+                text = json_object_get(part, "text");
+
+                if (json_is_string(text)) {
+                    chars += json_string_length(text);
+                }
+            }
+
+            continue;
+        }
+
+        if ((content == NULL || json_is_null(content))
+            && ngx_strcmp(rs, "assistant") == 0)
+        {
+            continue;
+        }
+
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                             NGX_HTTP_BAD_REQUEST, "invalid_type",
+                             ngx_http_helix_param(r->pool,
+                                                  "messages[%uz].content", i),
+                             "\"content\" must be a string or an array of "
+                             "content parts");
+    }
+
+    if (ngx_http_helix_check_tokens(r, ctx, chars) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ctx->req = req;
+
+    return NGX_OK;
+}
+
+
+/* the guide's {"prompt", ...} becomes a one-message chat request */
+
+static ngx_int_t
+ngx_http_helix_check_completion(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, json_t *req)
+{
+    json_t      *prompt, *chat, *msg, *v;
+    const char  *key;
+
+    if (ngx_http_helix_check_params(r, ctx, req) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    prompt = json_object_get(req, "prompt");
+
+    if (json_is_array(prompt) && json_array_size(prompt) == 1) {
+        prompt = json_array_get(prompt, 0);
+    }
+
+    if (!json_is_string(prompt) || json_string_length(prompt) == 0) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            prompt ? "invalid_type"
+                                                   : "missing_field",
+                                            "prompt",
+                                            "\"prompt\" must be a non-empty "
+                                            "string");
+    }
+
+    if (ngx_http_helix_check_tokens(r, ctx, json_string_length(prompt))
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    chat = json_object();
+    if (chat == NULL || ngx_http_helix_json_pool(r->pool, chat) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    json_object_foreach(req, key, v) {
+        if (ngx_strcmp(key, "prompt") != 0
+            && json_object_set(chat, key, v) != 0)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    msg = json_pack("[{s:s,s:O}]", "role", "user", "content", prompt);
+
+    if (msg == NULL || json_object_set_new(chat, "messages", msg) != 0) {
+        return NGX_ERROR;
+    }
+
+    ctx->req = chat;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_check_embeddings(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, json_t *req)
+{
+    size_t       i, chars;
+    json_t      *input, *s, *copy;
+    const char  *fmt;
+
+    if (ngx_http_helix_check_type(r, ctx, req, "model", JSON_STRING,
+                                  "a string")
+        != NGX_OK
+        || ngx_http_helix_check_type(r, ctx, req, "provider", JSON_STRING,
+                                     "a string")
+           != NGX_OK
+        || ngx_http_helix_check_int(r, ctx, req, "dimensions", 1, 65536)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    fmt = json_string_value(json_object_get(req, "encoding_format"));
+
+    if (json_object_get(req, "encoding_format") != NULL
+        && (fmt == NULL
+            || (ngx_strcmp(fmt, "float") && ngx_strcmp(fmt, "base64"))))
+    {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            "invalid_value",
+                                            "encoding_format",
+                                            "\"encoding_format\" must be "
+                                            "\"float\" or \"base64\"");
+    }
+
+    if (ngx_http_helix_check_params(r, ctx, req) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->model.len == 0) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            "missing_field", "model",
+                                            "\"model\" is required");
+    }
+
+    input = json_object_get(req, "input");
+
+    if (json_is_string(input)) {
+        s = input;
+        input = json_array();
+
+        if (input == NULL
+            || ngx_http_helix_json_pool(r->pool, input) != NGX_OK
+            || json_array_append(input, s) != 0)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (!json_is_array(input) || json_array_size(input) == 0
+        || json_array_size(input) > NGX_HTTP_HELIX_MAX_INPUTS)
+    {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_BAD_REQUEST,
+                                 input ? "invalid_type" : "missing_field",
+                                 "input",
+                                 "\"input\" must be a string or an array of "
+                                 "1 to %d strings", NGX_HTTP_HELIX_MAX_INPUTS);
+    }
+
+    chars = 0;
+
+    json_array_foreach(input, i, s) {
+        if (!json_is_string(s) || json_string_length(s) == 0) {
+            return ngx_http_helix_gateway_error(ctx, r->pool,
+                             NGX_HTTP_BAD_REQUEST, "invalid_type",
+                             ngx_http_helix_param(r->pool, "input[%uz]", i),
+                             "each input must be a non-empty string (token "
+                             "arrays are not supported)");
+        }
+
+        chars += json_string_length(s);
+    }
+
+    if (ngx_http_helix_check_tokens(r, ctx, chars) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    copy = json_copy(req);
+
+    if (copy == NULL || ngx_http_helix_json_pool(r->pool, copy) != NGX_OK
+        || json_object_set(copy, "input", input) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    ctx->req = copy;
+    ctx->input = input;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_serves(ngx_http_helix_provider_t *p, ngx_str_t *model,
+    ngx_uint_t embeddings)
+{
+    ngx_str_t   *m;
+    ngx_uint_t   i;
+    ngx_array_t  *a;
+
+    a = embeddings ? &p->embedding_models : &p->models;
+    m = a->elts;
+
+    for (i = 0; i < a->nelts; i++) {
+        if (m[i].len == model->len
+            && ngx_strncmp(m[i].data, model->data, model->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * Model -> providers, in configuration order; a "provider" named in the
+ * request goes first, the others that serve the model are its fallback.
+ */
+
+static ngx_int_t
+ngx_http_helix_candidates(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_uint_t                   i, emb;
+    ngx_array_t                 *models;
+    ngx_http_helix_provider_t   *p;
+    ngx_http_helix_candidate_t  *c;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    emb = (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS);
+    ctx->deadline = ngx_current_msec + hmcf->timeout_provider;
+
+    if (ngx_array_init(&ctx->candidates, r->pool, 4,
+                       sizeof(ngx_http_helix_candidate_t))
+        != NGX_OK
+        || ngx_array_init(&ctx->attempts, r->pool, 4,
+                          sizeof(ngx_http_helix_attempt_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->provider) {
+        p = ctx->provider;
+        models = emb ? &p->embedding_models : &p->models;
+
+        if (ctx->model.len == 0) {
+            if (models->nelts == 0) {
+                return ngx_http_helix_gateway_error(ctx, r->pool,
+                                     NGX_HTTP_NOT_FOUND, "model_not_found",
+                                     "provider", "provider \"%V\" serves no "
+                                     "%s models", &p->name,
+                                     emb ? "embedding" : "chat");
+            }
+
+            c = ngx_array_push(&ctx->candidates);
+            if (c == NULL) {
+                return NGX_ERROR;
+            }
+
+            c->provider = p;
+            c->model = *(ngx_str_t *) models->elts;
+
+            return NGX_OK;
+        }
+
+        if (!ngx_http_helix_serves(p, &ctx->model, emb)) {
+            return ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_NOT_FOUND, "model_not_found",
+                                 "model", "model \"%V\" is not served by "
+                                 "provider \"%V\"", &ctx->model, &p->name);
+        }
+
+        c = ngx_array_push(&ctx->candidates);
+        if (c == NULL) {
+            return NGX_ERROR;
+        }
+
+        c->provider = p;
+        c->model = ctx->model;
+    }
+
+    p = hmcf->providers.elts;
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        if (!p[i].enabled || &p[i] == ctx->provider) {
+            continue;
+        }
+
+        models = emb ? &p[i].embedding_models : &p[i].models;
+
+        if (ctx->model.len) {
+            if (!ngx_http_helix_serves(&p[i], &ctx->model, emb)) {
+                continue;
+            }
+
+        } else if (models->nelts == 0) {
+            continue;
+        }
+
+        c = ngx_array_push(&ctx->candidates);
+        if (c == NULL) {
+            return NGX_ERROR;
+        }
+
+        c->provider = &p[i];
+        c->model = ctx->model.len ? ctx->model : *(ngx_str_t *) models->elts;
+    }
+
+    if (ctx->candidates.nelts == 0) {
+        if (ctx->model.len) {
+            return ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_NOT_FOUND, "model_not_found",
+                                 "model", "model \"%V\" is not served by any "
+                                 "configured provider (see GET /v1/models)",
+                                 &ctx->model);
+        }
+
+        return ngx_http_helix_gateway_error(ctx, r->pool, NGX_HTTP_NOT_FOUND,
+                                            "model_not_found", "model",
+                                            "no provider serves %s models",
+                                            emb ? "embedding" : "chat");
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
+{
+    json_t                      *body;
+    ngx_int_t                    rc;
+    ngx_str_t                    path, err, data;
+    ngx_msec_t                   left;
+    ngx_http_helix_call_t       *call;
+    ngx_http_helix_candidate_t  *c;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    while (ctx->next < ctx->candidates.nelts) {
+
+        c = (ngx_http_helix_candidate_t *) ctx->candidates.elts + ctx->next++;
+
+        left = ctx->deadline - ngx_current_msec;
+
+        if ((ngx_msec_int_t) left <= 0) {
+            ngx_str_set(&err, "the request's deadline has passed");
+            ngx_http_helix_attempt(r, ctx, c->provider,
+                                   NGX_HTTP_HELIX_CALL_TIMEOUT, 0, 0, &err);
+            break;
+        }
+
+        ngx_str_null(&err);
+        body = NULL;
+
+        if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
+            rc = ngx_http_helix_provider_embeddings_request(r->pool,
+                                            c->provider, ctx->req, &c->model,
+                                            &path, &body, &err);
+        } else {
+            rc = ngx_http_helix_provider_chat_request(r->pool, c->provider,
+                                            ctx->req, &c->model, 0, &path,
+                                            &body, &err);
+        }
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_helix_json_dump(r->pool, body, &data);
+            json_decref(body);
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        if (rc == NGX_DECLINED) {
+            ngx_http_helix_attempt(r, ctx, c->provider,
+                                   NGX_HTTP_HELIX_CALL_FAILED,
+                                   NGX_HTTP_BAD_REQUEST, 0, &err);
+            continue;
+        }
+
+        call = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_call_t));
+        if (call == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        call->request = r;
+        call->provider = c->provider;
+        call->handler = ngx_http_helix_call_handler;
+        call->data = ctx;
+        call->max_body = hmcf->max_response_body;
+        call->timeout = ngx_min(c->provider->timeout, left);
+
+        rc = ngx_http_helix_call_start(call, &path, &data, 0);
+
+        if (rc == NGX_OK) {
+            return;
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        ngx_http_helix_attempt(r, ctx, c->provider, call->outcome, 0, 0,
+                               NULL);
+    }
+
+    ngx_http_finalize_request(r, ngx_http_helix_give_up(r, ctx));
+}
+
+
+static void
+ngx_http_helix_attempt(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    ngx_http_helix_provider_t *p, ngx_uint_t outcome, ngx_uint_t status,
+    ngx_msec_t latency, ngx_str_t *reason)
+{
+    ngx_http_helix_attempt_t  *a;
+
+    a = ngx_array_push(&ctx->attempts);
+    if (a == NULL) {
+        return;
+    }
+
+    a->provider = p;
+    a->outcome = outcome;
+    a->status = status;
+    a->latency = latency;
+
+    if (reason) {
+        a->reason = *reason;
+
+    } else {
+        ngx_str_null(&a->reason);
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "helix: provider \"%V\" failed (outcome %ui, status %ui)"
+                  "%s%V", &p->name, outcome, status,
+                  a->reason.len ? ": " : "", &a->reason);
+}
+
+
+/*
+ * A provider's answer.  Its own client errors (400, 404, 422...) are the
+ * client's: they are passed on, naming the provider, with no fallback.
+ */
+
+static void
+ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 msg;
+    ngx_uint_t                status;
+    ngx_http_request_t       *r;
+    ngx_http_helix_gw_ctx_t  *ctx;
+
+    r = call->request;
+    ctx = call->data;
+    status = call->status;
+
+    if (call->outcome == NGX_HTTP_HELIX_CALL_OK) {
+        rc = ngx_http_helix_respond(r, ctx, call);
+
+        if (rc != NGX_DECLINED) {
+            ngx_http_helix_call_report(call, 1);
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+
+        /* an answer we cannot read: the provider is at fault */
+        ngx_http_helix_call_report(call, 0);
+        ngx_http_helix_attempt(r, ctx, call->provider,
+                               NGX_HTTP_HELIX_CALL_FAILED, status,
+                               call->latency, &ctx->err.msg);
+        ngx_http_helix_try_next(r, ctx);
+        return;
+    }
+
+    msg.len = 0;
+
+    if (call->outcome == NGX_HTTP_HELIX_CALL_FAILED && call->no_answer) {
+        ngx_str_set(&msg, "no answer (connection failed or cut)");
+
+    } else if (call->outcome == NGX_HTTP_HELIX_CALL_FAILED && status >= 400) {
+        if (ngx_http_helix_provider_error_message(r->pool, call->provider,
+                                                  status, call->body.data,
+                                                  call->body.len, &msg)
+            != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        if (status < 500 && status != NGX_HTTP_TOO_MANY_REQUESTS
+            && status != NGX_HTTP_UNAUTHORIZED && status != NGX_HTTP_FORBIDDEN
+            && status != NGX_HTTP_REQUEST_TIME_OUT)
+        {
+            ngx_http_helix_call_report(call, 1);
+            ngx_http_finalize_request(r,
+                ngx_http_helix_send_error(r, status, "provider_error", NULL,
+                                          "provider \"%V\": %V",
+                                          &call->provider->name, &msg));
+            return;
+        }
+
+    } else if (call->outcome == NGX_HTTP_HELIX_CALL_FAILED) {
+        ngx_str_set(&msg, "no complete answer (connection failed or cut)");
+
+    } else if (call->outcome == NGX_HTTP_HELIX_CALL_TOO_LARGE) {
+        ngx_str_set(&msg, "answer larger than max_response_body");
+    }
+
+    ngx_http_helix_call_report(call, 0);
+    ngx_http_helix_attempt(r, ctx, call->provider, call->outcome, status,
+                           call->latency, &msg);
+    ngx_http_helix_try_next(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_helix_add_header(ngx_http_request_t *r, char *key, ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+static const char  *ngx_http_helix_top_keys[] = {
+    "id", "object", "created", "data", "model", "choices", "usage", NULL
+};
+
+static const char  *ngx_http_helix_choice_keys[] = {
+    "text", "index", "message", "logprobs", "finish_reason", NULL
+};
+
+static const char  *ngx_http_helix_message_keys[] = {
+    "role", "content", "tool_calls", NULL
+};
+
+static const char  *ngx_http_helix_tool_call_keys[] = {
+    "id", "type", "function", NULL
+};
+
+static const char  *ngx_http_helix_embedding_keys[] = {
+    "object", "index", "embedding", NULL
+};
+
+
+/* an answer we built (not passed through) in OpenAI's field order */
+
+static json_t *
+ngx_http_helix_canonical(json_t *out)
+{
+    size_t   i, j;
+    json_t  *top, *list, *c, *o, *m, *tc, *t;
+
+    top = ngx_http_helix_json_order(out, ngx_http_helix_top_keys);
+    if (top == NULL) {
+        return NULL;
+    }
+
+    list = json_object_get(top, "choices");
+
+    json_array_foreach(list, i, c) {
+        o = ngx_http_helix_json_order(c, ngx_http_helix_choice_keys);
+        if (o == NULL || json_array_set_new(list, i, o) != 0) {
+            goto failed;
+        }
+
+        m = json_object_get(o, "message");
+        if (!json_is_object(m)) {
+            continue;
+        }
+
+        m = ngx_http_helix_json_order(m, ngx_http_helix_message_keys);
+        if (m == NULL || json_object_set_new(o, "message", m) != 0) {
+            goto failed;
+        }
+
+        json_array_foreach(json_object_get(m, "tool_calls"), j, tc) {
+            t = ngx_http_helix_json_order(tc, ngx_http_helix_tool_call_keys);
+            if (t == NULL
+                || json_array_set_new(json_object_get(m, "tool_calls"), j, t)
+                   != 0)
+            {
+                goto failed;
+            }
+        }
+    }
+
+    list = json_object_get(top, "data");
+
+    json_array_foreach(list, i, c) {
+        o = ngx_http_helix_json_order(c, ngx_http_helix_embedding_keys);
+        if (o == NULL || json_array_set_new(list, i, o) != 0) {
+            goto failed;
+        }
+    }
+
+    return top;
+
+failed:
+
+    json_decref(top);
+    return NULL;
+}
+
+
+/* NGX_DECLINED: the provider's answer is not valid (ctx->err says why) */
+
+static ngx_int_t
+ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    ngx_http_helix_call_t *call)
+{
+    json_t                     *out, *choices, *c, *text, *choice;
+    size_t                      i;
+    ngx_int_t                   rc;
+    ngx_str_t                   err, body, *model;
+    ngx_http_helix_provider_t  *p;
+    ngx_http_helix_candidate_t *cand;
+
+    p = call->provider;
+    cand = (ngx_http_helix_candidate_t *) ctx->candidates.elts
+           + ctx->next - 1;
+    model = &cand->model;
+    ngx_str_null(&err);
+    out = NULL;
+
+    if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
+        rc = ngx_http_helix_provider_embeddings_response(r->pool, p, model,
+                                                         ctx->input,
+                                                         call->body.data,
+                                                         call->body.len,
+                                                         &out, &err);
+    } else {
+        rc = ngx_http_helix_provider_chat_response(r->pool, p, model,
+                                                   call->body.data,
+                                                   call->body.len, &out,
+                                                   &err);
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_GATEWAY,
+                                            "provider_error", NULL,
+                                            "invalid answer: %V", &err);
+    }
+
+    if (ngx_http_helix_json_pool(r->pool, out) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS) {
+        /* chat.completion -> the guide's text_completion */
+
+        choices = json_array();
+        if (choices == NULL
+            || ngx_http_helix_json_pool(r->pool, choices) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        json_array_foreach(json_object_get(out, "choices"), i, c) {
+            text = json_object_get(json_object_get(c, "message"), "content");
+
+            choice = json_pack("{s:s%,s:O?,s:n,s:O?}",
+                               "text", json_is_string(text)
+                                       ? json_string_value(text) : "",
+                               json_is_string(text)
+                                       ? json_string_length(text) : 0,
+                               "index", json_object_get(c, "index"),
+                               "logprobs",
+                               "finish_reason",
+                               json_object_get(c, "finish_reason"));
+
+            if (choice == NULL || json_array_append_new(choices, choice)) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+
+        if (json_object_set(out, "choices", choices) != 0) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        c = json_object_get(out, "id");
+
+        if (json_is_string(c)
+            && ngx_strncmp(json_string_value(c), "chatcmpl-", 9) == 0)
+        {
+            json_object_set_new(out, "id",
+                                json_sprintf("cmpl-%s",
+                                             json_string_value(c) + 9));
+        }
+
+        json_object_set_new(out, "object", json_string("text_completion"));
+        json_object_del(out, "system_fingerprint");
+    }
+
+    if (p->type == NGX_HTTP_HELIX_OPENAI
+        && ctx->endpoint != NGX_HTTP_HELIX_EP_COMPLETIONS)
+    {
+        /* the provider already speaks the client's format */
+        body = call->body;
+
+    } else {
+        out = ngx_http_helix_canonical(out);
+
+        if (out == NULL
+            || ngx_http_helix_json_pool(r->pool, out) != NGX_OK
+            || ngx_http_helix_json_dump(r->pool, out, &body) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (ngx_http_helix_add_header(r, "X-Helix-Provider", &p->name)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_helix_send_json(r, NGX_HTTP_OK, &body);
+}
+
+
+/* every candidate was tried or skipped: say which and why */
+
+static ngx_int_t
+ngx_http_helix_give_up(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
+{
+    u_char                           *p, *last;
+    ngx_str_t                         retry;
+    ngx_uint_t                        i, status, busy, started, timeouts;
+    ngx_msec_t                        wait;
+    ngx_http_helix_attempt_t         *a;
+    ngx_http_helix_provider_state_t   st;
+    ngx_http_helix_main_conf_t       *hmcf;
+    u_char                            msg[800];
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    p = msg;
+    last = msg + sizeof(msg);
+    a = ctx->attempts.elts;
+    busy = 0;
+    started = 0;
+    timeouts = 0;
+    wait = 0;
+    status = 0;
+
+    for (i = 0; i < ctx->attempts.nelts; i++) {
+        p = ngx_slprintf(p, last, "%s%V (", i ? "; " : "", &a[i].provider->name);
+
+        switch (a[i].outcome) {
+
+        case NGX_HTTP_HELIX_CALL_BREAKER_OPEN:
+            ngx_http_helix_provider_state(hmcf, a[i].provider, &st);
+            wait = wait ? ngx_min(wait, st.retry_in) : st.retry_in;
+            busy++;
+            p = ngx_slprintf(p, last, "circuit breaker open");
+            break;
+
+        case NGX_HTTP_HELIX_CALL_BUSY:
+            busy++;
+            p = ngx_slprintf(p, last, "at its concurrency limit");
+            break;
+
+        case NGX_HTTP_HELIX_CALL_TIMEOUT:
+            started++;
+            timeouts++;
+            p = ngx_slprintf(p, last, "timed out");
+            break;
+
+        default:
+            started++;
+
+            if (a[i].status == NGX_HTTP_BAD_REQUEST && a[i].latency == 0
+                && a[i].reason.len)
+            {
+                /* the request cannot be expressed for this provider */
+                status = NGX_HTTP_BAD_REQUEST;
+            }
+
+            if (a[i].status) {
+                p = ngx_slprintf(p, last, "HTTP %ui", a[i].status);
+            } else {
+                p = ngx_slprintf(p, last, "failed");
+            }
+        }
+
+        if (a[i].reason.len) {
+            p = ngx_slprintf(p, last, ": %V", &a[i].reason);
+        }
+
+        p = ngx_slprintf(p, last, ")");
+    }
+
+    if (busy == ctx->attempts.nelts) {
+        /* nothing was tried: come back when a place is free */
+
+        retry.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (retry.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        retry.len = ngx_sprintf(retry.data, "%M",
+                                wait ? (wait + 999) / 1000 : 1)
+                    - retry.data;
+
+        if (ngx_http_helix_add_header(r, "Retry-After", &retry) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_helix_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "providers_unavailable", NULL,
+                                         "no provider can take the request "
+                                         "now: %*s", p - msg, msg);
+    }
+
+    if (status == 0) {
+        status = (timeouts == started) ? NGX_HTTP_GATEWAY_TIME_OUT
+                                       : NGX_HTTP_BAD_GATEWAY;
+    }
+
+    return ngx_http_helix_send_error(r, status, "provider_error", NULL,
+                                     "all providers failed: %*s",
+                                     p - msg, msg);
+}

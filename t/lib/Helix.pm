@@ -1,0 +1,104 @@
+package Helix;
+
+# Shared nginx configuration for the gateway tests: one upstream and one
+# internal provider location per mock provider (as a user writes them),
+# the API endpoints, and /mock/<provider>/... to reach the mock's
+# control API (/_mock/stats, /_mock/faults, /_mock/reset) from a test.
+
+use strict;
+use warnings;
+
+sub http_config {
+    my (%o) = @_;
+    my $keepalive = $o{keepalive} // 32;
+    my $extra = $o{extra} // '';
+    return <<"_EOC_";
+    helix_config ../html/helix.yaml;
+
+    upstream helix_openai {
+        server 127.0.0.1:$ENV{TEST_NGINX_OPENAI_PORT};
+        keepalive $keepalive;
+    }
+    upstream helix_claude {
+        server 127.0.0.1:$ENV{TEST_NGINX_ANTHROPIC_PORT};
+        keepalive $keepalive;
+    }
+    upstream helix_gemini {
+        server 127.0.0.1:$ENV{TEST_NGINX_GEMINI_PORT};
+        keepalive $keepalive;
+    }
+    upstream helix_dead {
+        # nothing listens here: connection refused
+        server 127.0.0.1:1;
+    }
+$extra
+_EOC_
+}
+
+sub config {
+    my (%o) = @_;
+    my $extra = $o{extra} // '';
+    my $s = '';
+    for my $p (qw(openai claude gemini dead)) {
+        $s .= <<"_EOC_";
+    location /_helix/$p/ {
+        internal;
+        proxy_pass http://helix_$p/;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_read_timeout 30s;
+    }
+_EOC_
+    }
+    for my $p ([openai => 'OPENAI'], [claude => 'ANTHROPIC'],
+               [gemini => 'GEMINI'])
+    {
+        $s .= <<"_EOC_";
+    location /mock/$p->[0]/ {
+        proxy_pass http://127.0.0.1:$ENV{"TEST_NGINX_$p->[1]_PORT"}/_mock/;
+    }
+    location = /mock/$p->[0]/reset {
+        proxy_method POST;
+        proxy_pass http://127.0.0.1:$ENV{"TEST_NGINX_$p->[1]_PORT"}/_mock/reset;
+    }
+_EOC_
+    }
+    # every mock back to no faults and zero counts, in one request
+    $s .= <<'_EOC_';
+    location = /mock/reset {
+        ssi on;
+        ssi_types *;
+        default_type text/plain;
+        return 200 '<!--# include virtual="/mock/openai/reset" --><!--# include virtual="/mock/claude/reset" --><!--# include virtual="/mock/gemini/reset" -->';
+    }
+_EOC_
+    return $s . <<"_EOC_";
+    location = /v1/chat/completions { helix_endpoint chat_completions; }
+    location = /v1/completions { helix_endpoint completions; }
+    location = /v1/embeddings { helix_endpoint embeddings; }
+    location = /v1/models { helix_endpoint models; }
+    location = /v1/health { helix_endpoint provider_health; }
+$extra
+_EOC_
+}
+
+# the three mock providers, as helix.yaml lists them
+our $Providers = <<'_EOC_';
+providers:
+  openai:
+    type: openai
+    api_key: sk-openai-test
+    models: [gpt-4o, mock-shared]
+    embedding_models: [text-embedding-3-small, mock-embed]
+  claude:
+    type: anthropic
+    api_key: sk-ant-test
+    models: [claude-3-haiku-20240307, mock-shared]
+  gemini:
+    type: gemini
+    api_key: gem-test
+    models: [gemini-1.5-flash, mock-shared]
+    embedding_models: [text-embedding-004, mock-embed]
+_EOC_
+
+1;
