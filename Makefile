@@ -51,7 +51,9 @@ $(NGX_BUILD)/Makefile: config Makefile
 
 $(MODULE): $(NGX_BUILD)/Makefile $(SOURCES)
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_http_helix_module.so $(MODULE)
+	@# a new file, not a rewrite: a running nginx has the old one mapped
+	cp $(NGX_BUILD)/objs/ngx_http_helix_module.so $(MODULE).tmp
+	mv -f $(MODULE).tmp $(MODULE)
 
 run: deps $(MODULE)
 	@util/run.sh start

@@ -53,6 +53,8 @@ typedef struct {
     json_t                     *input;          /* embeddings: strings */
     ngx_str_t                   model;
     ngx_http_helix_provider_t  *provider;       /* asked for by name */
+    json_t                     *float_req;      /* without encoding_format */
+    ngx_uint_t                  base64;         /* embeddings as base64 */
 
     ngx_array_t                 candidates;
     ngx_uint_t                  next;
@@ -835,6 +837,24 @@ ngx_http_helix_check_embeddings(ngx_http_request_t *r,
     ctx->req = copy;
     ctx->input = input;
 
+    if (fmt && ngx_strcmp(fmt, "base64") == 0) {
+        /*
+         * What OpenAI's SDKs ask for by default.  Providers that only give
+         * floats get the request without it, and the floats are encoded
+         * here.
+         */
+
+        ctx->base64 = 1;
+        ctx->float_req = json_copy(copy);
+
+        if (ctx->float_req == NULL
+            || ngx_http_helix_json_pool(r->pool, ctx->float_req) != NGX_OK
+            || json_object_del(ctx->float_req, "encoding_format") != 0)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
 }
 
@@ -1007,8 +1027,11 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 
         if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
             rc = ngx_http_helix_provider_embeddings_request(r->pool,
-                                            c->provider, ctx->req, &c->model,
-                                            &path, &body, &err);
+                                            c->provider,
+                                            ctx->base64 && c->provider->type
+                                            != NGX_HTTP_HELIX_OPENAI
+                                            ? ctx->float_req : ctx->req,
+                                            &c->model, &path, &body, &err);
         } else {
             rc = ngx_http_helix_provider_chat_request(r->pool, c->provider,
                                             ctx->req, &c->model, 0, &path,
@@ -1272,6 +1295,60 @@ failed:
 }
 
 
+/* floats -> OpenAI's base64 form: little-endian float32, base64 */
+
+static ngx_int_t
+ngx_http_helix_embeddings_base64(ngx_pool_t *pool, json_t *out)
+{
+    float       f;
+    u_char     *p;
+    size_t      i, j, n;
+    json_t     *d, *v;
+    uint32_t    u;
+    ngx_str_t   raw, enc;
+
+    json_array_foreach(json_object_get(out, "data"), i, d) {
+        v = json_object_get(d, "embedding");
+        n = json_array_size(v);
+
+        if (!json_is_array(v)) {
+            continue;
+        }
+
+        raw.len = n * 4;
+        raw.data = ngx_pnalloc(pool, raw.len + 1);
+        enc.data = ngx_pnalloc(pool, ngx_base64_encoded_length(raw.len));
+
+        if (raw.data == NULL || enc.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = raw.data;
+
+        for (j = 0; j < n; j++) {
+            f = (float) json_number_value(json_array_get(v, j));
+            ngx_memcpy(&u, &f, 4);
+
+            *p++ = (u_char) (u & 0xff);
+            *p++ = (u_char) ((u >> 8) & 0xff);
+            *p++ = (u_char) ((u >> 16) & 0xff);
+            *p++ = (u_char) (u >> 24);
+        }
+
+        ngx_encode_base64(&enc, &raw);
+
+        if (json_object_set_new(d, "embedding",
+                                json_stringn((char *) enc.data, enc.len))
+            != 0)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 /* NGX_DECLINED: the provider's answer is not valid (ctx->err says why) */
 
 static ngx_int_t
@@ -1364,6 +1441,12 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 
         json_object_set_new(out, "object", json_string("text_completion"));
         json_object_del(out, "system_fingerprint");
+    }
+
+    if (ctx->base64 && p->type != NGX_HTTP_HELIX_OPENAI
+        && ngx_http_helix_embeddings_base64(r->pool, out) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (p->type == NGX_HTTP_HELIX_OPENAI

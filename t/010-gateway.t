@@ -187,3 +187,19 @@ X-Helix-Provider: gemini
 --- request
 GET /v1/models
 --- response_body_like: "id":"gpt-4o","object":"model","created":\d+,"owned_by":"openai".*"id":"claude-3-haiku-20240307","object":"model","created":\d+,"owned_by":"claude".*"id":"text-embedding-004","object":"model","created":\d+,"owned_by":"gemini"
+
+
+
+=== TEST 13: embeddings as base64 (the OpenAI SDKs' default) from a provider that only gives floats
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- request eval
+['POST /v1/embeddings
+{"model": "text-embedding-004", "input": ["abc", "de"], "dimensions": 2, "encoding_format": "base64"}',
+ "GET /mock/gemini/stats"]
+--- response_body_like eval
+['^\{"object":"list","data":\[\{"object":"embedding","index":0,"embedding":"[A-Za-z0-9+/]{11}="\},\{"object":"embedding","index":1,"embedding":"[A-Za-z0-9+/]{11}="\}\],"model":"text-embedding-004","usage":',
+ '"outputDimensionality":2\}\]\}']
+--- response_body_unlike eval
+["encoding_format", "encoding_format"]

@@ -65,7 +65,7 @@ CONF
 wait_http() {   # url what
     local i
     for i in $(seq 1 300); do
-        if curl -sf -o /dev/null "$1"; then
+        if curl -sf -m 2 -o /dev/null "$1"; then
             return 0
         fi
         sleep 0.1
@@ -115,8 +115,14 @@ start() {
     if [ -s "$run/logs/nginx.pid" ] \
        && kill -0 "$(cat "$run/logs/nginx.pid")" 2>/dev/null
     then
-        "$nginx" -p "$run/" -c conf/nginx.conf -s reload
-        echo "nginx: reloaded"
+        # a new build of the module needs a new master, not a reload
+        kill -QUIT "$(cat "$run/logs/nginx.pid")"
+        for _ in $(seq 1 100); do
+            [ -s "$run/logs/nginx.pid" ] || break
+            sleep 0.1
+        done
+        "$nginx" -p "$run/" -c conf/nginx.conf
+        echo "nginx: restarted"
     else
         "$nginx" -p "$run/" -c conf/nginx.conf
     fi
@@ -132,8 +138,9 @@ MSG
 }
 
 stop() {
+    # a signal by pid: "nginx -s" would need helix.yaml's environment
     if [ -s "$run/logs/nginx.pid" ]; then
-        "$nginx" -p "$run/" -c conf/nginx.conf -s quit 2>/dev/null || true
+        kill -QUIT "$(cat "$run/logs/nginx.pid")" 2>/dev/null || true
         for _ in $(seq 1 100); do
             [ -s "$run/logs/nginx.pid" ] || break
             sleep 0.1

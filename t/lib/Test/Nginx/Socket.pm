@@ -137,6 +137,14 @@ C<worker process N exited on signal> (crash).  Not checked for must_die.
 
 =back
 
+=head1 EXTENSION: --- wait_for_log
+
+C<--- wait_for_log eval> is an arrayref indexed like C<request eval>: before
+request i is sent, error.log is polled (every 20 ms, up to the request
+timeout) until it matches element i (a string, a qr//, or undef for no
+wait).  Use it to wait for something the server does after a response or
+after a client went away, instead of sleeping.
+
 =head1 EXTENSION: --- reload_user_files
 
 Same format as C<user_files>.  The block's C<request eval> must be an
@@ -222,6 +230,7 @@ our %KnownSections = map { $_ => 1 } qw(
     response_headers response_headers_like raw_response_headers_like
     error_log no_error_log grep_error_log grep_error_log_out
     timeout abort wait ignore_response ignore_response_body must_die log_level workers
+    wait_for_log
     ignore_alerts ONLY SKIP LAST no_check_leak
 );
 
@@ -633,6 +642,9 @@ sub _build_one_request {
             push @out, { value => $chunk, delay_before => $delay };
         }
     }
+    elsif (ref $packets[0] eq 'HASH' && $packets[0]{delay_before}) {
+        @out = ({ value => $req, delay_before => $packets[0]{delay_before} });
+    }
     else {
         @out = ($req);
     }
@@ -931,6 +943,18 @@ sub _run_block_once {
                 log_level => $s->{log_level});
             if (!$rr->{ok}) {
                 Test::More::fail("$name - reload: $rr->{error}$rsfx");
+            }
+        }
+        if (defined(my $pat = _idx($s->{wait_for_log}, $i))) {
+            # a signal, not a sleep: go on once the log shows it happened
+            my $re = ref $pat eq 'Regexp' ? $pat : qr/\Q$pat\E/;
+            my $until = time + $rtimeout;
+            until (Test::Nginx::Util::read_error_log(0) =~ $re) {
+                if (time > $until) {
+                    Test::More::fail("$name - error.log never showed $pat before request $i$rsfx");
+                    last;
+                }
+                sleep 0.02;
             }
         }
         my $q = $reqs->[$i];

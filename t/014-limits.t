@@ -1,0 +1,142 @@
+# Concurrency limits from the guide (providers.parallel.max_concurrent,
+# per_provider, each provider's max_concurrent), counted in shared memory
+# and given back on every exit path.  Concurrent requests come from SSI
+# includes, which nginx runs in parallel.
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use Helix;
+
+our $HttpConfig = Helix::http_config();
+our $Config = Helix::config(extra => <<'_EOC_');
+    location = /two {
+        ssi on;
+        ssi_types *;
+        default_type text/plain;
+        return 200 '<!--# include virtual="/one?a" -->|<!--# include virtual="/one?b" -->';
+    }
+    location = /one {
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+        proxy_method POST;
+        proxy_set_header Content-Type application/json;
+        proxy_set_body '{"model": "mock-shared", "messages": [{"role": "user", "content": "in parallel"}]}';
+    }
+_EOC_
+
+sub fault { my ($p, $json) = @_; return "POST /mock/$p/faults\n$json"; }
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: a provider at its max_concurrent passes the next request to the next provider
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files
+>>> helix.yaml
+providers:
+  openai:
+    type: openai
+    max_concurrent: 1
+    models: [mock-shared]
+  claude:
+    type: anthropic
+    api_key: a
+    models: [mock-shared]
+--- request eval
+["POST /mock/reset", main::fault(openai => '{"latency_ms": 400, "count": 2}'), "GET /two",
+ "GET /mock/openai/stats", "GET /mock/claude/stats", "GET /v1/health"]
+--- response_body_like eval
+["", "", '^\{"id".*"content":"Mock answer [^"]+".*\}\|\{"id".*"content":"Mock answer [^"]+".*\}$',
+ '"total":1,', '"total":1,', '"inflight":0,"status":"ok"']
+
+
+
+=== TEST 2: over the limit with no other provider: 503 with Retry-After
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files
+>>> helix.yaml
+providers:
+  parallel:
+    per_provider: 1
+  openai:
+    type: openai
+    models: [mock-shared]
+--- request eval
+["POST /mock/reset", main::fault(openai => '{"latency_ms": 400, "count": 2}'), "GET /two", "GET /v1/health"]
+--- response_body_like eval
+["", "", '"content":"Mock answer.*\|\{"error":\{"message":"no provider can take the request now: openai \(at its concurrency limit\)","type":"api_error","param":null,"code":"providers_unavailable"\}\}$',
+ '"inflight":0,"status":"ok"']
+
+
+
+=== TEST 3: the limit across all providers (parallel.max_concurrent)
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files
+>>> helix.yaml
+providers:
+  parallel:
+    max_concurrent: 1
+  openai:
+    type: openai
+    models: [mock-shared]
+  claude:
+    type: anthropic
+    api_key: a
+    models: [mock-shared]
+--- request eval
+["POST /mock/reset", main::fault(openai => '{"latency_ms": 400, "count": 2}'), "GET /two", "GET /mock/claude/stats"]
+--- response_body_like eval
+["", "", '\|\{"error":\{"message":"no provider can take the request now: openai \(at its concurrency limit\); claude \(at its concurrency limit\)"', '"total":0,']
+
+
+
+=== TEST 4: a client that goes away mid-call gives its place back and the call is cut
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files
+>>> helix.yaml
+providers:
+  openai:
+    type: openai
+    max_concurrent: 1
+    models: [mock-shared]
+--- request eval
+["POST /mock/reset", main::fault(openai => '{"latency_ms": 5000, "count": 1}'),
+ 'POST /v1/chat/completions
+{"model": "mock-shared", "messages": [{"role": "user", "content": "abandon"}]}',
+ "GET /v1/health",
+ 'POST /v1/chat/completions
+{"model": "mock-shared", "messages": [{"role": "user", "content": "next"}]}']
+--- timeout: 0.5
+--- abort
+--- wait_for_log eval
+[undef, undef, undef, "client prematurely closed connection", undef]
+--- response_body_like eval
+["", "", "", '"inflight":0,"status":"ok"', '"content":"Mock answer']
+
+
+
+=== TEST 5: a timed-out call gives its place back at once
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files
+>>> helix.yaml
+providers:
+  openai:
+    type: openai
+    max_concurrent: 1
+    timeout: 200ms
+    models: [mock-shared]
+--- request eval
+["POST /mock/reset", main::fault(openai => '{"latency_ms": 3000, "count": 1}'),
+ 'POST /v1/chat/completions
+{"model": "mock-shared", "messages": [{"role": "user", "content": "slow"}]}',
+ "GET /v1/health",
+ 'POST /v1/chat/completions
+{"model": "mock-shared", "messages": [{"role": "user", "content": "fast"}]}']
+--- error_code eval: [200, 200, 504, 200, 200]
+--- response_body_like eval
+["", "", "", '"inflight":0,"status":"ok"', '"content":"Mock answer']
