@@ -11,6 +11,7 @@
 #include "ngx_http_helix_yaml.h"
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_upstream.h"
+#include "ngx_http_helix_cache.h"
 
 
 typedef struct {
@@ -53,8 +54,10 @@ static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
     { ngx_string("embeddings_batch"), NGX_HTTP_POST, NULL },
     { ngx_string("ensemble"), NGX_HTTP_POST, NULL },
     { ngx_string("tasks"), NGX_HTTP_POST|NGX_HTTP_HELIX_GET, NULL },
-    { ngx_string("cache_clear"), NGX_HTTP_POST, NULL },
-    { ngx_string("cache_cleanup"), NGX_HTTP_POST, NULL },
+    { ngx_string("cache_clear"), NGX_HTTP_POST,
+      ngx_http_helix_admin_handler },
+    { ngx_string("cache_cleanup"), NGX_HTTP_POST,
+      ngx_http_helix_admin_handler },
     { ngx_string("health"), NGX_HTTP_HELIX_GET,
       ngx_http_helix_health_handler },
     { ngx_string("provider_health"), NGX_HTTP_HELIX_GET,
@@ -78,6 +81,20 @@ static ngx_command_t  ngx_http_helix_commands[] = {
       ngx_http_helix_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("helix_cache_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_helix_main_conf_t, cache_zone_size),
+      NULL },
+
+    { ngx_string("helix_cache_policy"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_helix_loc_conf_t, cache_policy_name),
       NULL },
 
       ngx_null_command
@@ -256,6 +273,12 @@ ngx_http_helix_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (hmcf->cache.enabled && hmcf->cache.l1_enabled
+        && ngx_http_helix_cache_init_zone(cf, hmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return ngx_http_helix_models_init(cf, hmcf);
 }
 
@@ -288,6 +311,8 @@ ngx_http_helix_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    hmcf->cache_zone_size = NGX_CONF_UNSET_SIZE;
+
     return hmcf;
 }
 
@@ -303,6 +328,7 @@ ngx_http_helix_create_loc_conf(ngx_conf_t *cf)
     }
 
     hlcf->endpoint = NGX_CONF_UNSET_UINT;
+    hlcf->cache_policy = NGX_CONF_UNSET;
 
     return hlcf;
 }
@@ -311,12 +337,40 @@ ngx_http_helix_create_loc_conf(ngx_conf_t *cf)
 static char *
 ngx_http_helix_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
+    ngx_http_helix_loc_conf_t *prev = parent;
     ngx_http_helix_loc_conf_t *conf = child;
+
+    ngx_http_helix_main_conf_t  *hmcf;
 
     /* an endpoint belongs to its own location, it is never inherited */
 
     if (conf->endpoint == NGX_CONF_UNSET_UINT) {
         conf->endpoint = NGX_HTTP_HELIX_EP_NONE;
+    }
+
+    ngx_conf_merge_str_value(conf->cache_policy_name,
+                             prev->cache_policy_name, "");
+
+    if (conf->cache_policy_name.len == 0) {
+        conf->cache_policy = NGX_HTTP_HELIX_CACHE_DEFAULT;
+
+    } else if (conf->cache_policy_name.len == 3
+               && ngx_strncmp(conf->cache_policy_name.data, "off", 3) == 0)
+    {
+        conf->cache_policy = NGX_HTTP_HELIX_CACHE_OFF;
+
+    } else {
+        hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_helix_module);
+        conf->cache_policy = ngx_http_helix_cache_policy(hmcf,
+                                                  &conf->cache_policy_name);
+
+        if (conf->cache_policy == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown cache policy \"%V\" (helix.yaml "
+                               "cache.policies lists them; or \"off\")",
+                               &conf->cache_policy_name);
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;

@@ -45,6 +45,7 @@ typedef struct {
     ngx_str_t                   name;
     ngx_msec_t                  ttl;
     ngx_uint_t                  max_size;
+    ngx_uint_t                  slot;           /* in the cache zone */
 } ngx_http_helix_cache_policy_t;
 
 
@@ -236,11 +237,22 @@ typedef struct {
     ngx_shm_zone_t             *shm_zone;       /* provider state */
     ngx_slab_pool_t            *shpool;
     void                       *sh;
+
+    size_t                      cache_zone_size;
+    ngx_shm_zone_t             *cache_zone;     /* L1 */
+    ngx_slab_pool_t            *cache_shpool;
+    void                       *cache_sh;
 } ngx_http_helix_main_conf_t;
+
+
+#define NGX_HTTP_HELIX_CACHE_DEFAULT  -1
+#define NGX_HTTP_HELIX_CACHE_OFF      -2
 
 
 typedef struct {
     ngx_uint_t                  endpoint;       /* endpoint_e */
+    ngx_str_t                   cache_policy_name;
+    ngx_int_t                   cache_policy;   /* index, DEFAULT, OFF */
 } ngx_http_helix_loc_conf_t;
 
 
@@ -250,6 +262,7 @@ extern ngx_module_t  ngx_http_helix_module;
 ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_provider_health_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_models_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_models_init(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);

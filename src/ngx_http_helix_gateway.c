@@ -16,6 +16,7 @@
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_provider.h"
 #include "ngx_http_helix_upstream.h"
+#include "ngx_http_helix_cache.h"
 
 
 #define NGX_HTTP_HELIX_MAX_STOP     4
@@ -62,6 +63,16 @@ typedef struct {
     ngx_msec_t                  deadline;
 
     ngx_http_helix_error_t      err;
+
+    /* L1 */
+    ngx_int_t                   policy;         /* index, -1: no cache */
+    u_char                      hash[NGX_HTTP_HELIX_CACHE_HASH_LEN];
+    ngx_str_t                   claimed;
+    ngx_event_t                 wait;
+    ngx_msec_t                  wait_until;
+    ngx_msec_t                  wait_step;
+    unsigned                    cache_read:1;
+    unsigned                    cache_write:1;
 } ngx_http_helix_gw_ctx_t;
 
 
@@ -88,6 +99,17 @@ static ngx_int_t ngx_http_helix_respond(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_call_t *call);
 static ngx_int_t ngx_http_helix_give_up(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
+static ngx_int_t ngx_http_helix_answer(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_candidate_t *cand,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_helix_cache_begin(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static ngx_int_t ngx_http_helix_cache_try(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static void ngx_http_helix_cache_wait(ngx_event_t *ev);
+static void ngx_http_helix_cache_done(void *data);
+static ngx_int_t ngx_http_helix_add_header(ngx_http_request_t *r, char *key,
+    ngx_str_t *value);
 static void ngx_http_helix_attempt(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_provider_t *p,
     ngx_uint_t outcome, ngx_uint_t status, ngx_msec_t latency,
@@ -209,7 +231,288 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
     /* a client that goes away ends the provider calls too */
     r->read_event_handler = ngx_http_test_reading;
 
-    ngx_http_helix_try_next(r, ctx);
+    rc = ngx_http_helix_cache_begin(r, ctx);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_helix_try_next(r, ctx);
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_helix_header_says(ngx_http_request_t *r, char *name, char *token)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0
+            && ngx_strlcasestrn(h[i].value.data,
+                                h[i].value.data + h[i].value.len,
+                                (u_char *) token, ngx_strlen(token) - 1)
+               != NULL)
+        {
+            return 1;
+        }
+    }
+}
+
+
+/*
+ * NGX_OK: answered from the cache; NGX_AGAIN: waiting for an identical
+ * request's provider call; NGX_DECLINED: go to the providers.
+ */
+
+static ngx_int_t
+ngx_http_helix_cache_begin(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    key;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_helix_candidate_t  *c;
+    ngx_http_helix_loc_conf_t   *hlcf;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    static ngx_str_t  completions = ngx_string("completions");
+    static ngx_str_t  embeddings = ngx_string("embeddings");
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
+
+    ctx->policy = -1;
+
+    if (hmcf->cache_sh == NULL
+        || hlcf->cache_policy == NGX_HTTP_HELIX_CACHE_OFF)
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx->policy = hlcf->cache_policy;
+
+    if (ctx->policy == NGX_HTTP_HELIX_CACHE_DEFAULT) {
+        ctx->policy = ngx_http_helix_cache_policy(hmcf,
+                                  ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS
+                                  ? &embeddings : &completions);
+        if (ctx->policy == NGX_ERROR) {
+            ctx->policy = -1;
+            return NGX_DECLINED;
+        }
+    }
+
+    /* the client may read around the cache, or keep its answer out */
+
+    ctx->cache_read = !ngx_http_helix_header_says(r, "Cache-Control",
+                                                  "no-cache")
+                      && !ngx_http_helix_header_says(r, "Pragma", "no-cache");
+    ctx->cache_write = !ngx_http_helix_header_says(r, "Cache-Control",
+                                                   "no-store");
+
+    if (!ctx->cache_read && !ctx->cache_write) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_helix_cache_hash(r->pool, ctx->endpoint, ctx->req,
+                                  ctx->hash)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_helix_cache_done;
+    cln->data = r;
+
+    if (ctx->cache_read) {
+        rc = ngx_http_helix_cache_try(r, ctx);
+
+        if (rc != NGX_DECLINED && rc != NGX_BUSY) {
+            return rc;
+        }
+
+        if (rc == NGX_BUSY) {
+            /* an identical request is asking a provider: wait for it */
+            ctx->wait.handler = ngx_http_helix_cache_wait;
+            ctx->wait.data = r;
+            ctx->wait.log = r->connection->log;
+            ctx->wait_until = ctx->deadline;
+            ctx->wait_step = 2;
+
+            ngx_add_timer(&ctx->wait, ctx->wait_step);
+
+            return NGX_AGAIN;
+        }
+    }
+
+    if (!ctx->cache_write) {
+        return NGX_DECLINED;
+    }
+
+    c = ctx->candidates.elts;
+
+    if (ngx_http_helix_cache_key(r->pool, ctx->endpoint, &c[0].provider->name,
+                                 &c[0].model, ctx->hash, &key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_helix_cache_claim(hmcf, &key, ctx->policy,
+                                   ctx->deadline - ngx_current_msec)
+        == NGX_OK)
+    {
+        ctx->claimed = key;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Every candidate's key: an answer a fallback provider gave counts too,
+ * unless the request named its provider.
+ */
+
+static ngx_int_t
+ngx_http_helix_cache_try(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_int_t                    rc, busy;
+    ngx_str_t                    key, provider, body;
+    ngx_uint_t                   i, n;
+    ngx_http_helix_candidate_t  *c;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    static ngx_str_t  hit = ngx_string("HIT");
+    static ngx_str_t  tier = ngx_string("L1");
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    c = ctx->candidates.elts;
+    n = ctx->provider ? 1 : ctx->candidates.nelts;
+    busy = 0;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
+                                     &c[i].provider->name, &c[i].model,
+                                     ctx->hash, &key)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        rc = ngx_http_helix_cache_lookup(hmcf, &key, r->pool, &provider,
+                                         &body);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_BUSY) {
+            busy = (i == 0);
+            continue;
+        }
+
+        if (rc != NGX_OK) {
+            continue;
+        }
+
+        if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
+            || ngx_http_helix_add_header(r, "X-Cache-Tier", &tier) != NGX_OK
+            || ngx_http_helix_add_header(r, "X-Cache-Key", &key) != NGX_OK
+            || ngx_http_helix_add_header(r, "X-Helix-Provider", &provider)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_finalize_request(r,
+                                  ngx_http_helix_send_json(r, NGX_HTTP_OK,
+                                                           &body));
+        return NGX_OK;
+    }
+
+    return busy ? NGX_BUSY : NGX_DECLINED;
+}
+
+
+static void
+ngx_http_helix_cache_wait(ngx_event_t *ev)
+{
+    ngx_int_t                 rc;
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_http_helix_gw_ctx_t  *ctx;
+
+    r = ev->data;
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+
+    rc = ngx_http_helix_cache_try(r, ctx);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+
+    } else if (rc == NGX_BUSY
+               && (ngx_msec_int_t) (ctx->wait_until - ngx_current_msec) > 0)
+    {
+        ctx->wait_step = ngx_min(ctx->wait_step * 2, 50);
+        ngx_add_timer(&ctx->wait, ctx->wait_step);
+
+    } else if (rc != NGX_OK) {
+        /* the other call failed, or takes too long: ask ourselves */
+        ngx_http_helix_try_next(r, ctx);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_helix_cache_done(void *data)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_http_helix_gw_ctx_t     *ctx;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (ctx->wait.timer_set) {
+        ngx_del_timer(&ctx->wait);
+    }
+
+    /* a claim still pending now will never be answered by this request */
+
+    if (ctx->claimed.len) {
+        ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
+    }
 }
 
 
@@ -421,6 +724,24 @@ ngx_http_helix_check_type(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 }
 
 
+static ngx_int_t
+ngx_http_helix_check_bool(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    json_t *req, const char *name)
+{
+    json_t  *j;
+
+    j = json_object_get(req, name);
+
+    if (j == NULL || json_is_null(j) || json_is_boolean(j)) {
+        return NGX_OK;
+    }
+
+    return ngx_http_helix_gateway_error(ctx, r->pool, NGX_HTTP_BAD_REQUEST,
+                                        "invalid_type", (char *) name,
+                                        "\"%s\" must be a boolean", name);
+}
+
+
 /* what every generation request may carry, whatever its endpoint */
 
 static ngx_int_t
@@ -450,9 +771,7 @@ ngx_http_helix_check_params(ngx_http_request_t *r,
            != NGX_OK
         || ngx_http_helix_check_int(r, ctx, req, "n", 1, NGX_HTTP_HELIX_MAX_N)
            != NGX_OK
-        || ngx_http_helix_check_type(r, ctx, req, "stream", JSON_TRUE,
-                                     "a boolean")
-           != NGX_OK
+        || ngx_http_helix_check_bool(r, ctx, req, "stream") != NGX_OK
         || ngx_http_helix_check_type(r, ctx, req, "user", JSON_STRING,
                                      "a string")
            != NGX_OK
@@ -466,18 +785,7 @@ ngx_http_helix_check_params(ngx_http_request_t *r,
                                      "a string")
            != NGX_OK)
     {
-        /* "stream": false is a boolean too */
-        j = json_object_get(req, "stream");
-
-        if (ctx->err.param == NULL || ngx_strcmp(ctx->err.param, "stream")
-            || !json_is_false(j))
-        {
-            return NGX_DECLINED;
-        }
-
-        ngx_memzero(&ctx->err, sizeof(ngx_http_helix_error_t));
-
-        return ngx_http_helix_check_params(r, ctx, req);
+        return NGX_DECLINED;
     }
 
     if (json_is_true(json_object_get(req, "stream"))) {
@@ -1472,7 +1780,64 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_helix_send_json(r, NGX_HTTP_OK, &body);
+    return ngx_http_helix_answer(r, ctx, cand, &body);
+}
+
+
+/* a provider's answer: sent, then kept in L1 */
+
+static ngx_int_t
+ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    ngx_http_helix_candidate_t *cand, ngx_str_t *body)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    key;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    static ngx_str_t  miss = ngx_string("MISS");
+    static ngx_str_t  bypass = ngx_string("BYPASS");
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    ngx_str_null(&key);
+
+    if (ctx->policy >= 0 && ctx->cache_write) {
+        if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
+                                     &cand->provider->name, &cand->model,
+                                     ctx->hash, &key)
+            != NGX_OK
+            || ngx_http_helix_add_header(r, "X-Cache-Key", &key) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (ngx_http_helix_add_header(r, "X-Cache",
+                                  ctx->policy >= 0 && ctx->cache_read
+                                  ? &miss : &bypass)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_helix_send_json(r, NGX_HTTP_OK, body);
+
+    if (key.len && rc != NGX_ERROR) {
+        /* after the answer has gone: the client never waits for this */
+        ngx_http_helix_cache_store(hmcf, &key, ctx->policy,
+                                   &cand->provider->name, body,
+                                   r->connection->log);
+
+        if (ctx->claimed.len
+            && (ctx->claimed.len != key.len
+                || ngx_strncmp(ctx->claimed.data, key.data, key.len) != 0))
+        {
+            ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
+        }
+
+        ngx_str_null(&ctx->claimed);
+    }
+
+    return rc;
 }
 
 

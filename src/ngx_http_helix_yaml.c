@@ -604,9 +604,9 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     ngx_http_helix_cache_policy_t  *p;
 
     static ngx_http_helix_cache_policy_t  policies[] = {
-        { ngx_string("completions"), 30 * 60 * 1000, 5000 },
-        { ngx_string("embeddings"), 24 * 60 * 60 * 1000, 50000 },
-        { ngx_string("debates"), 60 * 60 * 1000, 1000 }
+        { ngx_string("completions"), 30 * 60 * 1000, 5000, 0 },
+        { ngx_string("embeddings"), 24 * 60 * 60 * 1000, 50000, 0 },
+        { ngx_string("debates"), 60 * 60 * 1000, 1000, 0 }
     };
 
     if (ngx_array_init(&hmcf->cache.policies, pool, 4,

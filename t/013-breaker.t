@@ -6,7 +6,7 @@ use Test::Nginx::Socket 'no_plan';
 use Helix;
 
 our $HttpConfig = Helix::http_config();
-our $Config = Helix::config();
+our $Config = Helix::config(cache => 0);
 
 our $Chat = 'POST /v1/chat/completions
 {"model": "mock-shared", "messages": [{"role": "user", "content": "breaker"}]}';

@@ -7,7 +7,7 @@ use Test::Nginx::Socket 'no_plan';
 use Helix;
 
 our $HttpConfig = Helix::http_config();
-our $Config = Helix::config(extra => <<'_EOC_');
+our $Config = Helix::config(cache => 0, extra => <<'_EOC_');
     location = /two {
         ssi on;
         ssi_types *;

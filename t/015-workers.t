@@ -8,7 +8,7 @@ master_on();
 workers(2);
 
 our $HttpConfig = Helix::http_config();
-our $Config = Helix::config();
+our $Config = Helix::config(cache => 0);
 
 our $Chat = 'POST /v1/chat/completions
 {"model": "mock-shared", "messages": [{"role": "user", "content": "workers"}]}';

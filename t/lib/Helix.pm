@@ -38,7 +38,8 @@ _EOC_
 sub config {
     my (%o) = @_;
     my $extra = $o{extra} // '';
-    my $s = '';
+    # tests of the provider path itself keep the cache out of the way
+    my $s = ($o{cache} // 1) ? '' : "    helix_cache_policy off;\n";
     for my $p (qw(openai claude gemini dead)) {
         $s .= <<"_EOC_";
     location /_helix/$p/ {
