@@ -65,6 +65,16 @@ static ngx_uint_t ngx_http_helix_cache_match(u_char *p, u_char *pend,
     u_char *s, u_char *send);
 
 
+/*
+ * Aliases: the md5 of a request's raw bytes -> the key of the entry it was
+ * answered from, so that a repeated identical request is found without
+ * parsing its JSON.  They have their own queue, the last slot, and do not
+ * count as entries.
+ */
+
+#define NGX_HTTP_HELIX_CACHE_ALIASES  (NGX_HTTP_HELIX_CACHE_POLICIES - 1)
+
+
 /* the answer kinds that share a key space */
 
 static ngx_str_t  ngx_http_helix_cache_kinds[] = {
@@ -79,10 +89,10 @@ ngx_http_helix_cache_init_zone(ngx_conf_t *cf,
 {
     ngx_str_t  name = ngx_string("helix_cache");
 
-    if (hmcf->cache.policies.nelts > NGX_HTTP_HELIX_CACHE_POLICIES) {
+    if (hmcf->cache.policies.nelts >= NGX_HTTP_HELIX_CACHE_POLICIES) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "%V: at most %d cache policies are supported",
-                           &hmcf->file, NGX_HTTP_HELIX_CACHE_POLICIES);
+                           &hmcf->file, NGX_HTTP_HELIX_CACHE_POLICIES - 1);
         return NGX_ERROR;
     }
 
@@ -187,7 +197,7 @@ ngx_http_helix_cache_map_policies(ngx_http_helix_main_conf_t *hmcf)
         len = ngx_min(pol[i].name.len, 31);
         pol[i].slot = NGX_HTTP_HELIX_CACHE_POLICIES;
 
-        for (j = 0; j < NGX_HTTP_HELIX_CACHE_POLICIES; j++) {
+        for (j = 0; j < NGX_HTTP_HELIX_CACHE_ALIASES; j++) {
             if (ngx_strlen(sh->name[j]) == len
                 && ngx_strncmp(sh->name[j], pol[i].name.data, len) == 0)
             {
@@ -207,15 +217,15 @@ ngx_http_helix_cache_map_policies(ngx_http_helix_main_conf_t *hmcf)
 
         /* a free slot, else one of a policy gone from helix.yaml, empty */
 
-        for (j = 0; j < NGX_HTTP_HELIX_CACHE_POLICIES; j++) {
+        for (j = 0; j < NGX_HTTP_HELIX_CACHE_ALIASES; j++) {
             if (!used[j] && (sh->name[j][0] == '\0' || sh->count[j] == 0)) {
                 break;
             }
         }
 
-        if (j == NGX_HTTP_HELIX_CACHE_POLICIES) {
+        if (j == NGX_HTTP_HELIX_CACHE_ALIASES) {
             /* every slot is a policy with entries: share the last one */
-            j = NGX_HTTP_HELIX_CACHE_POLICIES - 1;
+            j = NGX_HTTP_HELIX_CACHE_ALIASES - 1;
         }
 
         ngx_memzero(sh->name[j], 32);
@@ -542,7 +552,7 @@ ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
     {
         if (ngx_http_helix_cache_evict(hmcf,
                                        sh->count[pol->slot] >= pol->max_size
-                                       ? (ngx_int_t) pol->slot : -1)
+                                       ? (ngx_int_t) pol->slot : -2)
             != NGX_OK)
         {
             break;
@@ -597,7 +607,10 @@ ngx_http_helix_cache_delete(ngx_http_helix_main_conf_t *hmcf,
     ngx_rbtree_delete(&sh->rbtree, &cn->sn.node);
 
     sh->count[cn->policy]--;
-    sh->entries--;
+
+    if (cn->policy != NGX_HTTP_HELIX_CACHE_ALIASES) {
+        sh->entries--;
+    }
 
     if (!cn->pending) {
         sh->bytes -= offsetof(ngx_http_helix_cache_node_t, data)
@@ -609,8 +622,9 @@ ngx_http_helix_cache_delete(ngx_http_helix_main_conf_t *hmcf,
 
 
 /*
- * Drops the least recently used entry: of the given policy, or (-1) the
- * oldest of all, comparing the tails of the policies' queues.
+ * Drops the least recently used entry: of the given policy (or the
+ * aliases), of all (-1), or of all answers but no alias (-2), comparing
+ * the tails of the queues.
  */
 
 static ngx_int_t
@@ -626,6 +640,7 @@ ngx_http_helix_cache_evict(ngx_http_helix_main_conf_t *hmcf, ngx_int_t policy)
 
     for (i = 0; i < NGX_HTTP_HELIX_CACHE_POLICIES; i++) {
         if ((policy >= 0 && (ngx_uint_t) policy != i)
+            || (policy == -2 && i == NGX_HTTP_HELIX_CACHE_ALIASES)
             || ngx_queue_empty(&sh->lru[i]))
         {
             continue;
@@ -739,6 +754,15 @@ ngx_http_helix_cache_clear(ngx_http_helix_main_conf_t *hmcf,
                 continue;
             }
 
+            if (i == NGX_HTTP_HELIX_CACHE_ALIASES) {
+                /* an alias of a cleared entry simply finds nothing */
+                if (pattern == NULL) {
+                    ngx_http_helix_cache_delete(hmcf, cn);
+                }
+
+                continue;
+            }
+
             if (pattern == NULL
                 || ngx_http_helix_cache_match(pattern->data,
                                               pattern->data + pattern->len,
@@ -782,7 +806,7 @@ ngx_http_helix_cache_cleanup(ngx_http_helix_main_conf_t *hmcf)
             cn = ngx_queue_data(q, ngx_http_helix_cache_node_t, queue);
 
             if ((ngx_msec_int_t) (cn->expire - now) <= 0) {
-                if (!cn->pending) {
+                if (!cn->pending && i != NGX_HTTP_HELIX_CACHE_ALIASES) {
                     n++;
                 }
 
@@ -817,6 +841,161 @@ ngx_http_helix_cache_stats(ngx_http_helix_main_conf_t *hmcf,
     st->hits = sh->hits;
     st->misses = sh->misses;
     st->evictions = sh->evictions;
+
+    ngx_shmtx_unlock(&hmcf->cache_shpool->mutex);
+}
+
+
+ngx_int_t
+ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t endpoint, ngx_uint_t policy, ngx_str_t *raw, ngx_str_t *alias)
+{
+    u_char      md5[16], tag[2 + sizeof(time_t)];
+    ngx_md5_t   ctx;
+
+    /* a reload may change what is valid: its aliases are new ones */
+
+    tag[0] = (u_char) endpoint;
+    tag[1] = (u_char) policy;
+    ngx_memcpy(tag + 2, &hmcf->loaded, sizeof(time_t));
+
+    ngx_md5_init(&ctx);
+    ngx_md5_update(&ctx, tag, sizeof(tag));
+    ngx_md5_update(&ctx, raw->data, raw->len);
+    ngx_md5_final(md5, &ctx);
+
+    ngx_memcpy(alias->data, "alias:", sizeof("alias:") - 1);
+    ngx_hex_dump(alias->data + sizeof("alias:") - 1, md5, 16);
+    alias->len = sizeof("alias:") - 1 + 32;
+
+    return NGX_OK;
+}
+
+
+/* the raw-bytes path of a hit: alias -> entry, under one lock */
+
+ngx_int_t
+ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *alias, ngx_pool_t *pool, ngx_str_t *key, ngx_str_t *provider,
+    ngx_str_t *body)
+{
+    u_char                       *p;
+    ngx_int_t                     rc;
+    ngx_str_t                     k;
+    ngx_msec_t                    now;
+    ngx_http_helix_cache_sh_t    *sh;
+    ngx_http_helix_cache_node_t  *an, *cn;
+
+    sh = hmcf->cache_sh;
+    now = ngx_current_msec;
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&hmcf->cache_shpool->mutex);
+
+    an = ngx_http_helix_cache_find(sh, alias);
+
+    if (an == NULL || an->pending) {
+        goto done;
+    }
+
+    k.data = an->data + an->sn.str.len;
+    k.len = an->body_len;
+
+    cn = ngx_http_helix_cache_find(sh, &k);
+
+    if (cn == NULL || cn->pending
+        || (ngx_msec_int_t) (cn->expire - now) <= 0)
+    {
+        goto done;
+    }
+
+    p = ngx_pnalloc(pool, k.len + cn->provider_len + cn->body_len);
+    if (p == NULL) {
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    key->data = p;
+    key->len = k.len;
+    p = ngx_cpymem(p, k.data, k.len);
+
+    provider->data = p;
+    provider->len = cn->provider_len;
+    p = ngx_cpymem(p, cn->data + cn->sn.str.len, cn->provider_len);
+
+    body->data = p;
+    body->len = cn->body_len;
+    ngx_memcpy(p, cn->data + cn->sn.str.len + cn->provider_len,
+               cn->body_len);
+
+    cn->last = now;
+    ngx_queue_remove(&cn->queue);
+    ngx_queue_insert_head(&sh->lru[cn->policy], &cn->queue);
+
+    an->last = now;
+    ngx_queue_remove(&an->queue);
+    ngx_queue_insert_head(&sh->lru[NGX_HTTP_HELIX_CACHE_ALIASES], &an->queue);
+
+    sh->hits++;
+    rc = NGX_OK;
+
+done:
+
+    ngx_shmtx_unlock(&hmcf->cache_shpool->mutex);
+
+    return rc;
+}
+
+
+void
+ngx_http_helix_cache_store_alias(ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *alias, ngx_str_t *key)
+{
+    size_t                        size;
+    ngx_http_helix_cache_sh_t    *sh;
+    ngx_http_helix_cache_node_t  *an;
+
+    sh = hmcf->cache_sh;
+    size = offsetof(ngx_http_helix_cache_node_t, data) + alias->len
+           + key->len;
+
+    ngx_shmtx_lock(&hmcf->cache_shpool->mutex);
+
+    an = ngx_http_helix_cache_find(sh, alias);
+
+    if (an) {
+        ngx_http_helix_cache_delete(hmcf, an);
+    }
+
+    while (sh->count[NGX_HTTP_HELIX_CACHE_ALIASES] >= hmcf->cache.l1_max_size
+           && ngx_http_helix_cache_evict(hmcf, NGX_HTTP_HELIX_CACHE_ALIASES)
+              == NGX_OK)
+    {
+        /* void */
+    }
+
+    an = ngx_http_helix_cache_alloc(hmcf, size);
+
+    if (an) {
+        ngx_memcpy(ngx_cpymem(an->data, alias->data, alias->len),
+                   key->data, key->len);
+
+        an->sn.str.data = an->data;
+        an->sn.str.len = alias->len;
+        an->sn.node.key = ngx_http_helix_cache_key_hash(alias);
+        an->expire = ngx_current_msec + hmcf->cache.l1_ttl;
+        an->last = ngx_current_msec;
+        an->owner = 0;
+        an->policy = NGX_HTTP_HELIX_CACHE_ALIASES;
+        an->pending = 0;
+        an->provider_len = 0;
+        an->body_len = (uint32_t) key->len;
+
+        ngx_rbtree_insert(&sh->rbtree, &an->sn.node);
+        ngx_queue_insert_head(&sh->lru[NGX_HTTP_HELIX_CACHE_ALIASES],
+                              &an->queue);
+        sh->count[NGX_HTTP_HELIX_CACHE_ALIASES]++;
+    }
 
     ngx_shmtx_unlock(&hmcf->cache_shpool->mutex);
 }

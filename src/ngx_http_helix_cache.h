@@ -43,6 +43,17 @@ void ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *key, ngx_uint_t policy, ngx_str_t *provider, ngx_str_t *body,
     ngx_log_t *log);
 
+#define NGX_HTTP_HELIX_CACHE_ALIAS_LEN  (sizeof("alias:") - 1 + 32)
+
+ngx_int_t ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t endpoint, ngx_uint_t policy, ngx_str_t *raw,
+    ngx_str_t *alias);
+ngx_int_t ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *alias, ngx_pool_t *pool, ngx_str_t *key, ngx_str_t *provider,
+    ngx_str_t *body);
+void ngx_http_helix_cache_store_alias(ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *alias, ngx_str_t *key);
+
 ngx_uint_t ngx_http_helix_cache_clear(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *pattern);
 ngx_uint_t ngx_http_helix_cache_cleanup(ngx_http_helix_main_conf_t *hmcf);

@@ -68,6 +68,7 @@ typedef struct {
     ngx_int_t                   policy;         /* index, -1: no cache */
     u_char                      hash[NGX_HTTP_HELIX_CACHE_HASH_LEN];
     ngx_str_t                   claimed;
+    ngx_str_t                   alias;          /* raw bytes -> key */
     ngx_event_t                 wait;
     ngx_msec_t                  wait_until;
     ngx_msec_t                  wait_step;
@@ -104,6 +105,8 @@ static ngx_int_t ngx_http_helix_answer(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_helix_cache_begin(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
+static ngx_int_t ngx_http_helix_cache_fast(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *raw);
 static ngx_int_t ngx_http_helix_cache_try(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static void ngx_http_helix_cache_wait(ngx_event_t *ev);
@@ -178,6 +181,18 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
 
     ngx_str_null(&body);
     rc = ngx_http_helix_read_body(r, ctx, &body);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_helix_cache_fast(r, ctx, &body);
+
+        if (rc == NGX_OK) {
+            return;
+        }
+
+        if (rc == NGX_DECLINED) {
+            rc = NGX_OK;
+        }
+    }
 
     if (rc == NGX_OK) {
         req = json_loadb((char *) body.data, body.len, 0, &jerr);
@@ -286,14 +301,16 @@ ngx_http_helix_header_says(ngx_http_request_t *r, char *name, char *token)
  * request's provider call; NGX_DECLINED: go to the providers.
  */
 
-static ngx_int_t
-ngx_http_helix_cache_begin(ngx_http_request_t *r,
+/*
+ * The policy of this location and endpoint (-1: not cached), and what the
+ * client lets the cache do: Cache-Control no-cache reads around it,
+ * no-store keeps the answer out.
+ */
+
+static void
+ngx_http_helix_cache_policy_of(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx)
 {
-    ngx_int_t                    rc;
-    ngx_str_t                    key;
-    ngx_pool_cleanup_t          *cln;
-    ngx_http_helix_candidate_t  *c;
     ngx_http_helix_loc_conf_t   *hlcf;
     ngx_http_helix_main_conf_t  *hmcf;
 
@@ -308,7 +325,7 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
     if (hmcf->cache_sh == NULL
         || hlcf->cache_policy == NGX_HTTP_HELIX_CACHE_OFF)
     {
-        return NGX_DECLINED;
+        return;
     }
 
     ctx->policy = hlcf->cache_policy;
@@ -319,19 +336,84 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
                                   ? &embeddings : &completions);
         if (ctx->policy == NGX_ERROR) {
             ctx->policy = -1;
-            return NGX_DECLINED;
+            return;
         }
     }
-
-    /* the client may read around the cache, or keep its answer out */
 
     ctx->cache_read = !ngx_http_helix_header_says(r, "Cache-Control",
                                                   "no-cache")
                       && !ngx_http_helix_header_says(r, "Pragma", "no-cache");
     ctx->cache_write = !ngx_http_helix_header_says(r, "Cache-Control",
                                                    "no-store");
+}
 
-    if (!ctx->cache_read && !ctx->cache_write) {
+
+/*
+ * The fast way to a hit: the same bytes as a request answered before,
+ * found without parsing them.  NGX_OK: answered.
+ */
+
+static ngx_int_t
+ngx_http_helix_cache_fast(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    ngx_str_t *raw)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    key, provider, body;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    static ngx_str_t  hit = ngx_string("HIT");
+    static ngx_str_t  tier = ngx_string("L1");
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    ngx_http_helix_cache_policy_of(r, ctx);
+
+    if (ctx->policy < 0 || !ctx->cache_read) {
+        return NGX_DECLINED;
+    }
+
+    ctx->alias.data = ngx_pnalloc(r->pool, NGX_HTTP_HELIX_CACHE_ALIAS_LEN);
+    if (ctx->alias.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_helix_cache_alias(hmcf, ctx->endpoint, ctx->policy, raw,
+                               &ctx->alias);
+
+    rc = ngx_http_helix_cache_lookup_alias(hmcf, &ctx->alias, r->pool, &key,
+                                           &provider, &body);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
+        || ngx_http_helix_add_header(r, "X-Cache-Tier", &tier) != NGX_OK
+        || ngx_http_helix_add_header(r, "X-Cache-Key", &key) != NGX_OK
+        || ngx_http_helix_add_header(r, "X-Helix-Provider", &provider)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_finalize_request(r,
+                              ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_cache_begin(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    key;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_helix_candidate_t  *c;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (ctx->policy < 0 || (!ctx->cache_read && !ctx->cache_write)) {
         return NGX_DECLINED;
     }
 
@@ -440,6 +522,10 @@ ngx_http_helix_cache_try(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 
         if (rc != NGX_OK) {
             continue;
+        }
+
+        if (ctx->alias.len) {
+            ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
         }
 
         if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
@@ -1826,6 +1912,10 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         ngx_http_helix_cache_store(hmcf, &key, ctx->policy,
                                    &cand->provider->name, body,
                                    r->connection->log);
+
+        if (ctx->alias.len) {
+            ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
+        }
 
         if (ctx->claimed.len
             && (ctx->claimed.len != key.len

@@ -10,6 +10,7 @@
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_upstream.h"
+#include "ngx_http_helix_cache.h"
 
 
 static ngx_int_t ngx_http_helix_models_add(json_t *data, ngx_array_t *models,
@@ -19,9 +20,10 @@ static ngx_int_t ngx_http_helix_models_add(json_t *data, ngx_array_t *models,
 ngx_int_t
 ngx_http_helix_health_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                    rc;
-    ngx_str_t                    body;
-    ngx_http_helix_main_conf_t  *hmcf;
+    ngx_int_t                      rc;
+    ngx_str_t                      body;
+    ngx_http_helix_cache_stats_t   cs;
+    ngx_http_helix_main_conf_t    *hmcf;
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
@@ -30,18 +32,25 @@ ngx_http_helix_health_handler(ngx_http_request_t *r)
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
-    body.data = ngx_pnalloc(r->pool, 256);
+    ngx_http_helix_cache_stats(hmcf, &cs);
+
+    body.data = ngx_pnalloc(r->pool, 512);
     if (body.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    body.len = ngx_snprintf(body.data, 256,
+    body.len = ngx_snprintf(body.data, 512,
                             "{\"status\":\"ok\",\"version\":\"%s\","
                             "\"pid\":%P,\"providers\":%ui,"
-                            "\"config_loaded\":%T,\"uptime_seconds\":%T}",
+                            "\"config_loaded\":%T,\"uptime_seconds\":%T,"
+                            "\"cache\":{\"l1\":%s,\"entries\":%ui,"
+                            "\"bytes\":%uz,\"hits\":%uL,\"misses\":%uL,"
+                            "\"evictions\":%uL}}",
                             NGX_HTTP_HELIX_VERSION, ngx_pid,
                             hmcf->providers.nelts, hmcf->loaded,
-                            ngx_time() - hmcf->loaded)
+                            ngx_time() - hmcf->loaded,
+                            hmcf->cache_sh ? "true" : "false", cs.entries,
+                            cs.bytes, cs.hits, cs.misses, cs.evictions)
                - body.data;
 
     return ngx_http_helix_send_json(r, NGX_HTTP_OK, &body);

@@ -27,7 +27,7 @@ __DATA__
 location = /health { helix_endpoint health; }
 --- request
 GET /health
---- response_body_like: ^\{"status":"ok","version":"\d+\.\d+\.\d+","pid":\d+,"providers":2,"config_loaded":\d+,"uptime_seconds":\d+\}$
+--- response_body_like: ^\{"status":"ok","version":"\d+\.\d+\.\d+","pid":\d+,"providers":2,"config_loaded":\d+,"uptime_seconds":\d+,"cache":\{"l1":true,"entries":0,"bytes":0,"hits":0,"misses":0,"evictions":0\}\}$
 --- response_headers
 Content-Type: application/json
 --- no_error_log

@@ -343,3 +343,31 @@ providers:
  main::after(0.5, "POST /v1/admin/cache/cleanup")]
 --- response_body_like eval
 ["", "", "", '^\{"removed":2,"tiers":\{"l1":2\},"pattern":null\}$']
+
+
+
+=== TEST 20: the same bytes again are found without parsing them; a cleared entry is not found through them
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- more_headers eval
+["", "", "", "Authorization: Bearer adm1n", ""]
+--- request eval
+["POST /mock/reset", main::chat(undef, "fast"), main::chat(undef, "fast"),
+ "POST /v1/admin/cache/clear\n" . '{"pattern": "completion:openai:*"}',
+ main::chat(undef, "fast")]
+--- response_headers eval
+["", "X-Cache: MISS", "X-Cache: HIT", "", "X-Cache: MISS"]
+--- response_body_like eval
+["", "", "", '"removed":1,', ""]
+
+
+
+=== TEST 21: /health counts the cache
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config . "    location = /health { helix_endpoint health; }\n"
+--- user_files eval: $::Yaml
+--- request eval
+[main::chat(undef, "h1"), main::chat(undef, "h1"), main::chat(undef, "h2"), "GET /health"]
+--- response_body_like eval
+["", "", "", '"cache":\{"l1":true,"entries":2,"bytes":\d+,"hits":1,"misses":2,"evictions":0\}']
