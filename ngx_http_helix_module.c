@@ -12,6 +12,7 @@
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_cache.h"
+#include "ngx_http_helix_curl.h"
 
 
 typedef struct {
@@ -286,13 +287,20 @@ ngx_http_helix_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_helix_init_process(ngx_cycle_t *cycle)
 {
-    return ngx_http_helix_upstream_init_process(cycle);
+    if (ngx_http_helix_upstream_init_process(cycle) != NGX_OK
+        || ngx_http_helix_curl_init_process(cycle) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_helix_warm_init_process(cycle);
 }
 
 
 static void
 ngx_http_helix_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_helix_curl_exit_process(cycle);
     ngx_http_helix_upstream_exit_process(cycle);
 }
 

@@ -71,6 +71,7 @@ typedef struct {
 
     ngx_flag_t                  warming_enabled;
     ngx_flag_t                  warming_on_startup;
+    ngx_str_t                   warming_endpoint;
     ngx_array_t                 warming_queries; /* warm_query_t */
 } ngx_http_helix_cache_conf_t;
 

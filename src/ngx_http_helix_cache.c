@@ -46,6 +46,7 @@ typedef struct {
     uint64_t                     hits;
     uint64_t                     misses;
     uint64_t                     evictions;
+    ngx_uint_t                   warmed;
 } ngx_http_helix_cache_sh_t;
 
 
@@ -998,4 +999,23 @@ ngx_http_helix_cache_store_alias(ngx_http_helix_main_conf_t *hmcf,
     }
 
     ngx_shmtx_unlock(&hmcf->cache_shpool->mutex);
+}
+
+
+/* warming runs once per zone, that is once per nginx start */
+
+ngx_uint_t
+ngx_http_helix_cache_warm_claim(ngx_http_helix_main_conf_t *hmcf)
+{
+    ngx_uint_t                  first;
+    ngx_http_helix_cache_sh_t  *sh;
+
+    sh = hmcf->cache_sh;
+
+    ngx_shmtx_lock(&hmcf->cache_shpool->mutex);
+    first = !sh->warmed;
+    sh->warmed = 1;
+    ngx_shmtx_unlock(&hmcf->cache_shpool->mutex);
+
+    return first;
 }

@@ -60,6 +60,9 @@ ngx_uint_t ngx_http_helix_cache_cleanup(ngx_http_helix_main_conf_t *hmcf);
 void ngx_http_helix_cache_stats(ngx_http_helix_main_conf_t *hmcf,
     ngx_http_helix_cache_stats_t *st);
 
+ngx_uint_t ngx_http_helix_cache_warm_claim(ngx_http_helix_main_conf_t *hmcf);
+ngx_int_t ngx_http_helix_warm_init_process(ngx_cycle_t *cycle);
+
 ngx_int_t ngx_http_helix_cache_policy(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *name);
 

@@ -215,6 +215,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_warming[] = {
                   cache.warming_enabled, NULL),
     ngx_helix_key("on_startup", ngx_http_helix_yaml_set_flag, MC,
                   cache.warming_on_startup, NULL),
+    ngx_helix_key("endpoint", ngx_http_helix_yaml_set_str, MC,
+                  cache.warming_endpoint, NULL),
     { ngx_string("queries"), ngx_http_helix_yaml_set_seq, 0,
       &ngx_http_helix_yaml_warm_seq },
     ngx_helix_key_null

@@ -1,0 +1,285 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * Cache warming (cache.warming): once per nginx start, not per worker or
+ * reload, the first worker up sends each query to each listed provider
+ * through the gateway's own endpoint, so the answers land in the cache
+ * as any client's would.  Startup never waits for it, and a provider
+ * that is down only costs a log line.
+ */
+
+
+#include <jansson.h>
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_cache.h"
+#include "ngx_http_helix_curl.h"
+
+
+typedef struct {
+    ngx_pool_t                  *pool;
+    ngx_log_t                   *log;
+    ngx_uint_t                   pending;
+    ngx_uint_t                   total;
+    ngx_uint_t                   warmed;
+} ngx_http_helix_warm_t;
+
+
+static void ngx_http_helix_warm_start(ngx_event_t *ev);
+static ngx_int_t ngx_http_helix_warm_one(ngx_http_helix_warm_t *w,
+    ngx_str_t *url, ngx_http_helix_warm_query_t *q, ngx_str_t *provider);
+static void ngx_http_helix_warm_done(ngx_http_helix_fetch_t *f);
+
+
+static ngx_event_t  ngx_http_helix_warm_event;
+
+
+ngx_int_t
+ngx_http_helix_warm_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_helix_module);
+
+    if (hmcf == NULL || hmcf->cache_sh == NULL
+        || !hmcf->cache.warming_enabled || !hmcf->cache.warming_on_startup
+        || hmcf->cache.warming_queries.nelts == 0)
+    {
+        return NGX_OK;
+    }
+
+    /* after the workers are up: never in the way of starting */
+
+    ngx_http_helix_warm_event.handler = ngx_http_helix_warm_start;
+    ngx_http_helix_warm_event.log = cycle->log;
+    ngx_http_helix_warm_event.data = hmcf;
+    ngx_http_helix_warm_event.cancelable = 1;
+
+    ngx_add_timer(&ngx_http_helix_warm_event, 100);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_warm_start(ngx_event_t *ev)
+{
+    u_char                       *p;
+    ngx_str_t                     url, *prov, none = ngx_null_string;
+    ngx_uint_t                    i, j;
+    ngx_pool_t                   *pool;
+    ngx_listening_t              *ls;
+    ngx_http_helix_warm_t        *w;
+    ngx_http_helix_warm_query_t  *q;
+    ngx_http_helix_main_conf_t   *hmcf = ev->data;
+
+    if (!ngx_http_helix_cache_warm_claim(hmcf)) {
+        return;
+    }
+
+    url = hmcf->cache.warming_endpoint;
+
+    if (url.len == 0) {
+        ls = ngx_cycle->listening.elts;
+
+        if (ngx_cycle->listening.nelts == 0) {
+            return;
+        }
+
+        url.data = ngx_pnalloc(ngx_cycle->pool, ls[0].addr_text.len + 32);
+        if (url.data == NULL) {
+            return;
+        }
+
+        p = ngx_sprintf(url.data, "http://%V/v1/completions%Z",
+                        &ls[0].addr_text);
+        url.len = p - url.data - 1;
+
+        /* a wildcard listener is reached on the loopback */
+        p = ngx_strlcasestrn(url.data, url.data + url.len,
+                             (u_char *) "0.0.0.0", 7 - 1);
+        if (p) {
+            ngx_memcpy(p, "127.0.0.1", 9);
+            ngx_memmove(p + 9, p + 7, url.data + url.len + 1 - (p + 7));
+            url.len += 2;
+        }
+    }
+
+    pool = ngx_create_pool(4096, ev->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    w = ngx_pcalloc(pool, sizeof(ngx_http_helix_warm_t));
+    if (w == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    w->pool = pool;
+    w->log = ev->log;
+
+    ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                  "helix: cache warming through %V", &url);
+
+    q = hmcf->cache.warming_queries.elts;
+
+    for (i = 0; i < hmcf->cache.warming_queries.nelts; i++) {
+        prov = q[i].providers.elts;
+
+        if (q[i].providers.nelts == 0) {
+            w->total++;
+
+            if (ngx_http_helix_warm_one(w, &url, &q[i], &none) == NGX_OK) {
+                w->pending++;
+            }
+
+            continue;
+        }
+
+        for (j = 0; j < q[i].providers.nelts; j++) {
+            w->total++;
+
+            if (ngx_http_helix_warm_one(w, &url, &q[i], &prov[j]) == NGX_OK) {
+                w->pending++;
+            }
+        }
+    }
+
+    if (w->pending == 0) {
+        ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                      "helix: cache warming done: 0 of %ui warmed",
+                      w->total);
+        ngx_destroy_pool(w->pool);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
+    ngx_http_helix_warm_query_t *q, ngx_str_t *provider)
+{
+    char                    *s, **h;
+    json_t                  *req;
+    ngx_http_helix_fetch_t  *f;
+
+    req = json_pack("{s:s%}", "prompt", q->prompt.data, q->prompt.len);
+    if (req == NULL) {
+        return NGX_ERROR;
+    }
+
+    if ((provider->len
+         && json_object_set_new(req, "provider",
+                                json_stringn((char *) provider->data,
+                                             provider->len)) != 0)
+        || (q->model.len
+            && json_object_set_new(req, "model",
+                                   json_stringn((char *) q->model.data,
+                                                q->model.len)) != 0))
+    {
+        json_decref(req);
+        return NGX_ERROR;
+    }
+
+    s = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    f = ngx_pcalloc(w->pool, sizeof(ngx_http_helix_fetch_t));
+    if (f == NULL) {
+        free(s);
+        return NGX_ERROR;
+    }
+
+    f->body.len = ngx_strlen(s);
+    f->body.data = ngx_pnalloc(w->pool, f->body.len + 1);
+
+    if (f->body.data == NULL) {
+        free(s);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(f->body.data, s, f->body.len + 1);
+    free(s);
+
+    f->headers = ngx_array_create(w->pool, 1, sizeof(char *));
+    if (f->headers == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = ngx_array_push(f->headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = "Content-Type: application/json";
+
+    f->pool = w->pool;
+    f->log = w->log;
+    f->url = *url;
+    f->timeout = 120000;
+    f->handler = ngx_http_helix_warm_done;
+    f->data = w;
+
+    if (ngx_http_helix_fetch(f) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, w->log, 0,
+                      "helix: cache warming could not start \"%V\"",
+                      &q->prompt);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_warm_done(ngx_http_helix_fetch_t *f)
+{
+    u_char                 *p, *e;
+    ngx_str_t               xc;
+    ngx_uint_t              level;
+    ngx_http_helix_warm_t  *w = f->data;
+
+    ngx_str_set(&xc, "-");
+
+    if (f->answer_head.len) {
+        p = ngx_strlcasestrn(f->answer_head.data,
+                             f->answer_head.data + f->answer_head.len,
+                             (u_char *) "X-Cache: ", 9 - 1);
+        if (p) {
+            p += 9;
+            e = p;
+
+            while (e < f->answer_head.data + f->answer_head.len
+                   && *e != '\r' && *e != '\n')
+            {
+                e++;
+            }
+
+            xc.data = p;
+            xc.len = e - p;
+        }
+    }
+
+    level = NGX_LOG_WARN;
+
+    if (f->status == 200) {
+        w->warmed++;
+        level = NGX_LOG_NOTICE;
+    }
+
+    ngx_log_error(level, w->log, 0,
+                  "helix: cache warming %V: HTTP %l, cache %V%s%V",
+                  &f->body, f->status, &xc, f->error.len ? ", " : "",
+                  &f->error);
+
+    if (--w->pending == 0) {
+        ngx_log_error(NGX_LOG_NOTICE, w->log, 0,
+                      "helix: cache warming done: %ui of %ui warmed",
+                      w->warmed, w->total);
+        ngx_destroy_pool(w->pool);
+    }
+}
