@@ -300,6 +300,8 @@ ngx_http_helix_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_helix_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_helix_curl_exiting();
+    ngx_http_helix_warm_exit_process(cycle);
     ngx_http_helix_curl_exit_process(cycle);
     ngx_http_helix_upstream_exit_process(cycle);
 }

@@ -62,6 +62,7 @@ void ngx_http_helix_cache_stats(ngx_http_helix_main_conf_t *hmcf,
 
 ngx_uint_t ngx_http_helix_cache_warm_claim(ngx_http_helix_main_conf_t *hmcf);
 ngx_int_t ngx_http_helix_warm_init_process(ngx_cycle_t *cycle);
+void ngx_http_helix_warm_exit_process(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_http_helix_cache_policy(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *name);

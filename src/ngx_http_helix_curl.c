@@ -19,6 +19,7 @@ typedef struct {
     ngx_event_t                  timer;
     ngx_log_t                   *log;
     ngx_uint_t                   running;
+    ngx_uint_t                   exiting;
 } ngx_http_helix_curl_t;
 
 
@@ -70,8 +71,17 @@ ngx_http_helix_curl_init_process(ngx_cycle_t *cycle)
 
 
 void
+ngx_http_helix_curl_exiting(void)
+{
+    ngx_http_helix_curl.exiting = 1;
+}
+
+
+void
 ngx_http_helix_curl_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_helix_curl.exiting = 1;
+
     if (ngx_http_helix_curl.multi == NULL) {
         return;
     }
@@ -242,11 +252,13 @@ ngx_http_helix_curl_socket(CURL *easy, curl_socket_t s, int what,
 
     if (what == CURL_POLL_REMOVE) {
         if (c) {
-            if (c->read->active) {
+            /* at exit the event loop is gone: nothing to unwatch */
+
+            if (c->read->active && !ngx_http_helix_curl.exiting) {
                 ngx_del_event(c->read, NGX_READ_EVENT, 0);
             }
 
-            if (c->write->active) {
+            if (c->write->active && !ngx_http_helix_curl.exiting) {
                 ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
             }
 

@@ -39,6 +39,7 @@ struct ngx_http_helix_fetch_s {
 
 
 ngx_int_t ngx_http_helix_curl_init_process(ngx_cycle_t *cycle);
+void ngx_http_helix_curl_exiting(void);
 void ngx_http_helix_curl_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_helix_fetch(ngx_http_helix_fetch_t *f);
 

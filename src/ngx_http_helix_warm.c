@@ -31,7 +31,8 @@ static ngx_int_t ngx_http_helix_warm_one(ngx_http_helix_warm_t *w,
 static void ngx_http_helix_warm_done(ngx_http_helix_fetch_t *f);
 
 
-static ngx_event_t  ngx_http_helix_warm_event;
+static ngx_event_t             ngx_http_helix_warm_event;
+static ngx_http_helix_warm_t  *ngx_http_helix_warm_running;
 
 
 ngx_int_t
@@ -118,6 +119,7 @@ ngx_http_helix_warm_start(ngx_event_t *ev)
 
     w->pool = pool;
     w->log = ev->log;
+    ngx_http_helix_warm_running = w;
 
     ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
                   "helix: cache warming through %V", &url);
@@ -150,7 +152,20 @@ ngx_http_helix_warm_start(ngx_event_t *ev)
         ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
                       "helix: cache warming done: 0 of %ui warmed",
                       w->total);
+        ngx_http_helix_warm_running = NULL;
         ngx_destroy_pool(w->pool);
+    }
+}
+
+
+/* a worker leaving while warming: its calls end with it */
+
+void
+ngx_http_helix_warm_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_helix_warm_running) {
+        ngx_destroy_pool(ngx_http_helix_warm_running->pool);
+        ngx_http_helix_warm_running = NULL;
     }
 }
 
@@ -280,6 +295,7 @@ ngx_http_helix_warm_done(ngx_http_helix_fetch_t *f)
         ngx_log_error(NGX_LOG_NOTICE, w->log, 0,
                       "helix: cache warming done: %ui of %ui warmed",
                       w->warmed, w->total);
+        ngx_http_helix_warm_running = NULL;
         ngx_destroy_pool(w->pool);
     }
 }
