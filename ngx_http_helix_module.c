@@ -13,6 +13,7 @@
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_curl.h"
+#include "ngx_http_helix_metrics.h"
 
 
 typedef struct {
@@ -63,7 +64,8 @@ static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
       ngx_http_helix_health_handler },
     { ngx_string("provider_health"), NGX_HTTP_HELIX_GET,
       ngx_http_helix_provider_health_handler },
-    { ngx_string("metrics"), NGX_HTTP_HELIX_GET, NULL },
+    { ngx_string("metrics"), NGX_HTTP_HELIX_GET,
+      ngx_http_helix_metrics_handler },
     { ngx_null_string, 0, NULL }
 };
 
@@ -277,6 +279,10 @@ ngx_http_helix_postconfiguration(ngx_conf_t *cf)
     if (hmcf->cache.enabled && hmcf->cache.l1_enabled
         && ngx_http_helix_cache_init_zone(cf, hmcf) != NGX_OK)
     {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_helix_metrics_init(cf, hmcf) != NGX_OK) {
         return NGX_ERROR;
     }
 

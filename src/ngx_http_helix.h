@@ -239,6 +239,9 @@ typedef struct {
     ngx_slab_pool_t            *shpool;
     void                       *sh;
 
+    ngx_shm_zone_t             *metrics_zone;
+    void                       *metrics_sh;
+
     size_t                      cache_zone_size;
     ngx_shm_zone_t             *cache_zone;     /* L1 */
     ngx_slab_pool_t            *cache_shpool;
@@ -264,6 +267,7 @@ ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_provider_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_admin_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_metrics_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_models_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_models_init(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);

@@ -17,6 +17,7 @@
 #include "ngx_http_helix_provider.h"
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_cache.h"
+#include "ngx_http_helix_metrics.h"
 
 
 #define NGX_HTTP_HELIX_MAX_STOP     4
@@ -359,6 +360,7 @@ ngx_http_helix_cache_fast(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 {
     ngx_int_t                    rc;
     ngx_str_t                    key, provider, body;
+    ngx_msec_t                   us;
     ngx_http_helix_main_conf_t  *hmcf;
 
     static ngx_str_t  hit = ngx_string("HIT");
@@ -380,11 +382,19 @@ ngx_http_helix_cache_fast(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     ngx_http_helix_cache_alias(hmcf, ctx->endpoint, ctx->policy, raw,
                                &ctx->alias);
 
+    us = ngx_http_helix_metrics_now_us();
+
     rc = ngx_http_helix_cache_lookup_alias(hmcf, &ctx->alias, r->pool, &key,
                                            &provider, &body);
+
+    ngx_http_helix_metrics_cache_lookup(hmcf,
+                                        ngx_http_helix_metrics_now_us() - us);
+
     if (rc != NGX_OK) {
         return rc;
     }
+
+    ngx_http_helix_metrics_cache(hmcf, ctx->policy, 1);
 
     if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
         || ngx_http_helix_add_header(r, "X-Cache-Tier", &tier) != NGX_OK
@@ -527,6 +537,8 @@ ngx_http_helix_cache_try(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         if (ctx->alias.len) {
             ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
         }
+
+        ngx_http_helix_metrics_cache(hmcf, ctx->policy, 1);
 
         if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
             || ngx_http_helix_add_header(r, "X-Cache-Tier", &tier) != NGX_OK
@@ -1481,6 +1493,46 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 }
 
 
+/* the metrics' name for why a provider call failed or was not made */
+
+static ngx_uint_t
+ngx_http_helix_reason(ngx_uint_t outcome, ngx_uint_t status,
+    ngx_str_t *reason)
+{
+    switch (outcome) {
+
+    case NGX_HTTP_HELIX_CALL_TIMEOUT:
+        return NGX_HTTP_HELIX_ERR_TIMEOUT;
+
+    case NGX_HTTP_HELIX_CALL_TOO_LARGE:
+        return NGX_HTTP_HELIX_ERR_TOO_LARGE;
+
+    case NGX_HTTP_HELIX_CALL_BREAKER_OPEN:
+        return NGX_HTTP_HELIX_ERR_BREAKER_OPEN;
+
+    case NGX_HTTP_HELIX_CALL_BUSY:
+        return NGX_HTTP_HELIX_ERR_BUSY;
+    }
+
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        return NGX_HTTP_HELIX_ERR_RATE_LIMITED;
+    }
+
+    if (status >= 200 && status < 300) {
+        return NGX_HTTP_HELIX_ERR_INVALID_ANSWER;
+    }
+
+    if (status == 0 || (reason && reason->len >= 9
+                        && ngx_strncmp(reason->data, "no answer", 9) == 0))
+    {
+        return NGX_HTTP_HELIX_ERR_CONNECTION;
+    }
+
+    return status >= 500 ? NGX_HTTP_HELIX_ERR_STATUS_5XX
+                         : NGX_HTTP_HELIX_ERR_STATUS_4XX;
+}
+
+
 static void
 ngx_http_helix_attempt(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     ngx_http_helix_provider_t *p, ngx_uint_t outcome, ngx_uint_t status,
@@ -1497,6 +1549,10 @@ ngx_http_helix_attempt(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     a->outcome = outcome;
     a->status = status;
     a->latency = latency;
+
+    ngx_http_helix_metrics_provider_error(
+        ngx_http_get_module_main_conf(r, ngx_http_helix_module), p,
+        ngx_http_helix_reason(outcome, status, reason));
 
     if (reason) {
         a->reason = *reason;
@@ -1568,6 +1624,9 @@ ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
             && status != NGX_HTTP_REQUEST_TIME_OUT)
         {
             ngx_http_helix_call_report(call, 1);
+            ngx_http_helix_metrics_provider_error(
+                ngx_http_get_module_main_conf(r, ngx_http_helix_module),
+                call->provider, NGX_HTTP_HELIX_ERR_STATUS_4XX);
             ngx_http_finalize_request(r,
                 ngx_http_helix_send_error(r, status, "provider_error", NULL,
                                           "provider \"%V\": %V",
@@ -1791,6 +1850,15 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    c = json_object_get(out, "usage");
+
+    ngx_http_helix_metrics_provider(
+        ngx_http_get_module_main_conf(r, ngx_http_helix_module), p,
+        call->latency,
+        (uint64_t) json_integer_value(json_object_get(c, "prompt_tokens")),
+        (uint64_t) json_integer_value(json_object_get(c,
+                                                  "completion_tokens")));
+
     if (ctx->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS) {
         /* chat.completion -> the guide's text_completion */
 
@@ -1903,6 +1971,10 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->policy >= 0 && ctx->cache_read) {
+        ngx_http_helix_metrics_cache(hmcf, ctx->policy, 0);
     }
 
     rc = ngx_http_helix_send_json(r, NGX_HTTP_OK, body);

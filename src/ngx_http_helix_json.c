@@ -55,6 +55,46 @@ ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* a 200 with the content type the caller has set */
+
+ngx_int_t
+ngx_http_helix_send_text(ngx_http_request_t *r, ngx_str_t *body)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = body->len;
+
+    if (r->method == NGX_HTTP_HEAD || body->len == 0) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = body->data;
+    b->last = body->data + body->len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
 static const char *
 ngx_http_helix_error_type(ngx_uint_t status)
 {

@@ -14,6 +14,7 @@
 
 ngx_int_t ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *body);
+ngx_int_t ngx_http_helix_send_text(ngx_http_request_t *r, ngx_str_t *body);
 ngx_int_t ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *param, const char *fmt, ...);
 ngx_int_t ngx_http_helix_json_pool(ngx_pool_t *pool, json_t *json);

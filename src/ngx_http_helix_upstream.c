@@ -1032,3 +1032,35 @@ ngx_http_helix_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     return NGX_OK;
 }
+
+
+/* the pids of the live workers, as the provider zone knows them */
+
+ngx_uint_t
+ngx_http_helix_worker_pids(ngx_pid_t *pids, ngx_uint_t max)
+{
+    ngx_uint_t                   i, n;
+    ngx_http_helix_shctx_t      *sh;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_helix_module);
+    if (hmcf == NULL || hmcf->sh == NULL) {
+        return 0;
+    }
+
+    sh = hmcf->sh;
+    n = 0;
+
+    ngx_shmtx_lock(&hmcf->shpool->mutex);
+
+    for (i = 0; i < NGX_HTTP_HELIX_MAX_WORKERS && n < max; i++) {
+        if (sh->rows[i].pid) {
+            pids[n++] = sh->rows[i].pid;
+        }
+    }
+
+    ngx_shmtx_unlock(&hmcf->shpool->mutex);
+
+    return n;
+}

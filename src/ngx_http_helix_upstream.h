@@ -94,6 +94,7 @@ void ngx_http_helix_call_abort(ngx_http_helix_call_t *call);
 void ngx_http_helix_provider_state(ngx_http_helix_main_conf_t *hmcf,
     ngx_http_helix_provider_t *p, ngx_http_helix_provider_state_t *st);
 ngx_uint_t ngx_http_helix_inflight_total(ngx_http_helix_main_conf_t *hmcf);
+ngx_uint_t ngx_http_helix_worker_pids(ngx_pid_t *pids, ngx_uint_t max);
 
 
 extern ngx_module_t  ngx_http_helix_filter_module;

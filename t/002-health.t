@@ -89,11 +89,11 @@ Allow: GET, HEAD
 --- http_config eval: $::HttpConfig
 --- user_files eval: $::Yaml
 --- config
-location = /metrics { helix_endpoint metrics; }
+location = /v1/tasks { helix_endpoint tasks; }
 --- request
-GET /metrics
+GET /v1/tasks
 --- error_code: 501
---- response_body: {"error":{"message":"the metrics endpoint is not implemented yet","type":"api_error","param":null,"code":"not_implemented"}}
+--- response_body: {"error":{"message":"the tasks endpoint is not implemented yet","type":"api_error","param":null,"code":"not_implemented"}}
 
 
 

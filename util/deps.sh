@@ -25,6 +25,7 @@ PACKAGES=(
   curl
   wrk
   valgrind
+  prometheus
   procps
   iproute2
   ca-certificates

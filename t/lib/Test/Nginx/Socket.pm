@@ -137,6 +137,12 @@ C<worker process N exited on signal> (crash).  Not checked for must_die.
 
 =back
 
+=head1 --- response_body_filters
+
+As in Test::Nginx: functions applied to the response body before it is
+checked: names of functions in package main (plain section), or code refs
+(eval; an arrayref indexed like C<request eval> picks one per request).
+
 =head1 EXTENSION: --- wait_for_log
 
 C<--- wait_for_log eval> is an arrayref indexed like C<request eval>: before
@@ -230,7 +236,7 @@ our %KnownSections = map { $_ => 1 } qw(
     response_headers response_headers_like raw_response_headers_like
     error_log no_error_log grep_error_log grep_error_log_out
     timeout abort wait ignore_response ignore_response_body must_die log_level workers
-    wait_for_log
+    wait_for_log response_body_filters
     ignore_alerts ONLY SKIP LAST no_check_leak
 );
 
@@ -755,6 +761,13 @@ sub _check_response {
     }
 
     my $body = $res->{body} // '';
+    if (defined(my $f = _idx($s->{response_body_filters}, $i))) {
+        # code refs (eval) or names of functions in package main
+        for my $fn (ref $f eq 'ARRAY' ? @$f : ($f)) {
+            $body = ref $fn eq 'CODE' ? $fn->($body)
+                  : do { no strict 'refs'; &{"main::$fn"}($body) };
+        }
+    }
     if (!defined $s->{ignore_response_body}) {
         if (defined(my $exp = _idx($s->{response_body}, $i))) {
             Test::More::is($body, $exp, "$name - response_body - response is expected$sfx");

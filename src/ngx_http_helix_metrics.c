@@ -1,0 +1,697 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * Prometheus metrics: counters and histograms in a shared memory zone,
+ * bumped with atomic adds (no lock on the request path), so GET /metrics
+ * answers for all workers and the values survive a reload.  Every label
+ * value comes from a fixed set: endpoints, status classes, configured
+ * providers (by their slot in the provider zone), policies, tiers, error
+ * reasons; nothing a client sends becomes a label, and the zone has a
+ * fixed size.
+ */
+
+
+#include <sys/resource.h>
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_json.h"
+#include "ngx_http_helix_upstream.h"
+#include "ngx_http_helix_cache.h"
+#include "ngx_http_helix_metrics.h"
+
+
+#define NGX_HTTP_HELIX_EPS        (NGX_HTTP_HELIX_EP_METRICS + 1)
+#define NGX_HTTP_HELIX_TIME_BKTS  14
+#define NGX_HTTP_HELIX_SIZE_BKTS  8
+#define NGX_HTTP_HELIX_FAST_BKTS  8
+
+
+typedef struct {
+    ngx_atomic_t                 bucket[NGX_HTTP_HELIX_TIME_BKTS];
+    ngx_atomic_t                 count;
+    ngx_atomic_t                 sum;       /* microseconds or bytes */
+} ngx_http_helix_hist_t;
+
+
+typedef struct {
+    ngx_http_helix_hist_t        duration[NGX_HTTP_HELIX_EPS][5];
+    ngx_http_helix_hist_t        request_size[NGX_HTTP_HELIX_EPS];
+    ngx_http_helix_hist_t        response_size[NGX_HTTP_HELIX_EPS];
+    ngx_atomic_t                 cache_hits[NGX_HTTP_HELIX_CACHE_POLICIES];
+    ngx_atomic_t                 cache_misses[NGX_HTTP_HELIX_CACHE_POLICIES];
+    ngx_http_helix_hist_t        cache_latency;
+    ngx_http_helix_hist_t        provider_latency[NGX_HTTP_HELIX_MAX_PROVIDERS];
+    ngx_atomic_t                 tokens[NGX_HTTP_HELIX_MAX_PROVIDERS][2];
+    ngx_atomic_t                 errors[NGX_HTTP_HELIX_MAX_PROVIDERS]
+                                       [NGX_HTTP_HELIX_ERR_REASONS];
+} ngx_http_helix_metrics_sh_t;
+
+
+static ngx_int_t ngx_http_helix_metrics_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_int_t ngx_http_helix_metrics_log(ngx_http_request_t *r);
+static void ngx_http_helix_hist_add(ngx_http_helix_hist_t *h,
+    const double *bounds, ngx_uint_t n, double v, ngx_atomic_uint_t raw);
+
+
+/* seconds */
+static const double  ngx_http_helix_time_bounds[NGX_HTTP_HELIX_TIME_BKTS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+    2.5, 5, 10
+};
+
+/* lookups: microseconds matter */
+static const double  ngx_http_helix_fast_bounds[NGX_HTTP_HELIX_FAST_BKTS] = {
+    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001
+};
+
+/* bytes */
+static const double  ngx_http_helix_size_bounds[NGX_HTTP_HELIX_SIZE_BKTS] = {
+    100, 1000, 10000, 100000, 1000000, 10000000, 50000000, 100000000
+};
+
+static const char  *ngx_http_helix_reasons[NGX_HTTP_HELIX_ERR_REASONS] = {
+    "status_4xx", "status_5xx", "rate_limited", "timeout", "connection",
+    "invalid_answer", "too_large", "breaker_open", "busy"
+};
+
+static const char  *ngx_http_helix_ep_names[NGX_HTTP_HELIX_EPS] = {
+    "none", "chat_completions", "completions", "embeddings", "models",
+    "completions_batch", "embeddings_batch", "ensemble", "tasks",
+    "cache_clear", "cache_cleanup", "health", "provider_health", "metrics"
+};
+
+
+ngx_int_t
+ngx_http_helix_metrics_init(ngx_conf_t *cf, ngx_http_helix_main_conf_t *hmcf)
+{
+    ngx_str_t                   name = ngx_string("helix_metrics");
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    if (!hmcf->metrics_enabled) {
+        return NGX_OK;
+    }
+
+    hmcf->metrics_zone = ngx_shared_memory_add(cf, &name,
+                                  sizeof(ngx_http_helix_metrics_sh_t)
+                                  + 64 * 1024, &ngx_http_helix_module);
+    if (hmcf->metrics_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    hmcf->metrics_zone->init = ngx_http_helix_metrics_init_zone;
+    hmcf->metrics_zone->data = hmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_helix_metrics_log;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_helix_main_conf_t  *ohmcf = data;
+
+    ngx_slab_pool_t             *shpool;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = shm_zone->data;
+
+    if (ohmcf) {
+        /* a reload: the counters go on */
+        hmcf->metrics_sh = ohmcf->metrics_sh;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        hmcf->metrics_sh = shpool->data;
+        return NGX_OK;
+    }
+
+    hmcf->metrics_sh = ngx_slab_calloc(shpool,
+                                       sizeof(ngx_http_helix_metrics_sh_t));
+    if (hmcf->metrics_sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = hmcf->metrics_sh;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_hist_add(ngx_http_helix_hist_t *h, const double *bounds,
+    ngx_uint_t n, double v, ngx_atomic_uint_t raw)
+{
+    ngx_uint_t  i;
+
+    /* buckets are stored non-cumulative, summed when written out */
+
+    for (i = 0; i < n; i++) {
+        if (v <= bounds[i]) {
+            (void) ngx_atomic_fetch_add(&h->bucket[i], 1);
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&h->count, 1);
+    (void) ngx_atomic_fetch_add(&h->sum, raw);
+}
+
+
+static ngx_int_t
+ngx_http_helix_metrics_log(ngx_http_request_t *r)
+{
+    ngx_uint_t                    ep, cls;
+    ngx_msec_int_t                ms;
+    ngx_time_t                   *tp;
+    ngx_http_helix_loc_conf_t    *hlcf;
+    ngx_http_helix_main_conf_t   *hmcf;
+    ngx_http_helix_metrics_sh_t  *sh;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (hlcf->endpoint == NGX_HTTP_HELIX_EP_NONE || r != r->main
+        || hmcf->metrics_sh == NULL)
+    {
+        return NGX_OK;
+    }
+
+    sh = hmcf->metrics_sh;
+    ep = hlcf->endpoint;
+
+    cls = r->headers_out.status / 100;
+    cls = (cls >= 1 && cls <= 5) ? cls - 1 : 4;
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    ms = ngx_max(ms, 0);
+
+    ngx_http_helix_hist_add(&sh->duration[ep][cls],
+                            ngx_http_helix_time_bounds,
+                            NGX_HTTP_HELIX_TIME_BKTS, ms / 1000.0,
+                            (ngx_atomic_uint_t) ms * 1000);
+
+    ngx_http_helix_hist_add(&sh->request_size[ep],
+                            ngx_http_helix_size_bounds,
+                            NGX_HTTP_HELIX_SIZE_BKTS,
+                            (double) r->request_length,
+                            (ngx_atomic_uint_t) r->request_length);
+
+    ngx_http_helix_hist_add(&sh->response_size[ep],
+                            ngx_http_helix_size_bounds,
+                            NGX_HTTP_HELIX_SIZE_BKTS,
+                            (double) r->connection->sent,
+                            (ngx_atomic_uint_t) r->connection->sent);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_helix_metrics_provider(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_provider_t *p, ngx_msec_t latency, uint64_t prompt,
+    uint64_t completion)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh == NULL) {
+        return;
+    }
+
+    ngx_http_helix_hist_add(&sh->provider_latency[p->slot],
+                            ngx_http_helix_time_bounds,
+                            NGX_HTTP_HELIX_TIME_BKTS, latency / 1000.0,
+                            (ngx_atomic_uint_t) latency * 1000);
+
+    (void) ngx_atomic_fetch_add(&sh->tokens[p->slot][0], prompt);
+    (void) ngx_atomic_fetch_add(&sh->tokens[p->slot][1], completion);
+}
+
+
+void
+ngx_http_helix_metrics_provider_error(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_provider_t *p, ngx_uint_t reason)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && reason < NGX_HTTP_HELIX_ERR_REASONS) {
+        (void) ngx_atomic_fetch_add(&sh->errors[p->slot][reason], 1);
+    }
+}
+
+
+void
+ngx_http_helix_metrics_cache(ngx_http_helix_main_conf_t *hmcf,
+    ngx_int_t policy, ngx_uint_t hit)
+{
+    ngx_uint_t                      slot;
+    ngx_http_helix_cache_policy_t  *pol;
+    ngx_http_helix_metrics_sh_t    *sh = hmcf->metrics_sh;
+
+    if (sh == NULL || policy < 0) {
+        return;
+    }
+
+    pol = hmcf->cache.policies.elts;
+    slot = pol[policy].slot;
+
+    (void) ngx_atomic_fetch_add(hit ? &sh->cache_hits[slot]
+                                    : &sh->cache_misses[slot], 1);
+}
+
+
+void
+ngx_http_helix_metrics_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
+    ngx_msec_t us)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh) {
+        ngx_http_helix_hist_add(&sh->cache_latency,
+                                ngx_http_helix_fast_bounds,
+                                NGX_HTTP_HELIX_FAST_BKTS, us / 1e6, us);
+    }
+}
+
+
+ngx_msec_t
+ngx_http_helix_metrics_now_us(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (ngx_msec_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
+/* the text exposition format, written into a growing pool buffer */
+
+typedef struct {
+    ngx_pool_t                  *pool;
+    u_char                      *start;
+    u_char                      *pos;
+    u_char                      *end;
+    ngx_uint_t                   failed;
+} ngx_http_helix_out_t;
+
+
+static void
+ngx_http_helix_out(ngx_http_helix_out_t *o, const char *fmt, ...)
+{
+    u_char   *p, *n;
+    size_t    size, used;
+    va_list   args;
+
+    for ( ;; ) {
+        if (o->failed) {
+            return;
+        }
+
+        va_start(args, fmt);
+        p = ngx_vslprintf(o->pos, o->end, fmt, args);
+        va_end(args);
+
+        if (p < o->end) {
+            o->pos = p;
+            return;
+        }
+
+        /* did not fit (or just did): grow and write again */
+
+        used = o->pos - o->start;
+        size = (o->end - o->start) * 2;
+
+        n = ngx_pnalloc(o->pool, size);
+        if (n == NULL) {
+            o->failed = 1;
+            return;
+        }
+
+        ngx_memcpy(n, o->start, used);
+        o->start = n;
+        o->pos = n + used;
+        o->end = n + size;
+    }
+}
+
+
+static void
+ngx_http_helix_out_hist(ngx_http_helix_out_t *o, const char *name,
+    const char *labels, ngx_http_helix_hist_t *h, const double *bounds,
+    ngx_uint_t n, double scale)
+{
+    ngx_uint_t         i;
+    ngx_atomic_uint_t  acc, count;
+
+    count = h->count;
+
+    if (count == 0) {
+        return;
+    }
+
+    acc = 0;
+
+    for (i = 0; i < n; i++) {
+        acc += h->bucket[i];
+        ngx_http_helix_out(o, "%s_bucket{%s%sle=\"%.6f\"} %uA\n", name,
+                           labels, *labels ? "," : "", bounds[i], acc);
+    }
+
+    ngx_http_helix_out(o, "%s_bucket{%s%sle=\"+Inf\"} %uA\n", name, labels,
+                       *labels ? "," : "", count);
+    ngx_http_helix_out(o, "%s_sum{%s} %.6f\n", name, labels,
+                       (double) h->sum * scale);
+    ngx_http_helix_out(o, "%s_count{%s} %uA\n", name, labels, count);
+}
+
+
+/* the workers' CPU and memory, read from /proc for every live worker */
+
+static void
+ngx_http_helix_out_process(ngx_http_helix_out_t *o)
+{
+    u_char      *p, *last;
+    ssize_t      n;
+    ngx_fd_t     fd;
+    ngx_pid_t   *pid;
+    ngx_uint_t   i, npids, f;
+    uint64_t     ticks, pages, utime, stime, rss;
+    u_char       path[64], buf[1024];
+    ngx_pid_t    pids[256];
+
+    npids = ngx_http_helix_worker_pids(pids, 255);
+    pids[npids++] = getppid();
+
+    ticks = 0;
+    pages = 0;
+
+    for (i = 0; i < npids; i++) {
+        pid = &pids[i];
+
+        ngx_sprintf(path, "/proc/%P/stat%Z", *pid);
+        fd = ngx_open_file(path, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+        if (fd == NGX_INVALID_FILE) {
+            continue;
+        }
+
+        n = read(fd, buf, sizeof(buf) - 1);
+        ngx_close_file(fd);
+
+        if (n <= 0) {
+            continue;
+        }
+
+        buf[n] = '\0';
+
+        /* after "(comm)": fields 3.. ; utime is 14, stime 15, rss 24 */
+
+        p = (u_char *) ngx_strchr(buf, ')');
+        if (p == NULL) {
+            continue;
+        }
+
+        last = buf + n;
+        utime = stime = rss = 0;
+
+        for (f = 2; p < last && f <= 24; f++) {
+            while (p < last && *p != ' ') {
+                p++;
+            }
+
+            while (p < last && *p == ' ') {
+                p++;
+            }
+
+            if (f + 1 == 14) {
+                utime = ngx_atoi(p, ngx_strlchr(p, last, ' ') - p);
+
+            } else if (f + 1 == 15) {
+                stime = ngx_atoi(p, ngx_strlchr(p, last, ' ') - p);
+
+            } else if (f + 1 == 24) {
+                rss = ngx_atoi(p, ngx_strlchr(p, last, ' ') - p);
+            }
+        }
+
+        ticks += utime + stime;
+        pages += rss;
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP process_cpu_seconds_total CPU time of nginx's master and "
+        "workers.\n# TYPE process_cpu_seconds_total counter\n"
+        "process_cpu_seconds_total %.2f\n"
+        "# HELP process_resident_memory_bytes Resident memory of nginx's "
+        "master and workers, summed.\n"
+        "# TYPE process_resident_memory_bytes gauge\n"
+        "process_resident_memory_bytes %uL\n",
+        (double) ticks / (double) sysconf(_SC_CLK_TCK),
+        pages * (uint64_t) ngx_pagesize);
+}
+
+
+ngx_int_t
+ngx_http_helix_metrics_handler(ngx_http_request_t *r)
+{
+    char                              labels[160];
+    ngx_int_t                         rc;
+    ngx_str_t                         body;
+    ngx_uint_t                        i, j;
+    ngx_http_helix_out_t              o;
+    ngx_http_helix_provider_t        *p;
+    ngx_http_helix_cache_stats_t      cs;
+    ngx_http_helix_cache_policy_t    *pol;
+    ngx_http_helix_main_conf_t       *hmcf;
+    ngx_http_helix_metrics_sh_t      *sh;
+    ngx_http_helix_provider_state_t   st;
+
+    static ngx_str_t  type = ngx_string("text/plain; version=0.0.4");
+
+    static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    sh = hmcf->metrics_sh;
+
+    if (sh == NULL) {
+        return ngx_http_helix_send_error(r, NGX_HTTP_NOT_FOUND,
+                                         "metrics_disabled", NULL,
+                                         "metrics are off (metrics.enabled "
+                                         "in helix.yaml)");
+    }
+
+    o.pool = r->pool;
+    o.start = ngx_pnalloc(r->pool, 16384);
+    if (o.start == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    o.pos = o.start;
+    o.end = o.start + 16384;
+    o.failed = 0;
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_request_duration_seconds Time to answer a request."
+        "\n# TYPE helixagent_request_duration_seconds histogram\n");
+
+    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
+        for (j = 0; j < 5; j++) {
+            ngx_sprintf((u_char *) labels, "endpoint=\"%s\",status=\"%s\"%Z",
+                        ngx_http_helix_ep_names[i], classes[j]);
+            ngx_http_helix_out_hist(&o, "helixagent_request_duration_seconds",
+                                    labels, &sh->duration[i][j],
+                                    ngx_http_helix_time_bounds,
+                                    NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+        }
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_request_size_bytes Size of requests, headers "
+        "included.\n# TYPE helixagent_request_size_bytes histogram\n");
+
+    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
+        ngx_sprintf((u_char *) labels, "endpoint=\"%s\"%Z",
+                    ngx_http_helix_ep_names[i]);
+        ngx_http_helix_out_hist(&o, "helixagent_request_size_bytes", labels,
+                                &sh->request_size[i],
+                                ngx_http_helix_size_bounds,
+                                NGX_HTTP_HELIX_SIZE_BKTS, 1);
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_response_size_bytes Size of answers, headers "
+        "included.\n# TYPE helixagent_response_size_bytes histogram\n");
+
+    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
+        ngx_sprintf((u_char *) labels, "endpoint=\"%s\"%Z",
+                    ngx_http_helix_ep_names[i]);
+        ngx_http_helix_out_hist(&o, "helixagent_response_size_bytes", labels,
+                                &sh->response_size[i],
+                                ngx_http_helix_size_bounds,
+                                NGX_HTTP_HELIX_SIZE_BKTS, 1);
+    }
+
+    pol = hmcf->cache.policies.elts;
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_cache_hits_total Answers served from the cache."
+        "\n# TYPE helixagent_cache_hits_total counter\n");
+
+    for (i = 0; i < hmcf->cache.policies.nelts; i++) {
+        ngx_http_helix_out(&o, "helixagent_cache_hits_total{tier=\"l1\","
+                           "policy=\"%V\"} %uA\n", &pol[i].name,
+                           sh->cache_hits[pol[i].slot]);
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_cache_misses_total Requests the cache could not "
+        "answer.\n# TYPE helixagent_cache_misses_total counter\n");
+
+    for (i = 0; i < hmcf->cache.policies.nelts; i++) {
+        ngx_http_helix_out(&o, "helixagent_cache_misses_total{tier=\"l1\","
+                           "policy=\"%V\"} %uA\n", &pol[i].name,
+                           sh->cache_misses[pol[i].slot]);
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_cache_latency_seconds Time of a cache lookup.\n"
+        "# TYPE helixagent_cache_latency_seconds histogram\n");
+    ngx_http_helix_out_hist(&o, "helixagent_cache_latency_seconds",
+                            "tier=\"l1\"", &sh->cache_latency,
+                            ngx_http_helix_fast_bounds,
+                            NGX_HTTP_HELIX_FAST_BKTS, 1e-6);
+
+    ngx_http_helix_cache_stats(hmcf, &cs);
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_cache_entries Answers held in the L1 zone.\n"
+        "# TYPE helixagent_cache_entries gauge\n"
+        "helixagent_cache_entries{tier=\"l1\"} %ui\n"
+        "# HELP helixagent_cache_bytes Bytes of answers in the L1 zone.\n"
+        "# TYPE helixagent_cache_bytes gauge\n"
+        "helixagent_cache_bytes{tier=\"l1\"} %uz\n"
+        "# HELP helixagent_cache_evictions_total Entries dropped to make "
+        "room.\n# TYPE helixagent_cache_evictions_total counter\n"
+        "helixagent_cache_evictions_total{tier=\"l1\"} %uL\n",
+        cs.entries, cs.bytes, cs.evictions);
+
+    p = hmcf->providers.elts;
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_provider_latency_seconds Time of successful "
+        "provider calls.\n"
+        "# TYPE helixagent_provider_latency_seconds histogram\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_sprintf((u_char *) labels, "provider=\"%V\"%Z", &p[i].name);
+        ngx_http_helix_out_hist(&o, "helixagent_provider_latency_seconds",
+                                labels, &sh->provider_latency[p[i].slot],
+                                ngx_http_helix_time_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_provider_tokens_total Tokens providers reported."
+        "\n# TYPE helixagent_provider_tokens_total counter\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_http_helix_out(&o,
+            "helixagent_provider_tokens_total{provider=\"%V\","
+            "kind=\"prompt\"} %uA\n"
+            "helixagent_provider_tokens_total{provider=\"%V\","
+            "kind=\"completion\"} %uA\n",
+            &p[i].name, sh->tokens[p[i].slot][0],
+            &p[i].name, sh->tokens[p[i].slot][1]);
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_provider_errors_total Provider calls that failed "
+        "or were not made, by reason.\n"
+        "# TYPE helixagent_provider_errors_total counter\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        for (j = 0; j < NGX_HTTP_HELIX_ERR_REASONS; j++) {
+            ngx_http_helix_out(&o,
+                "helixagent_provider_errors_total{provider=\"%V\","
+                "reason=\"%s\"} %uA\n", &p[i].name,
+                ngx_http_helix_reasons[j], sh->errors[p[i].slot][j]);
+        }
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_provider_circuit_state Circuit breaker: 0 closed, "
+        "1 open, 2 half-open.\n"
+        "# TYPE helixagent_provider_circuit_state gauge\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_http_helix_provider_state(hmcf, &p[i], &st);
+        ngx_http_helix_out(&o, "helixagent_provider_circuit_state"
+                           "{provider=\"%V\"} %ui\n", &p[i].name, st.state);
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_provider_inflight Provider calls in flight.\n"
+        "# TYPE helixagent_provider_inflight gauge\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_http_helix_provider_state(hmcf, &p[i], &st);
+        ngx_http_helix_out(&o, "helixagent_provider_inflight"
+                           "{provider=\"%V\"} %ui\n", &p[i].name,
+                           st.inflight);
+    }
+
+#if (NGX_STAT_STUB)
+
+    ngx_http_helix_out(&o,
+        "# HELP nginx_connections Client connections by state.\n"
+        "# TYPE nginx_connections gauge\n"
+        "nginx_connections{state=\"active\"} %uA\n"
+        "nginx_connections{state=\"reading\"} %uA\n"
+        "nginx_connections{state=\"writing\"} %uA\n"
+        "nginx_connections{state=\"waiting\"} %uA\n"
+        "# HELP nginx_connections_accepted_total Client connections "
+        "accepted.\n# TYPE nginx_connections_accepted_total counter\n"
+        "nginx_connections_accepted_total %uA\n"
+        "# HELP nginx_http_requests_total Client requests.\n"
+        "# TYPE nginx_http_requests_total counter\n"
+        "nginx_http_requests_total %uA\n",
+        *ngx_stat_active, *ngx_stat_reading, *ngx_stat_writing,
+        *ngx_stat_waiting, *ngx_stat_accepted, *ngx_stat_requests);
+
+#endif
+
+    ngx_http_helix_out_process(&o);
+
+    if (o.failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.data = o.start;
+    body.len = o.pos - o.start;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_type = type;
+    r->headers_out.content_type_len = type.len;
+
+    return ngx_http_helix_send_text(r, &body);
+}

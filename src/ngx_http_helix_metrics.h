@@ -1,0 +1,43 @@
+/*
+ * Copyright (C) helix authors
+ */
+
+
+#ifndef _NGX_HTTP_HELIX_METRICS_H_INCLUDED_
+#define _NGX_HTTP_HELIX_METRICS_H_INCLUDED_
+
+
+#include "ngx_http_helix.h"
+
+
+typedef enum {
+    NGX_HTTP_HELIX_ERR_STATUS_4XX = 0,
+    NGX_HTTP_HELIX_ERR_STATUS_5XX,
+    NGX_HTTP_HELIX_ERR_RATE_LIMITED,
+    NGX_HTTP_HELIX_ERR_TIMEOUT,
+    NGX_HTTP_HELIX_ERR_CONNECTION,
+    NGX_HTTP_HELIX_ERR_INVALID_ANSWER,
+    NGX_HTTP_HELIX_ERR_TOO_LARGE,
+    NGX_HTTP_HELIX_ERR_BREAKER_OPEN,
+    NGX_HTTP_HELIX_ERR_BUSY,
+    NGX_HTTP_HELIX_ERR_REASONS
+} ngx_http_helix_error_reason_e;
+
+
+ngx_int_t ngx_http_helix_metrics_init(ngx_conf_t *cf,
+    ngx_http_helix_main_conf_t *hmcf);
+ngx_int_t ngx_http_helix_metrics_handler(ngx_http_request_t *r);
+
+void ngx_http_helix_metrics_provider(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_provider_t *p, ngx_msec_t latency, uint64_t prompt,
+    uint64_t completion);
+void ngx_http_helix_metrics_provider_error(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_provider_t *p, ngx_uint_t reason);
+void ngx_http_helix_metrics_cache(ngx_http_helix_main_conf_t *hmcf,
+    ngx_int_t policy, ngx_uint_t hit);
+void ngx_http_helix_metrics_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
+    ngx_msec_t us);
+ngx_msec_t ngx_http_helix_metrics_now_us(void);
+
+
+#endif /* _NGX_HTTP_HELIX_METRICS_H_INCLUDED_ */
