@@ -351,6 +351,63 @@ ngx_http_helix_cache_find(ngx_http_helix_cache_sh_t *sh, ngx_str_t *key)
 }
 
 
+/* a hit: provider and body copied out of the zone, the entry made young */
+
+static ngx_int_t
+ngx_http_helix_cache_copy_out(ngx_http_helix_cache_sh_t *sh,
+    ngx_http_helix_cache_node_t *cn, ngx_pool_t *pool, ngx_str_t *provider,
+    ngx_str_t *body)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, cn->provider_len + cn->body_len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    provider->data = p;
+    provider->len = cn->provider_len;
+    p = ngx_cpymem(p, cn->data + cn->sn.str.len, cn->provider_len);
+
+    body->data = p;
+    body->len = cn->body_len;
+    ngx_memcpy(p, cn->data + cn->sn.str.len + cn->provider_len,
+               cn->body_len);
+
+    cn->last = ngx_current_msec;
+    ngx_queue_remove(&cn->queue);
+    ngx_queue_insert_head(&sh->lru[cn->policy], &cn->queue);
+
+    sh->hits++;
+
+    return NGX_OK;
+}
+
+
+/* a new node in the tree and at the head of its queue */
+
+static void
+ngx_http_helix_cache_link(ngx_http_helix_cache_sh_t *sh,
+    ngx_http_helix_cache_node_t *cn, ngx_str_t *key, ngx_uint_t slot,
+    ngx_msec_t ttl)
+{
+    cn->sn.str.data = cn->data;
+    cn->sn.str.len = key->len;
+    cn->sn.node.key = ngx_http_helix_cache_key_hash(key);
+    cn->expire = ngx_current_msec + ttl;
+    cn->last = ngx_current_msec;
+    cn->policy = (u_short) slot;
+
+    ngx_rbtree_insert(&sh->rbtree, &cn->sn.node);
+    ngx_queue_insert_head(&sh->lru[slot], &cn->queue);
+    sh->count[slot]++;
+
+    if (slot != NGX_HTTP_HELIX_CACHE_ALIASES) {
+        sh->entries++;
+    }
+}
+
+
 /*
  * NGX_OK: a hit, provider and body copied into the pool; NGX_BUSY: another
  * request is asking a provider for it; NGX_DECLINED: a miss.
@@ -360,7 +417,6 @@ ngx_int_t
 ngx_http_helix_cache_lookup(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
     ngx_pool_t *pool, ngx_str_t *provider, ngx_str_t *body)
 {
-    u_char                       *p;
     ngx_int_t                     rc;
     ngx_msec_t                    now;
     ngx_http_helix_cache_sh_t    *sh;
@@ -383,32 +439,9 @@ ngx_http_helix_cache_lookup(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
         goto done;
     }
 
-    if (cn->pending) {
-        rc = NGX_BUSY;
-        goto done;
-    }
-
-    p = ngx_pnalloc(pool, cn->provider_len + cn->body_len);
-    if (p == NULL) {
-        rc = NGX_ERROR;
-        goto done;
-    }
-
-    provider->data = p;
-    provider->len = cn->provider_len;
-    p = ngx_cpymem(p, cn->data + cn->sn.str.len, cn->provider_len);
-
-    body->data = p;
-    body->len = cn->body_len;
-    ngx_memcpy(p, cn->data + cn->sn.str.len + cn->provider_len,
-               cn->body_len);
-
-    cn->last = now;
-    ngx_queue_remove(&cn->queue);
-    ngx_queue_insert_head(&sh->lru[cn->policy], &cn->queue);
-
-    sh->hits++;
-    rc = NGX_OK;
+    rc = cn->pending ? NGX_BUSY
+                     : ngx_http_helix_cache_copy_out(sh, cn, pool, provider,
+                                                     body);
 
 done:
 
@@ -467,21 +500,12 @@ ngx_http_helix_cache_claim(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
     }
 
     ngx_memcpy(cn->data, key->data, key->len);
-    cn->sn.str.data = cn->data;
-    cn->sn.str.len = key->len;
-    cn->sn.node.key = ngx_http_helix_cache_key_hash(key);
-    cn->expire = now + wait;
-    cn->last = now;
     cn->owner = ngx_pid;
-    cn->policy = (u_short) slot;
     cn->pending = 1;
     cn->provider_len = 0;
     cn->body_len = 0;
 
-    ngx_rbtree_insert(&sh->rbtree, &cn->sn.node);
-    ngx_queue_insert_head(&sh->lru[slot], &cn->queue);
-    sh->count[slot]++;
-    sh->entries++;
+    ngx_http_helix_cache_link(sh, cn, key, slot, wait);
 
     rc = NGX_OK;
 
@@ -517,7 +541,7 @@ ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
 {
     u_char                         *p;
     size_t                          size;
-    ngx_msec_t                      ttl, now;
+    ngx_msec_t                      ttl;
     ngx_http_helix_cache_sh_t      *sh;
     ngx_http_helix_cache_node_t    *cn;
     ngx_http_helix_cache_policy_t  *pol;
@@ -525,7 +549,6 @@ ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
     sh = hmcf->cache_sh;
     pol = hmcf->cache.policies.elts;
     pol = &pol[policy];
-    now = ngx_current_msec;
 
     /* L1 keeps an answer for the shorter of cache.l1.ttl and the policy's */
     ttl = ngx_min(hmcf->cache.l1_ttl, pol->ttl);
@@ -575,21 +598,12 @@ ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
     p = ngx_cpymem(p, provider->data, provider->len);
     ngx_memcpy(p, body->data, body->len);
 
-    cn->sn.str.data = cn->data;
-    cn->sn.str.len = key->len;
-    cn->sn.node.key = ngx_http_helix_cache_key_hash(key);
-    cn->expire = now + ttl;
-    cn->last = now;
     cn->owner = 0;
-    cn->policy = (u_short) pol->slot;
     cn->pending = 0;
     cn->provider_len = (u_char) provider->len;
     cn->body_len = (uint32_t) body->len;
 
-    ngx_rbtree_insert(&sh->rbtree, &cn->sn.node);
-    ngx_queue_insert_head(&sh->lru[pol->slot], &cn->queue);
-    sh->count[pol->slot]++;
-    sh->entries++;
+    ngx_http_helix_cache_link(sh, cn, key, pol->slot, ttl);
     sh->bytes += size;
 
     ngx_shmtx_unlock(&hmcf->cache_shpool->mutex);
@@ -880,7 +894,6 @@ ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *alias, ngx_pool_t *pool, ngx_str_t *key, ngx_str_t *provider,
     ngx_str_t *body)
 {
-    u_char                       *p;
     ngx_int_t                     rc;
     ngx_str_t                     k;
     ngx_msec_t                    now;
@@ -910,35 +923,23 @@ ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
         goto done;
     }
 
-    p = ngx_pnalloc(pool, k.len + cn->provider_len + cn->body_len);
-    if (p == NULL) {
+    key->data = ngx_pnalloc(pool, k.len);
+    if (key->data == NULL) {
         rc = NGX_ERROR;
         goto done;
     }
 
-    key->data = p;
     key->len = k.len;
-    p = ngx_cpymem(p, k.data, k.len);
+    ngx_memcpy(key->data, k.data, k.len);
 
-    provider->data = p;
-    provider->len = cn->provider_len;
-    p = ngx_cpymem(p, cn->data + cn->sn.str.len, cn->provider_len);
-
-    body->data = p;
-    body->len = cn->body_len;
-    ngx_memcpy(p, cn->data + cn->sn.str.len + cn->provider_len,
-               cn->body_len);
-
-    cn->last = now;
-    ngx_queue_remove(&cn->queue);
-    ngx_queue_insert_head(&sh->lru[cn->policy], &cn->queue);
+    rc = ngx_http_helix_cache_copy_out(sh, cn, pool, provider, body);
+    if (rc != NGX_OK) {
+        goto done;
+    }
 
     an->last = now;
     ngx_queue_remove(&an->queue);
     ngx_queue_insert_head(&sh->lru[NGX_HTTP_HELIX_CACHE_ALIASES], &an->queue);
-
-    sh->hits++;
-    rc = NGX_OK;
 
 done:
 
@@ -981,21 +982,14 @@ ngx_http_helix_cache_store_alias(ngx_http_helix_main_conf_t *hmcf,
         ngx_memcpy(ngx_cpymem(an->data, alias->data, alias->len),
                    key->data, key->len);
 
-        an->sn.str.data = an->data;
-        an->sn.str.len = alias->len;
-        an->sn.node.key = ngx_http_helix_cache_key_hash(alias);
-        an->expire = ngx_current_msec + hmcf->cache.l1_ttl;
-        an->last = ngx_current_msec;
         an->owner = 0;
-        an->policy = NGX_HTTP_HELIX_CACHE_ALIASES;
         an->pending = 0;
         an->provider_len = 0;
         an->body_len = (uint32_t) key->len;
 
-        ngx_rbtree_insert(&sh->rbtree, &an->sn.node);
-        ngx_queue_insert_head(&sh->lru[NGX_HTTP_HELIX_CACHE_ALIASES],
-                              &an->queue);
-        sh->count[NGX_HTTP_HELIX_CACHE_ALIASES]++;
+        ngx_http_helix_cache_link(sh, an, alias,
+                                  NGX_HTTP_HELIX_CACHE_ALIASES,
+                                  hmcf->cache.l1_ttl);
     }
 
     ngx_shmtx_unlock(&hmcf->cache_shpool->mutex);

@@ -2029,7 +2029,8 @@ ngx_http_helix_give_up(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
     status = 0;
 
     for (i = 0; i < ctx->attempts.nelts; i++) {
-        p = ngx_slprintf(p, last, "%s%V (", i ? "; " : "", &a[i].provider->name);
+        p = ngx_slprintf(p, last, "%s%V (", i ? "; " : "",
+                         &a[i].provider->name);
 
         switch (a[i].outcome) {
 
