@@ -14,6 +14,7 @@
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_curl.h"
 #include "ngx_http_helix_metrics.h"
+#include "ngx_http_helix_redis.h"
 
 
 typedef struct {
@@ -294,7 +295,8 @@ static ngx_int_t
 ngx_http_helix_init_process(ngx_cycle_t *cycle)
 {
     if (ngx_http_helix_upstream_init_process(cycle) != NGX_OK
-        || ngx_http_helix_curl_init_process(cycle) != NGX_OK)
+        || ngx_http_helix_curl_init_process(cycle) != NGX_OK
+        || ngx_http_helix_redis_init_process(cycle) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -307,6 +309,7 @@ static void
 ngx_http_helix_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_helix_curl_exiting();
+    ngx_http_helix_redis_exit_process(cycle);
     ngx_http_helix_warm_exit_process(cycle);
     ngx_http_helix_curl_exit_process(cycle);
     ngx_http_helix_upstream_exit_process(cycle);

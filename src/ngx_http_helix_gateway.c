@@ -18,6 +18,7 @@
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_metrics.h"
+#include "ngx_http_helix_redis.h"
 
 
 #define NGX_HTTP_HELIX_MAX_STOP     4
@@ -108,6 +109,15 @@ static ngx_int_t ngx_http_helix_cache_begin(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static ngx_int_t ngx_http_helix_cache_fast(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *raw);
+static ngx_int_t ngx_http_helix_cache_claim_key(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static ngx_int_t ngx_http_helix_l2_lookup(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static void ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op,
+    redisReply *reply);
+static void ngx_http_helix_l2_store(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *key, ngx_str_t *provider,
+    ngx_str_t *body);
 static ngx_int_t ngx_http_helix_cache_try(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static void ngx_http_helix_cache_wait(ngx_event_t *ev);
@@ -416,9 +426,7 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx)
 {
     ngx_int_t                    rc;
-    ngx_str_t                    key;
     ngx_pool_cleanup_t          *cln;
-    ngx_http_helix_candidate_t  *c;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
@@ -463,6 +471,29 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
         }
     }
 
+    if (ctx->cache_read && hmcf->cache.l2_enabled
+        && ngx_http_helix_redis_available()
+        && ngx_http_helix_l2_lookup(r, ctx) == NGX_OK)
+    {
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_helix_cache_claim_key(r, ctx);
+}
+
+
+/* a miss in every tier: claim the key, then the providers */
+
+static ngx_int_t
+ngx_http_helix_cache_claim_key(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_str_t                    key;
+    ngx_http_helix_candidate_t  *c;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
     if (!ctx->cache_write) {
         return NGX_DECLINED;
     }
@@ -484,6 +515,246 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
+}
+
+
+/* L2: one MGET of the candidates' keys; the answer comes back later */
+
+static ngx_int_t
+ngx_http_helix_l2_lookup(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
+{
+    size_t                      *lens;
+    ngx_str_t                    key;
+    ngx_uint_t                   i, n;
+    const char                 **argv;
+    ngx_http_helix_candidate_t  *c;
+
+    c = ctx->candidates.elts;
+    n = ctx->provider ? 1 : ctx->candidates.nelts;
+
+    argv = ngx_palloc(r->pool, (n + 1) * sizeof(char *));
+    lens = ngx_palloc(r->pool, (n + 1) * sizeof(size_t));
+
+    if (argv == NULL || lens == NULL) {
+        return NGX_ERROR;
+    }
+
+    argv[0] = "MGET";
+    lens[0] = 4;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
+                                     &c[i].provider->name, &c[i].model,
+                                     ctx->hash, &key)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        argv[i + 1] = (char *) key.data;
+        lens[i + 1] = key.len;
+    }
+
+    if (ngx_http_helix_redis_command(r->pool, ngx_http_helix_l2_done, r,
+                                     (int) n + 1, argv, lens)
+        == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the value: "H1", provider length, provider, body; anything else is bad */
+
+static ngx_int_t
+ngx_http_helix_l2_decode(redisReply *v, ngx_str_t *provider, ngx_str_t *body)
+{
+    size_t   plen;
+    u_char  *p;
+
+    if (v->type != REDIS_REPLY_STRING || v->len < 3
+        || v->str[0] != 'H' || v->str[1] != '1')
+    {
+        return NGX_DECLINED;
+    }
+
+    p = (u_char *) v->str;
+    plen = p[2];
+
+    if (plen == 0 || (size_t) v->len < 3 + plen + 2) {
+        return NGX_DECLINED;
+    }
+
+    provider->data = p + 3;
+    provider->len = plen;
+    body->data = p + 3 + plen;
+    body->len = v->len - 3 - plen;
+
+    /* an answer is a whole JSON object */
+    if (body->data[0] != '{' || body->data[body->len - 1] != '}') {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
+{
+    size_t                       i, lens[2];
+    ngx_int_t                    rc;
+    ngx_str_t                    key, provider, body, copy;
+    const char                  *argv[2];
+    ngx_connection_t            *conn;
+    ngx_http_request_t          *r;
+    ngx_http_helix_gw_ctx_t     *ctx;
+    ngx_http_helix_candidate_t  *c;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    static ngx_str_t  hit = ngx_string("HIT");
+    static ngx_str_t  tier = ngx_string("L2");
+
+    r = op->data;
+    conn = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    c = ctx->candidates.elts;
+
+    for (i = 0;
+         reply && reply->type == REDIS_REPLY_ARRAY && i < reply->elements;
+         i++)
+    {
+        if (reply->element[i]->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
+                                     &c[i].provider->name, &c[i].model,
+                                     ctx->hash, &key)
+            != NGX_OK)
+        {
+            break;
+        }
+
+        if (ngx_http_helix_l2_decode(reply->element[i], &provider, &body)
+            != NGX_OK)
+        {
+            /* never served: dropped, and a miss */
+            ngx_log_error(NGX_LOG_WARN, conn->log, 0,
+                          "helix: undecodable L2 value for \"%V\" deleted",
+                          &key);
+            argv[0] = "DEL";
+            lens[0] = 3;
+            argv[1] = (char *) key.data;
+            lens[1] = key.len;
+            (void) ngx_http_helix_redis_command(NULL, NULL, NULL, 2, argv,
+                                                lens);
+            continue;
+        }
+
+        /* the reply is hiredis's: the answer is copied into the request */
+
+        copy.len = provider.len + body.len;
+        copy.data = ngx_pnalloc(r->pool, copy.len);
+        if (copy.data == NULL) {
+            break;
+        }
+
+        ngx_memcpy(copy.data, provider.data, provider.len);
+        ngx_memcpy(copy.data + provider.len, body.data, body.len);
+        provider.data = copy.data;
+        body.data = copy.data + provider.len;
+
+        /* promoted into L1 for the next ones */
+        ngx_http_helix_cache_store(hmcf, &key, ctx->policy, &provider, &body,
+                                   conn->log);
+
+        if (ctx->alias.len) {
+            ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
+        }
+
+        ngx_http_helix_metrics_cache(hmcf, ctx->policy, 1);
+
+        if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
+            || ngx_http_helix_add_header(r, "X-Cache-Tier", &tier) != NGX_OK
+            || ngx_http_helix_add_header(r, "X-Cache-Key", &key) != NGX_OK
+            || ngx_http_helix_add_header(r, "X-Helix-Provider", &provider)
+               != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+
+        } else {
+            ngx_http_finalize_request(r,
+                              ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
+        }
+
+        ngx_http_run_posted_requests(conn);
+        return;
+    }
+
+    rc = ngx_http_helix_cache_claim_key(r, ctx);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+
+    } else {
+        ngx_http_helix_try_next(r, ctx);
+    }
+
+    ngx_http_run_posted_requests(conn);
+}
+
+
+/* L2 keeps the answer for its policy's TTL; nobody waits for this */
+
+static void
+ngx_http_helix_l2_store(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    ngx_str_t *key, ngx_str_t *provider, ngx_str_t *body)
+{
+    u_char                         *p;
+    size_t                          lens[5];
+    ngx_str_t                       value;
+    const char                     *argv[5];
+    ngx_http_helix_cache_policy_t  *pol;
+    ngx_http_helix_main_conf_t     *hmcf;
+    u_char                          ttl[NGX_INT_T_LEN];
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    pol = hmcf->cache.policies.elts;
+
+    if (!hmcf->cache.l2_enabled || !ngx_http_helix_redis_available()
+        || provider->len > 255 || pol[ctx->policy].ttl == 0)
+    {
+        return;
+    }
+
+    value.len = 3 + provider->len + body->len;
+    value.data = ngx_pnalloc(r->pool, value.len);
+    if (value.data == NULL) {
+        return;
+    }
+
+    p = ngx_cpymem(value.data, "H1", 2);
+    *p++ = (u_char) provider->len;
+    p = ngx_cpymem(p, provider->data, provider->len);
+    ngx_memcpy(p, body->data, body->len);
+
+    argv[0] = "SET";
+    lens[0] = 3;
+    argv[1] = (char *) key->data;
+    lens[1] = key->len;
+    argv[2] = (char *) value.data;
+    lens[2] = value.len;
+    argv[3] = "PX";
+    lens[3] = 2;
+    argv[4] = (char *) ttl;
+    lens[4] = ngx_sprintf(ttl, "%M", pol[ctx->policy].ttl) - ttl;
+
+    /* hiredis copies the command: the pool may go */
+    (void) ngx_http_helix_redis_command(NULL, NULL, NULL, 5, argv, lens);
 }
 
 
@@ -1988,6 +2259,8 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         if (ctx->alias.len) {
             ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
         }
+
+        ngx_http_helix_l2_store(r, ctx, &key, &cand->provider->name, body);
 
         if (ctx->claimed.len
             && (ctx->claimed.len != key.len

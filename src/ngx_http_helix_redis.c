@@ -1,0 +1,519 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * Redis for L2: hiredis's async API on nginx events, a small pool of
+ * connections per worker (commands are pipelined on each), and an nginx
+ * timer per command, since hiredis 0.14 has none.  Redis going away only
+ * makes commands answer NULL at once: the caller carries on without L2.
+ * The outage is logged once, and Redis is tried again with backoff.
+ */
+
+
+#include <hiredis/async.h>
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_redis.h"
+
+
+#define NGX_HTTP_HELIX_REDIS_MAX_POOL  64
+
+
+typedef struct {
+    redisAsyncContext           *ac;
+    ngx_connection_t            *c;
+} ngx_http_helix_redis_conn_t;
+
+
+typedef struct {
+    ngx_http_helix_main_conf_t  *hmcf;
+    ngx_log_t                   *log;
+    ngx_uint_t                   size;
+    ngx_uint_t                   next;
+    ngx_uint_t                   down;
+    ngx_uint_t                   failures;
+    ngx_msec_t                   retry_at;
+    ngx_uint_t                   exiting;
+    ngx_http_helix_redis_op_t   *free;          /* ops to reuse */
+    ngx_http_helix_redis_conn_t  conns[NGX_HTTP_HELIX_REDIS_MAX_POOL];
+} ngx_http_helix_redis_pool_t;
+
+
+static redisAsyncContext *ngx_http_helix_redis_get(void);
+static redisAsyncContext *ngx_http_helix_redis_connect(
+    ngx_http_helix_redis_conn_t *rc);
+static void ngx_http_helix_redis_connected(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_helix_redis_disconnected(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_helix_redis_failed(const char *what, const char *err);
+static void ngx_http_helix_redis_add_read(void *privdata);
+static void ngx_http_helix_redis_del_read(void *privdata);
+static void ngx_http_helix_redis_add_write(void *privdata);
+static void ngx_http_helix_redis_del_write(void *privdata);
+static void ngx_http_helix_redis_cleanup(void *privdata);
+static void ngx_http_helix_redis_read(ngx_event_t *ev);
+static void ngx_http_helix_redis_write(ngx_event_t *ev);
+static void ngx_http_helix_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_helix_redis_timeout(ngx_event_t *ev);
+static void ngx_http_helix_redis_op_cleanup(void *data);
+static void ngx_http_helix_redis_op_free(ngx_http_helix_redis_op_t *op);
+
+
+static ngx_http_helix_redis_pool_t  ngx_http_helix_redis;
+
+
+ngx_int_t
+ngx_http_helix_redis_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                   i;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_helix_module);
+
+    if (hmcf == NULL || !hmcf->cache.l2_enabled || !hmcf->redis.configured
+        || hmcf->cache_sh == NULL)
+    {
+        return NGX_OK;
+    }
+
+    ngx_http_helix_redis.hmcf = hmcf;
+    ngx_http_helix_redis.log = cycle->log;
+    ngx_http_helix_redis.size = ngx_max(1, ngx_min(hmcf->redis.pool_size,
+                                            NGX_HTTP_HELIX_REDIS_MAX_POOL));
+
+    /* min_idle connections are opened now, the rest when needed */
+
+    for (i = 0; i < ngx_min(hmcf->redis.min_idle, ngx_http_helix_redis.size);
+         i++)
+    {
+        (void) ngx_http_helix_redis_connect(&ngx_http_helix_redis.conns[i]);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_helix_redis_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t  i;
+
+    ngx_http_helix_redis.exiting = 1;
+
+    for (i = 0; i < ngx_http_helix_redis.size; i++) {
+        if (ngx_http_helix_redis.conns[i].ac) {
+            redisAsyncFree(ngx_http_helix_redis.conns[i].ac);
+        }
+    }
+
+    while (ngx_http_helix_redis.free) {
+        ngx_http_helix_redis_op_t *op = ngx_http_helix_redis.free;
+
+        ngx_http_helix_redis.free = op->data;
+        ngx_free(op);
+    }
+
+    ngx_http_helix_redis.hmcf = NULL;
+}
+
+
+ngx_uint_t
+ngx_http_helix_redis_available(void)
+{
+    return ngx_http_helix_redis.hmcf != NULL
+           && (!ngx_http_helix_redis.down
+               || (ngx_msec_int_t) (ngx_current_msec
+                                    - ngx_http_helix_redis.retry_at) >= 0);
+}
+
+
+static redisAsyncContext *
+ngx_http_helix_redis_get(void)
+{
+    ngx_uint_t                    i, n;
+    ngx_http_helix_redis_conn_t  *rc;
+
+    n = ngx_http_helix_redis.size;
+
+    for (i = 0; i < n; i++) {
+        rc = &ngx_http_helix_redis.conns[ngx_http_helix_redis.next++ % n];
+
+        if (rc->ac) {
+            return rc->ac;
+        }
+
+        if (!ngx_http_helix_redis_available()) {
+            continue;
+        }
+
+        return ngx_http_helix_redis_connect(rc);
+    }
+
+    return NULL;
+}
+
+
+static redisAsyncContext *
+ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
+{
+    int                           argc;
+    const char                   *argv[3];
+    ngx_connection_t             *c;
+    redisAsyncContext            *ac;
+    ngx_http_helix_redis_conf_t  *conf;
+    u_char                        db[NGX_INT_T_LEN + 1];
+
+    conf = &ngx_http_helix_redis.hmcf->redis;
+
+    /* non-blocking: the connect completes on a write event */
+
+    ac = redisAsyncConnect((char *) conf->host.data, (int) conf->port);
+
+    if (ac == NULL || ac->err) {
+        ngx_http_helix_redis_failed("connect", ac ? ac->errstr : "no memory");
+
+        if (ac) {
+            redisAsyncFree(ac);
+        }
+
+        return NULL;
+    }
+
+    c = ngx_get_connection(ac->c.fd, ngx_http_helix_redis.log);
+    if (c == NULL) {
+        redisAsyncFree(ac);
+        return NULL;
+    }
+
+    c->data = rc;
+    c->read->handler = ngx_http_helix_redis_read;
+    c->write->handler = ngx_http_helix_redis_write;
+    c->read->log = c->log;
+    c->write->log = c->log;
+
+    rc->ac = ac;
+    rc->c = c;
+
+    ac->data = rc;
+    ac->ev.data = rc;
+    ac->ev.addRead = ngx_http_helix_redis_add_read;
+    ac->ev.delRead = ngx_http_helix_redis_del_read;
+    ac->ev.addWrite = ngx_http_helix_redis_add_write;
+    ac->ev.delWrite = ngx_http_helix_redis_del_write;
+    ac->ev.cleanup = ngx_http_helix_redis_cleanup;
+
+    redisAsyncSetConnectCallback(ac, ngx_http_helix_redis_connected);
+    redisAsyncSetDisconnectCallback(ac, ngx_http_helix_redis_disconnected);
+
+    /* queued first, so every later command runs authenticated */
+
+    if (conf->password.len) {
+        argc = 0;
+        argv[argc++] = "AUTH";
+
+        if (conf->username.len) {
+            argv[argc++] = (char *) conf->username.data;
+        }
+
+        argv[argc++] = (char *) conf->password.data;
+
+        redisAsyncCommandArgv(ac, NULL, NULL, argc, argv, NULL);
+    }
+
+    if (conf->db) {
+        ngx_sprintf(db, "%ui%Z", conf->db);
+        argv[0] = "SELECT";
+        argv[1] = (char *) db;
+
+        redisAsyncCommandArgv(ac, NULL, NULL, 2, argv, NULL);
+    }
+
+    return ac;
+}
+
+
+static void
+ngx_http_helix_redis_failed(const char *what, const char *err)
+{
+    ngx_msec_t  backoff;
+
+    ngx_http_helix_redis.failures++;
+    backoff = ngx_min(100 << ngx_min(ngx_http_helix_redis.failures, 6),
+                      5000);
+    ngx_http_helix_redis.retry_at = ngx_current_msec + backoff;
+
+    if (!ngx_http_helix_redis.down && !ngx_http_helix_redis.exiting) {
+        /* once per outage, not once per request */
+        ngx_log_error(NGX_LOG_ERR, ngx_http_helix_redis.log, 0,
+                      "helix: redis %s:%ui unreachable (%s: %s), L2 is "
+                      "off until it answers again",
+                      ngx_http_helix_redis.hmcf->redis.host.data,
+                      ngx_http_helix_redis.hmcf->redis.port, what, err);
+    }
+
+    ngx_http_helix_redis.down = 1;
+}
+
+
+static void
+ngx_http_helix_redis_connected(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK) {
+        ngx_http_helix_redis_failed("connect", ac->errstr);
+        return;
+    }
+
+    if (ngx_http_helix_redis.down) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_http_helix_redis.log, 0,
+                      "helix: redis %s:%ui answers again, L2 is back",
+                      ngx_http_helix_redis.hmcf->redis.host.data,
+                      ngx_http_helix_redis.hmcf->redis.port);
+    }
+
+    ngx_http_helix_redis.down = 0;
+    ngx_http_helix_redis.failures = 0;
+}
+
+
+static void
+ngx_http_helix_redis_disconnected(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK) {
+        ngx_http_helix_redis_failed("connection lost", ac->errstr);
+    }
+}
+
+
+static void
+ngx_http_helix_redis_add_read(void *privdata)
+{
+    ngx_http_helix_redis_conn_t  *rc = privdata;
+
+    if (!rc->c->read->active) {
+        ngx_add_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_helix_redis_del_read(void *privdata)
+{
+    ngx_http_helix_redis_conn_t  *rc = privdata;
+
+    if (rc->c->read->active && !ngx_http_helix_redis.exiting) {
+        ngx_del_event(rc->c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_helix_redis_add_write(void *privdata)
+{
+    ngx_http_helix_redis_conn_t  *rc = privdata;
+
+    if (!rc->c->write->active) {
+        ngx_add_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_helix_redis_del_write(void *privdata)
+{
+    ngx_http_helix_redis_conn_t  *rc = privdata;
+
+    if (rc->c->write->active && !ngx_http_helix_redis.exiting) {
+        ngx_del_event(rc->c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+/* hiredis frees the context: nginx stops watching, hiredis closes */
+
+static void
+ngx_http_helix_redis_cleanup(void *privdata)
+{
+    ngx_http_helix_redis_conn_t  *rc = privdata;
+
+    if (rc->c == NULL) {
+        return;
+    }
+
+    ngx_http_helix_redis_del_read(rc);
+    ngx_http_helix_redis_del_write(rc);
+
+    rc->c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(rc->c);
+
+    rc->c = NULL;
+    rc->ac = NULL;
+}
+
+
+static void
+ngx_http_helix_redis_read(ngx_event_t *ev)
+{
+    ngx_connection_t             *c = ev->data;
+    ngx_http_helix_redis_conn_t  *rc = c->data;
+
+    redisAsyncHandleRead(rc->ac);
+}
+
+
+static void
+ngx_http_helix_redis_write(ngx_event_t *ev)
+{
+    ngx_connection_t             *c = ev->data;
+    ngx_http_helix_redis_conn_t  *rc = c->data;
+
+    redisAsyncHandleWrite(rc->ac);
+}
+
+
+/*
+ * Sends a command.  With a pool, the op belongs to that request: if the
+ * request goes first, its handler is not called.  The handler gets NULL
+ * at once when Redis is down, or after redis.timeout.
+ */
+
+ngx_http_helix_redis_op_t *
+ngx_http_helix_redis_command(ngx_pool_t *pool,
+    ngx_http_helix_redis_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    redisAsyncContext          *ac;
+    ngx_http_helix_redis_op_t  *op;
+
+    ac = ngx_http_helix_redis_available() ? ngx_http_helix_redis_get()
+                                          : NULL;
+    if (ac == NULL) {
+        return NULL;
+    }
+
+    op = ngx_http_helix_redis.free;
+
+    if (op) {
+        ngx_http_helix_redis.free = op->data;
+
+    } else {
+        /* ops outlive requests (hiredis answers late), so not a pool */
+        op = ngx_alloc(sizeof(ngx_http_helix_redis_op_t),
+                       ngx_http_helix_redis.log);
+        if (op == NULL) {
+            return NULL;
+        }
+    }
+
+    ngx_memzero(op, sizeof(ngx_http_helix_redis_op_t));
+    op->handler = handler;
+    op->data = data;
+
+    if (pool) {
+        op->cln = ngx_pool_cleanup_add(pool, 0);
+        if (op->cln == NULL) {
+            ngx_http_helix_redis_op_free(op);
+            return NULL;
+        }
+
+        op->cln->handler = ngx_http_helix_redis_op_cleanup;
+        op->cln->data = op;
+    }
+
+    if (redisAsyncCommandArgv(ac, ngx_http_helix_redis_reply, op, argc,
+                              argv, argvlen)
+        != REDIS_OK)
+    {
+        if (op->cln) {
+            op->cln->handler = NULL;
+        }
+
+        ngx_http_helix_redis_op_free(op);
+        return NULL;
+    }
+
+    op->timer.handler = ngx_http_helix_redis_timeout;
+    op->timer.data = op;
+    op->timer.log = ngx_http_helix_redis.log;
+
+    ngx_add_timer(&op->timer, ngx_http_helix_redis.hmcf->redis.timeout);
+
+    return op;
+}
+
+
+static void
+ngx_http_helix_redis_finish(ngx_http_helix_redis_op_t *op, redisReply *reply)
+{
+    op->done = 1;
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
+    }
+
+    if (op->cln) {
+        op->cln->handler = NULL;
+        op->cln = NULL;
+    }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, ngx_http_helix_redis.log, 0,
+                      "helix: redis error: %*s", reply->len, reply->str);
+        reply = NULL;
+    }
+
+    if (op->handler) {
+        op->handler(op, reply);
+    }
+}
+
+
+static void
+ngx_http_helix_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_http_helix_redis_op_t  *op = privdata;
+
+    if (!op->done) {
+        ngx_http_helix_redis_finish(op, r);
+    }
+
+    /* hiredis is done with it, whoever else was */
+    ngx_http_helix_redis_op_free(op);
+}
+
+
+static void
+ngx_http_helix_redis_timeout(ngx_event_t *ev)
+{
+    ngx_http_helix_redis_op_t  *op = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "helix: redis did not answer within %M ms",
+                  ngx_http_helix_redis.hmcf->redis.timeout);
+
+    ngx_http_helix_redis_finish(op, NULL);
+}
+
+
+static void
+ngx_http_helix_redis_op_cleanup(void *data)
+{
+    ngx_http_helix_redis_op_t  *op = data;
+
+    /* the request is gone: its handler must not run */
+
+    op->done = 1;
+    op->cln = NULL;
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
+    }
+}
+
+
+static void
+ngx_http_helix_redis_op_free(ngx_http_helix_redis_op_t *op)
+{
+    op->data = ngx_http_helix_redis.free;
+    ngx_http_helix_redis.free = op;
+}

@@ -1,0 +1,41 @@
+/*
+ * Copyright (C) helix authors
+ */
+
+
+#ifndef _NGX_HTTP_HELIX_REDIS_H_INCLUDED_
+#define _NGX_HTTP_HELIX_REDIS_H_INCLUDED_
+
+
+#include <hiredis/hiredis.h>
+
+#include "ngx_http_helix.h"
+
+
+typedef struct ngx_http_helix_redis_op_s  ngx_http_helix_redis_op_t;
+
+/* reply is NULL when Redis could not answer (down, timeout, error) */
+typedef void (*ngx_http_helix_redis_pt)(ngx_http_helix_redis_op_t *op,
+    redisReply *reply);
+
+
+struct ngx_http_helix_redis_op_s {
+    ngx_http_helix_redis_pt      handler;
+    void                        *data;
+    ngx_event_t                  timer;
+    ngx_pool_cleanup_t          *cln;
+    unsigned                     done:1;
+    unsigned                     answered:1;
+};
+
+
+ngx_int_t ngx_http_helix_redis_init_process(ngx_cycle_t *cycle);
+void ngx_http_helix_redis_exit_process(ngx_cycle_t *cycle);
+
+ngx_http_helix_redis_op_t *ngx_http_helix_redis_command(ngx_pool_t *pool,
+    ngx_http_helix_redis_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen);
+ngx_uint_t ngx_http_helix_redis_available(void);
+
+
+#endif /* _NGX_HTTP_HELIX_REDIS_H_INCLUDED_ */
