@@ -12,6 +12,37 @@
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_cache.h"
+#include "ngx_http_helix_redis.h"
+
+
+typedef struct {
+    ngx_str_t                    pattern;       /* current SCAN pattern */
+    ngx_uint_t                   next_pattern;  /* clear all: the kinds */
+    ngx_uint_t                   all;
+    ngx_uint_t                   l1;
+    ngx_uint_t                   l2;
+    ngx_uint_t                   l2_failed;
+    ngx_str_t                    shown;         /* pattern in the answer */
+    u_char                       cursor[32];
+} ngx_http_helix_admin_ctx_t;
+
+
+static ngx_int_t ngx_http_helix_admin_scan(ngx_http_request_t *r,
+    ngx_http_helix_admin_ctx_t *ctx);
+static void ngx_http_helix_admin_scanned(ngx_http_helix_redis_op_t *op,
+    redisReply *reply);
+static void ngx_http_helix_admin_unlinked(ngx_http_helix_redis_op_t *op,
+    redisReply *reply);
+static void ngx_http_helix_admin_next(ngx_http_request_t *r,
+    ngx_http_helix_admin_ctx_t *ctx);
+static void ngx_http_helix_admin_answer(ngx_http_request_t *r,
+    ngx_http_helix_admin_ctx_t *ctx);
+
+
+static ngx_str_t  ngx_http_helix_admin_kinds[] = {
+    ngx_string("completion:*"),
+    ngx_string("embedding:*")
+};
 
 
 static void ngx_http_helix_admin_body(ngx_http_request_t *r);
@@ -114,15 +145,14 @@ ngx_http_helix_admin_auth(ngx_http_request_t *r)
 static void
 ngx_http_helix_admin_body(ngx_http_request_t *r)
 {
-    u_char                      *p;
-    size_t                       len;
     json_t                      *req, *pat;
-    ngx_str_t                    body, pattern, *pp;
+    ngx_str_t                    pattern, *pp;
     ngx_uint_t                   n;
     ngx_buf_t                   *b;
     json_error_t                 jerr;
     ngx_http_helix_loc_conf_t   *hlcf;
     ngx_http_helix_main_conf_t  *hmcf;
+    ngx_http_helix_admin_ctx_t  *ctx;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
@@ -181,14 +211,198 @@ ngx_http_helix_admin_body(ngx_http_request_t *r)
             : ngx_http_helix_cache_cleanup(hmcf);
     }
 
-    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                  "helix: admin %s removed %ui cache entries%s%V",
-                  hlcf->endpoint == NGX_HTTP_HELIX_EP_CACHE_CLEAR
-                  ? "clear" : "cleanup", n, pp ? " matching " : "",
-                  pp ? pp : &pattern);
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_admin_ctx_t));
+    if (ctx == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
 
-    len = sizeof("{\"removed\":,\"tiers\":{\"l1\":},\"pattern\":\"\"}")
-          + 2 * NGX_INT_T_LEN + (pp ? pp->len * 6 : 4);
+    ctx->l1 = n;
+    ctx->shown = pattern;
+    ngx_http_set_ctx(r, ctx, ngx_http_helix_module);
+
+    /* Redis drops expired keys itself: only a clear reaches L2 */
+
+    if (hlcf->endpoint == NGX_HTTP_HELIX_EP_CACHE_CLEAR
+        && hmcf->cache.l2_enabled && ngx_http_helix_redis_available())
+    {
+        if (pp) {
+            ctx->pattern = *pp;
+
+        } else {
+            ctx->all = 1;
+            ctx->pattern = ngx_http_helix_admin_kinds[0];
+            ctx->next_pattern = 1;
+        }
+
+        ngx_memcpy(ctx->cursor, "0", 2);
+
+        if (ngx_http_helix_admin_scan(r, ctx) == NGX_OK) {
+            return;
+        }
+
+        ctx->l2_failed = 1;
+    }
+
+    ngx_http_helix_admin_answer(r, ctx);
+}
+
+
+/* SCAN + UNLINK in batches: neither Redis nor the worker is blocked */
+
+static ngx_int_t
+ngx_http_helix_admin_scan(ngx_http_request_t *r,
+    ngx_http_helix_admin_ctx_t *ctx)
+{
+    size_t       lens[6];
+    const char  *argv[6];
+
+    argv[0] = "SCAN";
+    argv[1] = (char *) ctx->cursor;
+    argv[2] = "MATCH";
+    argv[3] = (char *) ctx->pattern.data;
+    argv[4] = "COUNT";
+    argv[5] = "1000";
+
+    lens[0] = 4;
+    lens[1] = ngx_strlen(ctx->cursor);
+    lens[2] = 5;
+    lens[3] = ctx->pattern.len;
+    lens[4] = 5;
+    lens[5] = 4;
+
+    return ngx_http_helix_redis_command(r->pool,
+                                        ngx_http_helix_admin_scanned, r, 6,
+                                        argv, lens)
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_http_helix_admin_scanned(ngx_http_helix_redis_op_t *op,
+    redisReply *reply)
+{
+    size_t                       i, n, *lens;
+    redisReply                  *keys;
+    const char                 **argv;
+    ngx_http_request_t          *r = op->data;
+    ngx_http_helix_admin_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len >= (int) sizeof(ctx->cursor)
+        || reply->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        ctx->l2_failed = 1;
+        goto done;
+    }
+
+    ngx_memcpy(ctx->cursor, reply->element[0]->str, reply->element[0]->len);
+    ctx->cursor[reply->element[0]->len] = '\0';
+
+    keys = reply->element[1];
+    n = keys->elements;
+
+    if (n) {
+        argv = ngx_palloc(r->pool, (n + 1) * sizeof(char *));
+        lens = ngx_palloc(r->pool, (n + 1) * sizeof(size_t));
+
+        if (argv == NULL || lens == NULL) {
+            ctx->l2_failed = 1;
+            goto done;
+        }
+
+        argv[0] = "UNLINK";
+        lens[0] = 6;
+
+        for (i = 0; i < n; i++) {
+            argv[i + 1] = keys->element[i]->str;
+            lens[i + 1] = keys->element[i]->len;
+        }
+
+        /* hiredis copies the command before the reply is freed */
+
+        if (ngx_http_helix_redis_command(r->pool,
+                                         ngx_http_helix_admin_unlinked, r,
+                                         (int) n + 1, argv, lens)
+            == NULL)
+        {
+            ctx->l2_failed = 1;
+            goto done;
+        }
+
+        return;
+    }
+
+    ngx_http_helix_admin_next(r, ctx);
+    return;
+
+done:
+
+    ngx_http_helix_admin_answer(r, ctx);
+}
+
+
+static void
+ngx_http_helix_admin_unlinked(ngx_http_helix_redis_op_t *op,
+    redisReply *reply)
+{
+    ngx_http_request_t          *r = op->data;
+    ngx_http_helix_admin_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        ctx->l2 += (ngx_uint_t) reply->integer;
+        ngx_http_helix_admin_next(r, ctx);
+        return;
+    }
+
+    ctx->l2_failed = 1;
+    ngx_http_helix_admin_answer(r, ctx);
+}
+
+
+/* the next batch, the next kind of key, or the answer */
+
+static void
+ngx_http_helix_admin_next(ngx_http_request_t *r,
+    ngx_http_helix_admin_ctx_t *ctx)
+{
+    if (ngx_strcmp(ctx->cursor, "0") == 0) {
+
+        if (!ctx->all || ctx->next_pattern == 2) {
+            ngx_http_helix_admin_answer(r, ctx);
+            return;
+        }
+
+        ctx->pattern = ngx_http_helix_admin_kinds[ctx->next_pattern++];
+    }
+
+    if (ngx_http_helix_admin_scan(r, ctx) != NGX_OK) {
+        ctx->l2_failed = 1;
+        ngx_http_helix_admin_answer(r, ctx);
+    }
+}
+
+
+static void
+ngx_http_helix_admin_answer(ngx_http_request_t *r,
+    ngx_http_helix_admin_ctx_t *ctx)
+{
+    u_char                      *p;
+    size_t                       len;
+    ngx_str_t                    body;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    len = sizeof("{\"removed\":,\"tiers\":{\"l1\":,\"l2\":},"
+                 "\"pattern\":\"\",\"l2_error\":\"redis unavailable\"}")
+          + 3 * NGX_INT_T_LEN + ctx->shown.len * 6 + 4;
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
@@ -197,21 +411,37 @@ ngx_http_helix_admin_body(ngx_http_request_t *r)
     }
 
     body.data = p;
-    p = ngx_sprintf(p, "{\"removed\":%ui,\"tiers\":{\"l1\":%ui},\"pattern\":",
-                    n, n);
+    p = ngx_sprintf(p, "{\"removed\":%ui,\"tiers\":{\"l1\":%ui",
+                    ctx->l1 + ctx->l2, ctx->l1);
 
-    if (pp) {
+    if (hmcf->cache.l2_enabled) {
+        p = ngx_sprintf(p, ",\"l2\":%ui", ctx->l2);
+    }
+
+    p = ngx_sprintf(p, "},\"pattern\":");
+
+    if (ctx->shown.len) {
         *p++ = '"';
-        p = (u_char *) ngx_escape_json(p, pp->data, pp->len);
+        p = (u_char *) ngx_escape_json(p, ctx->shown.data, ctx->shown.len);
         *p++ = '"';
 
     } else {
         p = ngx_cpymem(p, "null", 4);
     }
 
+    if (ctx->l2_failed) {
+        p = ngx_sprintf(p, ",\"l2_error\":\"redis unavailable\"");
+    }
+
     *p++ = '}';
     body.len = p - body.data;
 
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "helix: admin removed %ui cache entries (l1 %ui, l2 %ui)%s",
+                  ctx->l1 + ctx->l2, ctx->l1, ctx->l2,
+                  ctx->l2_failed ? ", redis unavailable" : "");
+
     ngx_http_finalize_request(r,
                               ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
+    ngx_http_run_posted_requests(r->connection);
 }

@@ -5,7 +5,10 @@ use Test::Nginx::Socket 'no_plan';
 use Helix;
 
 our $HttpConfig = Helix::http_config();
-our $Config = Helix::config(extra => "    location = /metrics { helix_endpoint metrics; }\n");
+our $Config = Helix::config(extra => <<'_EOC_');
+    location = /metrics { helix_endpoint metrics; }
+    location = /v1/admin/cache/clear { helix_endpoint cache_clear; }
+_EOC_
 
 our $Yaml = ">>> helix.yaml\n$Helix::Providers" . <<"_EOC_";
 cache:
@@ -17,6 +20,19 @@ redis:
     size: 2
     min_idle: 1
     timeout: 2s
+admin:
+  token: adm1n
+_EOC_
+
+# something that accepts Redis connections and never answers
+our $Silent = ">>> helix.yaml\n$Helix::Providers" . <<"_EOC_";
+cache:
+  l2:
+    enabled: true
+    host: 127.0.0.1:$ENV{TEST_NGINX_GEMINI_PORT}
+redis:
+  pool:
+    timeout: 300ms
 _EOC_
 
 our $Down = ">>> helix.yaml\n$Helix::Providers" . <<'_EOC_';
@@ -76,3 +92,42 @@ __DATA__
 --- grep_error_log eval: qr/redis 127.0.0.1:1 unreachable/
 --- grep_error_log_out
 redis 127.0.0.1:1 unreachable
+
+
+
+=== TEST 4: a clear by pattern removes the keys from both tiers, and says how many from each
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- more_headers eval
+["", "Authorization: Bearer adm1n"]
+--- request eval
+[$::Chat, "POST /v1/admin/cache/clear\n" . '{"pattern": "completion:openai:gpt-4o:*"}']
+--- response_headers eval
+["X-Cache: HIT\nX-Cache-Tier: L2", ""]
+--- response_body_like eval
+["", '^\{"removed":2,"tiers":\{"l1":1,"l2":1\},"pattern":"completion:openai:gpt-4o:\*"\}$']
+
+
+
+=== TEST 5: after the clear, a new nginx misses in both tiers
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- request eval
+[$::Chat]
+--- response_headers eval
+["X-Cache: MISS"]
+
+
+
+=== TEST 6: a Redis that never answers costs its timeout, not the answer
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Silent
+--- request eval
+["POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "silent redis"}]}']
+--- response_headers eval
+["X-Cache: MISS"]
+--- error_log
+redis did not answer within 300 ms
