@@ -18,6 +18,7 @@
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_metrics.h"
+#include "ngx_http_helix_redis.h"
 
 
 #define NGX_HTTP_HELIX_EPS        (NGX_HTTP_HELIX_EP_METRICS + 1)
@@ -44,6 +45,8 @@ typedef struct {
     ngx_atomic_t                 tokens[NGX_HTTP_HELIX_MAX_PROVIDERS][2];
     ngx_atomic_t                 errors[NGX_HTTP_HELIX_MAX_PROVIDERS]
                                        [NGX_HTTP_HELIX_ERR_REASONS];
+    ngx_atomic_t                 redis[NGX_HTTP_HELIX_REDIS_EVENTS];
+    ngx_atomic_t                 redis_conns;
 } ngx_http_helix_metrics_sh_t;
 
 
@@ -297,6 +300,30 @@ ngx_http_helix_metrics_now_us(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
 
     return (ngx_msec_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
+void
+ngx_http_helix_metrics_redis(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t event)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && event < NGX_HTTP_HELIX_REDIS_EVENTS) {
+        (void) ngx_atomic_fetch_add(&sh->redis[event], 1);
+    }
+}
+
+
+void
+ngx_http_helix_metrics_redis_conns(ngx_http_helix_main_conf_t *hmcf,
+    ngx_int_t delta)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh) {
+        (void) ngx_atomic_fetch_add(&sh->redis_conns, delta);
+    }
 }
 
 
@@ -658,6 +685,26 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
         ngx_http_helix_out(&o, "helixagent_provider_inflight"
                            "{provider=\"%V\"} %ui\n", &p[i].name,
                            st.inflight);
+    }
+
+    if (hmcf->cache.l2_enabled) {
+        ngx_http_helix_out(&o,
+            "# HELP helixagent_redis_connections Open Redis connections, all "
+            "workers.\n# TYPE helixagent_redis_connections gauge\n"
+            "helixagent_redis_connections %uA\n"
+            "# HELP helixagent_redis_errors_total Redis failures by kind.\n"
+            "# TYPE helixagent_redis_errors_total counter\n"
+            "helixagent_redis_errors_total{kind=\"unreachable\"} %uA\n"
+            "helixagent_redis_errors_total{kind=\"timeout\"} %uA\n"
+            "helixagent_redis_errors_total{kind=\"error\"} %uA\n"
+            "# HELP helixagent_redis_retries_total Commands sent again after "
+            "a lost connection.\n"
+            "# TYPE helixagent_redis_retries_total counter\n"
+            "helixagent_redis_retries_total %uA\n",
+            sh->redis_conns, sh->redis[NGX_HTTP_HELIX_REDIS_UNREACHABLE],
+            sh->redis[NGX_HTTP_HELIX_REDIS_TIMEOUT],
+            sh->redis[NGX_HTTP_HELIX_REDIS_ERROR],
+            sh->redis[NGX_HTTP_HELIX_REDIS_RETRY]);
     }
 
 #if (NGX_STAT_STUB)

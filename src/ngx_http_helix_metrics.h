@@ -38,6 +38,10 @@ void ngx_http_helix_metrics_cache(ngx_http_helix_main_conf_t *hmcf,
 void ngx_http_helix_metrics_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
     ngx_msec_t us);
 ngx_msec_t ngx_http_helix_metrics_now_us(void);
+void ngx_http_helix_metrics_redis(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t event);
+void ngx_http_helix_metrics_redis_conns(ngx_http_helix_main_conf_t *hmcf,
+    ngx_int_t delta);
 
 
 #endif /* _NGX_HTTP_HELIX_METRICS_H_INCLUDED_ */

@@ -13,6 +13,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_redis.h"
+#include "ngx_http_helix_metrics.h"
 
 
 #define NGX_HTTP_HELIX_REDIS_MAX_POOL  64
@@ -21,6 +22,8 @@
 typedef struct {
     redisAsyncContext           *ac;
     ngx_connection_t            *c;
+    ngx_event_t                  idle;      /* redis.pool.idle_timeout */
+    ngx_uint_t                   open;
 } ngx_http_helix_redis_conn_t;
 
 
@@ -38,7 +41,7 @@ typedef struct {
 } ngx_http_helix_redis_pool_t;
 
 
-static redisAsyncContext *ngx_http_helix_redis_get(void);
+static ngx_http_helix_redis_conn_t *ngx_http_helix_redis_get(void);
 static redisAsyncContext *ngx_http_helix_redis_connect(
     ngx_http_helix_redis_conn_t *rc);
 static void ngx_http_helix_redis_connected(const redisAsyncContext *ac,
@@ -58,6 +61,8 @@ static void ngx_http_helix_redis_reply(redisAsyncContext *ac, void *r,
 static void ngx_http_helix_redis_timeout(ngx_event_t *ev);
 static void ngx_http_helix_redis_op_cleanup(void *data);
 static void ngx_http_helix_redis_op_free(ngx_http_helix_redis_op_t *op);
+static void ngx_http_helix_redis_idle(ngx_event_t *ev);
+static ngx_uint_t ngx_http_helix_redis_opened(void);
 
 
 static ngx_http_helix_redis_pool_t  ngx_http_helix_redis;
@@ -128,7 +133,7 @@ ngx_http_helix_redis_available(void)
 }
 
 
-static redisAsyncContext *
+static ngx_http_helix_redis_conn_t *
 ngx_http_helix_redis_get(void)
 {
     ngx_uint_t                    i, n;
@@ -139,15 +144,19 @@ ngx_http_helix_redis_get(void)
     for (i = 0; i < n; i++) {
         rc = &ngx_http_helix_redis.conns[ngx_http_helix_redis.next++ % n];
 
-        if (rc->ac) {
-            return rc->ac;
-        }
-
-        if (!ngx_http_helix_redis_available()) {
+        if (rc->ac == NULL
+            && (!ngx_http_helix_redis_available()
+                || ngx_http_helix_redis_connect(rc) == NULL))
+        {
             continue;
         }
 
-        return ngx_http_helix_redis_connect(rc);
+        if (ngx_http_helix_redis.hmcf->redis.idle_timeout) {
+            ngx_add_timer(&rc->idle,
+                          ngx_http_helix_redis.hmcf->redis.idle_timeout);
+        }
+
+        return rc;
     }
 
     return NULL;
@@ -194,6 +203,13 @@ ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
 
     rc->ac = ac;
     rc->c = c;
+    rc->open = 1;
+    ngx_http_helix_metrics_redis_conns(ngx_http_helix_redis.hmcf, 1);
+
+    rc->idle.handler = ngx_http_helix_redis_idle;
+    rc->idle.data = rc;
+    rc->idle.log = ngx_http_helix_redis.log;
+    rc->idle.cancelable = 1;
 
     ac->data = rc;
     ac->ev.data = rc;
@@ -239,6 +255,12 @@ ngx_http_helix_redis_failed(const char *what, const char *err)
     ngx_msec_t  backoff;
 
     ngx_http_helix_redis.failures++;
+
+    if (ngx_http_helix_redis.hmcf) {
+        ngx_http_helix_metrics_redis(ngx_http_helix_redis.hmcf,
+                                     NGX_HTTP_HELIX_REDIS_UNREACHABLE);
+    }
+
     backoff = ngx_min(100 << ngx_min(ngx_http_helix_redis.failures, 6),
                       5000);
     ngx_http_helix_redis.retry_at = ngx_current_msec + backoff;
@@ -346,8 +368,58 @@ ngx_http_helix_redis_cleanup(void *privdata)
     rc->c->fd = (ngx_socket_t) -1;
     ngx_free_connection(rc->c);
 
+    if (rc->idle.timer_set) {
+        ngx_del_timer(&rc->idle);
+    }
+
+    if (rc->open && ngx_http_helix_redis.hmcf) {
+        ngx_http_helix_metrics_redis_conns(ngx_http_helix_redis.hmcf, -1);
+    }
+
+    rc->open = 0;
     rc->c = NULL;
     rc->ac = NULL;
+}
+
+
+static ngx_uint_t
+ngx_http_helix_redis_opened(void)
+{
+    ngx_uint_t  i, n;
+
+    for (i = 0, n = 0; i < ngx_http_helix_redis.size; i++) {
+        n += (ngx_http_helix_redis.conns[i].ac != NULL);
+    }
+
+    return n;
+}
+
+
+/* an idle connection beyond min_idle is closed after idle_timeout */
+
+static void
+ngx_http_helix_redis_idle(ngx_event_t *ev)
+{
+    ngx_http_helix_redis_conn_t  *rc = ev->data;
+
+    if (rc->ac == NULL) {
+        return;
+    }
+
+    if (rc->ac->replies.head != NULL
+        || ngx_http_helix_redis_opened()
+           <= ngx_http_helix_redis.hmcf->redis.min_idle)
+    {
+        ngx_add_timer(&rc->idle, ngx_http_helix_redis.hmcf->redis.idle_timeout);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                  "helix: idle redis connection closed after %M ms",
+                  ngx_http_helix_redis.hmcf->redis.idle_timeout);
+
+    /* replies still due are delivered before it closes */
+    redisAsyncDisconnect(rc->ac);
 }
 
 
@@ -382,12 +454,12 @@ ngx_http_helix_redis_command(ngx_pool_t *pool,
     ngx_http_helix_redis_pt handler, void *data, int argc,
     const char **argv, const size_t *argvlen)
 {
-    redisAsyncContext          *ac;
-    ngx_http_helix_redis_op_t  *op;
+    ngx_http_helix_redis_op_t    *op;
+    ngx_http_helix_redis_conn_t  *rc;
 
-    ac = ngx_http_helix_redis_available() ? ngx_http_helix_redis_get()
+    rc = ngx_http_helix_redis_available() ? ngx_http_helix_redis_get()
                                           : NULL;
-    if (ac == NULL) {
+    if (rc == NULL) {
         return NULL;
     }
 
@@ -420,9 +492,14 @@ ngx_http_helix_redis_command(ngx_pool_t *pool,
         op->cln->data = op;
     }
 
-    if (redisAsyncCommandArgv(ac, ngx_http_helix_redis_reply, op, argc,
-                              argv, argvlen)
-        != REDIS_OK)
+    /* formatted once: a retry sends the same bytes again */
+
+    op->len = redisFormatCommandArgv(&op->cmd, argc, argv, argvlen);
+
+    if (op->len < 0
+        || redisAsyncFormattedCommand(rc->ac, ngx_http_helix_redis_reply, op,
+                                      op->cmd, op->len)
+           != REDIS_OK)
     {
         if (op->cln) {
             op->cln->handler = NULL;
@@ -459,6 +536,8 @@ ngx_http_helix_redis_finish(ngx_http_helix_redis_op_t *op, redisReply *reply)
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_WARN, ngx_http_helix_redis.log, 0,
                       "helix: redis error: %*s", reply->len, reply->str);
+        ngx_http_helix_metrics_redis(ngx_http_helix_redis.hmcf,
+                                     NGX_HTTP_HELIX_REDIS_ERROR);
         reply = NULL;
     }
 
@@ -471,7 +550,28 @@ ngx_http_helix_redis_finish(ngx_http_helix_redis_op_t *op, redisReply *reply)
 static void
 ngx_http_helix_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    ngx_http_helix_redis_op_t  *op = privdata;
+    ngx_http_helix_redis_op_t    *op = privdata;
+    ngx_http_helix_redis_conn_t  *rc;
+
+    if (r == NULL && !op->done && !ngx_http_helix_redis.exiting
+        && op->retries < ngx_http_helix_redis.hmcf->redis.max_retries)
+    {
+        /* the connection went away under it: once more on another one */
+
+        op->retries++;
+        ngx_http_helix_metrics_redis(ngx_http_helix_redis.hmcf,
+                                     NGX_HTTP_HELIX_REDIS_RETRY);
+
+        rc = ngx_http_helix_redis_get();
+
+        if (rc && rc->ac != ac
+            && redisAsyncFormattedCommand(rc->ac, ngx_http_helix_redis_reply,
+                                          op, op->cmd, op->len)
+               == REDIS_OK)
+        {
+            return;
+        }
+    }
 
     if (!op->done) {
         ngx_http_helix_redis_finish(op, r);
@@ -490,6 +590,9 @@ ngx_http_helix_redis_timeout(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                   "helix: redis did not answer within %M ms",
                   ngx_http_helix_redis.hmcf->redis.timeout);
+
+    ngx_http_helix_metrics_redis(ngx_http_helix_redis.hmcf,
+                                 NGX_HTTP_HELIX_REDIS_TIMEOUT);
 
     ngx_http_helix_redis_finish(op, NULL);
 }
@@ -514,6 +617,11 @@ ngx_http_helix_redis_op_cleanup(void *data)
 static void
 ngx_http_helix_redis_op_free(ngx_http_helix_redis_op_t *op)
 {
+    if (op->cmd) {
+        redisFreeCommand(op->cmd);
+        op->cmd = NULL;
+    }
+
     op->data = ngx_http_helix_redis.free;
     ngx_http_helix_redis.free = op;
 }

@@ -24,8 +24,10 @@ struct ngx_http_helix_redis_op_s {
     void                        *data;
     ngx_event_t                  timer;
     ngx_pool_cleanup_t          *cln;
+    char                        *cmd;       /* formatted, for retries */
+    int                          len;
+    ngx_uint_t                   retries;
     unsigned                     done:1;
-    unsigned                     answered:1;
 };
 
 
@@ -36,6 +38,16 @@ ngx_http_helix_redis_op_t *ngx_http_helix_redis_command(ngx_pool_t *pool,
     ngx_http_helix_redis_pt handler, void *data, int argc,
     const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_helix_redis_available(void);
+
+
+/* for metrics: what went wrong with Redis, counted in shared memory */
+typedef enum {
+    NGX_HTTP_HELIX_REDIS_UNREACHABLE = 0,
+    NGX_HTTP_HELIX_REDIS_TIMEOUT,
+    NGX_HTTP_HELIX_REDIS_ERROR,
+    NGX_HTTP_HELIX_REDIS_RETRY,
+    NGX_HTTP_HELIX_REDIS_EVENTS
+} ngx_http_helix_redis_event_e;
 
 
 #endif /* _NGX_HTTP_HELIX_REDIS_H_INCLUDED_ */

@@ -86,9 +86,12 @@ __DATA__
 --- request eval
 [$::Chat, $::Chat,
  "POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "other"}]}',
- "POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "another"}]}']
+ "POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "another"}]}',
+ "GET /metrics"]
 --- response_headers eval
-["X-Cache: MISS", "X-Cache: HIT\nX-Cache-Tier: L1", "X-Cache: MISS", "X-Cache: MISS"]
+["X-Cache: MISS", "X-Cache: HIT\nX-Cache-Tier: L1", "X-Cache: MISS", "X-Cache: MISS", ""]
+--- response_body_like eval
+["", "", "", "", 'helixagent_redis_connections 0\n.*helixagent_redis_errors_total\{kind="unreachable"\} [1-9]']
 --- grep_error_log eval: qr/redis 127.0.0.1:1 unreachable/
 --- grep_error_log_out
 redis 127.0.0.1:1 unreachable
@@ -126,8 +129,34 @@ redis 127.0.0.1:1 unreachable
 --- config eval: $::Config
 --- user_files eval: $::Silent
 --- request eval
-["POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "silent redis"}]}']
+["POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "silent redis"}]}', "GET /metrics"]
 --- response_headers eval
-["X-Cache: MISS"]
+["X-Cache: MISS", ""]
+--- response_body_like eval
+["", 'helixagent_redis_errors_total\{kind="timeout"\} [1-9]']
 --- error_log
 redis did not answer within 300 ms
+
+
+
+=== TEST 7: a connection idle past redis.pool.idle_timeout is closed (above min_idle)
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+">>> helix.yaml\n$Helix::Providers" . <<"_EOC_";
+cache:
+  l2:
+    enabled: true
+    host: 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT}
+redis:
+  pool:
+    size: 1
+    min_idle: 0
+    idle_timeout: 300ms
+_EOC_
+--- request eval
+["POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "idle"}]}', "GET /metrics"]
+--- wait_for_log eval
+[undef, "idle redis connection closed after 300 ms"]
+--- response_body_like eval
+["", 'helixagent_redis_connections 0\n']

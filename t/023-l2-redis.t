@@ -88,11 +88,13 @@ sub { my @k = split /\n/, main::wait_keys($::Port, '-n', 3, "completion:openai:g
 --- config eval: $::Config
 --- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n")
 --- request eval
-[main::chat("corrupt")]
+["GET /v1/models", main::chat("corrupt")]
 --- response_body_filters eval
-sub { my @k = grep { /gpt-4o/ } split /\n/, main::wait_keys($::Port, "completion:openai:gpt-4o:*");
-      main::redis_cli($::Port, 'SET', $_, "H1\x06garbage") for @k; "corrupted " . scalar(@k) }
---- response_body_like: ^corrupted [1-9]
+[sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:gpt-4o:*"); "" },
+ sub { my @k = grep { /gpt-4o/ } split /\n/, main::wait_keys($::Port, "completion:openai:gpt-4o:*");
+       main::redis_cli($::Port, 'SET', $_, "H1\x06garbage") for @k; "corrupted " . scalar(@k) }]
+--- response_body_like eval
+["", '^corrupted 1$']
 
 
 
@@ -117,14 +119,15 @@ undecodable L2 value
 --- config eval: $::Config
 --- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n")
 --- more_headers eval
-["", "Authorization: Bearer adm1n"]
+["", "", "Authorization: Bearer adm1n"]
 --- request eval
-[main::chat("clear me"), "POST /v1/admin/cache/clear\n" . '{"pattern": "completion:openai:*"}']
+["GET /v1/models", main::chat("clear me"), "POST /v1/admin/cache/clear\n" . '{"pattern": "completion:openai:*"}']
 --- response_body_filters eval
-[sub { main::wait_keys($::Port, 'completion:openai:*'); "" }, sub { my $left = main::redis_cli($::Port, '--scan', '--pattern', 'completion:openai:*');
+[sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:*"); "" },
+ sub { main::wait_keys($::Port, 'completion:openai:*'); "" }, sub { my $left = main::redis_cli($::Port, '--scan', '--pattern', 'completion:openai:*');
                    ($_[0] =~ /"l2":[1-9]/ && $left eq '') ? "cleared" : "left: [$left] answer: $_[0]" }]
 --- response_body eval
-["", "cleared"]
+["", "", "cleared"]
 
 
 
