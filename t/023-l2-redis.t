@@ -63,6 +63,39 @@ sub chat {
         . qq({"model": "gpt-4o", "messages": [{"role": "user", "content": "$c $$"}]});
 }
 
+# a second nginx on the next port, same helix.yaml and Redis: one request
+sub second_node {
+    my ($req) = @_;
+    main::wait_keys($Port, 'completion:openai:gpt-4o:*');
+    my $port = $ENV{TEST_NGINX_SERVER_PORT} + 1;
+    my $dir = "/tmp/helix-second-$$";
+    my $yaml = "$ENV{TEST_NGINX_HTML_DIR}/helix.yaml";
+    system("mkdir -p $dir/conf $dir/logs");
+    open my $fh, '>', "$dir/conf/nginx.conf" or die;
+    print $fh "load_module $ENV{TEST_NGINX_LOAD_MODULES};\npid logs/nginx.pid;\n"
+        . "error_log logs/error.log;\nevents {}\nhttp {\n"
+        . "client_body_temp_path $dir/body;\nproxy_temp_path $dir/proxy;\n"
+        . Helix::http_config() =~ s{\.\./html/helix\.yaml}{$yaml}r
+        . "server {\nlisten 127.0.0.1:$port;\n" . Helix::config() . "}\n}\n";
+    close $fh;
+    system("$ENV{TEST_NGINX_BINARY} -p $dir/ -c conf/nginx.conf") == 0
+        or return "second node did not start";
+    my $res;
+    for (1 .. 100) {    # until it answers
+        my ($line, $body) = split /\n/, $req, 2;
+        my (undef, $uri) = split / /, $line;
+        $res = `curl -s -D - -o /dev/null -X POST --data-binary '$body' http://127.0.0.1:$port$uri 2>/dev/null`;
+        last if $res =~ /^HTTP/;
+        select(undef, undef, undef, 0.05);
+    }
+    system("kill -QUIT `cat $dir/logs/nginx.pid`");
+    for (1 .. 100) { last unless -e "$dir/logs/nginx.pid"; select(undef, undef, undef, 0.05); }
+    system("rm -rf $dir");
+    my ($xc) = $res =~ /^X-Cache: (\w+)/mi;
+    my ($tier) = $res =~ /^X-Cache-Tier: (\w+)/mi;
+    return "second node: " . ($xc // '-') . " " . ($tier // '-');
+}
+
 no_shuffle();
 run_tests();
 
@@ -166,3 +199,16 @@ NOAUTH
 --- error_log eval
 [qr/redis 127.0.0.1:\d+ unreachable/, qr/answers again, L2 is back/]
 --- timeout: 10
+
+
+
+=== TEST 6: two nginx instances share L2: one fills it, the other hits, the provider is asked once
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n")
+--- request eval
+["POST /mock/reset", main::chat("two nodes"), "GET /mock/openai/stats"]
+--- response_body_filters eval
+[sub { "" }, sub { main::second_node(main::chat("two nodes")) }, sub { $_[0] =~ /"total":1,/ ? "one call" : $_[0] }]
+--- response_body eval
+["", "second node: HIT L2", "one call"]
