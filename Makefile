@@ -5,6 +5,7 @@
 #   make stop       stop everything "make run" started
 #   make test       install what is missing, build, run the whole suite
 #   make test-valgrind   the same suite with nginx under valgrind
+#   make bench      helix next to plain nginx, same run, as ratios
 #   make install    put the module where Debian's nginx loads it
 #
 # NGINX_SRC=/path/to/nginx-1.22.1 builds against another nginx tree;
@@ -27,7 +28,7 @@ CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
 MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
-.PHONY: all deps run stop test test-valgrind install clean
+.PHONY: all deps run stop test test-valgrind bench install clean
 
 all: $(MODULE)
 
@@ -66,6 +67,9 @@ test: deps $(MODULE)
 
 test-valgrind: deps $(MODULE)
 	@TEST_NGINX_USE_VALGRIND=1 util/test.sh $(PROVE_ARGS)
+
+bench: deps $(MODULE)
+	@util/bench.sh
 
 install: $(MODULE)
 	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(MODULES_AVAIL)

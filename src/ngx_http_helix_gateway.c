@@ -55,6 +55,8 @@ typedef struct {
     json_t                     *req;
     json_t                     *input;          /* embeddings: strings */
     ngx_str_t                   model;
+    ngx_str_t                   raw;            /* the client's bytes */
+    ngx_uint_t                  passthrough;    /* raw is fine for openai */
     ngx_http_helix_provider_t  *provider;       /* asked for by name */
     json_t                     *float_req;      /* without encoding_format */
     ngx_uint_t                  base64;         /* embeddings as base64 */
@@ -95,6 +97,7 @@ static ngx_int_t ngx_http_helix_check_params(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, json_t *req);
 static ngx_int_t ngx_http_helix_candidates(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
+static ngx_uint_t ngx_http_helix_passthrough(ngx_http_helix_gw_ctx_t *ctx);
 static void ngx_http_helix_try_next(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static void ngx_http_helix_call_handler(ngx_http_helix_call_t *call);
@@ -194,6 +197,7 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
     rc = ngx_http_helix_read_body(r, ctx, &body);
 
     if (rc == NGX_OK) {
+        ctx->raw = body;
         rc = ngx_http_helix_cache_fast(r, ctx, &body);
 
         if (rc == NGX_OK) {
@@ -239,6 +243,10 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
 
     if (rc == NGX_OK) {
         rc = ngx_http_helix_candidates(r, ctx);
+    }
+
+    if (rc == NGX_OK) {
+        ctx->passthrough = ngx_http_helix_passthrough(ctx);
     }
 
     if (rc == NGX_ERROR) {
@@ -1673,6 +1681,34 @@ ngx_http_helix_candidates(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 }
 
 
+/*
+ * An OpenAI-format provider can take the client's own bytes when they
+ * carry nothing of the gateway's: no re-serialisation on the miss path.
+ */
+
+static ngx_uint_t
+ngx_http_helix_passthrough(ngx_http_helix_gw_ctx_t *ctx)
+{
+    json_t      *v;
+    const char  *key;
+
+    if (ctx->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS) {
+        return 0;
+    }
+
+    json_object_foreach(ctx->req, key, v) {
+        if (ngx_strcmp(key, "provider") == 0
+            || ngx_strncmp(key, "x_helix", sizeof("x_helix") - 1) == 0
+            || (ngx_strcmp(key, "stream") == 0 && json_is_true(v)))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 static void
 ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 {
@@ -1702,7 +1738,17 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         ngx_str_null(&err);
         body = NULL;
 
-        if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
+        if (ctx->passthrough && c->provider->type == NGX_HTTP_HELIX_OPENAI) {
+            if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
+                ngx_str_set(&path, "/v1/embeddings");
+            } else {
+                ngx_str_set(&path, "/v1/chat/completions");
+            }
+
+            data = ctx->raw;
+            rc = NGX_DONE;
+
+        } else if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
             rc = ngx_http_helix_provider_embeddings_request(r->pool,
                                             c->provider,
                                             ctx->base64 && c->provider->type
@@ -1718,6 +1764,9 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         if (rc == NGX_OK) {
             rc = ngx_http_helix_json_dump(r->pool, body, &data);
             json_decref(body);
+
+        } else if (rc == NGX_DONE) {
+            rc = NGX_OK;
         }
 
         if (rc == NGX_ERROR) {

@@ -134,7 +134,7 @@ X-Helix-Provider: gemini
 
 
 
-=== TEST 9: embeddings from OpenAI, string input
+=== TEST 9: embeddings from OpenAI, string input: the client's bytes go to an OpenAI-format provider as they are
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: $::Yaml
@@ -146,7 +146,7 @@ X-Helix-Provider: gemini
 --- response_body_like eval
 ['"status":"ok"',
  '^\{"object":"list","data":\[\{"object":"embedding","index":0,"embedding":\[-?[0-9.e-]+,-?[0-9.e-]+,-?[0-9.e-]+,-?[0-9.e-]+\]\}\],"model":"text-embedding-3-small","usage":\{"prompt_tokens":\d+,"total_tokens":\d+\}\}$',
- '"body":\{"model":"text-embedding-3-small","input":\["hello world"\],"dimensions":4\}']
+ '"body":\{"model":"text-embedding-3-small","input":"hello world","dimensions":4\}']
 
 
 
