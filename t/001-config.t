@@ -69,7 +69,7 @@ database:
     prepared_statements: true
 redis:
   host: localhost
-  port: 6379
+  port: $TEST_NGINX_REDIS_PORT
   pool:
     size: 100
     min_idle: 10
