@@ -112,6 +112,9 @@ static ngx_int_t ngx_http_helix_cache_begin(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static ngx_int_t ngx_http_helix_cache_fast(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *raw);
+static void ngx_http_helix_cache_answer(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_uint_t tier, ngx_str_t *key,
+    ngx_str_t *provider, ngx_str_t *body);
 static ngx_int_t ngx_http_helix_cache_claim_key(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static ngx_int_t ngx_http_helix_l2_lookup(ngx_http_request_t *r,
@@ -367,6 +370,37 @@ ngx_http_helix_cache_policy_of(ngx_http_request_t *r,
 }
 
 
+/* a hit from either tier: counted, said in the headers, sent */
+
+static void
+ngx_http_helix_cache_answer(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_uint_t tier, ngx_str_t *key,
+    ngx_str_t *provider, ngx_str_t *body)
+{
+    static ngx_str_t  hit = ngx_string("HIT");
+    static ngx_str_t  tiers[] = { ngx_null_string, ngx_string("L1"),
+                                  ngx_string("L2") };
+
+    ngx_http_helix_metrics_cache(
+        ngx_http_get_module_main_conf(r, ngx_http_helix_module),
+        ctx->policy, 1);
+
+    if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
+        || ngx_http_helix_add_header(r, "X-Cache-Tier", &tiers[tier])
+           != NGX_OK
+        || ngx_http_helix_add_header(r, "X-Cache-Key", key) != NGX_OK
+        || ngx_http_helix_add_header(r, "X-Helix-Provider", provider)
+           != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_finalize_request(r,
+                              ngx_http_helix_send_json(r, NGX_HTTP_OK, body));
+}
+
+
 /*
  * The fast way to a hit: the same bytes as a request answered before,
  * found without parsing them.  NGX_OK: answered.
@@ -380,9 +414,6 @@ ngx_http_helix_cache_fast(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     ngx_str_t                    key, provider, body;
     ngx_msec_t                   us;
     ngx_http_helix_main_conf_t  *hmcf;
-
-    static ngx_str_t  hit = ngx_string("HIT");
-    static ngx_str_t  tier = ngx_string("L1");
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
@@ -412,19 +443,7 @@ ngx_http_helix_cache_fast(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         return rc;
     }
 
-    ngx_http_helix_metrics_cache(hmcf, ctx->policy, 1);
-
-    if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
-        || ngx_http_helix_add_header(r, "X-Cache-Tier", &tier) != NGX_OK
-        || ngx_http_helix_add_header(r, "X-Cache-Key", &key) != NGX_OK
-        || ngx_http_helix_add_header(r, "X-Helix-Provider", &provider)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_http_finalize_request(r,
-                              ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
+    ngx_http_helix_cache_answer(r, ctx, 1, &key, &provider, &body);
     return NGX_OK;
 }
 
@@ -622,9 +641,6 @@ ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
     ngx_http_helix_candidate_t  *c;
     ngx_http_helix_main_conf_t  *hmcf;
 
-    static ngx_str_t  hit = ngx_string("HIT");
-    static ngx_str_t  tier = ngx_string("L2");
-
     r = op->data;
     conn = r->connection;
     ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
@@ -684,21 +700,7 @@ ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
             ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
         }
 
-        ngx_http_helix_metrics_cache(hmcf, ctx->policy, 1);
-
-        if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
-            || ngx_http_helix_add_header(r, "X-Cache-Tier", &tier) != NGX_OK
-            || ngx_http_helix_add_header(r, "X-Cache-Key", &key) != NGX_OK
-            || ngx_http_helix_add_header(r, "X-Helix-Provider", &provider)
-               != NGX_OK)
-        {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-
-        } else {
-            ngx_http_finalize_request(r,
-                              ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
-        }
-
+        ngx_http_helix_cache_answer(r, ctx, 2, &key, &provider, &body);
         ngx_http_run_posted_requests(conn);
         return;
     }
@@ -780,9 +782,6 @@ ngx_http_helix_cache_try(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
     ngx_http_helix_candidate_t  *c;
     ngx_http_helix_main_conf_t  *hmcf;
 
-    static ngx_str_t  hit = ngx_string("HIT");
-    static ngx_str_t  tier = ngx_string("L1");
-
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
     c = ctx->candidates.elts;
     n = ctx->provider ? 1 : ctx->candidates.nelts;
@@ -817,20 +816,7 @@ ngx_http_helix_cache_try(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
             ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
         }
 
-        ngx_http_helix_metrics_cache(hmcf, ctx->policy, 1);
-
-        if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
-            || ngx_http_helix_add_header(r, "X-Cache-Tier", &tier) != NGX_OK
-            || ngx_http_helix_add_header(r, "X-Cache-Key", &key) != NGX_OK
-            || ngx_http_helix_add_header(r, "X-Helix-Provider", &provider)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        ngx_http_finalize_request(r,
-                                  ngx_http_helix_send_json(r, NGX_HTTP_OK,
-                                                           &body));
+        ngx_http_helix_cache_answer(r, ctx, 1, &key, &provider, &body);
         return NGX_OK;
     }
 
