@@ -28,7 +28,7 @@ CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
 MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
-.PHONY: all deps run stop test test-valgrind bench install clean
+.PHONY: all deps run stop test test-valgrind check-json bench install clean
 
 all: $(MODULE)
 
@@ -67,6 +67,14 @@ test: deps $(MODULE)
 
 test-valgrind: deps $(MODULE)
 	@TEST_NGINX_USE_VALGRIND=1 util/test.sh $(PROVE_ARGS)
+
+# the JSON scanner against jansson's parser on 200k mutated documents
+check-json: $(MODULE)
+	cd $(NGX_BUILD) && $(CC) -O1 -g -I src/core -I src/event \
+	    -I src/event/modules -I src/os/unix -I objs -I $(CURDIR)/src \
+	    -o $(BUILD)/jscan-fuzz $(CURDIR)/util/jscan-fuzz.c \
+	    $(CURDIR)/src/ngx_http_helix_jscan.c -ljansson
+	$(BUILD)/jscan-fuzz 200000
 
 bench: deps $(MODULE)
 	@util/bench.sh

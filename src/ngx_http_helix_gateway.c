@@ -19,6 +19,7 @@
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_redis.h"
+#include "ngx_http_helix_jscan.h"
 
 
 #define NGX_HTTP_HELIX_MAX_STOP     4
@@ -191,7 +192,7 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
     json_t                   *req;
     ngx_int_t                 rc;
     ngx_str_t                 body;
-    json_error_t              jerr;
+    ngx_http_helix_jdoc_t     doc;
     ngx_http_helix_gw_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
@@ -213,14 +214,17 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
     }
 
     if (rc == NGX_OK) {
-        req = json_loadb((char *) body.data, body.len, 0, &jerr);
+        req = ngx_http_helix_jload(r->pool, body.data, body.len, 0, &doc);
 
-        if (req == NULL) {
+        if (req == NULL && doc.nomem) {
+            rc = NGX_ERROR;
+
+        } else if (req == NULL) {
             rc = ngx_http_helix_gateway_error(ctx, r->pool,
                                  NGX_HTTP_BAD_REQUEST, "invalid_json", NULL,
                                  "request body is not valid JSON: %s (line "
-                                 "%d, column %d)", jerr.text, jerr.line,
-                                 jerr.column);
+                                 "%ui, column %ui)", doc.err, doc.line,
+                                 doc.column);
 
         } else if (ngx_http_helix_json_pool(r->pool, req) != NGX_OK) {
             rc = NGX_ERROR;
@@ -2116,6 +2120,7 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 {
     json_t                     *out, *choices, *c, *text, *choice;
     size_t                      i;
+    uint64_t                    pt, ct;
     ngx_int_t                   rc;
     ngx_str_t                   err, body, *model;
     ngx_http_helix_provider_t  *p;
@@ -2127,6 +2132,32 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     model = &cand->model;
     ngx_str_null(&err);
     out = NULL;
+
+    if (p->type == NGX_HTTP_HELIX_OPENAI
+        && ctx->endpoint != NGX_HTTP_HELIX_EP_COMPLETIONS)
+    {
+        /* the provider already speaks the client's format */
+
+        rc = ngx_http_helix_provider_openai_pass(r->pool,
+                                  ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS,
+                                  json_array_size(ctx->input),
+                                  call->body.data, call->body.len, &pt, &ct);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            ngx_http_helix_metrics_provider(
+                ngx_http_get_module_main_conf(r, ngx_http_helix_module), p,
+                call->latency, pt, ct);
+
+            body = call->body;
+            goto send;
+        }
+
+        /* not plainly good: the tree path below says what is wrong */
+    }
 
     if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
         rc = ngx_http_helix_provider_embeddings_response(r->pool, p, model,
@@ -2233,6 +2264,8 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
+
+send:
 
     if (ngx_http_helix_add_header(r, "X-Helix-Provider", &p->name)
         != NGX_OK)

@@ -15,6 +15,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_provider.h"
+#include "ngx_http_helix_jscan.h"
 
 
 #define NGX_HTTP_HELIX_ANTHROPIC_MAX_TOKENS  4096
@@ -136,6 +137,8 @@ static ngx_int_t ngx_http_helix_provider_header(ngx_pool_t *pool,
     ngx_list_t *headers, const char *key, u_char *value, size_t len);
 static ngx_int_t ngx_http_helix_provider_fail(ngx_pool_t *pool,
     ngx_str_t *err, const char *fmt, ...);
+static ngx_int_t ngx_http_helix_provider_jtokens(ngx_http_helix_jdoc_t *doc,
+    ngx_uint_t obj, const char *key, uint64_t *n);
 static ngx_int_t ngx_http_helix_provider_clean(ngx_pool_t *pool,
     u_char *data, size_t len, size_t max, ngx_uint_t markup,
     ngx_str_t *out);
@@ -2243,6 +2246,135 @@ done:
 }
 
 
+ngx_int_t
+ngx_http_helix_provider_openai_pass(ngx_pool_t *pool, ngx_uint_t embeddings,
+    size_t inputs, u_char *data, size_t len, uint64_t *prompt,
+    uint64_t *completion)
+{
+    ngx_uint_t              i, e, v, m, k, usage;
+    ngx_int_t               rc;
+    ngx_http_helix_jdoc_t   doc;
+    ngx_http_helix_jtok_t  *t;
+
+    *prompt = 0;
+    *completion = 0;
+
+    rc = ngx_http_helix_jscan(pool, data, len, NGX_HTTP_HELIX_JSCAN_ALLOW_NUL,
+                              &doc);
+
+    if (rc != NGX_OK) {
+        return doc.nomem ? NGX_ERROR : NGX_DECLINED;
+    }
+
+    /* a number jansson cannot hold is refused by the tree path */
+    if (doc.bigint || doc.tok[0].type != NGX_HTTP_HELIX_JOBJECT) {
+        return NGX_DECLINED;
+    }
+
+    e = ngx_http_helix_jget(&doc, 0, "error");
+
+    if (e && (doc.tok[e].type == NGX_HTTP_HELIX_JOBJECT
+              || doc.tok[e].type == NGX_HTTP_HELIX_JSTRING))
+    {
+        return NGX_DECLINED;
+    }
+
+    e = ngx_http_helix_jget(&doc, 0, embeddings ? "data" : "choices");
+
+    if (e == 0 || doc.tok[e].type != NGX_HTTP_HELIX_JARRAY
+        || (embeddings ? doc.tok[e].size != inputs : doc.tok[e].size == 0))
+    {
+        return NGX_DECLINED;
+    }
+
+    for (i = e + 1, m = 0; m < doc.tok[e].size; m++, i = doc.tok[i].next) {
+
+        if (!embeddings) {
+            v = ngx_http_helix_jget(&doc, i, "message");
+
+            if (v == 0 || doc.tok[v].type != NGX_HTTP_HELIX_JOBJECT) {
+                return NGX_DECLINED;
+            }
+
+            continue;
+        }
+
+        v = ngx_http_helix_jget(&doc, i, "embedding");
+
+        if (v == 0) {
+            return NGX_DECLINED;
+        }
+
+        t = &doc.tok[v];
+
+        if (t->type == NGX_HTTP_HELIX_JSTRING) {
+            continue;
+        }
+
+        if (t->type != NGX_HTTP_HELIX_JARRAY || t->size == 0) {
+            return NGX_DECLINED;
+        }
+
+        /* the elements of a flat array are the tokens up to its end */
+        for (k = v + 1; k < t->next; k++) {
+            if (doc.tok[k].type != NGX_HTTP_HELIX_JINTEGER
+                && doc.tok[k].type != NGX_HTTP_HELIX_JREAL)
+            {
+                return NGX_DECLINED;
+            }
+        }
+    }
+
+    usage = ngx_http_helix_jget(&doc, 0, "usage");
+
+    if (ngx_http_helix_provider_jtokens(&doc, usage, "prompt_tokens", prompt)
+        != NGX_OK
+        || (!embeddings
+            && ngx_http_helix_provider_jtokens(&doc, usage,
+                                               "completion_tokens",
+                                               completion)
+               != NGX_OK))
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* ngx_http_helix_provider_tokens() on a scanned document */
+
+static ngx_int_t
+ngx_http_helix_provider_jtokens(ngx_http_helix_jdoc_t *doc, ngx_uint_t obj,
+    const char *key, uint64_t *n)
+{
+    int64_t     k;
+    ngx_uint_t  v;
+
+    *n = 0;
+
+    if (obj == 0) {
+        return NGX_OK;
+    }
+
+    v = ngx_http_helix_jget(doc, obj, key);
+
+    if (v == 0 || doc->tok[v].type != NGX_HTTP_HELIX_JINTEGER) {
+        /* absent or not a count: 0, as the tree path has it; reals there */
+        return (v && doc->tok[v].type == NGX_HTTP_HELIX_JREAL)
+               ? NGX_DECLINED : NGX_OK;
+    }
+
+    if (ngx_http_helix_jint(doc, v, &k) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    *n = (k < 0) ? 0 : (uint64_t) ngx_min(k, NGX_HTTP_HELIX_TOKENS_MAX);
+
+    return NGX_OK;
+}
+
+
 /* an embedding: an array of numbers, or OpenAI's base64 string */
 
 static ngx_int_t
@@ -3042,9 +3174,9 @@ static ngx_int_t
 ngx_http_helix_provider_parse(ngx_pool_t *pool, u_char *data, size_t len,
     json_t **root, ngx_str_t *err)
 {
-    size_t        i;
-    json_t       *j;
-    json_error_t  e;
+    size_t                  i;
+    json_t                 *j;
+    ngx_http_helix_jdoc_t   doc;
 
     *root = NULL;
 
@@ -3067,24 +3199,23 @@ ngx_http_helix_provider_parse(ngx_pool_t *pool, u_char *data, size_t len,
     }
 
     /* "\u0000" is valid JSON; lengths are used, never C strings */
-    j = json_loadb((char *) data, len, JSON_ALLOW_NUL, &e);
+    j = ngx_http_helix_jload(pool, data, len, NGX_HTTP_HELIX_JSCAN_ALLOW_NUL,
+                             &doc);
 
     if (j == NULL) {
-        switch (json_error_code(&e)) {
-
-        case json_error_out_of_memory:
+        if (doc.nomem) {
             return NGX_ERROR;
-
-        case json_error_premature_end_of_input:
-            return ngx_http_helix_provider_fail(pool, err,
-                                                "truncated JSON at byte %d",
-                                                e.position);
-
-        default:
-            return ngx_http_helix_provider_fail(pool, err,
-                                                "not JSON: %s at byte %d",
-                                                e.text, e.position);
         }
+
+        if (doc.truncated) {
+            return ngx_http_helix_provider_fail(pool, err,
+                                                "truncated JSON at byte %uz",
+                                                doc.pos);
+        }
+
+        return ngx_http_helix_provider_fail(pool, err,
+                                            "not JSON: %s at byte %uz",
+                                            doc.err, doc.pos);
     }
 
     if (!json_is_object(j)) {

@@ -78,6 +78,18 @@ ngx_int_t ngx_http_helix_provider_embeddings_response(ngx_pool_t *pool,
     u_char *data, size_t len, json_t **out, ngx_str_t *err);
 
 /*
+ * An OpenAI provider's chat or embeddings answer that goes to the client
+ * as it came needs no tree: NGX_OK when it passes the checks of the two
+ * functions above, with its token counts; NGX_DECLINED when it does not
+ * or when that cannot be told without a tree (then those functions
+ * decide and say what is wrong); NGX_ERROR on allocation failure.
+ * inputs: the number of embeddings inputs (0 for chat).
+ */
+ngx_int_t ngx_http_helix_provider_openai_pass(ngx_pool_t *pool,
+    ngx_uint_t embeddings, size_t inputs, u_char *data, size_t len,
+    uint64_t *prompt, uint64_t *completion);
+
+/*
  * A provider error answer (status >= 400, body anything) -> a short
  * printable UTF-8 message in *msg (pool): the provider's error message
  * when the body has one, else "HTTP <status>" plus a cleaned first 200

@@ -279,3 +279,23 @@ not json at all',
 --- error_code eval: [400, 400, 400]
 --- no_error_log
 [alert]
+
+
+
+=== TEST 19: not JSON: bad UTF-8, a lone surrogate, trailing bytes, a control character
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- request eval
+["POST /v1/chat/completions\n{\"model\": \"gpt-4o\", \"messages\": [{\"role\": \"user\", \"content\": \"caf\xc3\"}]}",
+ "POST /v1/chat/completions\n{\"model\": \"gpt-4o\", \"messages\": [{\"role\": \"user\", \"content\": \"\\udc00\"}]}",
+ "POST /v1/chat/completions\n{\"model\": \"gpt-4o\", \"messages\": []} x",
+ "POST /v1/chat/completions\n{\"model\": \"gpt\t4o\", \"messages\": []}"]
+--- error_code eval: [400, 400, 400, 400]
+--- response_body_like eval
+['"message":"request body is not valid JSON: invalid UTF-8 in string \(line 1, column 66\)"',
+ '"message":"request body is not valid JSON: invalid Unicode \(lone low surrogate\) \(line 1, column 63\)"',
+ '"message":"request body is not valid JSON: end of input expected \(line 1, column 37\)"',
+ '"message":"request body is not valid JSON: control character in string \(line 1, column 15\)"']
+--- no_error_log
+[alert]
