@@ -363,12 +363,30 @@ ngx_http_helix_jscan_string(ngx_http_helix_jdoc_t *doc, u_char *p,
 {
     u_char    c;
     uint32_t  cp, lo;
+    uint64_t  w;
 
     *escaped = 0;
 
     while (p < end) {
 
-        /* the common case: a run of printable ASCII */
+        /* the common case: a run of printable ASCII, 8 bytes a step */
+
+        while (end - p >= 8) {
+            ngx_memcpy(&w, p, 8);
+
+            /* a byte < 0x20, '"', '\\' or >= 0x80 in the word? */
+            if (((w - 0x2020202020202020ULL)
+                 | ((w ^ 0x2222222222222222ULL) - 0x0101010101010101ULL)
+                 | ((w ^ 0x5c5c5c5c5c5c5c5cULL) - 0x0101010101010101ULL)
+                 | w)
+                & 0x8080808080808080ULL)
+            {
+                break;
+            }
+
+            p += 8;
+        }
+
         while (p < end && ngx_http_helix_jplain[*p]) {
             p++;
         }

@@ -2,7 +2,11 @@
 # "make bench": helix side by side with plain nginx, same run, same body,
 # everything on 127.0.0.1, started and stopped here.  Cases: ceiling
 # (nginx return 200 of the same answer), proxy floor (plain proxy_pass to
-# the mock), helix L1 hit, helix L2 hit (L1 off), helix miss (cache off).
+# the stand-in provider), helix L1 hit, helix L2 hit (L1 off), helix miss
+# (cache off).  The stand-in provider is a second nginx answering the mock
+# provider's own recorded answer: the Python mock tops out near the proxy
+# floor itself, which would hide the gateway's cost; the "standin" line
+# shows the stand-in alone is several times faster than the floor.
 # Prints a table with ratios and writes build/bench/results.json.
 #
 #   BENCH_SECONDS (default 5), BENCH_CONNECTIONS (50), BENCH_THREADS (2)
@@ -16,6 +20,7 @@ conns=${BENCH_CONNECTIONS:-50}
 threads=${BENCH_THREADS:-2}
 port=18480
 mock=18481
+standin=18482
 redis=16390
 
 body='{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there, benchmark"}],"max_tokens":50}'
@@ -23,6 +28,7 @@ body='{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there, bench
 mock_pid=
 cleanup() {
     [ -s "$dir/logs/nginx.pid" ] && kill -QUIT "$(cat "$dir/logs/nginx.pid")" 2>/dev/null || true
+    [ -s "$dir/logs/standin.pid" ] && kill -QUIT "$(cat "$dir/logs/standin.pid")" 2>/dev/null || true
     [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
     "$top/util/services.sh" stop redis "$dir/redis" >/dev/null 2>&1 || true
 }
@@ -38,6 +44,25 @@ for _ in $(seq 1 100); do
     curl -sf -o /dev/null "http://127.0.0.1:$mock/_mock/health" && break
     sleep 0.1
 done
+
+# the stand-in provider: the mock's answer to the bench request, recorded
+recorded=$(curl -sf "http://127.0.0.1:$mock/v1/chat/completions" \
+               -H 'Content-Type: application/json' -d "$body")
+cat > "$dir/conf/standin.conf" <<CONF
+worker_processes 1;
+error_log logs/standin.log warn;
+pid logs/standin.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$standin;
+        location / { default_type application/json; return 200 '$recorded'; }
+    }
+}
+CONF
+"$nginx" -p "$dir/" -c conf/standin.conf
 
 cat > "$dir/post.lua" <<LUA
 wrk.method = "POST"
@@ -78,7 +103,7 @@ http {
     proxy_temp_path tmp/proxy;
     helix_config helix.yaml;
     helix_cache_zone 64m;
-    upstream helix_openai { server 127.0.0.1:$mock; keepalive 256; }
+    upstream helix_openai { server 127.0.0.1:$standin; keepalive 256; }
     server {
         listen 127.0.0.1:$port;
         location = /ceiling { default_type application/json; return 200 '$1'; }
@@ -114,8 +139,10 @@ start() {
 results=()
 run() {   # name path
     local out rps p50 p99
+    local url=$2
+    [ "${url#/}" != "$url" ] && url="http://127.0.0.1:$port$url"
     out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "$dir/post.lua" \
-              "http://127.0.0.1:$port$2" 2>&1)
+              "$url" 2>&1)
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
@@ -135,7 +162,8 @@ conf "$answer"
 start
 curl -s -o /dev/null "http://127.0.0.1:$port/cached" -d "$body"   # into L1
 
-echo "wrk -t$threads -c$conns -d${secs}s, 2 nginx workers, mock on 127.0.0.1"
+echo "wrk -t$threads -c$conns -d${secs}s, 2 nginx workers, stand-in provider: 1 nginx worker"
+run standin "http://127.0.0.1:$standin/v1/chat/completions"
 run ceiling /ceiling
 run proxy_floor /proxy
 run helix_l1_hit /cached
