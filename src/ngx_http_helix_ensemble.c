@@ -165,7 +165,8 @@ ngx_http_helix_ensemble(ngx_http_helix_batch_t *b, json_t *req)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    e->providers = ngx_palloc(r->pool, n * sizeof(ngx_http_helix_provider_t *));
+    e->providers = ngx_palloc(r->pool,
+                              n * sizeof(ngx_http_helix_provider_t *));
     e->outcome = ngx_pcalloc(r->pool, n * sizeof(ngx_uint_t));
 
     if (e->providers == NULL || e->outcome == NULL) {
@@ -557,7 +558,8 @@ ngx_http_helix_ensemble_answer(ngx_http_helix_batch_t *b)
     if (e->failed) {
         status = NGX_HTTP_BAD_GATEWAY;
         p = ngx_slprintf(p, last, "provider \"%V\" failed and fail_fast "
-                         "is on: %V", &e->providers[e->failed - b->items]->name,
+                         "is on: %V",
+                         &e->providers[e->failed - b->items]->name,
                          &e->failed->message);
 
     } else if (e->timed_out) {
