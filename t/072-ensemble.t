@@ -17,7 +17,8 @@ _EOC_
 sub ens {
     my ($prompt, $extra) = @_;
     $extra = $extra ? ", $extra" : '';
-    return qq(POST /v1/ensemble/completions\n{"prompt": "$prompt", "model": "mock-shared", "max_tokens": 5$extra});
+    $extra = ", \"max_tokens\": 5$extra" unless $extra =~ /max_tokens/;
+    return qq(POST /v1/ensemble/completions\n{"prompt": "$prompt", "model": "mock-shared"$extra});
 }
 
 sub fault { my ($p, $json) = @_; return "POST /mock/$p/faults\n$json"; }
@@ -209,3 +210,26 @@ helix: ensemble timed out, 1 of 3 providers still pending are cancelled
 [undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_GEMINI_PORT}, qr/"aborted":1,/) }]
 --- response_body_like eval
 ["", "", '"inflight":0,"status":"ok"', '"total":1,"inflight":0,"peak_inflight":1,"aborted":1,']
+
+
+
+=== TEST 11: majority: the text most providers gave wins over the first-listed provider's
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- request eval
+["POST /mock/reset", main::ens("split MOCK_DISSENT:openai", '"max_tokens": 3')]
+--- response_headers eval
+["", "X-Helix-Provider: claude"]
+--- response_body_like eval
+["", '"choices":\[\{"text":"Mock answer \w+",.*"chosen":"claude","votes":2\}\}$']
+
+
+
+=== TEST 12: an unknown strategy fails nginx -t
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("ensemble:\n  strategy: confidence\n")
+--- must_die
+--- error_log
+helix.yaml: ensemble.strategy: unknown strategy "confidence" (expected one of: majority, weight)
