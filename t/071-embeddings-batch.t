@@ -4,6 +4,7 @@
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use JSON::PP;
+use HTTP::Tiny;
 use Helix;
 
 our $HttpConfig = Helix::http_config();
@@ -33,6 +34,17 @@ sub same_vector {
     my ($i) = @_;
     return sub { my $j = decode_json($_[0]);
                  encode_json($j->{data}[0]{embedding}) eq $Vectors[$i] ? "same as [$i]" : "differs from [$i]: $_[0]" };
+}
+
+sub mock_stats_when {
+    my ($port, $re) = @_;
+    my $body = '';
+    for (1 .. 250) {
+        $body = HTTP::Tiny->new->get("http://127.0.0.1:$port/_mock/stats")->{content};
+        return $body if $body =~ $re;
+        select(undef, undef, undef, 0.02);
+    }
+    return $body;
 }
 
 no_shuffle();
@@ -169,3 +181,27 @@ Cache-Control: no-cache
  '"message":"texts\[0\]: model \\\\"no-such-model\\\\" is not served by any configured provider',
  '"param":"encoding_format"',
  '"total":0,']
+
+
+
+=== TEST 8: a client that goes away cuts the chunks in flight, gives every place back, leaves no text claimed
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: ">>> helix.yaml\n$Helix::Providers\nbatch:\n  max_concurrent: 2\n"
+--- request eval
+["POST /mock/reset",
+ main::ebatch(1, "gone a MOCK_LATENCY_MS:5000", "gone b MOCK_LATENCY_MS:5000", "gone c"),
+ "GET /v1/health",
+ "GET /mock/openai/stats",
+ main::single("gone c"),
+ "GET /mock/openai/stats"]
+--- timeout: 0.5
+--- abort
+--- wait_for_log eval
+[undef, undef, "client prematurely closed connection", undef, undef, undef]
+--- response_body_filters eval
+[undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_OPENAI_PORT}, qr/"aborted":2,/) }, undef, undef]
+--- response_headers eval
+["", "", "", "", "X-Cache: MISS", ""]
+--- response_body_like eval
+["", "", '"inflight":0,"status":"ok"', '"total":2,"inflight":0,"peak_inflight":2,"aborted":2,', '"object":"list"', '"total":3,']
