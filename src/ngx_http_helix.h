@@ -265,6 +265,7 @@ extern ngx_module_t  ngx_http_helix_module;
 
 ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_provider_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_metrics_handler(ngx_http_request_t *r);

@@ -20,6 +20,7 @@
 #include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_redis.h"
 #include "ngx_http_helix_jscan.h"
+#include "ngx_http_helix_gateway.h"
 
 
 #define NGX_HTTP_HELIX_MAX_STOP     4
@@ -52,6 +53,9 @@ typedef struct {
 
 
 typedef struct {
+    ngx_http_request_t         *request;
+    ngx_http_helix_item_t      *item;           /* run for a batch */
+    ngx_http_helix_call_t      *call;           /* the one in flight */
     ngx_uint_t                  endpoint;
     json_t                     *req;
     json_t                     *input;          /* embeddings: strings */
@@ -79,6 +83,7 @@ typedef struct {
     ngx_msec_t                  wait_step;
     unsigned                    cache_read:1;
     unsigned                    cache_write:1;
+    unsigned                    cancelled:1;
 } ngx_http_helix_gw_ctx_t;
 
 
@@ -135,6 +140,10 @@ static void ngx_http_helix_attempt(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_provider_t *p,
     ngx_uint_t outcome, ngx_uint_t status, ngx_msec_t latency,
     ngx_str_t *reason);
+static void ngx_http_helix_finalize(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_int_t rc);
+static ngx_int_t ngx_http_helix_send_err(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
 
 
 ngx_int_t
@@ -171,6 +180,7 @@ ngx_http_helix_gateway_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->request = r;
     ctx->endpoint = hlcf->endpoint;
     ngx_http_set_ctx(r, ctx, ngx_http_helix_module);
 
@@ -389,6 +399,15 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
         ngx_http_get_module_main_conf(r, ngx_http_helix_module),
         ctx->policy, 1);
 
+    if (ctx->item) {
+        ctx->item->tier = tier;
+        ctx->item->provider = *provider;
+        ctx->item->status = NGX_HTTP_OK;
+        ctx->item->body = *body;
+        ngx_http_helix_finalize(r, ctx, NGX_OK);
+        return;
+    }
+
     if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
         || ngx_http_helix_add_header(r, "X-Cache-Tier", &tiers[tier])
            != NGX_OK
@@ -479,7 +498,7 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
     }
 
     cln->handler = ngx_http_helix_cache_done;
-    cln->data = r;
+    cln->data = ctx;
 
     if (ctx->cache_read) {
         rc = ngx_http_helix_cache_try(r, ctx);
@@ -491,7 +510,7 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
         if (rc == NGX_BUSY) {
             /* an identical request is asking a provider: wait for it */
             ctx->wait.handler = ngx_http_helix_cache_wait;
-            ctx->wait.data = r;
+            ctx->wait.data = ctx;
             ctx->wait.log = r->connection->log;
             ctx->wait_until = ctx->deadline;
             ctx->wait_step = 2;
@@ -586,7 +605,7 @@ ngx_http_helix_l2_lookup(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         lens[i + 1] = key.len;
     }
 
-    if (ngx_http_helix_redis_command(r->pool, ngx_http_helix_l2_done, r,
+    if (ngx_http_helix_redis_command(r->pool, ngx_http_helix_l2_done, ctx,
                                      (int) n + 1, argv, lens)
         == NULL)
     {
@@ -645,11 +664,15 @@ ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
     ngx_http_helix_candidate_t  *c;
     ngx_http_helix_main_conf_t  *hmcf;
 
-    r = op->data;
+    ctx = op->data;
+    r = ctx->request;
     conn = r->connection;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
     c = ctx->candidates.elts;
+
+    if (ctx->cancelled) {
+        return;
+    }
 
     for (i = 0;
          reply && reply->type == REDIS_REPLY_ARRAY && i < reply->elements;
@@ -712,7 +735,7 @@ ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
     rc = ngx_http_helix_cache_claim_key(r, ctx);
 
     if (rc == NGX_ERROR) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
 
     } else {
         ngx_http_helix_try_next(r, ctx);
@@ -836,14 +859,14 @@ ngx_http_helix_cache_wait(ngx_event_t *ev)
     ngx_http_request_t       *r;
     ngx_http_helix_gw_ctx_t  *ctx;
 
-    r = ev->data;
+    ctx = ev->data;
+    r = ctx->request;
     c = r->connection;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
 
     rc = ngx_http_helix_cache_try(r, ctx);
 
     if (rc == NGX_ERROR) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
 
     } else if (rc == NGX_BUSY
                && (ngx_msec_int_t) (ctx->wait_until - ngx_current_msec) > 0)
@@ -863,13 +886,11 @@ ngx_http_helix_cache_wait(ngx_event_t *ev)
 static void
 ngx_http_helix_cache_done(void *data)
 {
-    ngx_http_request_t *r = data;
+    ngx_http_helix_gw_ctx_t *ctx = data;
 
-    ngx_http_helix_gw_ctx_t     *ctx;
     ngx_http_helix_main_conf_t  *hmcf;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
-    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    hmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_helix_module);
 
     if (ctx->wait.timer_set) {
         ngx_del_timer(&ctx->wait);
@@ -894,13 +915,13 @@ ngx_http_helix_gateway_error(ngx_http_helix_gw_ctx_t *ctx, ngx_pool_t *pool,
     ctx->err.code = code;
     ctx->err.param = param;
 
-    p = ngx_pnalloc(pool, 512);
+    p = ngx_pnalloc(pool, 1024);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     va_start(args, fmt);
-    ctx->err.msg.len = ngx_vslprintf(p, p + 512, fmt, args) - p;
+    ctx->err.msg.len = ngx_vslprintf(p, p + 1024, fmt, args) - p;
     va_end(args);
 
     ctx->err.msg.data = p;
@@ -1712,6 +1733,12 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
+    if (ctx->item && ctx->item->lookup_only) {
+        /* a miss: the caller asks the provider for several at once */
+        ngx_http_helix_finalize(r, ctx, NGX_OK);
+        return;
+    }
+
     while (ctx->next < ctx->candidates.nelts) {
 
         c = (ngx_http_helix_candidate_t *) ctx->candidates.elts + ctx->next++;
@@ -1760,7 +1787,7 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         }
 
         if (rc == NGX_ERROR) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
 
@@ -1773,7 +1800,7 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 
         call = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_call_t));
         if (call == NULL) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
 
@@ -1787,11 +1814,12 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         rc = ngx_http_helix_call_start(call, &path, &data, 0);
 
         if (rc == NGX_OK) {
+            ctx->call = call;
             return;
         }
 
         if (rc == NGX_ERROR) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
 
@@ -1799,7 +1827,7 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
                                NULL);
     }
 
-    ngx_http_finalize_request(r, ngx_http_helix_give_up(r, ctx));
+    ngx_http_helix_finalize(r, ctx, ngx_http_helix_give_up(r, ctx));
 }
 
 
@@ -1895,13 +1923,14 @@ ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
     r = call->request;
     ctx = call->data;
     status = call->status;
+    ctx->call = NULL;
 
     if (call->outcome == NGX_HTTP_HELIX_CALL_OK) {
         rc = ngx_http_helix_respond(r, ctx, call);
 
         if (rc != NGX_DECLINED) {
             ngx_http_helix_call_report(call, 1);
-            ngx_http_finalize_request(r, rc);
+            ngx_http_helix_finalize(r, ctx, rc);
             return;
         }
 
@@ -1925,7 +1954,7 @@ ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
                                                   call->body.len, &msg)
             != NGX_OK)
         {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
 
@@ -1937,10 +1966,11 @@ ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
             ngx_http_helix_metrics_provider_error(
                 ngx_http_get_module_main_conf(r, ngx_http_helix_module),
                 call->provider, NGX_HTTP_HELIX_ERR_STATUS_4XX);
-            ngx_http_finalize_request(r,
-                ngx_http_helix_send_error(r, status, "provider_error", NULL,
-                                          "provider \"%V\": %V",
-                                          &call->provider->name, &msg));
+            (void) ngx_http_helix_gateway_error(ctx, r->pool, status,
+                                                "provider_error", NULL,
+                                                "provider \"%V\": %V",
+                                                &call->provider->name, &msg);
+            ngx_http_helix_finalize(r, ctx, ngx_http_helix_send_err(r, ctx));
             return;
         }
 
@@ -2267,8 +2297,9 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 
 send:
 
-    if (ngx_http_helix_add_header(r, "X-Helix-Provider", &p->name)
-        != NGX_OK)
+    if (ctx->item == NULL
+        && ngx_http_helix_add_header(r, "X-Helix-Provider", &p->name)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -2298,16 +2329,19 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
                                      &cand->provider->name, &cand->model,
                                      ctx->hash, &key)
             != NGX_OK
-            || ngx_http_helix_add_header(r, "X-Cache-Key", &key) != NGX_OK)
+            || (ctx->item == NULL
+                && ngx_http_helix_add_header(r, "X-Cache-Key", &key)
+                   != NGX_OK))
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
-    if (ngx_http_helix_add_header(r, "X-Cache",
-                                  ctx->policy >= 0 && ctx->cache_read
-                                  ? &miss : &bypass)
-        != NGX_OK)
+    if (ctx->item == NULL
+        && ngx_http_helix_add_header(r, "X-Cache",
+                                     ctx->policy >= 0 && ctx->cache_read
+                                     ? &miss : &bypass)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -2316,7 +2350,15 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         ngx_http_helix_metrics_cache(hmcf, ctx->policy, 0);
     }
 
-    rc = ngx_http_helix_send_json(r, NGX_HTTP_OK, body);
+    if (ctx->item) {
+        ctx->item->provider = cand->provider->name;
+        ctx->item->status = NGX_HTTP_OK;
+        ctx->item->body = *body;
+        rc = NGX_OK;
+
+    } else {
+        rc = ngx_http_helix_send_json(r, NGX_HTTP_OK, body);
+    }
 
     if (key.len && rc != NGX_ERROR) {
         /* after the answer has gone: the client never waits for this */
@@ -2352,6 +2394,7 @@ ngx_http_helix_give_up(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
     u_char                           *p, *last;
     ngx_str_t                         retry;
     ngx_uint_t                        i, status, busy, started, timeouts;
+    ngx_uint_t                        limited;
     ngx_msec_t                        wait;
     ngx_http_helix_attempt_t         *a;
     ngx_http_helix_provider_state_t   st;
@@ -2364,6 +2407,7 @@ ngx_http_helix_give_up(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
     last = msg + sizeof(msg);
     a = ctx->attempts.elts;
     busy = 0;
+    limited = 0;
     started = 0;
     timeouts = 0;
     wait = 0;
@@ -2384,6 +2428,7 @@ ngx_http_helix_give_up(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 
         case NGX_HTTP_HELIX_CALL_BUSY:
             busy++;
+            limited++;
             p = ngx_slprintf(p, last, "at its concurrency limit");
             break;
 
@@ -2420,6 +2465,16 @@ ngx_http_helix_give_up(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
     if (busy == ctx->attempts.nelts) {
         /* nothing was tried: come back when a place is free */
 
+        if (ctx->item) {
+            ctx->item->busy = (limited == ctx->attempts.nelts);
+            (void) ngx_http_helix_gateway_error(ctx, r->pool,
+                                         NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "providers_unavailable", NULL,
+                                         "no provider can take the request "
+                                         "now: %*s", p - msg, msg);
+            return ngx_http_helix_send_err(r, ctx);
+        }
+
         retry.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
         if (retry.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -2444,7 +2499,242 @@ ngx_http_helix_give_up(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
                                        : NGX_HTTP_BAD_GATEWAY;
     }
 
-    return ngx_http_helix_send_error(r, status, "provider_error", NULL,
-                                     "all providers failed: %*s",
-                                     p - msg, msg);
+    (void) ngx_http_helix_gateway_error(ctx, r->pool, status,
+                                        "provider_error", NULL,
+                                        "all providers failed: %*s",
+                                        p - msg, msg);
+
+    return ngx_http_helix_send_err(r, ctx);
+}
+
+
+/*
+ * The end of a request's path: its HTTP answer has been sent (or is an
+ * nginx status to send), or, for an item, the item's handler is told.
+ */
+
+static void
+ngx_http_helix_finalize(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    ngx_http_helix_item_t  *item;
+
+    item = ctx->item;
+
+    if (item == NULL) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (item->done || ctx->cancelled) {
+        return;
+    }
+
+    if (item->status == 0 && !item->lookup_only) {
+        item->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        item->code = "internal_error";
+        ngx_str_set(&item->message, "internal error");
+    }
+
+    item->done = 1;
+    item->latency = ngx_current_msec - item->start;
+    ctx->cancelled = 1;
+
+    if (ctx->wait.timer_set) {
+        ngx_del_timer(&ctx->wait);
+    }
+
+    if (ctx->claimed.len && !item->lookup_only) {
+        /* failed: identical requests must not wait for this one */
+        ngx_http_helix_cache_unclaim(
+            ngx_http_get_module_main_conf(r, ngx_http_helix_module),
+            &ctx->claimed);
+        ngx_str_null(&ctx->claimed);
+    }
+
+    item->handler(item);
+}
+
+
+/* the error in ctx->err, as an HTTP answer or into the item */
+
+static ngx_int_t
+ngx_http_helix_send_err(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_http_helix_item_t  *item;
+
+    item = ctx->item;
+
+    if (item == NULL) {
+        return ngx_http_helix_send_error(r, ctx->err.status, ctx->err.code,
+                                         ctx->err.param, "%V",
+                                         &ctx->err.msg);
+    }
+
+    item->status = ctx->err.status;
+    item->code = ctx->err.code;
+    item->param = ctx->err.param;
+    item->message = ctx->err.msg;
+
+    return NGX_OK;
+}
+
+
+/*
+ * An item: what ngx_http_helix_gateway_body() does for a request of its
+ * own, from the parsed request on.  NGX_ERROR only when nothing could be
+ * started; every other outcome reaches item->handler.
+ */
+
+ngx_int_t
+ngx_http_helix_item_start(ngx_http_helix_item_t *item)
+{
+    ngx_int_t                 rc;
+    ngx_http_request_t       *r;
+    ngx_http_helix_gw_ctx_t  *ctx;
+
+    r = item->request;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_gw_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->item = item;
+    ctx->endpoint = item->endpoint;
+
+    item->gw = ctx;
+    item->status = 0;
+    item->tier = 0;
+    item->busy = 0;
+    item->done = 0;
+    item->start = ngx_current_msec;
+    ngx_str_null(&item->provider);
+
+    switch (item->endpoint) {
+    case NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS:
+        rc = ngx_http_helix_check_chat(r, ctx, item->req);
+        break;
+    case NGX_HTTP_HELIX_EP_COMPLETIONS:
+        rc = ngx_http_helix_check_completion(r, ctx, item->req);
+        break;
+    default:
+        rc = ngx_http_helix_check_embeddings(r, ctx, item->req);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_helix_candidates(r, ctx);
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        (void) ngx_http_helix_send_err(r, ctx);
+        ngx_http_helix_finalize(r, ctx, NGX_OK);
+        return NGX_OK;
+    }
+
+    if (item->single) {
+        ctx->candidates.nelts = 1;
+    }
+
+    if (item->no_cache) {
+        ctx->policy = -1;
+
+    } else {
+        ngx_http_helix_cache_policy_of(r, ctx);
+    }
+
+    rc = ngx_http_helix_cache_begin(r, ctx);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_helix_try_next(r, ctx);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the item is not wanted any more: its call is cut, its claim dropped */
+
+void
+ngx_http_helix_item_cancel(ngx_http_helix_item_t *item)
+{
+    ngx_http_helix_gw_ctx_t     *ctx;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    ctx = item->gw;
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    ctx->cancelled = 1;
+
+    if (ctx->wait.timer_set) {
+        ngx_del_timer(&ctx->wait);
+    }
+
+    if (ctx->call) {
+        ctx->call->handler = NULL;
+        ngx_http_helix_call_abort(ctx->call);
+        ctx->call = NULL;
+    }
+
+    if (ctx->claimed.len) {
+        hmcf = ngx_http_get_module_main_conf(ctx->request,
+                                             ngx_http_helix_module);
+        ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
+        ngx_str_null(&ctx->claimed);
+    }
+}
+
+
+/*
+ * A lookup_only item that missed: the answer the caller got for it from
+ * a provider, kept in L1 and L2 as if the item had asked itself.
+ */
+
+void
+ngx_http_helix_item_store(ngx_http_helix_item_t *item, ngx_str_t *provider,
+    ngx_str_t *model, ngx_str_t *body)
+{
+    ngx_str_t                    key;
+    ngx_http_request_t          *r;
+    ngx_http_helix_gw_ctx_t     *ctx;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    ctx = item->gw;
+    r = ctx->request;
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (body && ctx->policy >= 0 && ctx->cache_write
+        && ngx_http_helix_cache_key(r->pool, ctx->endpoint, provider, model,
+                                    ctx->hash, &key)
+           == NGX_OK)
+    {
+        ngx_http_helix_cache_store(hmcf, &key, ctx->policy, provider, body,
+                                   r->connection->log);
+        ngx_http_helix_l2_store(r, ctx, &key, provider, body);
+
+        if (ctx->claimed.len
+            && ctx->claimed.len == key.len
+            && ngx_strncmp(ctx->claimed.data, key.data, key.len) == 0)
+        {
+            /* the store has answered the claim */
+            ngx_str_null(&ctx->claimed);
+        }
+    }
+
+    if (ctx->claimed.len) {
+        ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
+        ngx_str_null(&ctx->claimed);
+    }
 }

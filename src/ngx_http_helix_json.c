@@ -95,7 +95,7 @@ ngx_http_helix_send_text(ngx_http_request_t *r, ngx_str_t *body)
 }
 
 
-static const char *
+const char *
 ngx_http_helix_error_type(ngx_uint_t status)
 {
     switch (status) {

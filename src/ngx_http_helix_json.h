@@ -17,6 +17,7 @@ ngx_int_t ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_helix_send_text(ngx_http_request_t *r, ngx_str_t *body);
 ngx_int_t ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *param, const char *fmt, ...);
+const char *ngx_http_helix_error_type(ngx_uint_t status);
 ngx_int_t ngx_http_helix_json_pool(ngx_pool_t *pool, json_t *json);
 json_t *ngx_http_helix_json_order(json_t *obj, const char **keys);
 ngx_int_t ngx_http_helix_json_dump(ngx_pool_t *pool, json_t *json,

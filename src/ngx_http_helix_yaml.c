@@ -2130,6 +2130,19 @@ ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
         return NGX_ERROR;
     }
 
+    ngx_http_helix_yaml_set_path(ctx, "ensemble.strategy", &empty, "");
+
+    s = &hmcf->ensemble_strategy;
+
+    if (!(s->len == 8 && ngx_strncmp(s->data, "majority", 8) == 0)
+        && !(s->len == 6 && ngx_strncmp(s->data, "weight", 6) == 0))
+    {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "unknown strategy \"%V\" (expected one of: "
+                                "majority, weight)", s);
+        return NGX_ERROR;
+    }
+
     pol = hmcf->cache.policies.elts;
 
     for (i = 0; i < hmcf->cache.policies.nelts; i++) {
