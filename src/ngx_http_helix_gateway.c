@@ -21,6 +21,7 @@
 #include "ngx_http_helix_redis.h"
 #include "ngx_http_helix_jscan.h"
 #include "ngx_http_helix_gateway.h"
+#include "ngx_http_helix_stream.h"
 
 
 #define NGX_HTTP_HELIX_MAX_STOP     4
@@ -65,6 +66,7 @@ typedef struct {
     ngx_http_helix_provider_t  *provider;       /* asked for by name */
     json_t                     *float_req;      /* without encoding_format */
     ngx_uint_t                  base64;         /* embeddings as base64 */
+    ngx_http_helix_stream_t    *stream;         /* "stream": true */
 
     ngx_array_t                 candidates;
     ngx_uint_t                  next;
@@ -84,6 +86,7 @@ typedef struct {
     unsigned                    cache_read:1;
     unsigned                    cache_write:1;
     unsigned                    cancelled:1;
+    unsigned                    streaming:1;
 } ngx_http_helix_gw_ctx_t;
 
 
@@ -144,6 +147,11 @@ static void ngx_http_helix_finalize(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_helix_send_err(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
+static void ngx_http_helix_keep(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *key,
+    ngx_http_helix_candidate_t *cand, ngx_str_t *body);
+static void ngx_http_helix_stream_call_end(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_call_t *call);
 
 
 ngx_int_t
@@ -199,11 +207,12 @@ ngx_http_helix_gateway_handler(ngx_http_request_t *r)
 static void
 ngx_http_helix_gateway_body(ngx_http_request_t *r)
 {
-    json_t                   *req;
-    ngx_int_t                 rc;
-    ngx_str_t                 body;
-    ngx_http_helix_jdoc_t     doc;
-    ngx_http_helix_gw_ctx_t  *ctx;
+    json_t                      *req;
+    ngx_int_t                    rc;
+    ngx_str_t                    body;
+    ngx_http_helix_jdoc_t        doc;
+    ngx_http_helix_gw_ctx_t     *ctx;
+    ngx_http_helix_main_conf_t  *hmcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
 
@@ -264,6 +273,20 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
 
     if (rc == NGX_OK) {
         ctx->passthrough = ngx_http_helix_passthrough(ctx);
+    }
+
+    if (rc == NGX_OK && ctx->streaming) {
+        ctx->stream = ngx_http_helix_stream_create(r, ctx->endpoint,
+                                                   ctx->req);
+        if (ctx->stream == NULL) {
+            rc = NGX_ERROR;
+        }
+
+        hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+        ctx->deadline = ngx_current_msec + hmcf->timeout_provider_streaming;
+
+        /* the same bytes must be answered as a stream: no alias */
+        ngx_str_null(&ctx->alias);
     }
 
     if (rc == NGX_ERROR) {
@@ -416,6 +439,12 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
            != NGX_OK)
     {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    if (ctx->stream) {
+        ngx_http_finalize_request(r,
+                  ngx_http_helix_stream_replay(ctx->stream, provider, body));
         return;
     }
 
@@ -1177,12 +1206,29 @@ ngx_http_helix_check_params(ngx_http_request_t *r,
     }
 
     if (json_is_true(json_object_get(req, "stream"))) {
-        return ngx_http_helix_gateway_error(ctx, r->pool,
-                                            NGX_HTTP_NOT_IMPLEMENTED,
-                                            "streaming_not_implemented",
-                                            "stream",
-                                            "streaming is not implemented "
-                                            "yet; send \"stream\": false");
+        hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+        if (ctx->item) {
+            return ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_NOT_IMPLEMENTED,
+                                 "streaming_not_implemented", "stream",
+                                 "requests in a batch cannot be streamed; "
+                                 "send \"stream\": false");
+        }
+
+        if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS
+            || !hmcf->streaming_enabled)
+        {
+            return ngx_http_helix_gateway_error(ctx, r->pool,
+                                 NGX_HTTP_BAD_REQUEST, "invalid_value",
+                                 "stream",
+                                 ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS
+                                 ? "embeddings cannot be streamed"
+                                 : "streaming is disabled (streaming.enabled "
+                                   "in helix.yaml)");
+        }
+
+        ctx->streaming = 1;
     }
 
     j = json_object_get(req, "stop");
@@ -1725,11 +1771,14 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 {
     json_t                      *body;
     ngx_int_t                    rc;
-    ngx_str_t                    path, err, data;
+    ngx_str_t                    path, err, data, key;
     ngx_msec_t                   left;
     ngx_http_helix_call_t       *call;
     ngx_http_helix_candidate_t  *c;
     ngx_http_helix_main_conf_t  *hmcf;
+
+    static ngx_str_t  miss = ngx_string("MISS");
+    static ngx_str_t  bypass = ngx_string("BYPASS");
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
@@ -1774,8 +1823,18 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
                                             &c->model, &path, &body, &err);
         } else {
             rc = ngx_http_helix_provider_chat_request(r->pool, c->provider,
-                                            ctx->req, &c->model, 0, &path,
-                                            &body, &err);
+                                            ctx->req, &c->model,
+                                            ctx->streaming, &path, &body,
+                                            &err);
+
+            if (rc == NGX_OK && ctx->stream
+                && ngx_http_helix_stream_request(ctx->stream, c->provider,
+                                                 body)
+                   != NGX_OK)
+            {
+                json_decref(body);
+                rc = NGX_ERROR;
+            }
         }
 
         if (rc == NGX_OK) {
@@ -1811,7 +1870,35 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         call->max_body = hmcf->max_response_body;
         call->timeout = ngx_min(c->provider->timeout, left);
 
-        rc = ngx_http_helix_call_start(call, &path, &data, 0);
+        if (ctx->stream) {
+            ngx_str_null(&key);
+
+            if (ctx->policy >= 0 && ctx->cache_write
+                && ngx_http_helix_cache_key(r->pool, ctx->endpoint,
+                                            &c->provider->name, &c->model,
+                                            ctx->hash, &key)
+                   != NGX_OK)
+            {
+                ngx_http_helix_finalize(r, ctx,
+                                        NGX_HTTP_INTERNAL_SERVER_ERROR);
+                return;
+            }
+
+            if (ngx_http_helix_stream_attach(ctx->stream, call, &c->model,
+                                             &key,
+                                             ctx->policy >= 0
+                                             && ctx->cache_read
+                                             ? &miss : &bypass,
+                                             ctx->deadline)
+                != NGX_OK)
+            {
+                ngx_http_helix_finalize(r, ctx,
+                                        NGX_HTTP_INTERNAL_SERVER_ERROR);
+                return;
+            }
+        }
+
+        rc = ngx_http_helix_call_start(call, &path, &data, ctx->streaming);
 
         if (rc == NGX_OK) {
             ctx->call = call;
@@ -1924,6 +2011,14 @@ ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
     ctx = call->data;
     status = call->status;
     ctx->call = NULL;
+
+    if (ctx->stream
+        && (call->outcome == NGX_HTTP_HELIX_CALL_OK
+            || ngx_http_helix_stream_sent(ctx->stream)))
+    {
+        ngx_http_helix_stream_call_end(r, ctx, call);
+        return;
+    }
 
     if (call->outcome == NGX_HTTP_HELIX_CALL_OK) {
         rc = ngx_http_helix_respond(r, ctx, call);
@@ -2362,27 +2457,93 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 
     if (key.len && rc != NGX_ERROR) {
         /* after the answer has gone: the client never waits for this */
-        ngx_http_helix_cache_store(hmcf, &key, ctx->policy,
-                                   &cand->provider->name, body,
-                                   r->connection->log);
-
-        if (ctx->alias.len) {
-            ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
-        }
-
-        ngx_http_helix_l2_store(r, ctx, &key, &cand->provider->name, body);
-
-        if (ctx->claimed.len
-            && (ctx->claimed.len != key.len
-                || ngx_strncmp(ctx->claimed.data, key.data, key.len) != 0))
-        {
-            ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
-        }
-
-        ngx_str_null(&ctx->claimed);
+        ngx_http_helix_keep(r, ctx, &key, cand, body);
     }
 
     return rc;
+}
+
+
+/* an answer into L1 and L2, the claim on its key given up */
+
+static void
+ngx_http_helix_keep(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    ngx_str_t *key, ngx_http_helix_candidate_t *cand, ngx_str_t *body)
+{
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    ngx_http_helix_cache_store(hmcf, key, ctx->policy,
+                               &cand->provider->name, body,
+                               r->connection->log);
+
+    if (ctx->alias.len) {
+        ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, key);
+    }
+
+    ngx_http_helix_l2_store(r, ctx, key, &cand->provider->name, body);
+
+    if (ctx->claimed.len
+        && (ctx->claimed.len != key->len
+            || ngx_strncmp(ctx->claimed.data, key->data, key->len) != 0))
+    {
+        ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
+    }
+
+    ngx_str_null(&ctx->claimed);
+}
+
+
+/*
+ * A streaming call has ended.  Before the first frame a failed stream
+ * falls back as any failed call; after it, the stream ends with an error
+ * event.  A complete stream is cached as its non-streaming twin.
+ */
+
+static void
+ngx_http_helix_stream_call_end(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_call_t *call)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    answer, reason, key;
+    ngx_http_helix_candidate_t  *cand;
+
+    rc = ngx_http_helix_stream_end(ctx->stream, &answer, &reason);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_helix_call_report(call, 0);
+        ngx_http_helix_attempt(r, ctx, call->provider,
+                               NGX_HTTP_HELIX_CALL_FAILED, call->status,
+                               call->latency, &reason);
+        ngx_http_helix_try_next(r, ctx);
+        return;
+    }
+
+    /* a client that went away says nothing about the provider */
+    ngx_http_helix_call_report(call, answer.len || r->connection->error);
+
+    if (answer.len && ctx->policy >= 0) {
+        cand = (ngx_http_helix_candidate_t *) ctx->candidates.elts
+               + ctx->next - 1;
+
+        if (ctx->cache_read) {
+            ngx_http_helix_metrics_cache(
+                ngx_http_get_module_main_conf(r, ngx_http_helix_module),
+                ctx->policy, 0);
+        }
+
+        if (ctx->cache_write
+            && ngx_http_helix_cache_key(r->pool, ctx->endpoint,
+                                        &cand->provider->name, &cand->model,
+                                        ctx->hash, &key)
+               == NGX_OK)
+        {
+            ngx_http_helix_keep(r, ctx, &key, cand, &answer);
+        }
+    }
+
+    ngx_http_finalize_request(r, rc);
 }
 
 

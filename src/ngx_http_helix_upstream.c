@@ -947,6 +947,19 @@ ngx_http_helix_header_filter(ngx_http_request_t *r)
     /* file buffers are read into memory before they reach us */
     r->filter_need_in_memory = 1;
 
+    if (call->consume && call->status >= 200 && call->status < 300) {
+        /*
+         * A stream: each upstream read is passed on at once, whatever
+         * proxy_buffering says (as "X-Accel-Buffering: no" would).
+         */
+
+        if (r->upstream) {
+            r->upstream->buffering = 0;
+        }
+
+        return NGX_OK;
+    }
+
     len = r->headers_out.content_length_n;
 
     if (len > 0 && (size_t) len <= call->max_body && call->capacity == 0) {
@@ -981,7 +994,14 @@ ngx_http_helix_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         b = cl->buf;
         len = ngx_buf_in_memory(b) ? (size_t) (b->last - b->pos) : 0;
 
-        if (len && !call->done
+        if (call->consume && call->status >= 200 && call->status < 300) {
+            if (len && !call->done
+                && call->consume(call, b->pos, len) == NGX_ERROR)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (len && !call->done
             && call->outcome != NGX_HTTP_HELIX_CALL_TOO_LARGE)
         {
             if (call->body.len + len > call->max_body) {

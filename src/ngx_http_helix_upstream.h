@@ -33,6 +33,8 @@ typedef enum {
 typedef struct ngx_http_helix_call_s  ngx_http_helix_call_t;
 
 typedef void (*ngx_http_helix_call_handler_pt)(ngx_http_helix_call_t *call);
+typedef ngx_int_t (*ngx_http_helix_call_consume_pt)(
+    ngx_http_helix_call_t *call, u_char *data, size_t len);
 
 
 /* one provider call: a background subrequest whose answer is captured */
@@ -57,6 +59,10 @@ struct ngx_http_helix_call_s {
 
     ngx_event_t                      timer;
     ngx_event_t                      posted;
+
+    /* a stream: each piece of a 2xx answer goes here, not into body */
+    ngx_http_helix_call_consume_pt   consume;
+    void                            *stream;
 
     unsigned                         started:1;
     unsigned                         done:1;

@@ -1,0 +1,2064 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * SSE streams.  The provider's answer reaches us piece by piece in the
+ * subrequest's body filter (ngx_http_helix_upstream.c, unbuffered); the
+ * SSE parser here cuts it into events wherever the pieces end (events
+ * split across reads, several in one read, CR, LF or CRLF line ends,
+ * comments), each event is translated into the client's frames and the
+ * frames are written to the client request with a flush: the first at
+ * once, the next ones when buffer_size bytes wait or flush_interval has
+ * passed (0: at once).  The answer is assembled on the way for the cache.
+ *
+ * The client request is not the subrequest's parent in nginx's output
+ * sense (background subrequests write nothing): frames go straight into
+ * the main request's filter chain, so gzip and chunked work as usual.
+ */
+
+
+#include <jansson.h>
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_json.h"
+#include "ngx_http_helix_provider.h"
+#include "ngx_http_helix_upstream.h"
+#include "ngx_http_helix_metrics.h"
+#include "ngx_http_helix_stream.h"
+
+
+#define NGX_HTTP_HELIX_STREAM_MAX_CHOICES  128
+#define NGX_HTTP_HELIX_STREAM_EVENT_LEN    32
+
+
+typedef struct {
+    u_char                     *data;
+    size_t                      len;
+    size_t                      cap;
+} ngx_http_helix_sbuf_t;
+
+
+typedef struct {
+    ngx_str_t                   id;
+    ngx_str_t                   name;
+    ngx_http_helix_sbuf_t       args;
+} ngx_http_helix_stream_tool_t;
+
+
+typedef struct {
+    ngx_http_helix_sbuf_t       content;
+    ngx_array_t                 tools;          /* stream_tool_t */
+    const char                 *finish;
+    unsigned                    role:1;         /* role chunk sent */
+    unsigned                    text:1;         /* content seen */
+} ngx_http_helix_stream_choice_t;
+
+
+struct ngx_http_helix_stream_s {
+    ngx_http_request_t         *request;
+    ngx_http_helix_call_t      *call;
+    ngx_http_helix_provider_t  *provider;
+    ngx_uint_t                  endpoint;
+    ngx_uint_t                  include_usage;
+    ngx_str_t                   model;
+    ngx_str_t                   id;
+    time_t                      created;
+    ngx_str_t                   cache_key;
+    ngx_str_t                  *cache_state;
+    ngx_msec_t                  deadline;
+    size_t                      max_body;
+
+    /* the SSE parser */
+    ngx_http_helix_sbuf_t       line;
+    ngx_http_helix_sbuf_t       data;
+    u_char                      event[NGX_HTTP_HELIX_STREAM_EVENT_LEN];
+    size_t                      event_len;
+
+    /* the answer so far */
+    ngx_array_t                 choices;        /* stream_choice_t */
+    ngx_int_t                   block_tool;     /* anthropic: -1, text */
+    uint64_t                    prompt_tokens;
+    uint64_t                    completion_tokens;
+    ngx_str_t                   error;          /* the provider's event */
+
+    /* the client's side */
+    ngx_chain_t                *out;
+    ngx_chain_t                *cur;           /* the last link of out */
+    ngx_chain_t                *free;
+    ngx_chain_t                *busy;
+    size_t                      pending;
+    size_t                      buffer_size;
+    ngx_msec_t                  flush_interval;
+    ngx_event_t                 flush_ev;
+
+    unsigned                    cr:1;
+    unsigned                    has_data:1;
+    unsigned                    events:1;       /* this attempt has some */
+    unsigned                    usage:1;
+    unsigned                    finish_seen:1;
+    unsigned                    ended:1;        /* provider's end seen */
+    unsigned                    done:1;         /* end frames written */
+    unsigned                    flush_now:1;
+    unsigned                    header_sent:1;
+    unsigned                    sent:1;
+    unsigned                    client_error:1;
+    unsigned                    last:1;         /* last_buf written */
+    unsigned                    gzip:1;
+};
+
+
+static ngx_int_t ngx_http_helix_stream_consume(ngx_http_helix_call_t *call,
+    u_char *data, size_t len);
+static ngx_int_t ngx_http_helix_sse_parse(ngx_http_helix_stream_t *st,
+    u_char *p, size_t len);
+static ngx_int_t ngx_http_helix_sse_line(ngx_http_helix_stream_t *st,
+    u_char *p, size_t len);
+static ngx_int_t ngx_http_helix_sse_dispatch(ngx_http_helix_stream_t *st);
+static ngx_int_t ngx_http_helix_stream_openai(ngx_http_helix_stream_t *st,
+    u_char *data, size_t len);
+static ngx_int_t ngx_http_helix_stream_anthropic(ngx_http_helix_stream_t *st,
+    u_char *data, size_t len);
+static ngx_int_t ngx_http_helix_stream_gemini(ngx_http_helix_stream_t *st,
+    u_char *data, size_t len);
+static ngx_int_t ngx_http_helix_stream_role(ngx_http_helix_stream_t *st,
+    ngx_uint_t index);
+static ngx_int_t ngx_http_helix_stream_text(ngx_http_helix_stream_t *st,
+    ngx_uint_t index, const char *text, size_t len, ngx_uint_t emit);
+static ngx_int_t ngx_http_helix_stream_tool(ngx_http_helix_stream_t *st,
+    ngx_uint_t index, ngx_int_t tool, json_t *id, json_t *name,
+    const char *args, size_t len, ngx_uint_t emit);
+static ngx_int_t ngx_http_helix_stream_finish(ngx_http_helix_stream_t *st,
+    ngx_uint_t index, const char *reason, ngx_uint_t emit);
+static ngx_int_t ngx_http_helix_stream_done(ngx_http_helix_stream_t *st);
+static ngx_int_t ngx_http_helix_stream_fail(ngx_http_helix_stream_t *st,
+    ngx_str_t *msg);
+static ngx_int_t ngx_http_helix_stream_chunk(ngx_http_helix_stream_t *st,
+    ngx_uint_t index, json_t *delta, const char *finish);
+static ngx_int_t ngx_http_helix_stream_json(ngx_http_helix_stream_t *st,
+    json_t *frame);
+static ngx_int_t ngx_http_helix_stream_write(ngx_http_helix_stream_t *st,
+    u_char *p, size_t len);
+static ngx_int_t ngx_http_helix_stream_frame(ngx_http_helix_stream_t *st,
+    u_char *p, size_t len);
+static ngx_int_t ngx_http_helix_stream_flush(ngx_http_helix_stream_t *st,
+    ngx_uint_t last);
+static void ngx_http_helix_stream_flush_handler(ngx_event_t *ev);
+static void ngx_http_helix_stream_writer(ngx_http_request_t *r);
+static ngx_int_t ngx_http_helix_stream_assemble(ngx_http_helix_stream_t *st,
+    ngx_str_t *answer);
+static ngx_http_helix_stream_choice_t *ngx_http_helix_stream_choice(
+    ngx_http_helix_stream_t *st, ngx_uint_t index);
+static ngx_int_t ngx_http_helix_sbuf_add(ngx_pool_t *pool,
+    ngx_http_helix_sbuf_t *s, u_char *p, size_t len);
+static void ngx_http_helix_stream_cleanup(void *data);
+
+
+static ngx_str_t  ngx_http_helix_sse_type = ngx_string("text/event-stream");
+
+
+ngx_http_helix_stream_t *
+ngx_http_helix_stream_create(ngx_http_request_t *r, ngx_uint_t endpoint,
+    json_t *req)
+{
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_helix_stream_t     *st;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    st = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_stream_t));
+    if (st == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_helix_stream_cleanup;
+    cln->data = st;
+
+    st->request = r;
+    st->endpoint = endpoint;
+    st->include_usage = json_is_true(json_object_get(
+                            json_object_get(req, "stream_options"),
+                            "include_usage"));
+    st->max_body = hmcf->max_response_body;
+    st->buffer_size = hmcf->streaming_buffer_size;
+    st->flush_interval = hmcf->streaming_flush_interval;
+    st->gzip = (hmcf->streaming_compression.len == 4
+                && ngx_strncmp(hmcf->streaming_compression.data, "gzip", 4)
+                   == 0);
+
+    st->flush_ev.handler = ngx_http_helix_stream_flush_handler;
+    st->flush_ev.data = st;
+    st->flush_ev.log = r->connection->log;
+
+    return st;
+}
+
+
+static void
+ngx_http_helix_stream_cleanup(void *data)
+{
+    ngx_http_helix_stream_t  *st = data;
+
+    if (st->flush_ev.timer_set) {
+        ngx_del_timer(&st->flush_ev);
+    }
+}
+
+
+ngx_int_t
+ngx_http_helix_stream_request(ngx_http_helix_stream_t *st,
+    ngx_http_helix_provider_t *p, json_t *body)
+{
+    json_t  *so;
+
+    if (p->type != NGX_HTTP_HELIX_OPENAI) {
+        return NGX_OK;
+    }
+
+    /* usage is wanted for metrics and the cache, asked for or not */
+
+    so = json_object_get(body, "stream_options");
+
+    if (!json_is_object(so)) {
+        so = json_object();
+        if (so == NULL || json_object_set_new(body, "stream_options", so)) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (json_object_set_new(so, "include_usage", json_true()) != 0) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_helix_stream_attach(ngx_http_helix_stream_t *st,
+    ngx_http_helix_call_t *call, ngx_str_t *model, ngx_str_t *cache_key,
+    ngx_str_t *cache_state, ngx_msec_t deadline)
+{
+    ngx_pool_t  *pool;
+
+    pool = st->request->pool;
+
+    /* nothing of a failed attempt went to the client: start afresh */
+
+    st->call = call;
+    st->provider = call->provider;
+    st->model = *model;
+    st->cache_key = *cache_key;
+    st->cache_state = cache_state;
+    st->deadline = deadline;
+    st->created = ngx_time();
+
+    st->line.len = 0;
+    st->data.len = 0;
+    st->event_len = 0;
+    st->block_tool = -1;
+    st->prompt_tokens = 0;
+    st->completion_tokens = 0;
+    ngx_str_null(&st->error);
+    ngx_str_null(&st->id);
+
+    st->cr = 0;
+    st->has_data = 0;
+    st->events = 0;
+    st->usage = 0;
+    st->finish_seen = 0;
+    st->ended = 0;
+    st->done = 0;
+
+    if (ngx_array_init(&st->choices, pool, 1,
+                       sizeof(ngx_http_helix_stream_choice_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (call->provider->type != NGX_HTTP_HELIX_OPENAI
+        && ngx_http_helix_provider_chat_id(pool, &st->id) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    call->consume = ngx_http_helix_stream_consume;
+    call->stream = st;
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_helix_stream_sent(ngx_http_helix_stream_t *st)
+{
+    return st->sent;
+}
+
+
+/* a piece of the provider's 2xx answer, from the subrequest's filter */
+
+static ngx_int_t
+ngx_http_helix_stream_consume(ngx_http_helix_call_t *call, u_char *data,
+    size_t len)
+{
+    ngx_int_t                 rc;
+    ngx_msec_t                left;
+    ngx_http_helix_stream_t  *st;
+
+    st = call->stream;
+
+    if (st->call != call || st->last || st->client_error) {
+        return NGX_OK;
+    }
+
+    if (!st->events) {
+        st->events = 1;
+
+        /* the provider answers: from now on only the deadline counts */
+
+        left = st->deadline - ngx_current_msec;
+
+        if (call->timer.timer_set && (ngx_msec_int_t) left > 0) {
+            call->timeout = left;
+            ngx_add_timer(&call->timer, left);
+        }
+    }
+
+    rc = ngx_http_helix_sse_parse(st, data, len);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (st->flush_now) {
+        return ngx_http_helix_stream_flush(st, 0);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the SSE parser: lines end in CR, LF or CRLF, even across pieces */
+
+static ngx_int_t
+ngx_http_helix_sse_parse(ngx_http_helix_stream_t *st, u_char *p, size_t len)
+{
+    u_char      *q, *last;
+    ngx_int_t    rc;
+    ngx_pool_t  *pool;
+
+    pool = st->request->pool;
+    last = p + len;
+
+    while (p < last) {
+
+        if (st->cr) {
+            st->cr = 0;
+
+            if (*p == '\n') {
+                p++;
+                continue;
+            }
+        }
+
+        for (q = p; q < last && *q != '\n' && *q != '\r'; q++) {
+            /* void */
+        }
+
+        if (st->line.len + (q - p) > st->max_body) {
+            ngx_str_set(&st->error, "an event larger than "
+                                    "max_response_body");
+            return NGX_ERROR;
+        }
+
+        if (q == last) {
+            /* the rest of the line comes with the next piece */
+            return ngx_http_helix_sbuf_add(pool, &st->line, p, q - p);
+        }
+
+        st->cr = (*q == '\r');
+
+        if (st->line.len) {
+            if (ngx_http_helix_sbuf_add(pool, &st->line, p, q - p)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            rc = ngx_http_helix_sse_line(st, st->line.data, st->line.len);
+            st->line.len = 0;
+
+        } else {
+            rc = ngx_http_helix_sse_line(st, p, q - p);
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        p = q + 1;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_sse_line(ngx_http_helix_stream_t *st, u_char *p, size_t len)
+{
+    u_char  *colon, *v, *last;
+    size_t   flen;
+
+    if (len == 0) {
+        return ngx_http_helix_sse_dispatch(st);
+    }
+
+    if (*p == ':') {
+        /* a comment: keep-alives and the like */
+        return NGX_OK;
+    }
+
+    last = p + len;
+    colon = ngx_strlchr(p, last, ':');
+
+    flen = (colon ? colon : last) - p;
+    v = colon ? colon + 1 : last;
+
+    if (v < last && *v == ' ') {
+        v++;
+    }
+
+    if (flen == 4 && ngx_strncmp(p, "data", 4) == 0) {
+
+        if (st->has_data
+            && ngx_http_helix_sbuf_add(st->request->pool, &st->data,
+                                       (u_char *) "\n", 1)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        st->has_data = 1;
+
+        return ngx_http_helix_sbuf_add(st->request->pool, &st->data, v,
+                                       last - v);
+    }
+
+    if (flen == 5 && ngx_strncmp(p, "event", 5) == 0) {
+        st->event_len = ngx_min((size_t) (last - v),
+                                NGX_HTTP_HELIX_STREAM_EVENT_LEN);
+        ngx_memcpy(st->event, v, st->event_len);
+    }
+
+    /* id, retry and unknown fields mean nothing here */
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_sse_dispatch(ngx_http_helix_stream_t *st)
+{
+    ngx_int_t  rc;
+
+    if (!st->has_data) {
+        st->event_len = 0;
+        return NGX_OK;
+    }
+
+    if (st->error.len || st->done) {
+        /* after an error or the end, the rest is not the client's */
+        rc = NGX_OK;
+
+    } else {
+        switch (st->provider->type) {
+
+        case NGX_HTTP_HELIX_OPENAI:
+            rc = ngx_http_helix_stream_openai(st, st->data.data,
+                                              st->data.len);
+            break;
+
+        case NGX_HTTP_HELIX_ANTHROPIC:
+            rc = ngx_http_helix_stream_anthropic(st, st->data.data,
+                                                 st->data.len);
+            break;
+
+        default:
+            rc = ngx_http_helix_stream_gemini(st, st->data.data,
+                                              st->data.len);
+        }
+    }
+
+    st->data.len = 0;
+    st->has_data = 0;
+    st->event_len = 0;
+
+    return rc;
+}
+
+
+/* the provider's own error event, or an event that is not JSON */
+
+static ngx_int_t
+ngx_http_helix_stream_provider_error(ngx_http_helix_stream_t *st,
+    json_t *ev, u_char *data, size_t len)
+{
+    u_char  *p;
+    json_t  *e, *m;
+    size_t   n;
+
+    e = ev ? json_object_get(ev, "error") : NULL;
+    m = json_is_object(e) ? json_object_get(e, "message") : e;
+
+    if (json_is_string(m)) {
+        n = ngx_min(json_string_length(m), 300);
+
+        p = ngx_pnalloc(st->request->pool, n);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, json_string_value(m), n);
+        st->error.data = p;
+        st->error.len = n;
+
+    } else if (ev) {
+        ngx_str_set(&st->error, "an error event");
+
+    } else {
+        ngx_str_set(&st->error, "an event that is not JSON");
+    }
+
+    ngx_log_error(NGX_LOG_WARN, st->request->connection->log, 0,
+                  "helix: provider \"%V\" stream: %V", &st->provider->name,
+                  &st->error);
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_helix_stream_load(ngx_http_helix_stream_t *st, u_char *data,
+    size_t len)
+{
+    json_t  *ev;
+
+    ev = json_loadb((char *) data, len, 0, NULL);
+
+    if (ev == NULL || ngx_http_helix_json_pool(st->request->pool, ev)
+                      != NGX_OK)
+    {
+        json_decref(ev);
+        return NULL;
+    }
+
+    if (!json_is_object(ev)) {
+        return NULL;
+    }
+
+    return ev;
+}
+
+
+static ngx_int_t
+ngx_http_helix_stream_usage(ngx_http_helix_stream_t *st, json_t *u,
+    const char *prompt, const char *completion)
+{
+    json_t  *v;
+
+    if (!json_is_object(u)) {
+        return NGX_OK;
+    }
+
+    v = json_object_get(u, prompt);
+
+    if (json_is_integer(v)) {
+        st->prompt_tokens = json_integer_value(v);
+        st->usage = 1;
+    }
+
+    v = json_object_get(u, completion);
+
+    if (json_is_integer(v)) {
+        st->completion_tokens = json_integer_value(v);
+        st->usage = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/* OpenAI: chat.completion.chunk events, then [DONE] */
+
+static ngx_int_t
+ngx_http_helix_stream_openai(ngx_http_helix_stream_t *st, u_char *data,
+    size_t len)
+{
+    size_t       i, k;
+    json_t      *ev, *choices, *c, *delta, *v, *tc, *fn;
+    ngx_int_t    index, tool;
+    ngx_uint_t   emit, forward;
+    const char  *s;
+
+    if (len == 6 && ngx_strncmp(data, "[DONE]", 6) == 0) {
+        st->ended = 1;
+        return ngx_http_helix_stream_done(st);
+    }
+
+    ev = ngx_http_helix_stream_load(st, data, len);
+
+    if (ev == NULL || json_object_get(ev, "error")) {
+        return ngx_http_helix_stream_provider_error(st, ev, data, len);
+    }
+
+    if (st->id.len == 0 && json_is_string(json_object_get(ev, "id"))) {
+        v = json_object_get(ev, "id");
+        st->id.len = json_string_length(v);
+        st->id.data = ngx_pnalloc(st->request->pool, st->id.len);
+        if (st->id.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(st->id.data, json_string_value(v), st->id.len);
+    }
+
+    /* a chat client gets the provider's own chunks */
+    emit = (st->endpoint != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS);
+
+    choices = json_object_get(ev, "choices");
+
+    json_array_foreach(choices, i, c) {
+        v = json_object_get(c, "index");
+        index = json_is_integer(v) ? json_integer_value(v) : (ngx_int_t) i;
+
+        if (index < 0 || index >= NGX_HTTP_HELIX_STREAM_MAX_CHOICES) {
+            continue;
+        }
+
+        delta = json_object_get(c, "delta");
+        v = json_object_get(delta, "content");
+
+        if (json_is_string(v)
+            && ngx_http_helix_stream_text(st, index, json_string_value(v),
+                                          json_string_length(v), emit)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        json_array_foreach(json_object_get(delta, "tool_calls"), k, tc) {
+            v = json_object_get(tc, "index");
+            tool = json_is_integer(v) ? json_integer_value(v) : (ngx_int_t) k;
+            fn = json_object_get(tc, "function");
+            v = json_object_get(fn, "arguments");
+            s = json_is_string(v) ? json_string_value(v) : "";
+
+            if (ngx_http_helix_stream_tool(st, index, tool,
+                                           json_object_get(tc, "id"),
+                                           json_object_get(fn, "name"),
+                                           s, ngx_strlen(s), 0)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        s = json_string_value(json_object_get(c, "finish_reason"));
+
+        if (s && ngx_http_helix_stream_finish(st, index, s, emit) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_http_helix_stream_usage(st, json_object_get(ev, "usage"),
+                                "prompt_tokens", "completion_tokens");
+
+    if (emit) {
+        return NGX_OK;
+    }
+
+    /* the usage chunk we asked for ourselves is not the client's */
+
+    forward = st->include_usage || json_array_size(choices)
+              || !json_is_object(json_object_get(ev, "usage"));
+
+    if (!forward) {
+        return NGX_OK;
+    }
+
+    return ngx_http_helix_stream_frame(st, data, len);
+}
+
+
+/* Anthropic: message_start, content blocks, message_delta, message_stop */
+
+static ngx_int_t
+ngx_http_helix_stream_anthropic(ngx_http_helix_stream_t *st, u_char *data,
+    size_t len)
+{
+    json_t                          *ev, *v, *b;
+    ngx_str_t                        type;
+    const char                      *s;
+    ngx_http_helix_stream_choice_t  *ch;
+
+    ev = ngx_http_helix_stream_load(st, data, len);
+
+    if (ev == NULL) {
+        return ngx_http_helix_stream_provider_error(st, NULL, data, len);
+    }
+
+    v = json_object_get(ev, "type");
+
+    if (json_is_string(v)) {
+        type.data = (u_char *) json_string_value(v);
+        type.len = json_string_length(v);
+
+    } else {
+        type.data = st->event;
+        type.len = st->event_len;
+    }
+
+#define ngx_helix_is(name)                                                    \
+    (type.len == sizeof(name) - 1                                            \
+     && ngx_strncmp(type.data, name, sizeof(name) - 1) == 0)
+
+    if (ngx_helix_is("error")) {
+        return ngx_http_helix_stream_provider_error(st, ev, data, len);
+    }
+
+    if (ngx_helix_is("message_start")) {
+        v = json_object_get(ev, "message");
+        ngx_http_helix_stream_usage(st, json_object_get(v, "usage"),
+                                    "input_tokens", "output_tokens");
+        return ngx_http_helix_stream_role(st, 0);
+    }
+
+    if (ngx_helix_is("content_block_start")) {
+        b = json_object_get(ev, "content_block");
+        st->block_tool = -1;
+
+        s = json_string_value(json_object_get(b, "type"));
+
+        if (s && ngx_strcmp(s, "tool_use") == 0) {
+            ch = ngx_http_helix_stream_choice(st, 0);
+            if (ch == NULL) {
+                return NGX_ERROR;
+            }
+
+            st->block_tool = ch->tools.nelts;
+
+            return ngx_http_helix_stream_tool(st, 0, -1,
+                                              json_object_get(b, "id"),
+                                              json_object_get(b, "name"),
+                                              "", 0, 1);
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_helix_is("content_block_delta")) {
+        b = json_object_get(ev, "delta");
+        s = json_string_value(json_object_get(b, "type"));
+        v = NULL;
+
+        if (s && ngx_strcmp(s, "text_delta") == 0) {
+            v = json_object_get(b, "text");
+
+            return json_is_string(v)
+                   ? ngx_http_helix_stream_text(st, 0, json_string_value(v),
+                                                json_string_length(v), 1)
+                   : NGX_OK;
+        }
+
+        if (s && ngx_strcmp(s, "input_json_delta") == 0
+            && st->block_tool >= 0)
+        {
+            v = json_object_get(b, "partial_json");
+
+            return json_is_string(v)
+                   ? ngx_http_helix_stream_tool(st, 0, st->block_tool, NULL,
+                                                NULL, json_string_value(v),
+                                                json_string_length(v), 1)
+                   : NGX_OK;
+        }
+
+        /* thinking and signature deltas have no OpenAI counterpart */
+        return NGX_OK;
+    }
+
+    if (ngx_helix_is("message_delta")) {
+        v = json_object_get(ev, "usage");
+
+        if (json_is_integer(json_object_get(v, "output_tokens"))) {
+            st->completion_tokens =
+                            json_integer_value(json_object_get(v,
+                                                           "output_tokens"));
+            st->usage = 1;
+        }
+
+        if (json_is_integer(json_object_get(v, "input_tokens"))) {
+            st->prompt_tokens =
+                            json_integer_value(json_object_get(v,
+                                                           "input_tokens"));
+        }
+
+        s = ngx_http_helix_provider_finish_reason(NGX_HTTP_HELIX_ANTHROPIC,
+                         json_object_get(json_object_get(ev, "delta"),
+                                         "stop_reason"));
+
+        return s ? ngx_http_helix_stream_finish(st, 0, s, 1) : NGX_OK;
+    }
+
+    if (ngx_helix_is("message_stop")) {
+        st->ended = 1;
+        return ngx_http_helix_stream_done(st);
+    }
+
+#undef ngx_helix_is
+
+    /* ping, content_block_stop, event types yet to come */
+
+    return NGX_OK;
+}
+
+
+/* Gemini: GenerateContentResponse chunks; the end of the body ends it */
+
+static ngx_int_t
+ngx_http_helix_stream_gemini(ngx_http_helix_stream_t *st, u_char *data,
+    size_t len)
+{
+    size_t       i, k;
+    json_t      *ev, *cands, *c, *parts, *part, *v, *fc, *args;
+    ngx_str_t    dump;
+    ngx_int_t    index;
+    const char  *s;
+
+    ev = ngx_http_helix_stream_load(st, data, len);
+
+    if (ev == NULL || json_object_get(ev, "error")) {
+        return ngx_http_helix_stream_provider_error(st, ev, data, len);
+    }
+
+    ngx_http_helix_stream_usage(st, json_object_get(ev, "usageMetadata"),
+                                "promptTokenCount", "candidatesTokenCount");
+
+    cands = json_object_get(ev, "candidates");
+
+    json_array_foreach(cands, i, c) {
+        v = json_object_get(c, "index");
+        index = json_is_integer(v) ? json_integer_value(v) : (ngx_int_t) i;
+
+        if (index < 0 || index >= NGX_HTTP_HELIX_STREAM_MAX_CHOICES) {
+            continue;
+        }
+
+        if (ngx_http_helix_stream_role(st, index) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        parts = json_object_get(json_object_get(c, "content"), "parts");
+
+        json_array_foreach(parts, k, part) {
+            v = json_object_get(part, "text");
+            fc = json_object_get(part, "functionCall");
+
+            if (json_is_string(v)) {
+                if (json_is_true(json_object_get(part, "thought"))) {
+                    continue;
+                }
+
+                if (ngx_http_helix_stream_text(st, index,
+                                               json_string_value(v),
+                                               json_string_length(v), 1)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else if (json_is_object(fc)) {
+                args = json_object_get(fc, "args");
+
+                if (args == NULL) {
+                    ngx_str_set(&dump, "{}");
+
+                } else if (ngx_http_helix_json_dump(st->request->pool, args,
+                                                    &dump)
+                           != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                if (ngx_http_helix_stream_tool(st, index, -1,
+                                               json_object_get(fc, "id"),
+                                               json_object_get(fc, "name"),
+                                               (char *) dump.data, dump.len,
+                                               1)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+            }
+        }
+
+        s = ngx_http_helix_provider_finish_reason(NGX_HTTP_HELIX_GEMINI,
+                                         json_object_get(c, "finishReason"));
+
+        if (s && ngx_http_helix_stream_finish(st, index, s, 1) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_helix_stream_choice_t *
+ngx_http_helix_stream_choice(ngx_http_helix_stream_t *st, ngx_uint_t index)
+{
+    ngx_http_helix_stream_choice_t  *ch;
+
+    while (st->choices.nelts <= index) {
+        ch = ngx_array_push(&st->choices);
+        if (ch == NULL) {
+            return NULL;
+        }
+
+        ngx_memzero(ch, sizeof(ngx_http_helix_stream_choice_t));
+
+        if (ngx_array_init(&ch->tools, st->request->pool, 1,
+                           sizeof(ngx_http_helix_stream_tool_t))
+            != NGX_OK)
+        {
+            return NULL;
+        }
+    }
+
+    return (ngx_http_helix_stream_choice_t *) st->choices.elts + index;
+}
+
+
+/* chat clients: the first chunk of each choice says who speaks */
+
+static ngx_int_t
+ngx_http_helix_stream_role(ngx_http_helix_stream_t *st, ngx_uint_t index)
+{
+    json_t                          *delta;
+    ngx_http_helix_stream_choice_t  *ch;
+
+    ch = ngx_http_helix_stream_choice(st, index);
+    if (ch == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ch->role || st->endpoint != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS) {
+        return NGX_OK;
+    }
+
+    ch->role = 1;
+
+    delta = json_pack("{s:s,s:s}", "role", "assistant", "content", "");
+    if (delta == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_helix_stream_chunk(st, index, delta, NULL);
+}
+
+
+static ngx_int_t
+ngx_http_helix_stream_text(ngx_http_helix_stream_t *st, ngx_uint_t index,
+    const char *text, size_t len, ngx_uint_t emit)
+{
+    u_char                          *p;
+    size_t                           n;
+    json_t                          *delta;
+    ngx_http_helix_stream_choice_t  *ch;
+
+    ch = ngx_http_helix_stream_choice(st, index);
+    if (ch == NULL) {
+        return NGX_ERROR;
+    }
+
+    ch->text = 1;
+
+    if (ngx_http_helix_sbuf_add(st->request->pool, &ch->content,
+                                (u_char *) text, len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!emit || len == 0) {
+        return NGX_OK;
+    }
+
+    if (st->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS) {
+
+        if (index != 0) {
+            return NGX_OK;
+        }
+
+        /* the guide's frame, spaces and all */
+
+        n = ngx_escape_json(NULL, (u_char *) text, len);
+
+        p = ngx_pnalloc(st->request->pool,
+                        sizeof("{\"content\": \"\", \"done\": false}") - 1
+                        + len + n);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        n = (u_char *) ngx_sprintf(p, "{\"content\": \"") - p;
+        n = (u_char *) ngx_escape_json(p + n, (u_char *) text, len) - p;
+        n = ngx_cpymem(p + n, "\", \"done\": false}",
+                       sizeof("\", \"done\": false}") - 1) - p;
+
+        return ngx_http_helix_stream_frame(st, p, n);
+    }
+
+    if (ngx_http_helix_stream_role(st, index) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    delta = json_pack("{s:s%}", "content", text, len);
+    if (delta == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_helix_stream_chunk(st, index, delta, NULL);
+}
+
+
+/*
+ * A tool call starts (tool < 0: the next one; id and name given) or its
+ * arguments go on (tool: its index).
+ */
+
+static ngx_int_t
+ngx_http_helix_stream_tool(ngx_http_helix_stream_t *st, ngx_uint_t index,
+    ngx_int_t tool, json_t *id, json_t *name, const char *args, size_t len,
+    ngx_uint_t emit)
+{
+    json_t                          *delta, *tc;
+    ngx_str_t                        gen;
+    ngx_uint_t                       start;
+    ngx_http_helix_stream_tool_t    *t;
+    ngx_http_helix_stream_choice_t  *ch;
+
+    ch = ngx_http_helix_stream_choice(st, index);
+    if (ch == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (tool < 0) {
+        tool = ch->tools.nelts;
+    }
+
+    if (tool >= NGX_HTTP_HELIX_STREAM_MAX_CHOICES) {
+        return NGX_OK;
+    }
+
+    start = 0;
+
+    while (ch->tools.nelts <= (ngx_uint_t) tool) {
+        t = ngx_array_push(&ch->tools);
+        if (t == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(t, sizeof(ngx_http_helix_stream_tool_t));
+        start = 1;
+    }
+
+    t = (ngx_http_helix_stream_tool_t *) ch->tools.elts + tool;
+
+    if (json_is_string(id) && t->id.len == 0) {
+        t->id.len = json_string_length(id);
+        t->id.data = ngx_pnalloc(st->request->pool, t->id.len);
+        if (t->id.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(t->id.data, json_string_value(id), t->id.len);
+    }
+
+    if (start && t->id.len == 0) {
+        /* Gemini gives none: the same form as the non-streaming path */
+        if (ngx_http_helix_provider_chat_id(st->request->pool, &gen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        t->id.len = gen.len - 4;
+        t->id.data = ngx_pnalloc(st->request->pool, t->id.len);
+        if (t->id.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(t->id.data, "call_", 5), gen.data + 9,
+                   gen.len - 9);
+    }
+
+    if (json_is_string(name) && t->name.len == 0) {
+        t->name.len = json_string_length(name);
+        t->name.data = ngx_pnalloc(st->request->pool, t->name.len);
+        if (t->name.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(t->name.data, json_string_value(name), t->name.len);
+    }
+
+    if (ngx_http_helix_sbuf_add(st->request->pool, &t->args, (u_char *) args,
+                                len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!emit || st->endpoint != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_helix_stream_role(st, index) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (start) {
+        tc = json_pack("{s:I,s:s%,s:s,s:{s:s%,s:s%}}",
+                       "index", (json_int_t) tool,
+                       "id", t->id.data, t->id.len,
+                       "type", "function",
+                       "function",
+                       "name", t->name.data ? (char *) t->name.data : "",
+                       t->name.len,
+                       "arguments", args, len);
+    } else {
+        tc = json_pack("{s:I,s:{s:s%}}", "index", (json_int_t) tool,
+                       "function", "arguments", args, len);
+    }
+
+    if (tc == NULL) {
+        return NGX_ERROR;
+    }
+
+    delta = json_pack("{s:[o]}", "tool_calls", tc);
+    if (delta == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_helix_stream_chunk(st, index, delta, NULL);
+}
+
+
+static ngx_int_t
+ngx_http_helix_stream_finish(ngx_http_helix_stream_t *st, ngx_uint_t index,
+    const char *reason, ngx_uint_t emit)
+{
+    json_t                          *delta;
+    ngx_http_helix_stream_choice_t  *ch;
+
+    ch = ngx_http_helix_stream_choice(st, index);
+    if (ch == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_strcmp(reason, "stop") == 0 && ch->tools.nelts
+        && st->provider->type == NGX_HTTP_HELIX_GEMINI)
+    {
+        reason = "tool_calls";
+    }
+
+    /* static strings, or the provider's, which the pool keeps */
+    ch->finish = reason;
+    st->finish_seen = 1;
+
+    if (!emit || st->endpoint != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_helix_stream_role(st, index) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    delta = json_object();
+    if (delta == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_helix_stream_chunk(st, index, delta, reason);
+}
+
+
+/* the end frames: usage if asked for, then [DONE] or the guide's done */
+
+static ngx_int_t
+ngx_http_helix_stream_done(ngx_http_helix_stream_t *st)
+{
+    u_char      *p;
+    json_t      *frame;
+    ngx_uint_t   forwarded;
+
+    if (st->done) {
+        return NGX_OK;
+    }
+
+    st->done = 1;
+    p = NULL;
+
+    if (st->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS) {
+        p = ngx_pnalloc(st->request->pool, 160);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_helix_stream_frame(st, p,
+                   ngx_sprintf(p, "{\"done\": true, \"usage\": "
+                               "{\"prompt_tokens\": %uL, "
+                               "\"completion_tokens\": %uL, "
+                               "\"total_tokens\": %uL}}",
+                               st->prompt_tokens, st->completion_tokens,
+                               st->prompt_tokens + st->completion_tokens)
+                   - p);
+    }
+
+    /* an OpenAI provider's usage chunk went to the client as it came */
+    forwarded = (st->provider->type == NGX_HTTP_HELIX_OPENAI);
+
+    if (st->include_usage && !forwarded) {
+        frame = json_pack("{s:s%,s:s,s:I,s:s%,s:[],s:{s:I,s:I,s:I}}",
+                          "id", st->id.data, st->id.len,
+                          "object", "chat.completion.chunk",
+                          "created", (json_int_t) st->created,
+                          "model", st->model.data, st->model.len,
+                          "choices",
+                          "usage",
+                          "prompt_tokens", (json_int_t) st->prompt_tokens,
+                          "completion_tokens",
+                          (json_int_t) st->completion_tokens,
+                          "total_tokens",
+                          (json_int_t) (st->prompt_tokens
+                                        + st->completion_tokens));
+
+        if (ngx_http_helix_stream_json(st, frame) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_helix_stream_frame(st, (u_char *) "[DONE]", 6);
+}
+
+
+/* a cut stream: the error in the client's format, then the end */
+
+static ngx_int_t
+ngx_http_helix_stream_fail(ngx_http_helix_stream_t *st, ngx_str_t *msg)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_uint_t   guide;
+
+    guide = (st->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS);
+
+    len = ngx_escape_json(NULL, msg->data, msg->len) + msg->len
+          + 2 * st->provider->name.len + 200;
+
+    p = ngx_pnalloc(st->request->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* OpenAI's error object; the guide's frames also say "done" */
+
+    len = ngx_sprintf(p, guide ? "{\"error\": {\"message\": \"provider "
+                                 "\\\"%V\\\": "
+                               : "{\"error\":{\"message\":\"provider "
+                                 "\\\"%V\\\": ",
+                      &st->provider->name)
+          - p;
+    len = (u_char *) ngx_escape_json(p + len, msg->data, msg->len) - p;
+    len = ngx_sprintf(p + len, guide ? "\", \"type\": \"api_error\", "
+                                       "\"param\": null, \"code\": "
+                                       "\"provider_error\"}, \"done\": true}"
+                                     : "\",\"type\":\"api_error\","
+                                       "\"param\":null,\"code\":"
+                                       "\"provider_error\"}}")
+          - p;
+
+    if (ngx_http_helix_stream_frame(st, p, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    st->done = 1;
+
+    if (guide) {
+        return NGX_OK;
+    }
+
+    return ngx_http_helix_stream_frame(st, (u_char *) "[DONE]", 6);
+}
+
+
+/* one chat.completion.chunk with one choice; delta is stolen */
+
+static ngx_int_t
+ngx_http_helix_stream_chunk(ngx_http_helix_stream_t *st, ngx_uint_t index,
+    json_t *delta, const char *finish)
+{
+    json_t  *frame;
+
+    frame = json_pack("{s:s%,s:s,s:I,s:s%,s:[{s:I,s:o,s:n,s:s?}]}",
+                      "id", st->id.data, st->id.len,
+                      "object", "chat.completion.chunk",
+                      "created", (json_int_t) st->created,
+                      "model", st->model.data, st->model.len,
+                      "choices",
+                      "index", (json_int_t) index,
+                      "delta", delta,
+                      "logprobs",
+                      "finish_reason", finish);
+
+    return ngx_http_helix_stream_json(st, frame);
+}
+
+
+static ngx_int_t
+ngx_http_helix_stream_json(ngx_http_helix_stream_t *st, json_t *frame)
+{
+    u_char  *p;
+    size_t   len;
+
+    if (frame == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = json_dumpb(frame, NULL, 0, JSON_COMPACT);
+
+    p = ngx_pnalloc(st->request->pool, len);
+    if (p == NULL) {
+        json_decref(frame);
+        return NGX_ERROR;
+    }
+
+    len = json_dumpb(frame, (char *) p, len, JSON_COMPACT);
+    json_decref(frame);
+
+    if (len == 0) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_helix_stream_frame(st, p, len);
+}
+
+
+/* "data: <payload>\n\n", then the flush policy decides */
+
+static ngx_int_t
+ngx_http_helix_stream_frame(ngx_http_helix_stream_t *st, u_char *p,
+    size_t len)
+{
+    if (ngx_http_helix_stream_write(st, (u_char *) "data: ", 6) != NGX_OK
+        || ngx_http_helix_stream_write(st, p, len) != NGX_OK
+        || ngx_http_helix_stream_write(st, (u_char *) "\n\n", 2) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!st->sent || st->flush_interval == 0
+        || st->pending >= st->buffer_size)
+    {
+        st->flush_now = 1;
+
+    } else if (!st->flush_ev.timer_set) {
+        ngx_add_timer(&st->flush_ev, st->flush_interval);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_stream_write(ngx_http_helix_stream_t *st, u_char *p,
+    size_t len)
+{
+    size_t        size;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = st->out ? st->cur->buf : NULL;
+
+    if (b == NULL || (size_t) (b->end - b->last) < len) {
+        cl = ngx_chain_get_free_buf(st->request->pool, &st->free);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = cl->buf;
+        size = ngx_max(len, ngx_max(st->buffer_size, 1024));
+
+        if (b->start == NULL || (size_t) (b->end - b->start) < len) {
+            b->start = ngx_palloc(st->request->pool, size);
+            if (b->start == NULL) {
+                return NGX_ERROR;
+            }
+
+            b->end = b->start + size;
+        }
+
+        b->pos = b->start;
+        b->last = b->start;
+        b->memory = 1;
+        b->temporary = 1;
+        b->flush = 0;
+        b->last_buf = 0;
+        b->last_in_chain = 0;
+        b->tag = (ngx_buf_tag_t) &ngx_http_helix_stream_create;
+
+        if (st->out) {
+            st->cur->next = cl;
+
+        } else {
+            st->out = cl;
+        }
+
+        st->cur = cl;
+    }
+
+    b->last = ngx_cpymem(b->last, p, len);
+    st->pending += len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_stream_add_header(ngx_http_request_t *r, char *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_stream_header(ngx_http_helix_stream_t *st)
+{
+    ngx_http_request_t  *r;
+
+    static ngx_str_t  no_cache = ngx_string("no-cache");
+    static ngx_str_t  no = ngx_string("no");
+
+    r = st->request;
+
+#if (NGX_HTTP_GZIP)
+
+    /*
+     * "compression: gzip" lets nginx's gzip (gzip on, gzip_types
+     * text/event-stream) compress the frames, flushed as they go;
+     * "none" keeps streams plain whatever gzip says.
+     */
+
+    if (!st->gzip) {
+        r->gzip_tested = 1;
+        r->gzip_ok = 0;
+    }
+
+#endif
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_type = ngx_http_helix_sse_type;
+    r->headers_out.content_type_len = ngx_http_helix_sse_type.len;
+    r->headers_out.content_length_n = -1;
+    ngx_http_clear_content_length(r);
+    ngx_http_clear_accept_ranges(r);
+
+    if (ngx_http_helix_stream_add_header(r, "Cache-Control", &no_cache)
+        != NGX_OK
+        || ngx_http_helix_stream_add_header(r, "X-Accel-Buffering", &no)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* a replay's headers were set by the cache */
+
+    if (st->call
+        && (ngx_http_helix_stream_add_header(r, "X-Helix-Provider",
+                                             &st->provider->name)
+            != NGX_OK
+            || (st->cache_state
+                && ngx_http_helix_stream_add_header(r, "X-Cache",
+                                                    st->cache_state)
+                   != NGX_OK)
+            || (st->cache_key.len
+                && ngx_http_helix_stream_add_header(r, "X-Cache-Key",
+                                                    &st->cache_key)
+                   != NGX_OK)))
+    {
+        return NGX_ERROR;
+    }
+
+    st->header_sent = 1;
+
+    r->write_event_handler = ngx_http_helix_stream_writer;
+
+    return ngx_http_send_header(r);
+}
+
+
+static ngx_int_t
+ngx_http_helix_stream_flush(ngx_http_helix_stream_t *st, ngx_uint_t last)
+{
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r;
+
+    r = st->request;
+    st->flush_now = 0;
+
+    if (st->flush_ev.timer_set) {
+        ngx_del_timer(&st->flush_ev);
+    }
+
+    if (st->client_error) {
+        return NGX_ERROR;
+    }
+
+    if (!st->header_sent) {
+        rc = ngx_http_helix_stream_header(st);
+
+        if (rc == NGX_ERROR || rc > NGX_OK) {
+            st->client_error = 1;
+            return NGX_ERROR;
+        }
+    }
+
+    if (st->out == NULL) {
+        cl = ngx_chain_get_free_buf(r->pool, &st->free);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = cl->buf;
+        b->pos = b->start;
+        b->last = b->start;
+        b->tag = (ngx_buf_tag_t) &ngx_http_helix_stream_create;
+        b->memory = 0;
+        b->temporary = 0;
+        b->last_buf = 0;
+        b->last_in_chain = 0;
+
+        st->out = cl;
+        st->cur = cl;
+    }
+
+    b = st->cur->buf;
+    b->flush = 1;
+
+    if (last) {
+        b->last_buf = 1;
+        b->last_in_chain = 1;
+        st->last = 1;
+    }
+
+    if (st->pending) {
+        st->sent = 1;
+    }
+
+    st->pending = 0;
+
+    rc = ngx_http_output_filter(r, st->out);
+
+    ngx_chain_update_chains(r->pool, &st->free, &st->busy, &st->out,
+                            (ngx_buf_tag_t) &ngx_http_helix_stream_create);
+
+    st->out = NULL;
+
+    if (rc == NGX_ERROR) {
+        st->client_error = 1;
+        return NGX_ERROR;
+    }
+
+    if (!last && r->connection->buffered) {
+        ngx_http_helix_stream_writer(r);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_stream_flush_handler(ngx_event_t *ev)
+{
+    ngx_connection_t         *c;
+    ngx_http_helix_stream_t  *st = ev->data;
+
+    c = st->request->connection;
+
+    if (ngx_http_helix_stream_flush(st, 0) != NGX_OK && st->call) {
+        ngx_http_helix_call_abort(st->call);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The client's write events while the stream runs: what the client could
+ * not take yet is sent, within send_timeout.  After the last frame
+ * nginx's own writer takes over.
+ */
+
+static void
+ngx_http_helix_stream_writer(ngx_http_request_t *r)
+{
+    ngx_event_t               *wev;
+    ngx_connection_t          *c;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    c = r->connection;
+    wev = c->write;
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (c->buffered == 0 && !wev->timedout) {
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        return;
+    }
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "client timed out");
+        c->timedout = 1;
+        goto failed;
+    }
+
+    if (ngx_http_output_filter(r, NULL) == NGX_ERROR) {
+        goto failed;
+    }
+
+    if (c->buffered) {
+        if (!wev->delayed) {
+            ngx_add_timer(wev, clcf->send_timeout);
+        }
+
+        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+            goto failed;
+        }
+
+    } else if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    return;
+
+failed:
+
+    c->error = 1;
+
+    /* the provider call goes with the request */
+    ngx_http_finalize_request(r, NGX_ERROR);
+}
+
+
+ngx_int_t
+ngx_http_helix_stream_end(ngx_http_helix_stream_t *st, ngx_str_t *answer,
+    ngx_str_t *reason)
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   ok;
+    ngx_str_t                    msg;
+    ngx_http_helix_call_t       *call;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    call = st->call;
+    ngx_str_null(answer);
+
+    if (call->complete && !st->client_error) {
+        /* a last event without its blank line */
+
+        if (st->line.len) {
+            rc = ngx_http_helix_sse_line(st, st->line.data, st->line.len);
+            st->line.len = 0;
+
+        } else {
+            rc = NGX_OK;
+        }
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_helix_sse_dispatch(st);
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (st->provider->type == NGX_HTTP_HELIX_GEMINI && st->finish_seen
+            && st->error.len == 0)
+        {
+            st->ended = 1;
+
+            if (ngx_http_helix_stream_done(st) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    if (st->client_error || st->request->connection->error) {
+        return NGX_ERROR;
+    }
+
+    ok = (call->outcome == NGX_HTTP_HELIX_CALL_OK && call->complete
+          && st->ended && st->error.len == 0);
+
+    if (!ok) {
+        if (st->error.len) {
+            msg = st->error;
+
+        } else if (call->outcome == NGX_HTTP_HELIX_CALL_TIMEOUT) {
+            ngx_str_set(&msg, "timed out");
+
+        } else if (!call->complete || call->outcome != NGX_HTTP_HELIX_CALL_OK)
+        {
+            ngx_str_set(&msg, "the stream was cut");
+
+        } else {
+            ngx_str_set(&msg, "the stream ended without its last event");
+        }
+
+        if (!st->sent) {
+            *reason = msg;
+            return NGX_DECLINED;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, st->request->connection->log, 0,
+                      "helix: provider \"%V\" stream failed after the first "
+                      "frame: %V", &st->provider->name, &msg);
+
+        if (ngx_http_helix_stream_fail(st, &msg) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        hmcf = ngx_http_get_module_main_conf(st->request,
+                                             ngx_http_helix_module);
+
+        ngx_http_helix_metrics_provider(hmcf, st->provider, call->latency,
+                                        st->prompt_tokens,
+                                        st->completion_tokens);
+
+        if (ngx_http_helix_stream_assemble(st, answer) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    rc = ngx_http_helix_stream_flush(st, 1);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the answer as the non-streaming path would have given it */
+
+static ngx_int_t
+ngx_http_helix_stream_assemble(ngx_http_helix_stream_t *st,
+    ngx_str_t *answer)
+{
+    json_t                          *out, *choices, *c, *msg, *calls, *tc;
+    ngx_str_t                        id;
+    ngx_uint_t                       i, k, chat;
+    ngx_pool_t                      *pool;
+    ngx_http_helix_stream_tool_t    *t;
+    ngx_http_helix_stream_choice_t  *ch;
+
+    pool = st->request->pool;
+    chat = (st->endpoint == NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS);
+
+    choices = json_array();
+    if (choices == NULL || ngx_http_helix_json_pool(pool, choices) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ch = st->choices.elts;
+
+    for (i = 0; i < st->choices.nelts; i++) {
+
+        if (!chat) {
+            c = json_pack("{s:s%,s:I,s:n,s:s?}",
+                          "text", ch[i].content.data
+                                  ? (char *) ch[i].content.data : "",
+                          ch[i].content.len,
+                          "index", (json_int_t) i,
+                          "logprobs",
+                          "finish_reason", ch[i].finish);
+
+            if (c == NULL || json_array_append_new(choices, c) != 0) {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ch[i].text || ch[i].tools.nelts == 0) {
+            msg = json_pack("{s:s,s:s%}", "role", "assistant", "content",
+                            ch[i].content.data
+                            ? (char *) ch[i].content.data : "",
+                            ch[i].content.len);
+        } else {
+            msg = json_pack("{s:s,s:n}", "role", "assistant", "content");
+        }
+
+        if (msg == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ch[i].tools.nelts) {
+            calls = json_array();
+
+            if (calls == NULL || json_object_set_new(msg, "tool_calls", calls))
+            {
+                json_decref(msg);
+                return NGX_ERROR;
+            }
+
+            t = ch[i].tools.elts;
+
+            for (k = 0; k < ch[i].tools.nelts; k++) {
+                tc = json_pack("{s:s%,s:s,s:{s:s%,s:s%}}",
+                               "id", t[k].id.data ? (char *) t[k].id.data
+                                                  : "", t[k].id.len,
+                               "type", "function",
+                               "function",
+                               "name", t[k].name.data ? (char *) t[k].name.data
+                                                      : "", t[k].name.len,
+                               "arguments", t[k].args.data
+                                            ? (char *) t[k].args.data : "",
+                               t[k].args.len);
+
+                if (tc == NULL || json_array_append_new(calls, tc) != 0) {
+                    json_decref(msg);
+                    return NGX_ERROR;
+                }
+            }
+        }
+
+        c = json_pack("{s:I,s:o,s:n,s:s?}", "index", (json_int_t) i,
+                      "message", msg, "logprobs",
+                      "finish_reason", ch[i].finish);
+
+        if (c == NULL || json_array_append_new(choices, c) != 0) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (st->id.len == 0
+        && ngx_http_helix_provider_chat_id(pool, &st->id) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    id = st->id;
+
+    if (!chat && id.len > 9 && ngx_strncmp(id.data, "chatcmpl-", 9) == 0) {
+        id.len -= 5;
+        id.data = ngx_pnalloc(pool, id.len);
+        if (id.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(id.data, "cmpl-", 5), st->id.data + 9,
+                   id.len - 5);
+    }
+
+    out = json_pack("{s:s%,s:s,s:I,s:s%,s:O,s:{s:I,s:I,s:I}}",
+                    "id", id.data, id.len,
+                    "object", chat ? "chat.completion" : "text_completion",
+                    "created", (json_int_t) st->created,
+                    "model", st->model.data, st->model.len,
+                    "choices", choices,
+                    "usage",
+                    "prompt_tokens", (json_int_t) st->prompt_tokens,
+                    "completion_tokens", (json_int_t) st->completion_tokens,
+                    "total_tokens",
+                    (json_int_t) (st->prompt_tokens + st->completion_tokens));
+
+    if (out == NULL || ngx_http_helix_json_pool(pool, out) != NGX_OK) {
+        json_decref(out);
+        return NGX_ERROR;
+    }
+
+    return ngx_http_helix_json_dump(pool, out, answer);
+}
+
+
+/* a cached answer as frames: one chunk for the text of each choice */
+
+ngx_int_t
+ngx_http_helix_stream_replay(ngx_http_helix_stream_t *st,
+    ngx_str_t *provider, ngx_str_t *body)
+{
+    size_t                      i, k;
+    json_t                     *ans, *c, *msg, *v, *tc, *fn;
+    ngx_int_t                   index;
+    const char                 *s;
+    ngx_http_helix_provider_t  *replayed;
+
+    ans = ngx_http_helix_stream_load(st, body->data, body->len);
+    if (ans == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* no provider is called: every frame is built here, none passed on */
+
+    replayed = ngx_pcalloc(st->request->pool,
+                           sizeof(ngx_http_helix_provider_t));
+    if (replayed == NULL) {
+        return NGX_ERROR;
+    }
+
+    replayed->name = *provider;
+    replayed->type = NGX_HTTP_HELIX_ANTHROPIC;
+    st->provider = replayed;
+
+    if (ngx_array_init(&st->choices, st->request->pool, 1,
+                       sizeof(ngx_http_helix_stream_choice_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    v = json_object_get(ans, "id");
+    st->id.data = (u_char *) (json_is_string(v) ? json_string_value(v) : "");
+    st->id.len = json_is_string(v) ? json_string_length(v) : 0;
+
+    v = json_object_get(ans, "model");
+    st->model.data = (u_char *) (json_is_string(v) ? json_string_value(v)
+                                                   : "");
+    st->model.len = json_is_string(v) ? json_string_length(v) : 0;
+
+    v = json_object_get(ans, "created");
+    st->created = json_is_integer(v) ? json_integer_value(v) : ngx_time();
+
+    st->sent = 1;  /* no waiting for the first frame: it is all here */
+    st->flush_interval = 0;
+
+    json_array_foreach(json_object_get(ans, "choices"), i, c) {
+        v = json_object_get(c, "index");
+        index = json_is_integer(v) ? json_integer_value(v) : (ngx_int_t) i;
+
+        if (index < 0 || index >= NGX_HTTP_HELIX_STREAM_MAX_CHOICES) {
+            continue;
+        }
+
+        msg = json_object_get(c, "message");
+        v = msg ? json_object_get(msg, "content") : json_object_get(c, "text");
+
+        if (ngx_http_helix_stream_role(st, index) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (json_is_string(v)
+            && ngx_http_helix_stream_text(st, index, json_string_value(v),
+                                          json_string_length(v), 1)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        json_array_foreach(json_object_get(msg, "tool_calls"), k, tc) {
+            fn = json_object_get(tc, "function");
+            v = json_object_get(fn, "arguments");
+            s = json_is_string(v) ? json_string_value(v) : "";
+
+            if (ngx_http_helix_stream_tool(st, index, -1,
+                                           json_object_get(tc, "id"),
+                                           json_object_get(fn, "name"),
+                                           s, ngx_strlen(s), 1)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        s = json_string_value(json_object_get(c, "finish_reason"));
+
+        if (s && ngx_http_helix_stream_finish(st, index, s, 1) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    v = json_object_get(ans, "usage");
+    ngx_http_helix_stream_usage(st, v, "prompt_tokens", "completion_tokens");
+
+    if (ngx_http_helix_stream_done(st) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_helix_stream_flush(st, 1);
+}
+
+
+static ngx_int_t
+ngx_http_helix_sbuf_add(ngx_pool_t *pool, ngx_http_helix_sbuf_t *s,
+    u_char *p, size_t len)
+{
+    u_char  *n;
+    size_t   cap;
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    if (s->len + len > s->cap) {
+        cap = ngx_max(ngx_max(s->cap * 2, s->len + len), 256);
+
+        n = ngx_pnalloc(pool, cap);
+        if (n == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (s->len) {
+            ngx_memcpy(n, s->data, s->len);
+        }
+
+        if (s->cap) {
+            ngx_pfree(pool, s->data);
+        }
+
+        s->data = n;
+        s->cap = cap;
+    }
+
+    ngx_memcpy(s->data + s->len, p, len);
+    s->len += len;
+
+    return NGX_OK;
+}
