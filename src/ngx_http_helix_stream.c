@@ -142,6 +142,7 @@ static ngx_int_t ngx_http_helix_stream_frame(ngx_http_helix_stream_t *st,
 static ngx_int_t ngx_http_helix_stream_flush(ngx_http_helix_stream_t *st,
     ngx_uint_t last);
 static void ngx_http_helix_stream_flush_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_helix_stream_arm(ngx_http_request_t *r);
 static void ngx_http_helix_stream_writer(ngx_http_request_t *r);
 static ngx_int_t ngx_http_helix_stream_assemble(ngx_http_helix_stream_t *st,
     ngx_str_t *answer);
@@ -507,7 +508,7 @@ ngx_http_helix_sse_dispatch(ngx_http_helix_stream_t *st)
 
 static ngx_int_t
 ngx_http_helix_stream_provider_error(ngx_http_helix_stream_t *st,
-    json_t *ev, u_char *data, size_t len)
+    json_t *ev)
 {
     u_char  *p;
     json_t  *e, *m;
@@ -614,7 +615,7 @@ ngx_http_helix_stream_openai(ngx_http_helix_stream_t *st, u_char *data,
     ev = ngx_http_helix_stream_load(st, data, len);
 
     if (ev == NULL || json_object_get(ev, "error")) {
-        return ngx_http_helix_stream_provider_error(st, ev, data, len);
+        return ngx_http_helix_stream_provider_error(st, ev);
     }
 
     if (st->id.len == 0 && json_is_string(json_object_get(ev, "id"))) {
@@ -710,7 +711,7 @@ ngx_http_helix_stream_anthropic(ngx_http_helix_stream_t *st, u_char *data,
     ev = ngx_http_helix_stream_load(st, data, len);
 
     if (ev == NULL) {
-        return ngx_http_helix_stream_provider_error(st, NULL, data, len);
+        return ngx_http_helix_stream_provider_error(st, NULL);
     }
 
     v = json_object_get(ev, "type");
@@ -729,13 +730,30 @@ ngx_http_helix_stream_anthropic(ngx_http_helix_stream_t *st, u_char *data,
      && ngx_strncmp(type.data, name, sizeof(name) - 1) == 0)
 
     if (ngx_helix_is("error")) {
-        return ngx_http_helix_stream_provider_error(st, ev, data, len);
+        return ngx_http_helix_stream_provider_error(st, ev);
     }
 
     if (ngx_helix_is("message_start")) {
         v = json_object_get(ev, "message");
         ngx_http_helix_stream_usage(st, json_object_get(v, "usage"),
                                     "input_tokens", "output_tokens");
+
+        /* the id the non-streaming path gives the same answer */
+
+        b = json_object_get(v, "id");
+
+        if (json_is_string(b)) {
+            st->id.len = sizeof("chatcmpl-") - 1 + json_string_length(b);
+            st->id.data = ngx_pnalloc(st->request->pool, st->id.len);
+            if (st->id.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(ngx_cpymem(st->id.data, "chatcmpl-",
+                                  sizeof("chatcmpl-") - 1),
+                       json_string_value(b), json_string_length(b));
+        }
+
         return ngx_http_helix_stream_role(st, 0);
     }
 
@@ -843,7 +861,7 @@ ngx_http_helix_stream_gemini(ngx_http_helix_stream_t *st, u_char *data,
     ev = ngx_http_helix_stream_load(st, data, len);
 
     if (ev == NULL || json_object_get(ev, "error")) {
-        return ngx_http_helix_stream_provider_error(st, ev, data, len);
+        return ngx_http_helix_stream_provider_error(st, ev);
     }
 
     ngx_http_helix_stream_usage(st, json_object_get(ev, "usageMetadata"),
@@ -1600,8 +1618,9 @@ ngx_http_helix_stream_flush(ngx_http_helix_stream_t *st, ngx_uint_t last)
         return NGX_ERROR;
     }
 
-    if (!last && r->connection->buffered) {
-        ngx_http_helix_stream_writer(r);
+    if (!last && ngx_http_helix_stream_arm(r) != NGX_OK) {
+        st->client_error = 1;
+        return NGX_ERROR;
     }
 
     return NGX_OK;
@@ -1624,62 +1643,59 @@ ngx_http_helix_stream_flush_handler(ngx_event_t *ev)
 }
 
 
+/* what the client could not take yet waits for its write event */
+
+static ngx_int_t
+ngx_http_helix_stream_arm(ngx_http_request_t *r)
+{
+    ngx_event_t               *wev;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    wev = r->connection->write;
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (!r->connection->buffered) {
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        return NGX_OK;
+    }
+
+    if (!wev->delayed) {
+        ngx_add_timer(wev, clcf->send_timeout);
+    }
+
+    return ngx_handle_write_event(wev, clcf->send_lowat);
+}
+
+
 /*
- * The client's write events while the stream runs: what the client could
- * not take yet is sent, within send_timeout.  After the last frame
- * nginx's own writer takes over.
+ * The client's write events while the stream runs, within send_timeout.
+ * After the last frame nginx's own writer takes over.
  */
 
 static void
 ngx_http_helix_stream_writer(ngx_http_request_t *r)
 {
-    ngx_event_t               *wev;
-    ngx_connection_t          *c;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_connection_t  *c;
 
     c = r->connection;
-    wev = c->write;
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-    if (c->buffered == 0 && !wev->timedout) {
-        if (wev->timer_set) {
-            ngx_del_timer(wev);
-        }
-
-        return;
-    }
-
-    if (wev->timedout) {
+    if (c->write->timedout) {
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                       "client timed out");
         c->timedout = 1;
-        goto failed;
+
+    } else if (ngx_http_output_filter(r, NULL) != NGX_ERROR
+               && ngx_http_helix_stream_arm(r) == NGX_OK)
+    {
+        return;
     }
 
-    if (ngx_http_output_filter(r, NULL) == NGX_ERROR) {
-        goto failed;
-    }
-
-    if (c->buffered) {
-        if (!wev->delayed) {
-            ngx_add_timer(wev, clcf->send_timeout);
-        }
-
-        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
-            goto failed;
-        }
-
-    } else if (wev->timer_set) {
-        ngx_del_timer(wev);
-    }
-
-    return;
-
-failed:
+    /* the provider call ends with the request */
 
     c->error = 1;
-
-    /* the provider call goes with the request */
     ngx_http_finalize_request(r, NGX_ERROR);
 }
 

@@ -26,7 +26,7 @@ sub completion {
 }
 
 our $Usage = '\{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6\}';
-our $Chunk = '\{"id":"chatcmpl-[0-9a-f]+","object":"chat.completion.chunk","created":\d+,"model":"%s"(,"system_fingerprint":"fp_mock")?,"choices":\[\{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s\}\](,"usage":null)?\}';
+our $Chunk = '\{"id":"chatcmpl-(msg_)?[0-9a-f]+","object":"chat.completion.chunk","created":\d+,"model":"%s"(,"system_fingerprint":"fp_mock")?,"choices":\[\{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s\}\](,"usage":null)?\}';
 
 # what a chat client gets from any provider, frame by frame
 sub chat_list {
@@ -37,7 +37,7 @@ sub chat_list {
     push @f, map { sprintf($Chunk, $model, "\\{\"content\":\"$_\"\\}", 'null') } @p[0 .. $n - 1];
     return @f if $o{cut};
     push @f, sprintf($Chunk, $model, '\{\}', '"' . ($o{finish} // 'length') . '"');
-    push @f, '\{"id":"chatcmpl-[0-9a-f]+","object":"chat.completion.chunk","created":\d+,"model":"'
+    push @f, '\{"id":"chatcmpl-(msg_)?[0-9a-f]+","object":"chat.completion.chunk","created":\d+,"model":"'
         . $model . '"(,"system_fingerprint":"fp_mock")?,"choices":\[\],"usage":' . $Usage . '\}'
         if $o{usage};
     push @f, '\[DONE\]';
@@ -69,7 +69,7 @@ sub replay_frames {
     my @f = (sprintf($Chunk, $model, '\{"role":"assistant","content":""\}', 'null'),
              sprintf($Chunk, $model, '\{"content":"Mock answer [0-9a-f]{8}"\}', 'null'),
              sprintf($Chunk, $model, '\{\}', '"length"'));
-    push @f, '\{"id":"chatcmpl-[0-9a-f]+","object":"chat.completion.chunk","created":\d+,"model":"'
+    push @f, '\{"id":"chatcmpl-(msg_)?[0-9a-f]+","object":"chat.completion.chunk","created":\d+,"model":"'
         . $model . '","choices":\[\],"usage":' . $Usage . '\}' if $o{usage};
     return frames(@f, '\[DONE\]');
 }
@@ -237,7 +237,7 @@ streaming:
 --- wait_for_log eval
 [undef, undef, undef, "client prematurely closed connection", undef]
 --- response_body_like eval
-["", "", '^data: \{"id":"chatcmpl-[0-9a-f]+","object":"chat.completion.chunk".*"delta":\{"role":"assistant","content":"".*\n\n$',
+["", "", '^data: \{"id":"chatcmpl-(msg_)?[0-9a-f]+","object":"chat.completion.chunk".*"delta":\{"role":"assistant","content":"".*\n\n$',
  '"inflight":0,"status":"ok"', main::chat_frames("gpt-4o")]
 
 
@@ -324,7 +324,7 @@ streaming:
  "GET /v1/health"]
 --- response_body_like eval
 ["",
- "", '^data: \{"id":"chatcmpl-[0-9a-f]+".*"delta":\{"role":"assistant".*\n\ndata: \{"error":\{"message":"provider \\\\"openai\\\\": timed out","type":"api_error","param":null,"code":"provider_error"\}\}\n\ndata: \[DONE\]\n\n$',
+ "", '^data: \{"id":"chatcmpl-(msg_)?[0-9a-f]+".*"delta":\{"role":"assistant".*\n\ndata: \{"error":\{"message":"provider \\\\"openai\\\\": timed out","type":"api_error","param":null,"code":"provider_error"\}\}\n\ndata: \[DONE\]\n\n$',
  "", '"all providers failed: openai \(timed out\)"',
  '"inflight":0,"status":"ok"']
 --- error_code eval
@@ -369,7 +369,7 @@ helix: provider "openai" timed out after
 --- response_body_like eval
 ["",
  main::chat_frames("claude-3-haiku-20240307"),
- '^\{"id":"chatcmpl-[0-9a-f]+","object":"chat.completion","created":\d+,"model":"claude-3-haiku-20240307","choices":\[\{"index":0,"message":\{"role":"assistant","content":"Mock answer [0-9a-f]{8}"\},"logprobs":null,"finish_reason":"length"\}\],"usage":' . $::Usage . '\}$',
+ '^\{"id":"chatcmpl-(msg_)?[0-9a-f]+","object":"chat.completion","created":\d+,"model":"claude-3-haiku-20240307","choices":\[\{"index":0,"message":\{"role":"assistant","content":"Mock answer [0-9a-f]{8}"\},"logprobs":null,"finish_reason":"length"\}\],"usage":' . $::Usage . '\}$',
  main::replay_frames("claude-3-haiku-20240307", usage => 1),
  main::completion_frames(),
  '^\{"id":"cmpl-[0-9a-f]+","object":"text_completion","created":\d+,"model":"gemini-1.5-flash","choices":\[\{"text":"Mock answer [0-9a-f]{8}","index":0,"logprobs":null,"finish_reason":"length"\}\],"usage":' . $::Usage . '\}$',

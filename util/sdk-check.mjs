@@ -18,3 +18,15 @@ try {
   if (err.status !== 404) throw err;
   console.log("unknown model ->", err.status, err.code);
 }
+// streams: chunks iterated as they come, from each provider type
+for (const model of ["gpt-4o", "claude-3-5-sonnet-20241022", "gemini-1.5-pro"]) {
+  const s = await client.chat.completions.create({ model, messages: [{ role: "user", content: "Hello from the SDK" }], max_tokens: 12, stream: true, stream_options: { include_usage: true } });
+  let text = "", finish = null, usage = null, n = 0;
+  for await (const c of s) {
+    n++;
+    if (c.choices.length) { text += c.choices[0].delta.content || ""; finish = c.choices[0].finish_reason || finish; }
+    if (c.usage) usage = c.usage;
+  }
+  if (!text || !finish || !usage) throw new Error(model + ": incomplete stream");
+  console.log(model, "stream ->", n, "chunks:", text, "|", finish, JSON.stringify(usage));
+}
