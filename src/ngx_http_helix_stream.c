@@ -66,6 +66,7 @@ struct ngx_http_helix_stream_s {
     ngx_str_t                  *cache_state;
     ngx_msec_t                  deadline;
     size_t                      max_body;
+    size_t                      received;       /* this attempt's bytes */
 
     /* the SSE parser */
     ngx_http_helix_sbuf_t       line;
@@ -89,6 +90,7 @@ struct ngx_http_helix_stream_s {
     size_t                      buffer_size;
     ngx_msec_t                  flush_interval;
     ngx_event_t                 flush_ev;
+    ngx_event_t                 abort_ev;
 
     unsigned                    cr:1;
     unsigned                    has_data:1;
@@ -151,6 +153,7 @@ static ngx_http_helix_stream_choice_t *ngx_http_helix_stream_choice(
 static ngx_int_t ngx_http_helix_sbuf_add(ngx_pool_t *pool,
     ngx_http_helix_sbuf_t *s, u_char *p, size_t len);
 static void ngx_http_helix_stream_cleanup(void *data);
+static void ngx_http_helix_stream_abort_handler(ngx_event_t *ev);
 
 
 static ngx_str_t  ngx_http_helix_sse_type = ngx_string("text/event-stream");
@@ -195,6 +198,10 @@ ngx_http_helix_stream_create(ngx_http_request_t *r, ngx_uint_t endpoint,
     st->flush_ev.data = st;
     st->flush_ev.log = r->connection->log;
 
+    st->abort_ev.handler = ngx_http_helix_stream_abort_handler;
+    st->abort_ev.data = st;
+    st->abort_ev.log = r->connection->log;
+
     return st;
 }
 
@@ -207,6 +214,30 @@ ngx_http_helix_stream_cleanup(void *data)
     if (st->flush_ev.timer_set) {
         ngx_del_timer(&st->flush_ev);
     }
+
+    if (st->abort_ev.posted) {
+        ngx_delete_posted_event(&st->abort_ev);
+    }
+}
+
+
+/*
+ * The provider's side of a stream cannot be ended from inside its own
+ * filter (an error there is the client connection's): a posted event
+ * cuts the call instead.
+ */
+
+static void
+ngx_http_helix_stream_abort_handler(ngx_event_t *ev)
+{
+    ngx_connection_t         *c;
+    ngx_http_helix_stream_t  *st = ev->data;
+
+    c = st->request->connection;
+
+    ngx_http_helix_call_abort(st->call);
+
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -258,6 +289,7 @@ ngx_http_helix_stream_attach(ngx_http_helix_stream_t *st,
     st->deadline = deadline;
     st->created = ngx_time();
 
+    st->received = 0;
     st->line.len = 0;
     st->data.len = 0;
     st->event_len = 0;
@@ -314,7 +346,9 @@ ngx_http_helix_stream_consume(ngx_http_helix_call_t *call, u_char *data,
 
     st = call->stream;
 
-    if (st->call != call || st->last || st->client_error) {
+    if (st->call != call || st->last || st->client_error
+        || st->abort_ev.posted)
+    {
         return NGX_OK;
     }
 
@@ -331,9 +365,27 @@ ngx_http_helix_stream_consume(ngx_http_helix_call_t *call, u_char *data,
         }
     }
 
+    /* a stream is an answer too: max_response_body bounds it */
+
+    st->received += len;
+
+    if (st->received > st->max_body) {
+        ngx_str_set(&st->error, "the stream is larger than "
+                                "max_response_body");
+        ngx_post_event(&st->abort_ev, &ngx_posted_events);
+        return NGX_OK;
+    }
+
     rc = ngx_http_helix_sse_parse(st, data, len);
 
     if (rc == NGX_ERROR) {
+        /* out of memory, or the client's connection failed */
+
+        if (!st->client_error) {
+            ngx_post_event(&st->abort_ev, &ngx_posted_events);
+            return NGX_OK;
+        }
+
         return NGX_ERROR;
     }
 
@@ -370,12 +422,6 @@ ngx_http_helix_sse_parse(ngx_http_helix_stream_t *st, u_char *p, size_t len)
 
         for (q = p; q < last && *q != '\n' && *q != '\r'; q++) {
             /* void */
-        }
-
-        if (st->line.len + (q - p) > st->max_body) {
-            ngx_str_set(&st->error, "an event larger than "
-                                    "max_response_body");
-            return NGX_ERROR;
         }
 
         if (q == last) {

@@ -467,3 +467,33 @@ main::chat_frames("gemini-1.5-flash")
 ['"message":"embeddings cannot be streamed","type":"invalid_request_error","param":"stream"',
  '"message":"streaming is disabled \(streaming.enabled in helix.yaml\)"',
  '"param":"stream"']
+
+
+
+=== TEST 19: pieces of every size from 2 to 12 bytes: events cut at every alignment, the same frames
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- request eval
+["POST /mock/reset",
+ map { my $k = $_;
+       map { (main::fault($_->[0] => qq{{"stream_split": $k, "count": 1}}), main::chat($_->[1])) }
+           [openai => "gpt-4o"], [claude => "claude-3-haiku-20240307"], [gemini => "gemini-1.5-flash"] } 2 .. 12]
+--- response_body_like eval
+["",
+ map { ("", main::chat_frames("gpt-4o"), "", main::chat_frames("claude-3-haiku-20240307"),
+        "", main::chat_frames("gemini-1.5-flash")) } 2 .. 12]
+--- no_error_log
+[error]
+
+
+
+=== TEST 20: resources.requests.max_response_body bounds a stream too
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: ">>> helix.yaml\n$Helix::Providers\n$::Streaming\nresources:\n  requests:\n    max_response_body: 4KB\n"
+--- request eval
+'POST /v1/completions
+{"model": "claude-3-haiku-20240307", "stream": true, "prompt": "Hello LONG:500"}'
+--- response_body_like eval
+'^data: \{"content": "Mock", "done": false\}\n\n.*data: \{"error": \{"message": "provider \\\\"claude\\\\": the stream is larger than max_response_body", "type": "api_error", "param": null, "code": "provider_error"\}, "done": true\}\n\n$'
