@@ -82,6 +82,21 @@ sub gunzip {
     return $out;
 }
 
+# L2: what a stream stored in Redis, a fresh nginx (empty L1) replays
+our $L2Yaml = ">>> helix.yaml\n$Helix::Providers\n$Streaming"
+    . "cache:\n  l2:\n    enabled: true\nredis:\n  host: 127.0.0.1\n  port: $ENV{TEST_NGINX_REDIS_PORT}\n";
+our $L2Chat = qq{POST /v1/chat/completions
+{"model": "claude-3-haiku-20240307", "stream": true, "max_tokens": 3, "messages": [{"role": "user", "content": "Hello"}]}};
+
+sub l2_stored {
+    for (1 .. 200) {
+        my $k = `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} --scan --pattern 'completion:claude:*' 2>&1`;
+        return "stored" if $k =~ /\S/;
+        select(undef, undef, undef, 0.05);
+    }
+    return "not stored";
+}
+
 no_shuffle();
 run_tests();
 
@@ -497,3 +512,31 @@ main::chat_frames("gemini-1.5-flash")
 {"model": "claude-3-haiku-20240307", "stream": true, "prompt": "Hello LONG:500"}'
 --- response_body_like eval
 '^data: \{"content": "Mock", "done": false\}\n\n.*data: \{"error": \{"message": "provider \\\\"claude\\\\": the stream is larger than max_response_body", "type": "api_error", "param": null, "code": "provider_error"\}, "done": true\}\n\n$'
+
+
+
+=== TEST 21: L2: a complete stream is stored in Redis too
+--- http_config eval: $::HttpConfig
+--- config eval: Helix::config()
+--- user_files eval: $::L2Yaml
+--- request eval
+["GET /v1/health", $::L2Chat, "GET /v1/health"]
+--- response_body_filters eval
+[sub { `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} FLUSHALL`; "" }, undef, \&main::l2_stored]
+--- response_body_like eval
+["", main::chat_frames("claude-3-haiku-20240307"), "^stored\$"]
+--- response_headers eval
+["", "X-Cache: MISS", ""]
+
+
+
+=== TEST 22: L2: a fresh nginx (empty L1) replays the stream from Redis
+--- http_config eval: $::HttpConfig
+--- config eval: Helix::config()
+--- user_files eval: $::L2Yaml
+--- request eval
+["POST /mock/reset", $::L2Chat, "GET /mock/claude/stats"]
+--- response_body_like eval
+["", main::replay_frames("claude-3-haiku-20240307"), '"total":0,']
+--- response_headers eval
+["", "X-Cache: HIT\nX-Cache-Tier: L2\nContent-Type: text/event-stream\nX-Helix-Provider: claude", ""]
