@@ -47,7 +47,7 @@ typedef struct {
 typedef struct {
     ngx_http_helix_sbuf_t       content;
     ngx_array_t                 tools;          /* stream_tool_t */
-    const char                 *finish;
+    char                       *finish;
     unsigned                    role:1;         /* role chunk sent */
     unsigned                    text:1;         /* content seen */
 } ngx_http_helix_stream_choice_t;
@@ -80,6 +80,7 @@ struct ngx_http_helix_stream_s {
     uint64_t                    prompt_tokens;
     uint64_t                    completion_tokens;
     ngx_str_t                   error;          /* the provider's event */
+    json_t                     *ev;             /* the event at hand */
 
     /* the client's side */
     ngx_chain_t                *out;
@@ -217,6 +218,10 @@ ngx_http_helix_stream_cleanup(void *data)
 
     if (st->abort_ev.posted) {
         ngx_delete_posted_event(&st->abort_ev);
+    }
+
+    if (st->ev) {
+        json_decref(st->ev);
     }
 }
 
@@ -546,6 +551,11 @@ ngx_http_helix_sse_dispatch(ngx_http_helix_stream_t *st)
     st->has_data = 0;
     st->event_len = 0;
 
+    if (st->ev) {
+        json_decref(st->ev);
+        st->ev = NULL;
+    }
+
     return rc;
 }
 
@@ -590,26 +600,19 @@ ngx_http_helix_stream_provider_error(ngx_http_helix_stream_t *st,
 }
 
 
+/* one event's JSON at a time: the one before is let go */
+
 static json_t *
 ngx_http_helix_stream_load(ngx_http_helix_stream_t *st, u_char *data,
     size_t len)
 {
-    json_t  *ev;
-
-    ev = json_loadb((char *) data, len, 0, NULL);
-
-    if (ev == NULL || ngx_http_helix_json_pool(st->request->pool, ev)
-                      != NGX_OK)
-    {
-        json_decref(ev);
-        return NULL;
+    if (st->ev) {
+        json_decref(st->ev);
     }
 
-    if (!json_is_object(ev)) {
-        return NULL;
-    }
+    st->ev = json_loadb((char *) data, len, 0, NULL);
 
-    return ev;
+    return json_is_object(st->ev) ? st->ev : NULL;
 }
 
 
@@ -1228,6 +1231,7 @@ static ngx_int_t
 ngx_http_helix_stream_finish(ngx_http_helix_stream_t *st, ngx_uint_t index,
     const char *reason, ngx_uint_t emit)
 {
+    size_t                           len;
     json_t                          *delta;
     ngx_http_helix_stream_choice_t  *ch;
 
@@ -1242,8 +1246,16 @@ ngx_http_helix_stream_finish(ngx_http_helix_stream_t *st, ngx_uint_t index,
         reason = "tool_calls";
     }
 
-    /* static strings, or the provider's, which the pool keeps */
-    ch->finish = reason;
+    /* the provider's string goes with its event */
+
+    len = ngx_strlen(reason) + 1;
+
+    ch->finish = ngx_pnalloc(st->request->pool, len);
+    if (ch->finish == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ch->finish, reason, len);
     st->finish_seen = 1;
 
     if (!emit || st->endpoint != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS) {
