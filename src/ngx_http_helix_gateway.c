@@ -2495,6 +2495,17 @@ ngx_http_helix_keep(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 }
 
 
+ngx_http_helix_stream_t *
+ngx_http_helix_gateway_stream(ngx_http_request_t *r)
+{
+    ngx_http_helix_gw_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+
+    return ctx ? ctx->stream : NULL;
+}
+
+
 /*
  * A streaming call has ended.  Before the first frame a failed stream
  * falls back as any failed call; after it, the stream ends with an error

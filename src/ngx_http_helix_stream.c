@@ -106,6 +106,8 @@ struct ngx_http_helix_stream_s {
     unsigned                    client_error:1;
     unsigned                    last:1;         /* last_buf written */
     unsigned                    gzip:1;
+    unsigned                    held:1;         /* the provider waits */
+    unsigned                    slow:1;         /* it has waited */
 };
 
 
@@ -355,6 +357,24 @@ ngx_http_helix_stream_consume(ngx_http_helix_call_t *call, u_char *data,
         || st->abort_ev.posted)
     {
         return NGX_OK;
+    }
+
+    if (st->request->connection->buffered & NGX_HTTP_WRITE_BUFFERED) {
+        /*
+         * The client does not keep up: the provider waits (nginx stops
+         * reading from it) until the client's write event drains what is
+         * pending and runs the subrequest again.
+         */
+
+        if (!st->slow) {
+            st->slow = 1;
+            ngx_log_error(NGX_LOG_INFO, st->request->connection->log, 0,
+                          "helix: stream client is slow, provider \"%V\" "
+                          "waits for it", &st->provider->name);
+        }
+
+        st->held = 1;
+        return NGX_AGAIN;
     }
 
     if (!st->events) {
@@ -1736,7 +1756,8 @@ ngx_http_helix_stream_arm(ngx_http_request_t *r)
 static void
 ngx_http_helix_stream_writer(ngx_http_request_t *r)
 {
-    ngx_connection_t  *c;
+    ngx_connection_t         *c;
+    ngx_http_helix_stream_t  *st;
 
     c = r->connection;
 
@@ -1748,8 +1769,24 @@ ngx_http_helix_stream_writer(ngx_http_request_t *r)
     } else if (ngx_http_output_filter(r, NULL) != NGX_ERROR
                && ngx_http_helix_stream_arm(r) == NGX_OK)
     {
+        st = ngx_http_helix_gateway_stream(r);
+
+        if (st && st->held && !(c->buffered & NGX_HTTP_WRITE_BUFFERED)
+            && st->call && !st->call->done)
+        {
+            /* the client has caught up: the provider's turn again */
+
+            st->held = 0;
+
+            if (ngx_http_post_request(st->call->sr, NULL) != NGX_OK) {
+                goto failed;
+            }
+        }
+
         return;
     }
+
+failed:
 
     /* the provider call ends with the request */
 
@@ -1769,6 +1806,7 @@ ngx_http_helix_stream_end(ngx_http_helix_stream_t *st, ngx_str_t *answer,
     ngx_http_helix_main_conf_t  *hmcf;
 
     call = st->call;
+    st->held = 0;
     ngx_str_null(answer);
 
     if (call->complete && !st->client_error) {

@@ -72,6 +72,8 @@ static ngx_int_t ngx_http_helix_filter_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_helix_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_helix_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_helix_stream_filter(ngx_http_request_t *r,
+    ngx_http_helix_call_t *call, ngx_chain_t *in);
 
 
 static ngx_http_helix_wrow_t  *ngx_http_helix_wrow;
@@ -990,18 +992,15 @@ ngx_http_helix_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
+    if (call->consume && call->status >= 200 && call->status < 300) {
+        return ngx_http_helix_stream_filter(r, call, in);
+    }
+
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
         len = ngx_buf_in_memory(b) ? (size_t) (b->last - b->pos) : 0;
 
-        if (call->consume && call->status >= 200 && call->status < 300) {
-            if (len && !call->done
-                && call->consume(call, b->pos, len) == NGX_ERROR)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (len && !call->done
+        if (len && !call->done
             && call->outcome != NGX_HTTP_HELIX_CALL_TOO_LARGE)
         {
             if (call->body.len + len > call->max_body) {
@@ -1049,6 +1048,58 @@ ngx_http_helix_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             call->complete = 1;
         }
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A stream's pieces go on as they come, unless the stream says to wait
+ * (its client is slow): then they stay unconsumed, so that nginx stops
+ * reading from the provider once its buffer is full, and go first when
+ * the subrequest runs again.
+ */
+
+static ngx_int_t
+ngx_http_helix_stream_filter(ngx_http_request_t *r,
+    ngx_http_helix_call_t *call, ngx_chain_t *in)
+{
+    size_t        len;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, *next;
+
+    if (in && ngx_chain_add_copy(r->pool, &call->kept, in) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (cl = call->kept; cl; cl = next) {
+        b = cl->buf;
+        len = ngx_buf_in_memory(b) ? (size_t) (b->last - b->pos) : 0;
+
+        if (len && !call->done) {
+            rc = call->consume(call, b->pos, len);
+
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            if (rc == NGX_AGAIN) {
+                break;
+            }
+        }
+
+        b->pos = b->last;
+
+        if (b->last_buf || b->last_in_chain) {
+            call->complete = 1;
+        }
+
+        next = cl->next;
+        ngx_free_chain(r->pool, cl);
+    }
+
+    call->kept = cl;
 
     return NGX_OK;
 }

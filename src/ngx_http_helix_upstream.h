@@ -60,9 +60,14 @@ struct ngx_http_helix_call_s {
     ngx_event_t                      timer;
     ngx_event_t                      posted;
 
-    /* a stream: each piece of a 2xx answer goes here, not into body */
+    /*
+     * a stream: each piece of a 2xx answer goes here, not into body;
+     * NGX_AGAIN keeps it and what follows (kept) until the subrequest
+     * is run again
+     */
     ngx_http_helix_call_consume_pt   consume;
     void                            *stream;
+    ngx_chain_t                     *kept;
 
     unsigned                         started:1;
     unsigned                         done:1;
