@@ -354,13 +354,19 @@ start
 stream_helix=$(ttfb stream_helix /bench/miss)
 stream_proxy=$(ttfb stream_proxy /bench/proxy-stream)
 
-# soak: RSS over about a million L1 hits and a hundred thousand misses
+# soak: RSS over about a million L1 hits and a hundred thousand misses,
+# measured from after a short warm-up
 soak=
 if [ "${SOAK:-0}" = 1 ]; then
     config on
     start
     curl -s -o /dev/null -H "Authorization: Bearer $key" \
         "http://127.0.0.1:$port/v1/chat/completions" -d "$body"
+    # warm-up: connections, buffers and pools reach their working size
+    wrk -t"$threads" -c"$conns" -d2s -s "$dir/post.lua" \
+        "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1
+    wrk -t"$threads" -c"$conns" -d2s -s "$dir/post.lua" \
+        "http://127.0.0.1:$port/bench/miss" > /dev/null 2>&1
     rs=$(rss_kb)
     hits=0
     while [ "$hits" -lt 1000000 ]; do
