@@ -15,6 +15,9 @@
 #include "ngx_http_helix_curl.h"
 #include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_redis.h"
+#include "ngx_http_helix_pg.h"
+#include "ngx_http_helix_log.h"
+#include "ngx_http_helix_tasks.h"
 
 
 typedef struct {
@@ -59,7 +62,8 @@ static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
       ngx_http_helix_batch_handler },
     { ngx_string("ensemble"), NGX_HTTP_POST,
       ngx_http_helix_batch_handler },
-    { ngx_string("tasks"), NGX_HTTP_POST|NGX_HTTP_HELIX_GET, NULL },
+    { ngx_string("tasks"), NGX_HTTP_POST|NGX_HTTP_HELIX_GET|NGX_HTTP_DELETE,
+      ngx_http_helix_tasks_handler },
     { ngx_string("cache_clear"), NGX_HTTP_POST,
       ngx_http_helix_admin_handler },
     { ngx_string("cache_cleanup"), NGX_HTTP_POST,
@@ -286,7 +290,9 @@ ngx_http_helix_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    if (ngx_http_helix_metrics_init(cf, hmcf) != NGX_OK) {
+    if (ngx_http_helix_metrics_init(cf, hmcf) != NGX_OK
+        || ngx_http_helix_log_init(cf, hmcf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -299,7 +305,10 @@ ngx_http_helix_init_process(ngx_cycle_t *cycle)
 {
     if (ngx_http_helix_upstream_init_process(cycle) != NGX_OK
         || ngx_http_helix_curl_init_process(cycle) != NGX_OK
-        || ngx_http_helix_redis_init_process(cycle) != NGX_OK)
+        || ngx_http_helix_redis_init_process(cycle) != NGX_OK
+        || ngx_http_helix_pg_init_process(cycle) != NGX_OK
+        || ngx_http_helix_log_init_process(cycle) != NGX_OK
+        || ngx_http_helix_tasks_init_process(cycle) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -313,6 +322,9 @@ ngx_http_helix_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_helix_curl_exiting();
     ngx_http_helix_redis_exit_process(cycle);
+    ngx_http_helix_tasks_exit_process(cycle);
+    ngx_http_helix_pg_exit_process(cycle);
+    ngx_http_helix_log_exit_process(cycle);
     ngx_http_helix_warm_exit_process(cycle);
     ngx_http_helix_curl_exit_process(cycle);
     ngx_http_helix_upstream_exit_process(cycle);

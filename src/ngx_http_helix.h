@@ -110,7 +110,29 @@ typedef struct {
     ngx_msec_t                  slow_query_threshold;
     ngx_uint_t                  statement_cache;
     ngx_flag_t                  prepared_statements;
+
+    /* database.completion_log: not in the guide, see README */
+    ngx_flag_t                  log_enabled;
+    size_t                      log_buffer;     /* bytes per worker */
+    ngx_uint_t                  log_batch;      /* rows per INSERT */
+    ngx_msec_t                  log_flush;
 } ngx_http_helix_database_conf_t;
+
+
+/* tasks: background tasks (POST /v1/tasks), not in the guide */
+
+typedef struct {
+    ngx_flag_t                  enabled;
+    ngx_uint_t                  concurrency;    /* per worker */
+    ngx_msec_t                  lease;
+    ngx_msec_t                  poll_interval;
+    ngx_uint_t                  max_attempts;
+    ngx_str_t                   endpoint;       /* loopback base URL */
+    ngx_msec_t                  timeout;        /* one loopback call */
+    ngx_uint_t                  callback_retries;
+    ngx_msec_t                  callback_backoff;
+    ngx_msec_t                  callback_timeout;
+} ngx_http_helix_tasks_conf_t;
 
 
 typedef struct {
@@ -188,6 +210,7 @@ typedef struct {
     ngx_http_helix_redis_conf_t        redis;
     ngx_http_helix_database_conf_t     database;
     ngx_http_helix_http_client_conf_t  http_client;
+    ngx_http_helix_tasks_conf_t        tasks;
 
     ngx_flag_t                  parallel_enabled;
     ngx_uint_t                  parallel_max_concurrent;
@@ -266,6 +289,8 @@ extern ngx_module_t  ngx_http_helix_module;
 ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_gateway_summary(ngx_http_request_t *r,
+    ngx_str_t *model, ngx_str_t *answer, ngx_uint_t *stream);
 ngx_int_t ngx_http_helix_provider_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_metrics_handler(ngx_http_request_t *r);

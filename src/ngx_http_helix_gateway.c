@@ -87,6 +87,8 @@ typedef struct {
     unsigned                    cache_write:1;
     unsigned                    cancelled:1;
     unsigned                    streaming:1;
+
+    ngx_str_t                   answer;         /* for the completion log */
 } ngx_http_helix_gw_ctx_t;
 
 
@@ -430,6 +432,8 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
         ngx_http_helix_finalize(r, ctx, NGX_OK);
         return;
     }
+
+    ctx->answer = *body;
 
     if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
         || ngx_http_helix_add_header(r, "X-Cache-Tier", &tiers[tier])
@@ -2452,6 +2456,7 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         rc = NGX_OK;
 
     } else {
+        ctx->answer = *body;
         rc = ngx_http_helix_send_json(r, NGX_HTTP_OK, body);
     }
 
@@ -2909,4 +2914,25 @@ ngx_http_helix_item_store(ngx_http_helix_item_t *item, ngx_str_t *provider,
         ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
         ngx_str_null(&ctx->claimed);
     }
+}
+
+
+/* for the completion log, in the LOG phase: the answer sent, if any */
+
+ngx_int_t
+ngx_http_helix_gateway_summary(ngx_http_request_t *r, ngx_str_t *model,
+    ngx_str_t *answer, ngx_uint_t *stream)
+{
+    ngx_http_helix_gw_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+    if (ctx == NULL) {
+        return NGX_DECLINED;
+    }
+
+    *model = ctx->model;
+    *answer = ctx->answer;
+    *stream = ctx->req && json_is_true(json_object_get(ctx->req, "stream"));
+
+    return NGX_OK;
 }

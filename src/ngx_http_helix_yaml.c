@@ -297,6 +297,19 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_db_query[] = {
 };
 
 
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_db_log[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  database.log_enabled, NULL),
+    ngx_helix_key("buffer", ngx_http_helix_yaml_set_size, MC,
+                  database.log_buffer, NULL),
+    ngx_helix_key("batch", ngx_http_helix_yaml_set_uint, MC,
+                  database.log_batch, NULL),
+    ngx_helix_key("flush_interval", ngx_http_helix_yaml_set_msec, MC,
+                  database.log_flush, NULL),
+    ngx_helix_key_null
+};
+
+
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_database[] = {
     ngx_helix_key("host", ngx_http_helix_yaml_set_str, MC,
                   database.host, NULL),
@@ -314,6 +327,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_database[] = {
       ngx_http_helix_yaml_db_pool },
     { ngx_string("query"), ngx_http_helix_yaml_set_map, 0,
       ngx_http_helix_yaml_db_query },
+    { ngx_string("completion_log"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_db_log },
     ngx_helix_key_null
 };
 
@@ -565,6 +580,31 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_batch[] = {
 };
 
 
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_tasks[] = {
+    ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
+                  tasks.enabled, NULL),
+    ngx_helix_key("concurrency", ngx_http_helix_yaml_set_uint, MC,
+                  tasks.concurrency, NULL),
+    ngx_helix_key("lease", ngx_http_helix_yaml_set_msec, MC,
+                  tasks.lease, NULL),
+    ngx_helix_key("poll_interval", ngx_http_helix_yaml_set_msec, MC,
+                  tasks.poll_interval, NULL),
+    ngx_helix_key("max_attempts", ngx_http_helix_yaml_set_uint, MC,
+                  tasks.max_attempts, NULL),
+    ngx_helix_key("endpoint", ngx_http_helix_yaml_set_str, MC,
+                  tasks.endpoint, NULL),
+    ngx_helix_key("timeout", ngx_http_helix_yaml_set_msec, MC,
+                  tasks.timeout, NULL),
+    ngx_helix_key("callback_retries", ngx_http_helix_yaml_set_uint, MC,
+                  tasks.callback_retries, NULL),
+    ngx_helix_key("callback_backoff", ngx_http_helix_yaml_set_msec, MC,
+                  tasks.callback_backoff, NULL),
+    ngx_helix_key("callback_timeout", ngx_http_helix_yaml_set_msec, MC,
+                  tasks.callback_timeout, NULL),
+    ngx_helix_key_null
+};
+
+
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_root[] = {
     { ngx_string("cache"), ngx_http_helix_yaml_set_map, 0,
       ngx_http_helix_yaml_cache },
@@ -594,6 +634,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_root[] = {
       ngx_http_helix_yaml_rate_limit },
     { ngx_string("batch"), ngx_http_helix_yaml_set_map, 0,
       ngx_http_helix_yaml_batch },
+    { ngx_string("tasks"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_tasks },
     ngx_helix_key_null
 };
 
@@ -674,6 +716,20 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     hmcf->database.slow_query_threshold = 100;
     hmcf->database.statement_cache = 1000;
     hmcf->database.prepared_statements = 1;
+    hmcf->database.log_enabled = 1;
+    hmcf->database.log_buffer = 4 * 1024 * 1024;
+    hmcf->database.log_batch = 500;
+    hmcf->database.log_flush = 200;
+
+    hmcf->tasks.enabled = 1;
+    hmcf->tasks.concurrency = 4;
+    hmcf->tasks.lease = 60 * 1000;
+    hmcf->tasks.poll_interval = 5 * 1000;
+    hmcf->tasks.max_attempts = 3;
+    hmcf->tasks.timeout = 300 * 1000;
+    hmcf->tasks.callback_retries = 5;
+    hmcf->tasks.callback_backoff = 1000;
+    hmcf->tasks.callback_timeout = 10 * 1000;
 
     hmcf->http_client.max_connections = 100;
     hmcf->http_client.max_idle_connections = 20;

@@ -1,0 +1,590 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * The completion log (database.completion_log): one row in "completions"
+ * per chat/completion/embedding request, hit or miss, written after the
+ * answer has gone.  The LOG phase only appends the row, as JSON, to a
+ * per-worker buffer; a timer or a full batch sends the whole buffer as
+ * one INSERT ... json_to_recordset($1) while a second buffer fills.
+ * While PostgreSQL is away the rows wait (bounded by completion_log.
+ * buffer); rows that do not fit are counted and the count is logged.
+ * request_id is unique, so a batch sent twice is written once.
+ */
+
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_pg.h"
+#include "ngx_http_helix_log.h"
+
+
+typedef struct {
+    u_char                      *data;
+    size_t                       len;
+    ngx_uint_t                   rows;
+} ngx_http_helix_log_buf_t;
+
+
+typedef struct {
+    ngx_http_helix_main_conf_t  *hmcf;
+    ngx_log_t                   *log;
+    size_t                       cap;
+    ngx_http_helix_log_buf_t     fill;      /* rows being added */
+    ngx_http_helix_log_buf_t     flight;    /* rows being written */
+    ngx_http_helix_pg_query_t   *q;
+    ngx_event_t                  timer;
+    ngx_uint_t                   dropped;   /* since the last report */
+    ngx_uint_t                   dropped_total;
+    ngx_uint_t                   failed;
+} ngx_http_helix_log_t;
+
+
+static ngx_int_t ngx_http_helix_log_handler(ngx_http_request_t *r);
+static u_char *ngx_http_helix_log_str(u_char *p, const char *key,
+    ngx_str_t *v);
+static size_t ngx_http_helix_log_str_len(ngx_str_t *v);
+static ngx_table_elt_t *ngx_http_helix_log_header(ngx_list_t *headers,
+    const char *name, size_t len);
+static ngx_int_t ngx_http_helix_log_number(ngx_str_t *s, const char *key,
+    size_t len);
+static void ngx_http_helix_log_model(ngx_str_t *s, ngx_str_t *model);
+static void ngx_http_helix_log_schedule(ngx_msec_t delay);
+static void ngx_http_helix_log_flush(ngx_event_t *ev);
+static void ngx_http_helix_log_written(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
+
+
+static ngx_http_helix_log_t  ngx_http_helix_log;
+static ngx_int_t             ngx_http_helix_log_request_id = NGX_ERROR;
+
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_log_insert = {
+    "helix_completions_insert",
+    "INSERT INTO completions (request_id, session_id, api_key_name, "
+    "provider_id, model, endpoint, cache_result, stream, prompt_tokens, "
+    "completion_tokens, latency_ms, status, created_at) "
+    "SELECT request_id, session_id, api_key_name, provider_id, model, "
+    "endpoint, cache_result, stream, prompt_tokens, completion_tokens, "
+    "latency_ms, status, to_timestamp(t / 1000.0) "
+    "FROM json_to_recordset($1::json) AS x(request_id text, "
+    "session_id text, api_key_name text, provider_id text, model text, "
+    "endpoint text, cache_result text, stream boolean, prompt_tokens int, "
+    "completion_tokens int, latency_ms int, status int, t bigint) "
+    "ON CONFLICT (request_id) DO NOTHING",
+    1, 0
+};
+
+
+static const char  *ngx_http_helix_log_endpoints[] = {
+    NULL, "chat_completions", "completions", "embeddings"
+};
+
+
+ngx_int_t
+ngx_http_helix_log_init(ngx_conf_t *cf, ngx_http_helix_main_conf_t *hmcf)
+{
+    ngx_str_t                   name = ngx_string("request_id");
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    if (!hmcf->database.configured || !hmcf->database.log_enabled) {
+        return NGX_OK;
+    }
+
+    ngx_http_helix_log_request_id = ngx_http_get_variable_index(cf, &name);
+    if (ngx_http_helix_log_request_id == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_helix_log_handler;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_helix_log_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_helix_log_t        *lg;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_helix_module);
+
+    if (hmcf == NULL || !hmcf->database.configured
+        || !hmcf->database.log_enabled)
+    {
+        return NGX_OK;
+    }
+
+    lg = &ngx_http_helix_log;
+
+    lg->cap = ngx_max(hmcf->database.log_buffer, 1024);
+
+    /* two buffers: one fills while the other is being written */
+
+    lg->fill.data = ngx_alloc(lg->cap, cycle->log);
+    lg->flight.data = ngx_alloc(lg->cap, cycle->log);
+
+    if (lg->fill.data == NULL || lg->flight.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    lg->hmcf = hmcf;
+    lg->log = cycle->log;
+
+    lg->timer.handler = ngx_http_helix_log_flush;
+    lg->timer.data = lg;
+    lg->timer.log = cycle->log;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_helix_log_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t             left;
+    ngx_http_helix_log_t  *lg;
+
+    lg = &ngx_http_helix_log;
+
+    if (lg->hmcf == NULL) {
+        return;
+    }
+
+    if (lg->timer.timer_set) {
+        ngx_del_timer(&lg->timer);
+    }
+
+    left = lg->fill.rows + lg->flight.rows;
+
+    if (left || lg->dropped_total) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "helix: completion log: %ui rows not written at "
+                      "exit, %ui dropped in all (buffer full)", left,
+                      lg->dropped_total);
+    }
+
+    ngx_free(lg->fill.data);
+    ngx_free(lg->flight.data);
+    ngx_memzero(lg, sizeof(ngx_http_helix_log_t));
+}
+
+
+static ngx_int_t
+ngx_http_helix_log_handler(ngx_http_request_t *r)
+{
+    u_char                      *p;
+    size_t                       len;
+    ngx_int_t                    pt, ct;
+    ngx_str_t                    model, answer, provider, cache, session;
+    ngx_str_t                    rid;
+    ngx_uint_t                   ep, stream;
+    ngx_msec_int_t               ms;
+    ngx_time_t                  *tp;
+    ngx_table_elt_t             *h;
+    ngx_http_helix_log_t        *lg;
+    ngx_http_variable_value_t   *vv;
+    ngx_http_helix_loc_conf_t   *hlcf;
+
+    lg = &ngx_http_helix_log;
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
+    ep = hlcf->endpoint;
+
+    if (lg->hmcf == NULL || r != r->main
+        || (ep != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS
+            && ep != NGX_HTTP_HELIX_EP_COMPLETIONS
+            && ep != NGX_HTTP_HELIX_EP_EMBEDDINGS))
+    {
+        return NGX_OK;
+    }
+
+    ngx_str_null(&model);
+    ngx_str_null(&answer);
+    ngx_str_null(&provider);
+    ngx_str_null(&cache);
+    ngx_str_null(&session);
+    ngx_str_null(&rid);
+    stream = 0;
+
+    (void) ngx_http_helix_gateway_summary(r, &model, &answer, &stream);
+
+    vv = ngx_http_get_indexed_variable(r, ngx_http_helix_log_request_id);
+    if (vv && !vv->not_found) {
+        rid.data = vv->data;
+        rid.len = vv->len;
+    }
+
+    h = ngx_http_helix_log_header(&r->headers_out.headers,
+                                  "X-Helix-Provider", 16);
+    if (h) {
+        provider = h->value;
+    }
+
+    h = ngx_http_helix_log_header(&r->headers_out.headers, "X-Cache", 7);
+    if (h) {
+        if (h->value.len == 3 && ngx_strncmp(h->value.data, "HIT", 3) == 0)
+        {
+            h = ngx_http_helix_log_header(&r->headers_out.headers,
+                                          "X-Cache-Tier", 12);
+            if (h && h->value.len == 2 && h->value.data[1] == '2') {
+                ngx_str_set(&cache, "hit_l2");
+
+            } else {
+                ngx_str_set(&cache, "hit_l1");
+            }
+
+        } else if (h->value.len == 4
+                   && ngx_strncmp(h->value.data, "MISS", 4) == 0)
+        {
+            ngx_str_set(&cache, "miss");
+
+        } else {
+            ngx_str_set(&cache, "bypass");
+        }
+
+    } else {
+        ngx_str_set(&cache, "none");
+    }
+
+    h = ngx_http_helix_log_header(&r->headers_in.headers, "X-Session-ID",
+                                  12);
+    if (h) {
+        session = h->value;
+        session.len = ngx_min(session.len, 256);
+    }
+
+    /* what the answer says, whichever tier it came from */
+
+    pt = ngx_http_helix_log_number(&answer, "\"prompt_tokens\"", 15);
+    ct = ngx_http_helix_log_number(&answer, "\"completion_tokens\"", 19);
+
+    if (answer.len) {
+        ngx_http_helix_log_model(&answer, &model);
+    }
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    ms = ngx_max(ms, 0);
+
+    len = sizeof(",{\"request_id\":,\"session_id\":,\"api_key_name\":null"
+                 ",\"provider_id\":,\"model\":,\"endpoint\":\"\""
+                 ",\"cache_result\":\"\",\"stream\":false"
+                 ",\"prompt_tokens\":,\"completion_tokens\":"
+                 ",\"latency_ms\":,\"status\":,\"t\":}")
+          + ngx_http_helix_log_str_len(&rid)
+          + ngx_http_helix_log_str_len(&session)
+          + ngx_http_helix_log_str_len(&provider)
+          + ngx_http_helix_log_str_len(&model)
+          + sizeof("chat_completions") + cache.len
+          + 4 * NGX_INT_T_LEN + NGX_TIME_T_LEN + 3;
+
+    if (lg->fill.len + len + 2 > lg->cap) {
+        lg->dropped++;
+        lg->dropped_total++;
+
+        if (lg->dropped == 1) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "helix: completion log buffer full (%uz bytes, "
+                          "%ui rows waiting): rows are dropped and "
+                          "counted until PostgreSQL takes them",
+                          lg->cap, lg->fill.rows + lg->flight.rows);
+        }
+
+        return NGX_OK;
+    }
+
+    p = lg->fill.data + lg->fill.len;
+
+    *p++ = lg->fill.len ? ',' : '[';
+    p = ngx_http_helix_log_str(p, "{\"request_id\":", &rid);
+    p = ngx_http_helix_log_str(p, ",\"session_id\":", &session);
+    p = ngx_cpymem(p, ",\"api_key_name\":null", 20);
+    p = ngx_http_helix_log_str(p, ",\"provider_id\":", &provider);
+    p = ngx_http_helix_log_str(p, ",\"model\":", &model);
+    p = ngx_sprintf(p, ",\"endpoint\":\"%s\",\"cache_result\":\"%V\","
+                    "\"stream\":%s", ngx_http_helix_log_endpoints[ep],
+                    &cache, stream ? "true" : "false");
+
+    if (pt >= 0) {
+        p = ngx_sprintf(p, ",\"prompt_tokens\":%i", pt);
+    }
+
+    if (ct >= 0) {
+        p = ngx_sprintf(p, ",\"completion_tokens\":%i", ct);
+    }
+
+    p = ngx_sprintf(p, ",\"latency_ms\":%M,\"status\":%ui,\"t\":%T%03M}",
+                    (ngx_msec_t) ms, r->headers_out.status, tp->sec,
+                    tp->msec);
+
+    lg->fill.len = p - lg->fill.data;
+    lg->fill.rows++;
+
+    if (lg->q == NULL
+        && lg->fill.rows >= ngx_max(lg->hmcf->database.log_batch, 1))
+    {
+        ngx_http_helix_log_schedule(0);
+
+    } else if (!lg->timer.timer_set) {
+        ngx_http_helix_log_schedule(lg->hmcf->database.log_flush);
+    }
+
+    return NGX_OK;
+}
+
+
+static size_t
+ngx_http_helix_log_str_len(ngx_str_t *v)
+{
+    if (v->data == NULL || v->len == 0) {
+        return sizeof("null");
+    }
+
+    return v->len + ngx_escape_json(NULL, v->data, v->len) + 2;
+}
+
+
+static u_char *
+ngx_http_helix_log_str(u_char *p, const char *key, ngx_str_t *v)
+{
+    p = ngx_cpymem(p, key, ngx_strlen(key));
+
+    if (v->data == NULL || v->len == 0) {
+        return ngx_cpymem(p, "null", 4);
+    }
+
+    *p++ = '"';
+    p = (u_char *) ngx_escape_json(p, v->data, v->len);
+    *p++ = '"';
+
+    return p;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_helix_log_header(ngx_list_t *headers, const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/* "key": <digits> in a JSON answer; -1 if it is not there */
+
+static ngx_int_t
+ngx_http_helix_log_number(ngx_str_t *s, const char *key, size_t len)
+{
+    u_char  *p, *last, *start;
+
+    if (s->len == 0) {
+        return -1;
+    }
+
+    last = s->data + s->len;
+
+    p = ngx_strlcasestrn(s->data, last, (u_char *) key, len - 1);
+    if (p == NULL) {
+        return -1;
+    }
+
+    p += len;
+
+    while (p < last && (*p == ' ' || *p == ':')) {
+        p++;
+    }
+
+    start = p;
+
+    while (p < last && *p >= '0' && *p <= '9') {
+        p++;
+    }
+
+    if (p == start || p - start > 9) {
+        return -1;
+    }
+
+    return ngx_atoi(start, p - start);
+}
+
+
+/* the model that answered, as the answer names it */
+
+static void
+ngx_http_helix_log_model(ngx_str_t *s, ngx_str_t *model)
+{
+    u_char  *p, *last, *start;
+
+    last = s->data + s->len;
+
+    p = ngx_strlcasestrn(s->data, last, (u_char *) "\"model\"", 7 - 1);
+    if (p == NULL) {
+        return;
+    }
+
+    p += 7;
+
+    while (p < last && (*p == ' ' || *p == ':')) {
+        p++;
+    }
+
+    if (p == last || *p != '"') {
+        return;
+    }
+
+    start = ++p;
+
+    while (p < last && *p != '"' && *p != '\\') {
+        p++;
+    }
+
+    if (p == last || *p != '"' || p - start > 256) {
+        return;
+    }
+
+    model->data = start;
+    model->len = p - start;
+}
+
+
+static void
+ngx_http_helix_log_schedule(ngx_msec_t delay)
+{
+    ngx_http_helix_log_t  *lg;
+
+    lg = &ngx_http_helix_log;
+
+    if (lg->timer.timer_set) {
+        ngx_del_timer(&lg->timer);
+    }
+
+    /*
+     * a graceful stop waits for rows PostgreSQL can take; with it away,
+     * they are counted as lost at exit rather than holding the worker
+     */
+    lg->timer.cancelable = lg->failed ? 1 : 0;
+
+    ngx_add_timer(&lg->timer, delay);
+}
+
+
+static void
+ngx_http_helix_log_flush(ngx_event_t *ev)
+{
+    ngx_str_t                  param;
+    ngx_http_helix_log_t      *lg;
+    ngx_http_helix_log_buf_t   tmp;
+
+    lg = &ngx_http_helix_log;
+
+    if (lg->q) {
+        return;
+    }
+
+    if (lg->flight.rows == 0) {
+        if (lg->fill.rows == 0) {
+            return;
+        }
+
+        /* the other buffer: the client's rows never wait for a write */
+
+        tmp = lg->flight;
+        lg->flight = lg->fill;
+        lg->fill = tmp;
+        lg->fill.len = 0;
+        lg->fill.rows = 0;
+
+        lg->flight.data[lg->flight.len++] = ']';
+    }
+
+    param.data = lg->flight.data;
+    param.len = lg->flight.len;
+
+    lg->q = ngx_http_helix_pg_query(NULL, &ngx_http_helix_log_insert, &param,
+                                    ngx_http_helix_log_written, lg);
+
+    if (lg->q == NULL) {
+        /* PostgreSQL is known to be down: the rows wait */
+        if (lg->failed++ == 0) {
+            ngx_log_error(NGX_LOG_WARN, lg->log, 0,
+                          "helix: completion log: %ui rows kept until "
+                          "PostgreSQL takes them (it is unreachable)",
+                          lg->flight.rows);
+        }
+
+        ngx_http_helix_log_schedule(1000);
+    }
+}
+
+
+static void
+ngx_http_helix_log_written(ngx_http_helix_pg_query_t *q, PGresult *res)
+{
+    ngx_http_helix_log_t  *lg = q->data;
+
+    lg->q = NULL;
+
+    if (res == NULL) {
+        if (lg->failed++ == 0) {
+            ngx_log_error(NGX_LOG_WARN, lg->log, 0,
+                          "helix: completion log: %ui rows kept until "
+                          "PostgreSQL takes them (%s)", lg->flight.rows,
+                          q->error ? q->error : "error");
+        }
+
+        ngx_http_helix_log_schedule(1000);
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, lg->log, 0,
+                   "helix completion log: %ui rows, %s inserted",
+                   lg->flight.rows, PQcmdTuples(res));
+
+    if (lg->failed || lg->dropped) {
+        ngx_log_error(NGX_LOG_NOTICE, lg->log, 0,
+                      "helix: completion log written again: %ui rows, "
+                      "%ui dropped while the buffer was full",
+                      lg->flight.rows, lg->dropped);
+    }
+
+    lg->failed = 0;
+    lg->dropped = 0;
+    lg->flight.len = 0;
+    lg->flight.rows = 0;
+
+    if (lg->fill.rows) {
+        ngx_http_helix_log_schedule(
+                  lg->fill.rows >= lg->hmcf->database.log_batch
+                  ? 0 : lg->hmcf->database.log_flush);
+    }
+}

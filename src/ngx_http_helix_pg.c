@@ -1,0 +1,1342 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * PostgreSQL for the completion log and background tasks: libpq's async
+ * API (PQconnectStart/PQconnectPoll, PQsendPrepare/PQsendQueryPrepared,
+ * PQconsumeInput/PQisBusy/PQgetResult) on nginx events, a pool of
+ * connections per worker sized by database.pool, and an nginx timer per
+ * query (timeouts.database).  One query runs on a connection at a time;
+ * the others wait in a queue, bounded by their own timer.  Sockets are
+ * watched level-triggered, so libpq's "poll again" states (after
+ * CONNECTION_MADE, a partial flush) never wait for an edge that already
+ * passed.  libpq owns its sockets: nginx connections only watch them.
+ */
+
+
+#include <sys/stat.h>
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_pg.h"
+
+
+#define NGX_HTTP_HELIX_PG_STMTS  64
+
+
+typedef enum {
+    NGX_HTTP_HELIX_PG_CONNECTING = 0,
+    NGX_HTTP_HELIX_PG_IDLE,
+    NGX_HTTP_HELIX_PG_PREPARING,
+    NGX_HTTP_HELIX_PG_BUSY,
+    NGX_HTTP_HELIX_PG_CHECKING,
+    NGX_HTTP_HELIX_PG_LISTENING
+} ngx_http_helix_pg_state_e;
+
+
+typedef struct {
+    PGconn                      *conn;
+    ngx_connection_t            *c;
+    ino_t                        ino;
+    ngx_uint_t                   state;
+    ngx_queue_t                  link;      /* every connection */
+    ngx_queue_t                  queue;     /* idle ones */
+    ngx_event_t                  timer;     /* connect, max_idle_time */
+    ngx_msec_t                   born;
+    ngx_msec_t                   used;
+    uint64_t                     prepared;  /* by statement index */
+    ngx_http_helix_pg_query_t   *q;
+    PGresult                    *res;
+    PGresult                    *err;
+    unsigned                     listener:1;
+    unsigned                     idle:1;
+} ngx_http_helix_pg_conn_t;
+
+
+typedef struct {
+    ngx_http_helix_main_conf_t  *hmcf;
+    ngx_log_t                   *log;
+    ngx_uint_t                   open;      /* the listener aside */
+    ngx_uint_t                   connecting;
+    ngx_uint_t                   nidle;
+    ngx_uint_t                   nwaiting;
+    ngx_queue_t                  all;
+    ngx_queue_t                  idle;
+    ngx_queue_t                  waiting;
+    ngx_uint_t                   down;
+    ngx_uint_t                   failures;
+    ngx_msec_t                   retry_at;
+    ngx_uint_t                   exiting;
+    ngx_uint_t                   nstmts;
+    ngx_event_t                  health;
+    ngx_event_t                  dispatch;
+
+    ngx_http_helix_pg_conn_t    *listener;
+    const char                  *channel;
+    ngx_http_helix_pg_notify_pt  notify;
+    void                        *notify_data;
+
+    const char                  *keywords[10];
+    const char                  *values[10];
+    u_char                       port[NGX_INT_T_LEN + 1];
+    u_char                       options[64];
+} ngx_http_helix_pg_t;
+
+
+static ngx_uint_t ngx_http_helix_pg_available(void);
+static ngx_http_helix_pg_conn_t *ngx_http_helix_pg_connect(
+    ngx_uint_t listener);
+static ngx_int_t ngx_http_helix_pg_watch(ngx_http_helix_pg_conn_t *pc);
+static void ngx_http_helix_pg_events(ngx_http_helix_pg_conn_t *pc,
+    ngx_uint_t write);
+static void ngx_http_helix_pg_event(ngx_event_t *ev);
+static void ngx_http_helix_pg_poll(ngx_http_helix_pg_conn_t *pc);
+static void ngx_http_helix_pg_connected(ngx_http_helix_pg_conn_t *pc);
+static void ngx_http_helix_pg_failed(const char *what, const char *err);
+static void ngx_http_helix_pg_release(ngx_http_helix_pg_conn_t *pc);
+static void ngx_http_helix_pg_run(ngx_http_helix_pg_conn_t *pc,
+    ngx_http_helix_pg_query_t *q);
+static void ngx_http_helix_pg_flush(ngx_http_helix_pg_conn_t *pc);
+static void ngx_http_helix_pg_read(ngx_http_helix_pg_conn_t *pc);
+static void ngx_http_helix_pg_done(ngx_http_helix_pg_conn_t *pc);
+static void ngx_http_helix_pg_notifies(ngx_http_helix_pg_conn_t *pc);
+static void ngx_http_helix_pg_lost(ngx_http_helix_pg_conn_t *pc);
+static void ngx_http_helix_pg_close(ngx_http_helix_pg_conn_t *pc,
+    const char *reason);
+static void ngx_http_helix_pg_dispatch(ngx_event_t *ev);
+static void ngx_http_helix_pg_more(void);
+static void ngx_http_helix_pg_fail_waiting(const char *reason);
+static void ngx_http_helix_pg_deliver(ngx_http_helix_pg_query_t *q,
+    PGresult *res, const char *error);
+static void ngx_http_helix_pg_free(ngx_http_helix_pg_query_t *q);
+static void ngx_http_helix_pg_query_timeout(ngx_event_t *ev);
+static void ngx_http_helix_pg_query_cleanup(void *data);
+static void ngx_http_helix_pg_conn_timer(ngx_event_t *ev);
+static void ngx_http_helix_pg_health(ngx_event_t *ev);
+
+
+static ngx_http_helix_pg_t  ngx_http_helix_pg;
+
+
+ngx_int_t
+ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                       n;
+    ngx_http_helix_pg_t             *pg;
+    ngx_http_helix_main_conf_t      *hmcf;
+    ngx_http_helix_database_conf_t  *db;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_helix_module);
+
+    if (hmcf == NULL || !hmcf->database.configured) {
+        return NGX_OK;
+    }
+
+    pg = &ngx_http_helix_pg;
+    db = &hmcf->database;
+
+    pg->hmcf = hmcf;
+    pg->log = cycle->log;
+
+    ngx_queue_init(&pg->all);
+    ngx_queue_init(&pg->idle);
+    ngx_queue_init(&pg->waiting);
+
+    ngx_sprintf(pg->port, "%ui%Z", db->port);
+
+    /* the server gives up on a query the worker no longer waits for */
+    ngx_sprintf(pg->options, "-c statement_timeout=%M%Z",
+                hmcf->timeout_database);
+
+    n = 0;
+    pg->keywords[n] = "host";
+    pg->values[n++] = (char *) db->host.data;
+    pg->keywords[n] = "port";
+    pg->values[n++] = (char *) pg->port;
+    pg->keywords[n] = "dbname";
+    pg->values[n++] = (char *) db->name.data;
+    pg->keywords[n] = "user";
+    pg->values[n++] = (char *) db->user.data;
+
+    if (db->password.len) {
+        pg->keywords[n] = "password";
+        pg->values[n++] = (char *) db->password.data;
+    }
+
+    pg->keywords[n] = "sslmode";
+    pg->values[n++] = (char *) db->sslmode.data;
+    pg->keywords[n] = "application_name";
+    pg->values[n++] = "helix";
+    pg->keywords[n] = "options";
+    pg->values[n++] = (char *) pg->options;
+    pg->keywords[n] = NULL;
+    pg->values[n] = NULL;
+
+    pg->dispatch.handler = ngx_http_helix_pg_dispatch;
+    pg->dispatch.log = cycle->log;
+    pg->dispatch.data = pg;
+
+    if (db->health_check) {
+        pg->health.handler = ngx_http_helix_pg_health;
+        pg->health.log = cycle->log;
+        pg->health.data = pg;
+        pg->health.cancelable = 1;
+        ngx_add_timer(&pg->health, db->health_check);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_helix_pg_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_queue_t                *qu;
+    ngx_http_helix_pg_t        *pg;
+    ngx_http_helix_pg_query_t  *q;
+
+    pg = &ngx_http_helix_pg;
+
+    if (pg->hmcf == NULL) {
+        return;
+    }
+
+    pg->exiting = 1;
+
+    while (!ngx_queue_empty(&pg->waiting)) {
+        qu = ngx_queue_head(&pg->waiting);
+        q = ngx_queue_data(qu, ngx_http_helix_pg_query_t, queue);
+        ngx_queue_remove(qu);
+        q->waiting = 0;
+        pg->nwaiting--;
+        ngx_http_helix_pg_deliver(q, NULL, "the worker is exiting");
+        ngx_http_helix_pg_free(q);
+    }
+
+    while (!ngx_queue_empty(&pg->all)) {
+        qu = ngx_queue_head(&pg->all);
+        ngx_http_helix_pg_close(ngx_queue_data(qu, ngx_http_helix_pg_conn_t,
+                                               link),
+                                "the worker is exiting");
+    }
+
+    if (pg->health.timer_set) {
+        ngx_del_timer(&pg->health);
+    }
+
+    pg->hmcf = NULL;
+}
+
+
+ngx_uint_t
+ngx_http_helix_pg_enabled(void)
+{
+    return ngx_http_helix_pg.hmcf != NULL;
+}
+
+
+static ngx_uint_t
+ngx_http_helix_pg_available(void)
+{
+    return ngx_http_helix_pg.hmcf != NULL && !ngx_http_helix_pg.exiting
+           && (!ngx_http_helix_pg.down
+               || (ngx_msec_int_t) (ngx_current_msec
+                                    - ngx_http_helix_pg.retry_at) >= 0);
+}
+
+
+/*
+ * Queues a statement.  NULL: PostgreSQL is known to be down (or no
+ * memory), nothing was queued.  With a pool, the query belongs to that
+ * request: if the request goes first, the handler is not called.
+ * A param with data == NULL is SQL NULL.
+ */
+
+ngx_http_helix_pg_query_t *
+ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
+    ngx_str_t *params, ngx_http_helix_pg_pt handler, void *data)
+{
+    int                         i;
+    size_t                      size;
+    u_char                     *p;
+    ngx_http_helix_pg_t        *pg;
+    ngx_http_helix_pg_query_t  *q;
+
+    pg = &ngx_http_helix_pg;
+
+    if (!ngx_http_helix_pg_available()) {
+        return NULL;
+    }
+
+    if (stmt->index == 0) {
+        stmt->index = ++pg->nstmts;
+    }
+
+    size = sizeof(ngx_http_helix_pg_query_t)
+           + stmt->nparams * sizeof(char *);
+
+    for (i = 0; i < stmt->nparams; i++) {
+        size += params[i].len + 1;
+    }
+
+    /* queries outlive requests (PostgreSQL answers late): not a pool */
+
+    q = ngx_alloc(size, pg->log);
+    if (q == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(q, sizeof(ngx_http_helix_pg_query_t));
+
+    q->stmt = stmt;
+    q->handler = handler;
+    q->data = data;
+    q->nparams = stmt->nparams;
+    q->values = (char **) (q + 1);
+
+    p = (u_char *) (q->values + stmt->nparams);
+
+    for (i = 0; i < stmt->nparams; i++) {
+        if (params[i].data == NULL) {
+            q->values[i] = NULL;
+            continue;
+        }
+
+        q->values[i] = (char *) p;
+        p = ngx_cpymem(p, params[i].data, params[i].len);
+        *p++ = '\0';
+    }
+
+    if (pool) {
+        q->cln = ngx_pool_cleanup_add(pool, 0);
+        if (q->cln == NULL) {
+            ngx_free(q);
+            return NULL;
+        }
+
+        q->cln->handler = ngx_http_helix_pg_query_cleanup;
+        q->cln->data = q;
+    }
+
+    q->timer.handler = ngx_http_helix_pg_query_timeout;
+    q->timer.data = q;
+    q->timer.log = pg->log;
+    ngx_add_timer(&q->timer, pg->hmcf->timeout_database);
+
+    /* never the handler before the caller has the query: posted */
+
+    ngx_queue_insert_tail(&pg->waiting, &q->queue);
+    q->waiting = 1;
+    pg->nwaiting++;
+
+    if (!pg->dispatch.posted) {
+        ngx_post_event(&pg->dispatch, &ngx_posted_events);
+    }
+
+    return q;
+}
+
+
+static void
+ngx_http_helix_pg_dispatch(ngx_event_t *ev)
+{
+    ngx_queue_t                *qu;
+    ngx_http_helix_pg_t        *pg;
+    ngx_http_helix_pg_conn_t   *pc;
+    ngx_http_helix_pg_query_t  *q;
+
+    pg = &ngx_http_helix_pg;
+
+    if (pg->hmcf == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&pg->waiting) && !ngx_queue_empty(&pg->idle)) {
+        /* the most recently used: the others may reach max_idle_time */
+        qu = ngx_queue_head(&pg->idle);
+        pc = ngx_queue_data(qu, ngx_http_helix_pg_conn_t, queue);
+        ngx_queue_remove(qu);
+        pc->idle = 0;
+        pg->nidle--;
+
+        qu = ngx_queue_head(&pg->waiting);
+        q = ngx_queue_data(qu, ngx_http_helix_pg_query_t, queue);
+        ngx_queue_remove(qu);
+        q->waiting = 0;
+        pg->nwaiting--;
+
+        ngx_http_helix_pg_run(pc, q);
+    }
+
+    ngx_http_helix_pg_more();
+}
+
+
+/* a connection of its own that LISTENs; the handler runs per wake-up */
+
+ngx_int_t
+ngx_http_helix_pg_listen(const char *channel,
+    ngx_http_helix_pg_notify_pt handler, void *data)
+{
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+
+    pg->channel = channel;
+    pg->notify = handler;
+    pg->notify_data = data;
+
+    if (pg->listener) {
+        return NGX_OK;
+    }
+
+    if (!ngx_http_helix_pg_available()) {
+        return NGX_ERROR;
+    }
+
+    pg->listener = ngx_http_helix_pg_connect(1);
+
+    return pg->listener ? NGX_OK : NGX_ERROR;
+}
+
+
+static ngx_http_helix_pg_conn_t *
+ngx_http_helix_pg_connect(ngx_uint_t listener)
+{
+    PGconn                    *conn;
+    ngx_http_helix_pg_t       *pg;
+    ngx_http_helix_pg_conn_t  *pc;
+
+    pg = &ngx_http_helix_pg;
+
+    conn = PQconnectStartParams(pg->keywords, pg->values, 0);
+
+    if (conn == NULL || PQstatus(conn) == CONNECTION_BAD) {
+        ngx_http_helix_pg_failed("connect",
+                                 conn ? PQerrorMessage(conn) : "no memory");
+        if (conn) {
+            PQfinish(conn);
+        }
+
+        return NULL;
+    }
+
+    pc = ngx_calloc(sizeof(ngx_http_helix_pg_conn_t), pg->log);
+    if (pc == NULL) {
+        PQfinish(conn);
+        return NULL;
+    }
+
+    pc->conn = conn;
+    pc->state = NGX_HTTP_HELIX_PG_CONNECTING;
+    pc->listener = listener;
+    pc->born = ngx_current_msec;
+
+    pc->timer.handler = ngx_http_helix_pg_conn_timer;
+    pc->timer.data = pc;
+    pc->timer.log = pg->log;
+    pc->timer.cancelable = 1;
+
+    ngx_queue_insert_tail(&pg->all, &pc->link);
+
+    if (!listener) {
+        pg->open++;
+        pg->connecting++;
+    }
+
+    if (ngx_http_helix_pg_watch(pc) != NGX_OK) {
+        ngx_http_helix_pg_close(pc, "no nginx connection");
+        return NULL;
+    }
+
+    /* libpq: wait until the socket is writable, then poll */
+    ngx_http_helix_pg_events(pc, 1);
+
+    ngx_add_timer(&pc->timer, pg->hmcf->timeout_database);
+
+    return pc;
+}
+
+
+/*
+ * An nginx connection for libpq's current socket.  While connecting,
+ * libpq may drop a socket and open another (next address, SSL refused),
+ * possibly with the same number: the inode tells them apart.
+ */
+
+static ngx_int_t
+ngx_http_helix_pg_watch(ngx_http_helix_pg_conn_t *pc)
+{
+    int                fd;
+    struct stat        st;
+    ngx_connection_t  *c;
+
+    fd = PQsocket(pc->conn);
+
+    if (fd == -1 || fstat(fd, &st) == -1) {
+        return NGX_ERROR;
+    }
+
+    c = pc->c;
+
+    if (c && c->fd == fd && pc->ino == st.st_ino) {
+        return NGX_OK;
+    }
+
+    if (c) {
+        /* the old socket is closed already: forget it, no syscall */
+        if (c->read->active) {
+            ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->write->active) {
+            ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->read->posted) {
+            ngx_delete_posted_event(c->read);
+        }
+
+        if (c->write->posted) {
+            ngx_delete_posted_event(c->write);
+        }
+
+        c->fd = (ngx_socket_t) -1;
+        ngx_free_connection(c);
+        pc->c = NULL;
+    }
+
+    c = ngx_get_connection(fd, ngx_http_helix_pg.log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = pc;
+    c->read->handler = ngx_http_helix_pg_event;
+    c->write->handler = ngx_http_helix_pg_event;
+    c->read->log = c->log;
+    c->write->log = c->log;
+
+    pc->c = c;
+    pc->ino = st.st_ino;
+
+    return NGX_OK;
+}
+
+
+/* level-triggered: read always, write while libpq has bytes to send */
+
+static void
+ngx_http_helix_pg_events(ngx_http_helix_pg_conn_t *pc, ngx_uint_t write)
+{
+    ngx_connection_t  *c = pc->c;
+
+    if (!c->read->active) {
+        ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+
+    if (write && !c->write->active) {
+        ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+
+    } else if (!write && c->write->active) {
+        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_helix_pg_event(ngx_event_t *ev)
+{
+    ngx_connection_t          *c = ev->data;
+    ngx_http_helix_pg_conn_t  *pc = c->data;
+
+    switch (pc->state) {
+
+    case NGX_HTTP_HELIX_PG_CONNECTING:
+        ngx_http_helix_pg_poll(pc);
+        return;
+
+    case NGX_HTTP_HELIX_PG_IDLE:
+        if (!ev->write) {
+            if (!PQconsumeInput(pc->conn)) {
+                ngx_http_helix_pg_lost(pc);
+                return;
+            }
+
+            if (pc->listener) {
+                ngx_http_helix_pg_notifies(pc);
+            }
+        }
+
+        return;
+
+    default:
+        if (ev->write) {
+            ngx_http_helix_pg_flush(pc);
+
+        } else {
+            ngx_http_helix_pg_read(pc);
+        }
+    }
+}
+
+
+static void
+ngx_http_helix_pg_poll(ngx_http_helix_pg_conn_t *pc)
+{
+    PostgresPollingStatusType  st;
+
+    st = PQconnectPoll(pc->conn);
+
+    switch (st) {
+
+    case PGRES_POLLING_READING:
+    case PGRES_POLLING_WRITING:
+        if (ngx_http_helix_pg_watch(pc) != NGX_OK) {
+            ngx_http_helix_pg_failed("connect", "no socket");
+            ngx_http_helix_pg_close(pc, "could not connect");
+            return;
+        }
+
+        ngx_http_helix_pg_events(pc, st == PGRES_POLLING_WRITING);
+        return;
+
+    case PGRES_POLLING_OK:
+        ngx_http_helix_pg_connected(pc);
+        return;
+
+    default:
+        ngx_http_helix_pg_failed("connect", PQerrorMessage(pc->conn));
+        ngx_http_helix_pg_close(pc, "could not connect");
+        return;
+    }
+}
+
+
+static void
+ngx_http_helix_pg_connected(ngx_http_helix_pg_conn_t *pc)
+{
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+
+    if (pc->timer.timer_set) {
+        ngx_del_timer(&pc->timer);
+    }
+
+    if (PQsetnonblocking(pc->conn, 1) != 0
+        || ngx_http_helix_pg_watch(pc) != NGX_OK)
+    {
+        ngx_http_helix_pg_close(pc, "could not connect");
+        return;
+    }
+
+    pc->state = NGX_HTTP_HELIX_PG_IDLE;
+
+    if (pg->down) {
+        ngx_log_error(NGX_LOG_NOTICE, pg->log, 0,
+                      "helix: postgresql %s:%ui answers again",
+                      pg->hmcf->database.host.data, pg->hmcf->database.port);
+    }
+
+    pg->down = 0;
+    pg->failures = 0;
+    pc->born = ngx_current_msec;
+
+    if (!pc->listener) {
+        pg->connecting--;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, pg->log, 0,
+                   "helix pg: connected, %ui open", pg->open);
+
+    if (pc->listener) {
+        u_char  sql[128];
+
+        ngx_snprintf(sql, sizeof(sql), "LISTEN %s%Z", pg->channel);
+
+        if (!PQsendQuery(pc->conn, (char *) sql)) {
+            ngx_http_helix_pg_lost(pc);
+            return;
+        }
+
+        pc->state = NGX_HTTP_HELIX_PG_LISTENING;
+        ngx_http_helix_pg_flush(pc);
+        return;
+    }
+
+    ngx_http_helix_pg_release(pc);
+}
+
+
+static void
+ngx_http_helix_pg_failed(const char *what, const char *err)
+{
+    size_t                len;
+    ngx_msec_t            backoff;
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+
+    pg->failures++;
+
+    backoff = ngx_min(100 << ngx_min(pg->failures, 5), 2000);
+    pg->retry_at = ngx_current_msec + backoff;
+
+    if (!pg->down && !pg->exiting) {
+        len = ngx_strlen(err);
+
+        while (len && (err[len - 1] == '\n' || err[len - 1] == ' ')) {
+            len--;
+        }
+
+        /* once per outage, not once per query */
+        ngx_log_error(NGX_LOG_ERR, pg->log, 0,
+                      "helix: postgresql %s:%ui unreachable (%s: %*s)",
+                      pg->hmcf->database.host.data, pg->hmcf->database.port,
+                      what, len, err);
+    }
+
+    pg->down = 1;
+}
+
+
+/* a connection free again: the next waiting query, or the idle list */
+
+static void
+ngx_http_helix_pg_release(ngx_http_helix_pg_conn_t *pc)
+{
+    ngx_queue_t                     *qu;
+    ngx_http_helix_pg_t             *pg;
+    ngx_http_helix_pg_query_t       *q;
+    ngx_http_helix_database_conf_t  *db;
+
+    pg = &ngx_http_helix_pg;
+    db = &pg->hmcf->database;
+
+    pc->q = NULL;
+    pc->state = NGX_HTTP_HELIX_PG_IDLE;
+    pc->used = ngx_current_msec;
+
+    if (pg->exiting) {
+        ngx_http_helix_pg_close(pc, NULL);
+        return;
+    }
+
+    if (db->max_lifetime
+        && ngx_current_msec - pc->born >= db->max_lifetime)
+    {
+        ngx_log_error(NGX_LOG_INFO, pg->log, 0,
+                      "helix: postgresql connection closed after its "
+                      "max_lifetime of %M ms", db->max_lifetime);
+        ngx_http_helix_pg_close(pc, NULL);
+        return;
+    }
+
+    if (!ngx_queue_empty(&pg->waiting)) {
+        qu = ngx_queue_head(&pg->waiting);
+        q = ngx_queue_data(qu, ngx_http_helix_pg_query_t, queue);
+        ngx_queue_remove(qu);
+        q->waiting = 0;
+        pg->nwaiting--;
+
+        ngx_http_helix_pg_run(pc, q);
+        return;
+    }
+
+    if (pg->nidle >= db->max_idle) {
+        ngx_http_helix_pg_close(pc, NULL);
+        return;
+    }
+
+    ngx_queue_insert_head(&pg->idle, &pc->queue);
+    pc->idle = 1;
+    pg->nidle++;
+
+    ngx_http_helix_pg_events(pc, 0);
+
+    if (db->max_idle_time) {
+        ngx_add_timer(&pc->timer, db->max_idle_time);
+    }
+}
+
+
+static void
+ngx_http_helix_pg_run(ngx_http_helix_pg_conn_t *pc,
+    ngx_http_helix_pg_query_t *q)
+{
+    int                        ok;
+    uint64_t                   bit;
+    ngx_uint_t                 prepare;
+    ngx_http_helix_pg_t       *pg;
+    ngx_http_helix_pg_stmt_t  *stmt;
+
+    pg = &ngx_http_helix_pg;
+    stmt = q->stmt;
+
+    if (pc->timer.timer_set) {
+        ngx_del_timer(&pc->timer);
+    }
+
+    pc->q = q;
+    q->conn = pc;
+    q->sent = ngx_current_msec;
+
+    prepare = pg->hmcf->database.prepared_statements
+              && stmt->index <= NGX_HTTP_HELIX_PG_STMTS
+              && stmt->index <= pg->hmcf->database.statement_cache;
+
+    bit = (uint64_t) 1 << ((stmt->index - 1) % NGX_HTTP_HELIX_PG_STMTS);
+
+    if (prepare && !(pc->prepared & bit)) {
+        pc->state = NGX_HTTP_HELIX_PG_PREPARING;
+        ok = PQsendPrepare(pc->conn, stmt->name, stmt->sql, stmt->nparams,
+                           NULL);
+
+    } else if (prepare) {
+        pc->state = NGX_HTTP_HELIX_PG_BUSY;
+        ok = PQsendQueryPrepared(pc->conn, stmt->name, q->nparams,
+                                 (const char *const *) q->values,
+                                 NULL, NULL, 0);
+
+    } else {
+        pc->state = NGX_HTTP_HELIX_PG_BUSY;
+        ok = PQsendQueryParams(pc->conn, stmt->sql, q->nparams, NULL,
+                               (const char *const *) q->values,
+                               NULL, NULL, 0);
+    }
+
+    if (!ok) {
+        ngx_http_helix_pg_lost(pc);
+        return;
+    }
+
+    ngx_http_helix_pg_flush(pc);
+}
+
+
+static void
+ngx_http_helix_pg_flush(ngx_http_helix_pg_conn_t *pc)
+{
+    int  rc;
+
+    rc = PQflush(pc->conn);
+
+    if (rc == -1) {
+        ngx_http_helix_pg_lost(pc);
+        return;
+    }
+
+    ngx_http_helix_pg_events(pc, rc == 1);
+}
+
+
+static void
+ngx_http_helix_pg_read(ngx_http_helix_pg_conn_t *pc)
+{
+    PGresult  *res;
+
+    if (!PQconsumeInput(pc->conn)) {
+        ngx_http_helix_pg_lost(pc);
+        return;
+    }
+
+    while (!PQisBusy(pc->conn)) {
+        res = PQgetResult(pc->conn);
+
+        if (res == NULL) {
+            /* the server is ready again: the statement has committed */
+            ngx_http_helix_pg_done(pc);
+            return;
+        }
+
+        switch (PQresultStatus(res)) {
+
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+        case PGRES_EMPTY_QUERY:
+            if (pc->res) {
+                PQclear(pc->res);
+            }
+
+            pc->res = res;
+            break;
+
+        default:
+            if (pc->err) {
+                PQclear(pc->err);
+            }
+
+            pc->err = res;
+        }
+    }
+}
+
+
+static void
+ngx_http_helix_pg_done(ngx_http_helix_pg_conn_t *pc)
+{
+    char                       *msg;
+    size_t                      len;
+    PGresult                   *res, *err;
+    ngx_msec_t                  t;
+    ngx_http_helix_pg_t        *pg;
+    ngx_http_helix_pg_query_t  *q;
+
+    pg = &ngx_http_helix_pg;
+
+    res = pc->res;
+    err = pc->err;
+    pc->res = NULL;
+    pc->err = NULL;
+
+    q = pc->q;
+
+    switch (pc->state) {
+
+    case NGX_HTTP_HELIX_PG_PREPARING:
+        if (res) {
+            PQclear(res);
+        }
+
+        if (err == NULL) {
+            pc->prepared |= (uint64_t) 1
+                            << ((q->stmt->index - 1)
+                                % NGX_HTTP_HELIX_PG_STMTS);
+            ngx_http_helix_pg_run(pc, q);
+            return;
+        }
+
+        break;
+
+    case NGX_HTTP_HELIX_PG_CHECKING:
+        if (pc->timer.timer_set) {
+            ngx_del_timer(&pc->timer);
+        }
+
+        if (res) {
+            PQclear(res);
+        }
+
+        if (err) {
+            PQclear(err);
+            ngx_http_helix_pg_close(pc, NULL);
+            return;
+        }
+
+        ngx_http_helix_pg_release(pc);
+        return;
+
+    case NGX_HTTP_HELIX_PG_LISTENING:
+        if (res) {
+            PQclear(res);
+        }
+
+        if (err) {
+            PQclear(err);
+            ngx_http_helix_pg_close(pc, NULL);
+            return;
+        }
+
+        pc->state = NGX_HTTP_HELIX_PG_IDLE;
+        ngx_http_helix_pg_events(pc, 0);
+        ngx_http_helix_pg_notifies(pc);
+        return;
+
+    default:
+        break;
+    }
+
+    t = ngx_current_msec - q->sent;
+
+    if (pg->hmcf->database.slow_query_log
+        && t >= pg->hmcf->database.slow_query_threshold)
+    {
+        ngx_log_error(NGX_LOG_WARN, pg->log, 0,
+                      "helix: slow query \"%s\" took %M ms (threshold "
+                      "%M ms): %s", q->stmt->name, t,
+                      pg->hmcf->database.slow_query_threshold,
+                      q->stmt->sql);
+    }
+
+    pc->q = NULL;
+    q->conn = NULL;
+
+    if (err) {
+        msg = PQresultErrorMessage(err);
+        len = ngx_strlen(msg);
+
+        ngx_log_error(NGX_LOG_ERR, pg->log, 0,
+                      "helix: postgresql query \"%s\" failed: %*s",
+                      q->stmt->name, len && msg[len - 1] == '\n' ? len - 1
+                                                                 : len, msg);
+
+        ngx_http_helix_pg_deliver(q, NULL, msg);
+        PQclear(err);
+
+        if (res) {
+            PQclear(res);
+        }
+
+    } else {
+        ngx_http_helix_pg_deliver(q, res, NULL);
+
+        if (res) {
+            PQclear(res);
+        }
+    }
+
+    ngx_http_helix_pg_free(q);
+
+    ngx_http_helix_pg_release(pc);
+}
+
+
+static void
+ngx_http_helix_pg_notifies(ngx_http_helix_pg_conn_t *pc)
+{
+    PGnotify             *n;
+    ngx_uint_t            woken;
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+    woken = 0;
+
+    while ((n = PQnotifies(pc->conn)) != NULL) {
+        PQfreemem(n);
+        woken = 1;
+    }
+
+    if (woken && pg->notify) {
+        pg->notify(pg->notify_data);
+    }
+}
+
+
+static void
+ngx_http_helix_pg_lost(ngx_http_helix_pg_conn_t *pc)
+{
+    char                 *msg;
+    size_t                len;
+    ngx_uint_t            level;
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+
+    msg = PQerrorMessage(pc->conn);
+    len = ngx_strlen(msg);
+    level = pc->q ? NGX_LOG_WARN : NGX_LOG_INFO;
+
+    ngx_log_error(level, pg->log, 0,
+                  "helix: postgresql connection lost: %*s",
+                  len && msg[len - 1] == '\n' ? len - 1 : len, msg);
+
+    ngx_http_helix_pg_close(pc, "the connection to PostgreSQL was lost");
+}
+
+
+/* reason != NULL: the query on it, if any, failed for that reason */
+
+static void
+ngx_http_helix_pg_close(ngx_http_helix_pg_conn_t *pc, const char *reason)
+{
+    ngx_connection_t           *c;
+    ngx_http_helix_pg_t        *pg;
+    ngx_http_helix_pg_query_t  *q;
+
+    pg = &ngx_http_helix_pg;
+
+    q = pc->q;
+    ngx_queue_remove(&pc->link);
+
+    if (pc->idle) {
+        ngx_queue_remove(&pc->queue);
+        pg->nidle--;
+    }
+
+    if (pc->listener) {
+        pg->listener = NULL;
+
+    } else {
+        pg->open--;
+
+        if (pc->state == NGX_HTTP_HELIX_PG_CONNECTING) {
+            pg->connecting--;
+        }
+    }
+
+    if (pc->timer.timer_set) {
+        ngx_del_timer(&pc->timer);
+    }
+
+    c = pc->c;
+
+    if (c) {
+        if (c->read->active) {
+            ngx_del_event(c->read, NGX_READ_EVENT, 0);
+        }
+
+        if (c->write->active) {
+            ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+        }
+
+        if (c->read->posted) {
+            ngx_delete_posted_event(c->read);
+        }
+
+        if (c->write->posted) {
+            ngx_delete_posted_event(c->write);
+        }
+
+        c->fd = (ngx_socket_t) -1;
+        ngx_free_connection(c);
+    }
+
+    if (pc->res) {
+        PQclear(pc->res);
+    }
+
+    if (pc->err) {
+        PQclear(pc->err);
+    }
+
+    PQfinish(pc->conn);
+    ngx_free(pc);
+
+    if (q) {
+        q->conn = NULL;
+        ngx_http_helix_pg_deliver(q, NULL, reason ? reason : "closed");
+        ngx_http_helix_pg_free(q);
+    }
+
+    if (pg->exiting) {
+        return;
+    }
+
+    ngx_http_helix_pg_more();
+}
+
+
+/* queries wait and the pool may grow: open a connection for them */
+
+static void
+ngx_http_helix_pg_more(void)
+{
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+
+    while (pg->nwaiting > pg->connecting
+           && pg->open < pg->hmcf->database.max_open
+           && ngx_http_helix_pg_available())
+    {
+        if (ngx_http_helix_pg_connect(0) == NULL) {
+            break;
+        }
+    }
+
+    if (pg->open == 0 && pg->nwaiting) {
+        /* nothing left that could take them: fail now, not at timeout */
+        ngx_http_helix_pg_fail_waiting("PostgreSQL is unreachable");
+    }
+}
+
+
+static void
+ngx_http_helix_pg_fail_waiting(const char *reason)
+{
+    ngx_queue_t                *qu;
+    ngx_http_helix_pg_t        *pg;
+    ngx_http_helix_pg_query_t  *q;
+
+    pg = &ngx_http_helix_pg;
+
+    while (!ngx_queue_empty(&pg->waiting)) {
+        qu = ngx_queue_head(&pg->waiting);
+        q = ngx_queue_data(qu, ngx_http_helix_pg_query_t, queue);
+        ngx_queue_remove(qu);
+        q->waiting = 0;
+        pg->nwaiting--;
+
+        ngx_http_helix_pg_deliver(q, NULL, reason);
+        ngx_http_helix_pg_free(q);
+    }
+}
+
+
+static void
+ngx_http_helix_pg_deliver(ngx_http_helix_pg_query_t *q, PGresult *res,
+    const char *error)
+{
+    if (q->done) {
+        return;
+    }
+
+    q->done = 1;
+
+    if (q->timer.timer_set) {
+        ngx_del_timer(&q->timer);
+    }
+
+    if (q->cln) {
+        q->cln->handler = NULL;
+        q->cln = NULL;
+    }
+
+    q->error = error;
+
+    if (q->handler) {
+        q->handler(q, res);
+    }
+}
+
+
+static void
+ngx_http_helix_pg_free(ngx_http_helix_pg_query_t *q)
+{
+    if (q->timer.timer_set) {
+        ngx_del_timer(&q->timer);
+    }
+
+    if (q->cln) {
+        q->cln->handler = NULL;
+    }
+
+    ngx_free(q);
+}
+
+
+static void
+ngx_http_helix_pg_query_timeout(ngx_event_t *ev)
+{
+    ngx_http_helix_pg_query_t  *q = ev->data;
+
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+
+    if (q->waiting) {
+        ngx_log_error(NGX_LOG_WARN, pg->log, 0,
+                      "helix: no postgresql connection for \"%s\" within "
+                      "%M ms (%ui open, max_open %ui)", q->stmt->name,
+                      pg->hmcf->timeout_database, pg->open,
+                      pg->hmcf->database.max_open);
+
+        ngx_queue_remove(&q->queue);
+        q->waiting = 0;
+        pg->nwaiting--;
+        ngx_http_helix_pg_deliver(q, NULL, "no database connection in time");
+        ngx_http_helix_pg_free(q);
+        return;
+    }
+
+    /* libpq's cancel blocks: the connection goes, and the query with it */
+
+    ngx_log_error(NGX_LOG_WARN, pg->log, 0,
+                  "helix: postgresql query \"%s\" did not finish within "
+                  "%M ms, its connection is closed", q->stmt->name,
+                  pg->hmcf->timeout_database);
+
+    ngx_http_helix_pg_close(q->conn, "the database query timed out");
+}
+
+
+static void
+ngx_http_helix_pg_query_cleanup(void *data)
+{
+    ngx_http_helix_pg_query_t  *q = data;
+
+    /* the request is gone: its handler must not run */
+
+    q->done = 1;
+    q->cln = NULL;
+
+    if (q->waiting) {
+        ngx_queue_remove(&q->queue);
+        q->waiting = 0;
+        ngx_http_helix_pg.nwaiting--;
+        ngx_http_helix_pg_free(q);
+        return;
+    }
+
+    /* on a connection: freed when the statement has run */
+
+    if (q->timer.timer_set) {
+        ngx_del_timer(&q->timer);
+    }
+}
+
+
+/* connecting: timeouts.database; idle: max_idle_time */
+
+static void
+ngx_http_helix_pg_conn_timer(ngx_event_t *ev)
+{
+    ngx_http_helix_pg_conn_t  *pc = ev->data;
+
+    if (pc->state == NGX_HTTP_HELIX_PG_CONNECTING) {
+        ngx_http_helix_pg_failed("connect", "timed out");
+        ngx_http_helix_pg_close(pc, "could not connect in time");
+        return;
+    }
+
+    if (pc->state == NGX_HTTP_HELIX_PG_CHECKING) {
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "helix: postgresql health check unanswered, "
+                      "connection closed");
+        ngx_http_helix_pg_close(pc, NULL);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                  "helix: idle postgresql connection closed after %M ms",
+                  ngx_http_helix_pg.hmcf->database.max_idle_time);
+
+    ngx_http_helix_pg_close(pc, NULL);
+}
+
+
+/* health_check: idle connections unused that long run "SELECT 1" */
+
+static void
+ngx_http_helix_pg_health(ngx_event_t *ev)
+{
+    ngx_queue_t               *qu, *next;
+    ngx_msec_t                 every;
+    ngx_http_helix_pg_t       *pg;
+    ngx_http_helix_pg_conn_t  *pc;
+
+    pg = &ngx_http_helix_pg;
+    every = pg->hmcf->database.health_check;
+
+    for (qu = ngx_queue_head(&pg->idle);
+         qu != ngx_queue_sentinel(&pg->idle);
+         qu = next)
+    {
+        next = ngx_queue_next(qu);
+        pc = ngx_queue_data(qu, ngx_http_helix_pg_conn_t, queue);
+
+        if (ngx_current_msec - pc->used < every) {
+            continue;
+        }
+
+        ngx_queue_remove(qu);
+        pc->idle = 0;
+        pg->nidle--;
+
+        if (pc->timer.timer_set) {
+            ngx_del_timer(&pc->timer);
+        }
+
+        if (!PQsendQuery(pc->conn, "SELECT 1")) {
+            ngx_http_helix_pg_lost(pc);
+            continue;
+        }
+
+        pc->state = NGX_HTTP_HELIX_PG_CHECKING;
+        ngx_add_timer(&pc->timer, pg->hmcf->timeout_database);
+        ngx_http_helix_pg_flush(pc);
+    }
+
+    if (!ngx_exiting) {
+        ngx_add_timer(&pg->health, every);
+    }
+}

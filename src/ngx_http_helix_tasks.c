@@ -1,0 +1,1651 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * Background tasks (POST /v1/tasks) in PostgreSQL.  The endpoint writes
+ * the row and answers 202 once it has committed; GET shows it, DELETE
+ * cancels it while pending.  Every worker of every nginx claims pending
+ * tasks by priority then age (FOR UPDATE SKIP LOCKED), woken by
+ * LISTEN/NOTIFY with a poll as backstop, under a lease it renews while
+ * it works.  A task whose worker died goes back to pending when its
+ * lease runs out; only the lease holder may store a result, so a task
+ * completes once.  Tasks run through the gateway's own endpoints over
+ * the loopback (libcurl multi_socket, _curl.c), so the cache, the
+ * limits, fallback and metrics apply to them as to any client.  The
+ * result is then POSTed to callback_url, with retries and backoff.
+ */
+
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_json.h"
+#include "ngx_http_helix_curl.h"
+#include "ngx_http_helix_pg.h"
+#include "ngx_http_helix_tasks.h"
+
+
+#define NGX_HTTP_HELIX_TASK_ID_LEN  64
+
+
+typedef struct ngx_http_helix_task_s  ngx_http_helix_task_t;
+
+typedef struct {
+    ngx_http_helix_task_t       *task;
+    ngx_uint_t                   index;
+} ngx_http_helix_task_call_t;
+
+
+struct ngx_http_helix_task_s {
+    ngx_pool_t                  *pool;
+    ngx_log_t                   *log;
+    ngx_queue_t                  queue;
+    ngx_str_t                    id;
+    ngx_str_t                    type;
+    ngx_str_t                    callback_url;
+    ngx_str_t                    lease;
+    ngx_int_t                    attempts;
+    ngx_int_t                    max_attempts;
+    json_t                      *payload;
+    json_t                      *requests;  /* batch: of objects */
+    json_t                      *results;   /* batch: in request order */
+    ngx_uint_t                   next;
+    ngx_uint_t                   running;
+    ngx_uint_t                   done;
+
+    ngx_str_t                    status;    /* completed, failed, pending */
+    ngx_str_t                    result;
+    ngx_str_t                    error;
+    ngx_str_t                    report;    /* what callback_url gets */
+
+    ngx_event_t                  renew;     /* the lease */
+    ngx_event_t                  retry;     /* callback backoff */
+    ngx_uint_t                   callback_attempts;
+    unsigned                     finishing:1;
+};
+
+
+typedef struct {
+    ngx_http_helix_main_conf_t  *hmcf;
+    ngx_log_t                   *log;
+    ngx_event_t                  poll;
+    ngx_event_t                  wake;
+    ngx_queue_t                  tasks;
+    ngx_uint_t                   running;
+    ngx_uint_t                   claiming;
+    ngx_uint_t                   again;
+    ngx_uint_t                   seq;
+    ngx_str_t                    base;      /* loopback URL */
+} ngx_http_helix_tasks_t;
+
+
+static void ngx_http_helix_tasks_post(ngx_http_request_t *r);
+static ngx_int_t ngx_http_helix_tasks_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_helix_tasks_check(ngx_http_request_t *r,
+    json_t *req, ngx_str_t *params, ngx_int_t *rcp);
+static ngx_int_t ngx_http_helix_tasks_bad(ngx_int_t *rcp, ngx_int_t rc);
+static void ngx_http_helix_tasks_inserted(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
+static void ngx_http_helix_tasks_got(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
+static void ngx_http_helix_tasks_cancelled(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
+static ngx_int_t ngx_http_helix_tasks_unavailable(ngx_http_request_t *r,
+    const char *why);
+
+static void ngx_http_helix_tasks_tick(ngx_event_t *ev);
+static void ngx_http_helix_tasks_notified(void *data);
+static void ngx_http_helix_tasks_claim(ngx_event_t *ev);
+static void ngx_http_helix_tasks_reclaimed(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
+static void ngx_http_helix_tasks_claimed(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
+static void ngx_http_helix_task_start(PGresult *res, int row);
+static void ngx_http_helix_task_cleanup(void *data);
+static void ngx_http_helix_task_more(ngx_http_helix_task_t *t);
+static ngx_int_t ngx_http_helix_task_call(ngx_http_helix_task_t *t,
+    ngx_uint_t index);
+static void ngx_http_helix_task_answer(ngx_http_helix_fetch_t *f);
+static void ngx_http_helix_task_finish(ngx_http_helix_task_t *t);
+static void ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
+static void ngx_http_helix_task_renew(ngx_event_t *ev);
+static void ngx_http_helix_task_renewed(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
+static void ngx_http_helix_task_callback(ngx_event_t *ev);
+static void ngx_http_helix_task_called(ngx_http_helix_fetch_t *f);
+static void ngx_http_helix_task_callback_done(ngx_http_helix_task_t *t,
+    const char *status);
+static ngx_int_t ngx_http_helix_tasks_base(ngx_http_helix_tasks_t *tk);
+
+
+static ngx_http_helix_tasks_t  ngx_http_helix_tasks;
+
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_insert = {
+    "helix_tasks_insert",
+    "WITH t AS (INSERT INTO background_tasks (type, payload, priority, "
+    "callback_url, max_attempts) VALUES ($1, $2::jsonb, $3::int, $4, "
+    "$5::int) RETURNING id) "
+    "SELECT id, pg_notify('helix_tasks', id) FROM t",
+    5, 0
+};
+
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_get = {
+    "helix_tasks_get",
+    "SELECT json_build_object('task_id', id, 'type', type, "
+    "'status', status, 'priority', priority, 'attempts', attempts, "
+    "'result', result, 'error', error, 'callback_url', callback_url, "
+    "'callback_status', callback_status, 'created_at', created_at, "
+    "'updated_at', updated_at, 'started_at', started_at, "
+    "'completed_at', completed_at)::text "
+    "FROM background_tasks WHERE id = $1",
+    1, 0
+};
+
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_cancel = {
+    "helix_tasks_cancel",
+    "WITH c AS (UPDATE background_tasks SET status = 'cancelled', "
+    "updated_at = now(), completed_at = now() "
+    "WHERE id = $1 AND status = 'pending' RETURNING id) "
+    "SELECT (SELECT count(*) FROM c), status FROM background_tasks "
+    "WHERE id = $1",
+    1, 0
+};
+
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_reclaim = {
+    "helix_tasks_reclaim",
+    "UPDATE background_tasks SET "
+    "status = CASE WHEN attempts >= max_attempts THEN 'failed' "
+    "ELSE 'pending' END, "
+    "error = CASE WHEN attempts >= max_attempts THEN 'its worker went "
+    "away ' || attempts || ' times (lease expired)' ELSE error END, "
+    "completed_at = CASE WHEN attempts >= max_attempts THEN now() END, "
+    "lease_owner = NULL, lease_expires_at = NULL, updated_at = now() "
+    "WHERE status = 'running' AND lease_expires_at < now() "
+    "RETURNING id, status",
+    0, 0
+};
+
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_claim_stmt = {
+    "helix_tasks_claim",
+    "UPDATE background_tasks t SET status = 'running', "
+    "attempts = t.attempts + 1, lease_owner = $1, "
+    "lease_expires_at = now() + $2::int * interval '1 millisecond', "
+    "started_at = now(), updated_at = now() "
+    "FROM (SELECT id FROM background_tasks WHERE status = 'pending' "
+    "ORDER BY priority DESC, created_at LIMIT $3::int "
+    "FOR UPDATE SKIP LOCKED) c "
+    "WHERE t.id = c.id "
+    "RETURNING t.id, t.type, t.payload::text, t.callback_url, t.attempts, "
+    "t.max_attempts",
+    3, 0
+};
+
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_renew = {
+    "helix_tasks_renew",
+    "UPDATE background_tasks SET "
+    "lease_expires_at = now() + $3::int * interval '1 millisecond', "
+    "updated_at = now() "
+    "WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+    3, 0
+};
+
+
+/* only the lease holder stores: a task completes once */
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_store = {
+    "helix_tasks_store",
+    "UPDATE background_tasks SET status = $3, result = $4::jsonb, "
+    "error = $5, updated_at = now(), "
+    "completed_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END, "
+    "lease_owner = NULL, lease_expires_at = NULL, "
+    "callback_status = CASE WHEN $3 = 'pending' OR callback_url IS NULL "
+    "THEN NULL ELSE 'pending' END "
+    "WHERE id = $1 AND lease_owner = $2 AND status = 'running' "
+    "RETURNING id, CASE WHEN $3 = 'pending' "
+    "THEN pg_notify('helix_tasks', id) END",
+    5, 0
+};
+
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_callback_stmt = {
+    "helix_tasks_callback",
+    "UPDATE background_tasks SET callback_status = $2, "
+    "callback_attempts = $3::int, updated_at = now() WHERE id = $1",
+    3, 0
+};
+
+
+/* ------------------------------------------------------------ endpoint */
+
+
+ngx_int_t
+ngx_http_helix_tasks_handler(ngx_http_request_t *r)
+{
+    u_char                      *p, *last;
+    ngx_int_t                    rc;
+    ngx_str_t                    id;
+    ngx_http_helix_pg_stmt_t    *stmt;
+    ngx_http_helix_pg_pt         handler;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    /* the id is the last path segment: /v1/tasks/{id} */
+
+    last = r->uri.data + r->uri.len;
+    p = last;
+
+    while (p > r->uri.data && p[-1] != '/') {
+        p--;
+    }
+
+    id.data = p;
+    id.len = last - p;
+
+    if (id.len == 5 && ngx_strncmp(id.data, "tasks", 5) == 0) {
+        id.len = 0;
+    }
+
+    if (r->method == NGX_HTTP_POST && id.len == 0) {
+        if (!hmcf->database.configured) {
+            return ngx_http_helix_tasks_unavailable(r, "no database is "
+                                                    "configured");
+        }
+
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r, ngx_http_helix_tasks_post);
+
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (r->method == NGX_HTTP_POST
+        || (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_DELETE)) == 0)
+    {
+        return ngx_http_helix_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                         "method_not_allowed", NULL,
+                                         "%V is not allowed on %V",
+                                         &r->method_name, &r->uri);
+    }
+
+    if (id.len == 0 || id.len > NGX_HTTP_HELIX_TASK_ID_LEN) {
+        return ngx_http_helix_send_error(r, NGX_HTTP_NOT_FOUND,
+                                         "task_not_found", NULL,
+                                         "no task id in \"%V\" (GET or "
+                                         "DELETE /v1/tasks/{id})", &r->uri);
+    }
+
+    for (p = id.data; p < last; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+        {
+            return ngx_http_helix_send_error(r, NGX_HTTP_NOT_FOUND,
+                                             "task_not_found", NULL,
+                                             "no task \"%V\"", &id);
+        }
+    }
+
+    if (!hmcf->database.configured) {
+        return ngx_http_helix_tasks_unavailable(r, "no database is "
+                                                "configured");
+    }
+
+    if (r->method == NGX_HTTP_DELETE) {
+        stmt = &ngx_http_helix_tasks_cancel;
+        handler = ngx_http_helix_tasks_cancelled;
+
+    } else {
+        stmt = &ngx_http_helix_tasks_get;
+        handler = ngx_http_helix_tasks_got;
+    }
+
+    if (ngx_http_helix_pg_query(r->pool, stmt, &id, handler, r) == NULL) {
+        return ngx_http_helix_tasks_unavailable(r, "PostgreSQL is "
+                                                "unreachable");
+    }
+
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_helix_tasks_unavailable(ngx_http_request_t *r, const char *why)
+{
+    return ngx_http_helix_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "database_unavailable", NULL,
+                                     "background tasks are unavailable: %s",
+                                     why);
+}
+
+
+static void
+ngx_http_helix_tasks_post(ngx_http_request_t *r)
+{
+    json_t        *req;
+    ngx_int_t      rc;
+    ngx_str_t      body, params[5];
+    json_error_t   jerr;
+
+    rc = ngx_http_helix_tasks_body(r, &body);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                      "invalid_json", NULL,
+                                      "request body is empty"));
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    req = json_loadb((char *) body.data, body.len, 0, &jerr);
+
+    if (req == NULL || ngx_http_helix_json_pool(r->pool, req) != NGX_OK) {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                      "invalid_json", NULL,
+                                      "request body is not valid JSON: %s",
+                                      req ? "no memory" : jerr.text));
+        return;
+    }
+
+    if (ngx_http_helix_tasks_check(r, req, params, &rc) != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (ngx_http_helix_pg_query(r->pool, &ngx_http_helix_tasks_insert,
+                                params, ngx_http_helix_tasks_inserted, r)
+        == NULL)
+    {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_tasks_unavailable(r, "PostgreSQL is "
+                                             "unreachable"));
+        return;
+    }
+
+    /* the body handler's reference is the one the query keeps */
+}
+
+
+static ngx_int_t
+ngx_http_helix_tasks_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    len = 0;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+            len += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                              : (size_t) (b->last - b->pos);
+        }
+    }
+
+    if (len == 0) {
+        return NGX_DECLINED;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+    body->len = len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                return NGX_ERROR;
+            }
+
+            p += n;
+            continue;
+        }
+
+        p = ngx_cpymem(p, b->pos, b->last - b->pos);
+    }
+
+    return NGX_OK;
+}
+
+
+/* an answer has been sent (or not, rc says): the request stops here */
+
+static ngx_int_t
+ngx_http_helix_tasks_bad(ngx_int_t *rcp, ngx_int_t rc)
+{
+    *rcp = rc;
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The guide's shape: {"type", "payload": {..., "callback_url"?},
+ * "priority"}.  NGX_DECLINED: *rcp is the answer already sent.
+ */
+
+static ngx_int_t
+ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
+    ngx_str_t *params, ngx_int_t *rcp)
+{
+    char                        *s;
+    size_t                       i;
+    u_char                      *p;
+    json_t                      *type, *payload, *prio, *cb, *reqs, *v;
+    json_int_t                   priority;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (!json_is_object(req)) {
+        return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "invalid_type", NULL,
+                                         "the request must be a JSON "
+                                         "object"));
+    }
+
+    type = json_object_get(req, "type");
+
+    if (!json_is_string(type)
+        || (ngx_strcmp(json_string_value(type), "completion") != 0
+            && ngx_strcmp(json_string_value(type), "batch_completion")
+               != 0))
+    {
+        return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "invalid_value", "type",
+                                         "\"type\" must be \"completion\" "
+                                         "or \"batch_completion\""));
+    }
+
+    payload = json_object_get(req, "payload");
+
+    if (!json_is_object(payload)) {
+        return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "invalid_type", "payload",
+                                         "\"payload\" must be an object"));
+    }
+
+    if (json_string_value(type)[0] == 'b') {
+        reqs = json_object_get(payload, "requests");
+
+        if (!json_is_array(reqs) || json_array_size(reqs) == 0
+            || json_array_size(reqs) > hmcf->batch_max_requests)
+        {
+            return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "invalid_value",
+                                             "payload.requests",
+                                             "\"payload.requests\" must be "
+                                             "an array of 1 to %ui "
+                                             "requests",
+                                             hmcf->batch_max_requests));
+        }
+
+        json_array_foreach(reqs, i, v) {
+            if (!json_is_object(v)
+                || (!json_is_string(json_object_get(v, "prompt"))
+                    && !json_is_array(json_object_get(v, "messages"))))
+            {
+                return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                                 "invalid_value",
+                                                 "payload.requests",
+                                                 "request %uz of "
+                                                 "\"payload.requests\" needs "
+                                                 "\"prompt\" or "
+                                                 "\"messages\"", i));
+            }
+        }
+
+    } else if (!json_is_string(json_object_get(payload, "prompt"))
+               && !json_is_array(json_object_get(payload, "messages")))
+    {
+        return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "invalid_value", "payload",
+                                         "a completion task's \"payload\" "
+                                         "needs \"prompt\" or \"messages\""));
+    }
+
+    prio = json_object_get(req, "priority");
+    priority = 0;
+
+    if (prio) {
+        if (!json_is_integer(prio) || json_integer_value(prio) < -1000
+            || json_integer_value(prio) > 1000)
+        {
+            return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "invalid_value", "priority",
+                                             "\"priority\" must be an "
+                                             "integer from -1000 to 1000"));
+        }
+
+        priority = json_integer_value(prio);
+    }
+
+    cb = json_object_get(payload, "callback_url");
+
+    if (cb == NULL) {
+        cb = json_object_get(req, "callback_url");
+    }
+
+    ngx_str_null(&params[3]);
+
+    if (cb) {
+        if (!json_is_string(cb)
+            || (ngx_strncmp(json_string_value(cb), "http://", 7) != 0
+                && ngx_strncmp(json_string_value(cb), "https://", 8) != 0)
+            || json_string_length(cb) > 2048)
+        {
+            return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "invalid_value",
+                                             "payload.callback_url",
+                                             "\"callback_url\" must be an "
+                                             "http:// or https:// URL"));
+        }
+
+        params[3].data = (u_char *) json_string_value(cb);
+        params[3].len = json_string_length(cb);
+    }
+
+    params[0].data = (u_char *) json_string_value(type);
+    params[0].len = json_string_length(type);
+
+    s = json_dumps(payload, JSON_COMPACT);
+    if (s == NULL) {
+        return ngx_http_helix_tasks_bad(rcp, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    }
+
+    params[1].len = ngx_strlen(s);
+    params[1].data = ngx_pnalloc(r->pool, params[1].len);
+
+    if (params[1].data == NULL) {
+        free(s);
+        return ngx_http_helix_tasks_bad(rcp, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    }
+
+    ngx_memcpy(params[1].data, s, params[1].len);
+    free(s);
+
+    p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
+    if (p == NULL) {
+        return ngx_http_helix_tasks_bad(rcp, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    }
+
+    params[2].data = p;
+    params[2].len = ngx_sprintf(p, "%L", (int64_t) priority) - p;
+
+    p += NGX_INT_T_LEN;
+    params[4].data = p;
+    params[4].len = ngx_sprintf(p, "%ui",
+                                ngx_max(hmcf->tasks.max_attempts, 1)) - p;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_tasks_inserted(ngx_http_helix_pg_query_t *q, PGresult *res)
+{
+    ngx_http_request_t  *r = q->data;
+
+    u_char     *p;
+    ngx_str_t   body;
+
+    if (res == NULL || PQntuples(res) != 1) {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_tasks_unavailable(r, q->error ? q->error
+                                                         : "no row"));
+        return;
+    }
+
+    /* the row has committed: the server was ready for the next query */
+
+    p = ngx_pnalloc(r->pool, PQgetlength(res, 0, 0) + 64);
+    if (p == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    body.data = p;
+    body.len = ngx_sprintf(p, "{\"task_id\":\"%s\",\"status\":\"pending\"}",
+                           PQgetvalue(res, 0, 0))
+               - p;
+
+    ngx_http_finalize_request(r,
+                              ngx_http_helix_send_json(r, NGX_HTTP_ACCEPTED,
+                                                       &body));
+}
+
+
+static void
+ngx_http_helix_tasks_got(ngx_http_helix_pg_query_t *q, PGresult *res)
+{
+    ngx_http_request_t  *r = q->data;
+
+    ngx_str_t  body;
+
+    if (res == NULL) {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_tasks_unavailable(r, q->error));
+        return;
+    }
+
+    if (PQntuples(res) == 0) {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_send_error(r, NGX_HTTP_NOT_FOUND,
+                                      "task_not_found", NULL,
+                                      "no task \"%s\"", q->values[0]));
+        return;
+    }
+
+    body.len = PQgetlength(res, 0, 0);
+    body.data = ngx_pnalloc(r->pool, body.len);
+
+    if (body.data == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_memcpy(body.data, PQgetvalue(res, 0, 0), body.len);
+
+    ngx_http_finalize_request(r,
+                              ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
+}
+
+
+static void
+ngx_http_helix_tasks_cancelled(ngx_http_helix_pg_query_t *q, PGresult *res)
+{
+    ngx_http_request_t  *r = q->data;
+
+    u_char     *p;
+    ngx_str_t   body;
+
+    if (res == NULL) {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_tasks_unavailable(r, q->error));
+        return;
+    }
+
+    if (PQntuples(res) == 0) {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_send_error(r, NGX_HTTP_NOT_FOUND,
+                                      "task_not_found", NULL,
+                                      "no task \"%s\"", q->values[0]));
+        return;
+    }
+
+    if (PQgetvalue(res, 0, 0)[0] != '1') {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_send_error(r, NGX_HTTP_CONFLICT,
+                                      "task_not_pending", NULL,
+                                      "task \"%s\" is %s: only a pending "
+                                      "task can be cancelled",
+                                      q->values[0], PQgetvalue(res, 0, 1)));
+        return;
+    }
+
+    p = ngx_pnalloc(r->pool, ngx_strlen(q->values[0]) + 64);
+    if (p == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    body.data = p;
+    body.len = ngx_sprintf(p, "{\"task_id\":\"%s\",\"status\":\"cancelled\"}",
+                           q->values[0])
+               - p;
+
+    ngx_http_finalize_request(r,
+                              ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
+}
+
+
+/* -------------------------------------------------------------- runner */
+
+
+ngx_int_t
+ngx_http_helix_tasks_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_helix_tasks_t      *tk;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_helix_module);
+
+    if (hmcf == NULL || !hmcf->database.configured || !hmcf->tasks.enabled
+        || hmcf->tasks.concurrency == 0)
+    {
+        return NGX_OK;
+    }
+
+    tk = &ngx_http_helix_tasks;
+
+    tk->hmcf = hmcf;
+    tk->log = cycle->log;
+    ngx_queue_init(&tk->tasks);
+
+    tk->poll.handler = ngx_http_helix_tasks_tick;
+    tk->poll.log = cycle->log;
+    tk->poll.data = tk;
+    tk->poll.cancelable = 1;
+
+    tk->wake.handler = ngx_http_helix_tasks_claim;
+    tk->wake.log = cycle->log;
+    tk->wake.data = tk;
+
+    /* after the workers are up; then every poll_interval */
+    ngx_add_timer(&tk->poll, 100);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_helix_tasks_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_queue_t             *q;
+    ngx_http_helix_task_t   *t;
+    ngx_http_helix_tasks_t  *tk;
+
+    tk = &ngx_http_helix_tasks;
+
+    if (tk->hmcf == NULL) {
+        return;
+    }
+
+    tk->hmcf = NULL;
+
+    if (tk->poll.timer_set) {
+        ngx_del_timer(&tk->poll);
+    }
+
+    if (tk->wake.posted) {
+        ngx_delete_posted_event(&tk->wake);
+    }
+
+    /* a task cut short here is taken up again when its lease expires */
+
+    while (!ngx_queue_empty(&tk->tasks)) {
+        q = ngx_queue_head(&tk->tasks);
+        t = ngx_queue_data(q, ngx_http_helix_task_t, queue);
+
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "helix: task %V left to its lease, the worker exits",
+                      &t->id);
+
+        ngx_destroy_pool(t->pool);
+    }
+}
+
+
+static void
+ngx_http_helix_tasks_tick(ngx_event_t *ev)
+{
+    ngx_http_helix_tasks_t  *tk = ev->data;
+
+    if (ngx_exiting) {
+        return;
+    }
+
+    (void) ngx_http_helix_pg_listen("helix_tasks",
+                                    ngx_http_helix_tasks_notified, tk);
+
+    /* tasks whose worker died first, then whatever is pending */
+
+    if (!tk->claiming) {
+        tk->claiming = 1;
+
+        if (ngx_http_helix_pg_query(NULL, &ngx_http_helix_tasks_reclaim,
+                                    NULL, ngx_http_helix_tasks_reclaimed, tk)
+            == NULL)
+        {
+            tk->claiming = 0;
+        }
+    }
+
+    ngx_add_timer(&tk->poll, tk->hmcf->tasks.poll_interval);
+}
+
+
+static void
+ngx_http_helix_tasks_notified(void *data)
+{
+    ngx_http_helix_tasks_t  *tk = data;
+
+    if (!tk->wake.posted && !ngx_exiting) {
+        ngx_post_event(&tk->wake, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_helix_tasks_reclaimed(ngx_http_helix_pg_query_t *q, PGresult *res)
+{
+    int                      i;
+    ngx_http_helix_tasks_t  *tk = q->data;
+
+    tk->claiming = 0;
+
+    if (res == NULL) {
+        return;
+    }
+
+    for (i = 0; i < PQntuples(res); i++) {
+        ngx_log_error(NGX_LOG_NOTICE, tk->log, 0,
+                      "helix: task %s: lease expired, now %s",
+                      PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+    }
+
+    ngx_http_helix_tasks_claim(&tk->wake);
+}
+
+
+static void
+ngx_http_helix_tasks_claim(ngx_event_t *ev)
+{
+    u_char                   *p;
+    ngx_str_t                 params[3];
+    ngx_uint_t                free;
+    ngx_http_helix_tasks_t   *tk = ev->data;
+    u_char                    buf[3][NGX_INT_T_LEN + 256];
+
+    if (tk->hmcf == NULL || ngx_exiting) {
+        return;
+    }
+
+    if (tk->claiming) {
+        /* a wake-up during a claim: claim again after it */
+        tk->again = 1;
+        return;
+    }
+
+    free = tk->hmcf->tasks.concurrency - tk->running;
+
+    if (free == 0) {
+        return;
+    }
+
+    p = ngx_snprintf(buf[0], sizeof(buf[0]), "%V:%P:%ui",
+                     &ngx_cycle->hostname, ngx_pid, ++tk->seq);
+    params[0].data = buf[0];
+    params[0].len = p - buf[0];
+
+    params[1].data = buf[1];
+    params[1].len = ngx_sprintf(buf[1], "%M", tk->hmcf->tasks.lease)
+                    - buf[1];
+
+    params[2].data = buf[2];
+    params[2].len = ngx_sprintf(buf[2], "%ui", free) - buf[2];
+
+    tk->claiming = 1;
+    tk->again = 0;
+
+    if (ngx_http_helix_pg_query(NULL, &ngx_http_helix_tasks_claim_stmt,
+                                params, ngx_http_helix_tasks_claimed, tk)
+        == NULL)
+    {
+        tk->claiming = 0;
+    }
+}
+
+
+static void
+ngx_http_helix_tasks_claimed(ngx_http_helix_pg_query_t *q, PGresult *res)
+{
+    int                      i, n;
+    ngx_http_helix_tasks_t  *tk = q->data;
+
+    tk->claiming = 0;
+
+    if (res == NULL || tk->hmcf == NULL) {
+        return;
+    }
+
+    n = PQntuples(res);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_helix_task_start(res, i);
+    }
+
+    /* as many as asked: there may be more */
+
+    if ((n > 0 && tk->running < tk->hmcf->tasks.concurrency) || tk->again) {
+        ngx_http_helix_tasks_notified(tk);
+    }
+}
+
+
+static void
+ngx_http_helix_task_start(PGresult *res, int row)
+{
+    json_t                  *payload;
+    ngx_pool_t              *pool;
+    ngx_pool_cleanup_t      *cln;
+    json_error_t             jerr;
+    ngx_http_helix_task_t   *t;
+    ngx_http_helix_tasks_t  *tk;
+
+    tk = &ngx_http_helix_tasks;
+
+    pool = ngx_create_pool(4096, tk->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    t = ngx_pcalloc(pool, sizeof(ngx_http_helix_task_t));
+    cln = ngx_pool_cleanup_add(pool, 0);
+
+    if (t == NULL || cln == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    t->pool = pool;
+    t->log = tk->log;
+
+    t->id.len = PQgetlength(res, row, 0);
+    t->id.data = ngx_pnalloc(pool, t->id.len + 1);
+    t->type.len = PQgetlength(res, row, 1);
+    t->type.data = ngx_pnalloc(pool, t->type.len + 1);
+    t->callback_url.len = PQgetlength(res, row, 3);
+    t->callback_url.data = ngx_pnalloc(pool, t->callback_url.len + 1);
+
+    if (t->id.data == NULL || t->type.data == NULL
+        || t->callback_url.data == NULL)
+    {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    ngx_cpystrn(t->id.data, (u_char *) PQgetvalue(res, row, 0),
+                t->id.len + 1);
+    ngx_cpystrn(t->type.data, (u_char *) PQgetvalue(res, row, 1),
+                t->type.len + 1);
+    ngx_cpystrn(t->callback_url.data, (u_char *) PQgetvalue(res, row, 3),
+                t->callback_url.len + 1);
+
+    t->attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 4),
+                           PQgetlength(res, row, 4));
+    t->max_attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 5),
+                               PQgetlength(res, row, 5));
+
+    /* the claim's lease token, as the claim sent it */
+
+    t->lease.data = ngx_pnalloc(pool, NGX_INT_T_LEN + 256);
+    if (t->lease.data == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    t->lease.len = ngx_snprintf(t->lease.data, NGX_INT_T_LEN + 256,
+                                "%V:%P:%ui", &ngx_cycle->hostname, ngx_pid,
+                                tk->seq)
+                   - t->lease.data;
+
+    cln->handler = ngx_http_helix_task_cleanup;
+    cln->data = t;
+
+    ngx_queue_insert_tail(&tk->tasks, &t->queue);
+    tk->running++;
+
+    t->renew.handler = ngx_http_helix_task_renew;
+    t->renew.data = t;
+    t->renew.log = t->log;
+    t->renew.cancelable = 1;
+    ngx_add_timer(&t->renew, ngx_max(tk->hmcf->tasks.lease / 3, 1));
+
+    t->retry.handler = ngx_http_helix_task_callback;
+    t->retry.data = t;
+    t->retry.log = t->log;
+    t->retry.cancelable = 1;
+
+    ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
+                  "helix: task %V (%V) claimed, attempt %i of %i",
+                  &t->id, &t->type, t->attempts, t->max_attempts);
+
+    payload = json_loads(PQgetvalue(res, row, 2), 0, &jerr);
+
+    if (payload == NULL
+        || ngx_http_helix_json_pool(pool, payload) != NGX_OK)
+    {
+        ngx_str_set(&t->status, "failed");
+        ngx_str_set(&t->error, "the stored payload is not JSON");
+        ngx_http_helix_task_finish(t);
+        return;
+    }
+
+    t->payload = payload;
+
+    if (t->type.data[0] == 'b') {
+        t->requests = json_object_get(payload, "requests");
+        t->results = json_array();
+
+        if (t->results == NULL
+            || ngx_http_helix_json_pool(pool, t->results) != NGX_OK)
+        {
+            ngx_destroy_pool(pool);
+            return;
+        }
+
+    } else {
+        t->requests = json_pack("[O]", payload);
+
+        if (t->requests == NULL
+            || ngx_http_helix_json_pool(pool, t->requests) != NGX_OK)
+        {
+            ngx_destroy_pool(pool);
+            return;
+        }
+    }
+
+    if (!json_is_array(t->requests) || json_array_size(t->requests) == 0) {
+        ngx_str_set(&t->status, "failed");
+        ngx_str_set(&t->error, "the payload has no requests");
+        ngx_http_helix_task_finish(t);
+        return;
+    }
+
+    if (t->results) {
+        size_t  i;
+
+        for (i = 0; i < json_array_size(t->requests); i++) {
+            json_array_append_new(t->results, json_null());
+        }
+    }
+
+    ngx_http_helix_task_more(t);
+}
+
+
+static void
+ngx_http_helix_task_cleanup(void *data)
+{
+    ngx_http_helix_task_t  *t = data;
+
+    ngx_http_helix_tasks_t  *tk;
+
+    tk = &ngx_http_helix_tasks;
+
+    if (t->renew.timer_set) {
+        ngx_del_timer(&t->renew);
+    }
+
+    if (t->retry.timer_set) {
+        ngx_del_timer(&t->retry);
+    }
+
+    ngx_queue_remove(&t->queue);
+    tk->running--;
+
+    if (tk->hmcf && !ngx_exiting) {
+        /* room for one more */
+        ngx_http_helix_tasks_notified(tk);
+    }
+}
+
+
+/* a batch runs batch.max_concurrent requests at a time */
+
+static void
+ngx_http_helix_task_more(ngx_http_helix_task_t *t)
+{
+    ngx_uint_t               max;
+    ngx_http_helix_tasks_t  *tk;
+
+    tk = &ngx_http_helix_tasks;
+
+    max = t->results ? ngx_max(tk->hmcf->batch_max_concurrent, 1) : 1;
+
+    while (t->running < max && t->next < json_array_size(t->requests)) {
+        if (ngx_http_helix_task_call(t, t->next) != NGX_OK) {
+            ngx_str_set(&t->status, "pending");
+            ngx_str_set(&t->error, "could not start a loopback call");
+            ngx_http_helix_task_finish(t);
+            return;
+        }
+
+        t->next++;
+        t->running++;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
+{
+    char                        *s, **h;
+    u_char                      *p;
+    json_t                      *req;
+    ngx_http_helix_fetch_t      *f;
+    ngx_http_helix_tasks_t      *tk;
+    ngx_http_helix_task_call_t  *call;
+
+    tk = &ngx_http_helix_tasks;
+
+    if (tk->base.len == 0 && ngx_http_helix_tasks_base(tk) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    req = json_deep_copy(json_array_get(t->requests, index));
+    if (req == NULL || ngx_http_helix_json_pool(t->pool, req) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the gateway's own fields only; a task answer is never a stream */
+
+    json_object_del(req, "callback_url");
+    json_object_del(req, "stream");
+
+    s = json_dumps(req, JSON_COMPACT);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    f = ngx_pcalloc(t->pool, sizeof(ngx_http_helix_fetch_t));
+    call = ngx_palloc(t->pool, sizeof(ngx_http_helix_task_call_t));
+
+    if (f == NULL || call == NULL) {
+        free(s);
+        return NGX_ERROR;
+    }
+
+    f->body.len = ngx_strlen(s);
+    f->body.data = ngx_pnalloc(t->pool, f->body.len + 1);
+
+    if (f->body.data == NULL) {
+        free(s);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(f->body.data, s, f->body.len + 1);
+    free(s);
+
+    f->url.data = ngx_pnalloc(t->pool, tk->base.len + 32);
+    if (f->url.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(f->url.data, "%V%s%Z", &tk->base,
+                    json_object_get(req, "messages")
+                    ? "/v1/chat/completions" : "/v1/completions");
+    f->url.len = p - f->url.data - 1;
+
+    f->headers = ngx_array_create(t->pool, 2, sizeof(char *));
+    if (f->headers == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = ngx_array_push_n(f->headers, 2);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h[0] = "Content-Type: application/json";
+    h[1] = ngx_pnalloc(t->pool, t->id.len + sizeof("X-Helix-Task: "));
+
+    if (h[1] == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf((u_char *) h[1], "X-Helix-Task: %V%Z", &t->id);
+
+    call->task = t;
+    call->index = index;
+
+    f->pool = t->pool;
+    f->log = t->log;
+    f->timeout = tk->hmcf->tasks.timeout;
+    f->handler = ngx_http_helix_task_answer;
+    f->data = call;
+
+    return ngx_http_helix_fetch(f);
+}
+
+
+static void
+ngx_http_helix_task_answer(ngx_http_helix_fetch_t *f)
+{
+    ngx_http_helix_task_call_t  *call = f->data;
+
+    char                   *s;
+    json_t                 *answer, *item;
+    ngx_http_helix_task_t  *t;
+
+    t = call->task;
+    t->running--;
+    t->done++;
+
+    answer = NULL;
+
+    if (f->answer.len) {
+        answer = json_loadb((char *) f->answer.data, f->answer.len, 0, NULL);
+
+        if (answer && ngx_http_helix_json_pool(t->pool, answer) != NGX_OK) {
+            answer = NULL;
+        }
+    }
+
+    if (t->results) {
+        /* a batch: every request has its own outcome */
+
+        if (f->status >= 200 && f->status < 300 && answer) {
+            item = json_pack("{s:I,s:I,s:O}", "index", (json_int_t) call->index,
+                             "status", (json_int_t) f->status,
+                             "response", answer);
+
+        } else {
+            item = json_pack("{s:I,s:I,s:O?}", "index",
+                             (json_int_t) call->index,
+                             "status", (json_int_t) f->status,
+                             "error", answer ? json_object_get(answer, "error")
+                                             : NULL);
+        }
+
+        if (item) {
+            json_array_set_new(t->results, call->index, item);
+        }
+
+        if (t->done < json_array_size(t->requests)) {
+            ngx_http_helix_task_more(t);
+            return;
+        }
+
+        answer = json_pack("{s:O}", "results", t->results);
+        if (answer == NULL
+            || ngx_http_helix_json_pool(t->pool, answer) != NGX_OK)
+        {
+            ngx_destroy_pool(t->pool);
+            return;
+        }
+
+        ngx_str_set(&t->status, "completed");
+
+    } else if (f->status >= 200 && f->status < 300 && answer) {
+        ngx_str_set(&t->status, "completed");
+
+    } else if (f->status >= 400 && f->status < 500 && f->status != 429) {
+        /* the request itself is wrong: trying again cannot help */
+        ngx_str_set(&t->status, "failed");
+
+    } else {
+        /* the gateway or a provider failed: worth another attempt */
+        if (t->attempts < t->max_attempts) {
+            ngx_str_set(&t->status, "pending");
+
+        } else {
+            ngx_str_set(&t->status, "failed");
+        }
+    }
+
+    if (t->status.data[0] == 'c') {
+        s = json_dumps(answer, JSON_COMPACT);
+
+        if (s) {
+            t->result.len = ngx_strlen(s);
+            t->result.data = ngx_pnalloc(t->pool, t->result.len);
+
+            if (t->result.data) {
+                ngx_memcpy(t->result.data, s, t->result.len);
+            }
+
+            free(s);
+        }
+
+        if (t->result.data == NULL) {
+            ngx_destroy_pool(t->pool);
+            return;
+        }
+
+    } else {
+        t->error.data = ngx_pnalloc(t->pool, 1024);
+
+        if (t->error.data == NULL) {
+            ngx_destroy_pool(t->pool);
+            return;
+        }
+
+        if (f->status) {
+            t->error.len = ngx_snprintf(t->error.data, 1024,
+                                        "HTTP %l: %*s", f->status,
+                                        ngx_min(f->answer.len, 900),
+                                        f->answer.data)
+                           - t->error.data;
+
+        } else {
+            t->error.len = ngx_snprintf(t->error.data, 1024,
+                                        "no answer from the gateway: %V",
+                                        &f->error)
+                           - t->error.data;
+        }
+    }
+
+    ngx_http_helix_task_finish(t);
+}
+
+
+static void
+ngx_http_helix_task_finish(ngx_http_helix_task_t *t)
+{
+    ngx_str_t  params[5];
+
+    if (t->finishing) {
+        return;
+    }
+
+    t->finishing = 1;
+
+    params[0] = t->id;
+    params[1] = t->lease;
+    params[2] = t->status;
+    params[3] = t->result;
+    params[4] = t->error;
+
+    if (params[3].len == 0) {
+        params[3].data = NULL;
+    }
+
+    if (params[4].len == 0) {
+        params[4].data = NULL;
+    }
+
+    if (ngx_http_helix_pg_query(t->pool, &ngx_http_helix_tasks_store, params,
+                                ngx_http_helix_task_stored, t)
+        == NULL)
+    {
+        /* the lease runs out and another worker takes the task up */
+        ngx_log_error(NGX_LOG_WARN, t->log, 0,
+                      "helix: task %V: result not stored, PostgreSQL is "
+                      "unreachable", &t->id);
+        ngx_destroy_pool(t->pool);
+    }
+}
+
+
+static void
+ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
+{
+    u_char                 *p;
+    ngx_http_helix_task_t  *t = q->data;
+
+    if (res == NULL) {
+        ngx_log_error(NGX_LOG_WARN, t->log, 0,
+                      "helix: task %V: result not stored (%s)", &t->id,
+                      q->error);
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    if (PQntuples(res) == 0) {
+        ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
+                      "helix: task %V: its lease was lost, the result is "
+                      "discarded", &t->id);
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, t->log, 0, "helix: task %V %V", &t->id,
+                  &t->status);
+
+    if (t->renew.timer_set) {
+        ngx_del_timer(&t->renew);
+    }
+
+    if (t->status.data[0] == 'p' || t->callback_url.len == 0) {
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    /* what callback_url gets: the same shape as GET /v1/tasks/{id} */
+
+    p = ngx_pnalloc(t->pool, t->id.len + t->result.len + 2 * t->error.len
+                             + 128);
+    if (p == NULL) {
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    t->report.data = p;
+
+    p = ngx_sprintf(p, "{\"task_id\":\"%V\",\"status\":\"%V\"", &t->id,
+                    &t->status);
+
+    if (t->result.len) {
+        p = ngx_sprintf(p, ",\"result\":%V", &t->result);
+    }
+
+    if (t->error.len) {
+        p = ngx_cpymem(p, ",\"error\":\"", 10);
+        p = (u_char *) ngx_escape_json(p, t->error.data, t->error.len);
+        *p++ = '"';
+    }
+
+    *p++ = '}';
+    t->report.len = p - t->report.data;
+
+    ngx_http_helix_task_callback(&t->retry);
+}
+
+
+static void
+ngx_http_helix_task_renew(ngx_event_t *ev)
+{
+    ngx_http_helix_task_t  *t = ev->data;
+
+    u_char                  buf[NGX_INT_T_LEN];
+    ngx_str_t               params[3];
+    ngx_http_helix_tasks_t  *tk;
+
+    tk = &ngx_http_helix_tasks;
+
+    params[0] = t->id;
+    params[1] = t->lease;
+    params[2].data = buf;
+    params[2].len = ngx_sprintf(buf, "%M", tk->hmcf->tasks.lease) - buf;
+
+    (void) ngx_http_helix_pg_query(t->pool, &ngx_http_helix_tasks_renew,
+                                   params, ngx_http_helix_task_renewed, t);
+
+    ngx_add_timer(&t->renew, ngx_max(tk->hmcf->tasks.lease / 3, 1));
+}
+
+
+static void
+ngx_http_helix_task_renewed(ngx_http_helix_pg_query_t *q, PGresult *res)
+{
+    ngx_http_helix_task_t  *t = q->data;
+
+    if (res && PQcmdTuples(res)[0] == '0' && !t->finishing) {
+        /* another worker has it now: this run's result would be void */
+        ngx_log_error(NGX_LOG_WARN, t->log, 0,
+                      "helix: task %V: lease lost, the run is abandoned",
+                      &t->id);
+        ngx_destroy_pool(t->pool);
+    }
+}
+
+
+static void
+ngx_http_helix_task_callback(ngx_event_t *ev)
+{
+    ngx_http_helix_task_t  *t = ev->data;
+
+    char                   **h;
+    ngx_http_helix_fetch_t  *f;
+    ngx_http_helix_tasks_t  *tk;
+
+    tk = &ngx_http_helix_tasks;
+
+    f = ngx_pcalloc(t->pool, sizeof(ngx_http_helix_fetch_t));
+    if (f == NULL) {
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    f->headers = ngx_array_create(t->pool, 1, sizeof(char *));
+    if (f->headers == NULL) {
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    h = ngx_array_push(f->headers);
+    if (h == NULL) {
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    *h = "Content-Type: application/json";
+
+    t->callback_attempts++;
+
+    f->pool = t->pool;
+    f->log = t->log;
+    f->url = t->callback_url;
+    f->body = t->report;
+    f->timeout = tk->hmcf->tasks.callback_timeout;
+    f->handler = ngx_http_helix_task_called;
+    f->data = t;
+
+    if (ngx_http_helix_fetch(f) != NGX_OK) {
+        ngx_http_helix_task_callback_done(t, "failed");
+    }
+}
+
+
+static void
+ngx_http_helix_task_called(ngx_http_helix_fetch_t *f)
+{
+    ngx_http_helix_task_t  *t = f->data;
+
+    ngx_msec_t               backoff;
+    ngx_http_helix_tasks_t  *tk;
+
+    tk = &ngx_http_helix_tasks;
+
+    if (f->status >= 200 && f->status < 300) {
+        ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
+                      "helix: task %V: callback delivered (HTTP %l, "
+                      "attempt %ui)", &t->id, f->status,
+                      t->callback_attempts);
+        ngx_http_helix_task_callback_done(t, "delivered");
+        return;
+    }
+
+    if (t->callback_attempts > tk->hmcf->tasks.callback_retries
+        || ngx_exiting)
+    {
+        ngx_log_error(NGX_LOG_WARN, t->log, 0,
+                      "helix: task %V: callback to %V failed %ui times, "
+                      "given up", &t->id, &t->callback_url,
+                      t->callback_attempts);
+        ngx_http_helix_task_callback_done(t, "failed");
+        return;
+    }
+
+    backoff = tk->hmcf->tasks.callback_backoff
+              << ngx_min(t->callback_attempts - 1, 10);
+
+    ngx_log_error(NGX_LOG_WARN, t->log, 0,
+                  "helix: task %V: callback to %V failed (HTTP %l%s%V), "
+                  "again in %M ms", &t->id, &t->callback_url, f->status,
+                  f->error.len ? ", " : "", &f->error, backoff);
+
+    ngx_add_timer(&t->retry, backoff);
+}
+
+
+static void
+ngx_http_helix_task_callback_done(ngx_http_helix_task_t *t,
+    const char *status)
+{
+    u_char     buf[NGX_INT_T_LEN];
+    ngx_str_t  params[3];
+
+    params[0] = t->id;
+    params[1].data = (u_char *) status;
+    params[1].len = ngx_strlen(status);
+    params[2].data = buf;
+    params[2].len = ngx_sprintf(buf, "%ui", t->callback_attempts) - buf;
+
+    /* no one waits for this one: it outlives the task */
+    (void) ngx_http_helix_pg_query(NULL, &ngx_http_helix_tasks_callback_stmt,
+                                   params, NULL, NULL);
+
+    ngx_destroy_pool(t->pool);
+}
+
+
+/* the gateway's own address, as a client reaches it */
+
+static ngx_int_t
+ngx_http_helix_tasks_base(ngx_http_helix_tasks_t *tk)
+{
+    u_char           *p;
+    ngx_str_t         url;
+    ngx_listening_t  *ls;
+
+    url = tk->hmcf->tasks.endpoint;
+
+    if (url.len) {
+        while (url.len && url.data[url.len - 1] == '/') {
+            url.len--;
+        }
+
+        tk->base = url;
+        return NGX_OK;
+    }
+
+    ls = ngx_cycle->listening.elts;
+
+    if (ngx_cycle->listening.nelts == 0) {
+        return NGX_ERROR;
+    }
+
+    url.data = ngx_pnalloc(ngx_cycle->pool, ls[0].addr_text.len + 16);
+    if (url.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(url.data, "http://%V", &ls[0].addr_text);
+    url.len = p - url.data;
+
+    /* a wildcard listener is reached on the loopback */
+    p = ngx_strlcasestrn(url.data, url.data + url.len,
+                         (u_char *) "0.0.0.0", 7 - 1);
+    if (p) {
+        ngx_memmove(p + 9, p + 7, url.data + url.len - (p + 7));
+        ngx_memcpy(p, "127.0.0.1", 9);
+        url.len += 2;
+    }
+
+    tk->base = url;
+
+    return NGX_OK;
+}
