@@ -1038,6 +1038,7 @@ ngx_http_helix_pg_lost(ngx_http_helix_pg_conn_t *pc)
 static void
 ngx_http_helix_pg_close(ngx_http_helix_pg_conn_t *pc, const char *reason)
 {
+    ngx_uint_t                  flags;
     ngx_connection_t           *c;
     ngx_http_helix_pg_t        *pg;
     ngx_http_helix_pg_query_t  *q;
@@ -1070,12 +1071,15 @@ ngx_http_helix_pg_close(ngx_http_helix_pg_conn_t *pc, const char *reason)
     c = pc->c;
 
     if (c) {
+        /* libpq closes the socket itself when it fails: no syscall then */
+        flags = (PQsocket(pc->conn) == c->fd) ? 0 : NGX_CLOSE_EVENT;
+
         if (c->read->active) {
-            ngx_del_event(c->read, NGX_READ_EVENT, 0);
+            ngx_del_event(c->read, NGX_READ_EVENT, flags);
         }
 
         if (c->write->active) {
-            ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+            ngx_del_event(c->write, NGX_WRITE_EVENT, flags);
         }
 
         if (c->read->posted) {

@@ -209,3 +209,73 @@ sub {
     return $plan =~ /Index Scan using idx_tasks_pending on background_tasks/ ? "uses idx_tasks_pending" : $plan;
 }
 --- response_body: uses idx_tasks_pending
+
+
+
+=== TEST 7: a failing callback is retried with backoff until it is delivered
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- request eval
+["POST /mock/reset", "POST /mock/openai/faults\n" . '{"route": "GET /v1/models", "status": 503, "count": 2}',
+ "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "retry my callback", "callback_url": "$::Base/callback"}})]
+--- error_code eval: [200, 200, 202]
+--- response_body_filters eval
+[sub { "" }, sub { "" }, sub {
+    my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
+    HelixPg::wait_sql("SELECT callback_status, callback_attempts FROM background_tasks WHERE id = '$id'", qr/delivered/);
+}]
+--- response_body eval
+["", "", "delivered|3"]
+--- error_log eval
+[qr/callback to \S+ failed \(HTTP 503\), again in 100 ms/, qr/failed \(HTTP 503\), again in 200 ms/,
+ qr/callback delivered \(HTTP 200, attempt 3\)/]
+
+
+
+=== TEST 8: batch_completion: every request has its own outcome, in request order
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- request eval
+["POST /v1/tasks\n" . '{"type": "batch_completion", "payload": {"requests": [{"prompt": "b one", "model": "gpt-4o"}, {"prompt": "b two", "model": "no-such-model"}, {"messages": [{"role": "user", "content": "b three"}], "model": "claude-3-haiku-20240307"}]}}']
+--- error_code: 202
+--- response_body_filters eval
+sub {
+    my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
+    main::wait_status($id, qr/completed|failed/);
+    HelixPg::psql("SELECT status, jsonb_array_length(result->'results'), "
+        . "(SELECT string_agg((r->>'index') || ':' || (r->>'status') || ':' || coalesce(r->'response'->>'object', r->'error'->>'code', '-'), ' ') "
+        . "FROM jsonb_array_elements(result->'results') r) FROM background_tasks WHERE id = '$id'");
+}
+--- response_body: completed|3|0:200:text_completion 1:404:model_not_found 2:200:chat.completion
+
+
+
+=== TEST 9: PostgreSQL down: POST /v1/tasks is a 503 and nothing is half-written; back: 202 again
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- request eval
+["POST /v1/tasks\n" . '{"type": "completion", "payload": {"prompt": "before the outage"}}']
+--- error_code: 202
+--- response_body_filters eval
+sub {
+    my $before = HelixPg::psql("SELECT count(*) FROM background_tasks");
+    HelixPg::stop();
+    my ($code, $body) = HelixPg::curl('POST', "$::Base/v1/tasks", '{"type": "completion", "payload": {"prompt": "during"}}');
+    my ($gcode) = HelixPg::curl('GET', "$::Base/v1/tasks/task-x");
+    HelixPg::start();
+    my $after = HelixPg::psql("SELECT count(*) FROM background_tasks");
+    my $back = 0;
+    for (1 .. 100) {    # the pool tries again after its backoff
+        my ($c) = HelixPg::curl('POST', "$::Base/v1/tasks", '{"type": "completion", "payload": {"prompt": "after"}}');
+        if ($c == 202) { $back = 1; last; }
+        select(undef, undef, undef, 0.1);
+    }
+    return "down $code $gcode " . ($body =~ /database_unavailable/ ? "named" : $body)
+        . " rows " . ($before == $after ? "same" : "$before->$after") . " back $back";
+}
+--- response_body: down 503 503 named rows same back 1
+--- error_log eval
+[qr/postgresql 127.0.0.1:\d+ unreachable/, qr/postgresql 127.0.0.1:\d+ answers again/]
