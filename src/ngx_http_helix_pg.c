@@ -142,9 +142,13 @@ ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
 
     ngx_sprintf(pg->port, "%ui%Z", db->port);
 
-    /* the server gives up on a query the worker no longer waits for */
+    /*
+     * The server gives up on a statement a little before the worker
+     * does: a client told 503 finds nothing written behind its back.
+     */
     ngx_sprintf(pg->options, "-c statement_timeout=%M%Z",
-                hmcf->timeout_database);
+                hmcf->timeout_database > 200 ? hmcf->timeout_database - 100
+                                             : hmcf->timeout_database / 2);
 
     n = 0;
     pg->keywords[n] = "host";
@@ -778,7 +782,11 @@ ngx_http_helix_pg_run(ngx_http_helix_pg_conn_t *pc,
 
     pc->q = q;
     q->conn = pc;
-    q->sent = ngx_current_msec;
+
+    if (q->sent == 0) {
+        /* the slow query log counts from the first byte, prepare included */
+        q->sent = ngx_current_msec;
+    }
 
     prepare = pg->hmcf->database.prepared_statements
               && stmt->index <= NGX_HTTP_HELIX_PG_STMTS
