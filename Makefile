@@ -7,6 +7,8 @@
 #   make test-valgrind   the same suite with nginx under valgrind
 #   make bench      helix next to plain nginx, same run, as ratios
 #   make install    put the module where Debian's nginx loads it
+#   make migrate    apply sql/ to PostgreSQL (PGHOST, PGPORT, PGDATABASE,
+#                   PGUSER; default 127.0.0.1:5432 helixagent postgres)
 #
 # NGINX_SRC=/path/to/nginx-1.22.1 builds against another nginx tree;
 # NGINX_CONF_ARGS adds configure arguments (e.g. for an ASan build).
@@ -28,7 +30,7 @@ CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
 MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
-.PHONY: all deps run stop test test-valgrind check-json bench install clean
+.PHONY: all deps run stop test test-valgrind check-json bench install migrate clean
 
 all: $(MODULE)
 
@@ -86,6 +88,9 @@ install: $(MODULE)
 	    > $(DESTDIR)$(MODULES_AVAIL)/mod-http-helix.conf
 	@echo "enable with: ln -s $(MODULES_AVAIL)/mod-http-helix.conf" \
 	    "/etc/nginx/modules-enabled/50-mod-http-helix.conf"
+
+migrate:
+	@util/migrate.sh
 
 clean:
 	rm -rf $(BUILD) t/servroot

@@ -54,7 +54,7 @@ cache:
         providers: ["claude"]
 database:
   host: localhost
-  port: 5432
+  port: $TEST_NGINX_PG_PORT
   name: helixagent
   pool:
     max_open: 50

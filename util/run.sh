@@ -92,6 +92,7 @@ start() {
     "$top/util/services.sh" start redis 6379 "$run/redis" | sed 's/^/  /'
     "$top/util/services.sh" start postgres 5432 "$run/postgres" \
         | sed 's/^/  /'
+    PGPORT=5432 "$top/util/migrate.sh" | sed 's/^/  /'
 
     if ! curl -sf -o /dev/null http://127.0.0.1:8101/_mock/health; then
         nohup "$top/util/mock_provider" --openai 8101 --anthropic 8102 \

@@ -38,6 +38,7 @@ mkdir -p "$state"
 "$top/util/services.sh" start redis "$TEST_NGINX_REDIS_PORT" "$state/redis"
 "$top/util/services.sh" start postgres "$TEST_NGINX_PG_PORT" \
     "$state/postgres"
+PGPORT=$TEST_NGINX_PG_PORT "$top/util/migrate.sh" >/dev/null
 
 "$top/util/mock_provider" --openai "$TEST_NGINX_OPENAI_PORT" \
     --anthropic "$TEST_NGINX_ANTHROPIC_PORT" \

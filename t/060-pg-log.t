@@ -1,0 +1,130 @@
+# The completion log: a row in "completions" per chat/completion/
+# embedding request, written after the answer, batched; kept in a bounded
+# buffer while PostgreSQL is down, the overflow counted and logged.
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use Helix;
+use HelixPg;
+
+HelixPg::reset();
+
+our $Port = $ENV{TEST_NGINX_SERVER_PORT};
+our $Base = "http://127.0.0.1:$Port";
+
+our $HttpConfig = Helix::http_config();
+our $Config = Helix::config();
+
+sub yaml {
+    my ($db) = @_;
+    return ">>> helix.yaml\n$Helix::Providers" . HelixPg::yaml($db)
+        . "tasks:\n  enabled: false\n";
+}
+
+sub chat {
+    my ($c) = @_;
+    return "POST /v1/chat/completions\n"
+        . qq({"model": "gpt-4o", "messages": [{"role": "user", "content": "$c $$"}]});
+}
+
+sub wait_log {
+    my ($re) = @_;
+    for (1 .. 400) {
+        open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log" or return 0;
+        local $/;
+        return 1 if <$fh> =~ $re;
+        select(undef, undef, undef, 0.05);
+    }
+    return 0;
+}
+
+sub rows {
+    my ($where, $n) = @_;
+    HelixPg::wait_sql("SELECT count(*) FROM completions WHERE $where", qr/^$n$/);
+    return HelixPg::psql("SELECT endpoint, cache_result, provider_id, model, stream, "
+        . "prompt_tokens > 0, completion_tokens > 0, status, coalesce(session_id, '-'), "
+        . "length(request_id), latency_ms >= 0, abs(extract(epoch from now() - created_at)) < 60 "
+        . "FROM completions WHERE $where ORDER BY id");
+}
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: a miss and then an L1 hit each give a row, with provider, model, tokens, status and session
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- more_headers
+X-Session-ID: sess-1
+--- request eval
+[main::chat("log me"), main::chat("log me")]
+--- response_headers eval
+["X-Cache: MISS", "X-Cache: HIT"]
+--- response_body_filters eval
+[sub { "" }, sub { main::rows("session_id = 'sess-1'", 2) }]
+--- response_body eval
+["", "chat_completions|miss|openai|gpt-4o|f|t|t|200|sess-1|32|t|t\nchat_completions|hit_l1|openai|gpt-4o|f|t|t|200|sess-1|32|t|t"]
+
+
+
+=== TEST 2: completions and embeddings are logged; an error is logged with its status
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- more_headers
+X-Session-ID: sess-2
+--- request eval
+["POST /v1/completions\n" . '{"prompt": "log a completion", "model": "gpt-4o"}',
+ "POST /v1/embeddings\n" . '{"input": "log an embedding", "model": "text-embedding-3-small"}',
+ "POST /v1/chat/completions\n{broken",
+ "GET /v1/models"]
+--- error_code eval: [200, 200, 400, 200]
+--- response_body_filters eval
+[sub { "" }, sub { "" }, sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2'", qr/^3$/);
+    HelixPg::psql("SELECT endpoint, cache_result, coalesce(provider_id, '-'), status, prompt_tokens IS NOT NULL FROM completions WHERE session_id = 'sess-2' ORDER BY id") }]
+--- response_body eval
+["", "", "", "completions|miss|openai|200|t\nembeddings|miss|openai|200|t\nchat_completions|none|-|400|f"]
+
+
+
+=== TEST 3: PostgreSQL down: answers go on, rows wait in the buffer and are written when it is back
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- more_headers
+X-Session-ID: sess-3
+--- request eval
+["GET /v1/models", main::chat("down 1"), main::chat("down 2"), main::chat("down 3"), main::chat("down 1")]
+--- error_code eval: [200, 200, 200, 200, 200]
+--- response_body_filters eval
+[sub { HelixPg::stop(); "" }, sub { "" }, sub { "" }, sub { "" },
+ sub { main::wait_log(qr/rows kept until PostgreSQL takes them/); HelixPg::start(); main::rows("session_id = 'sess-3'", 4) =~ s/\|t\|t\|200.*//gr }]
+--- response_body eval
+["", "", "", "", "chat_completions|miss|openai|gpt-4o|f\nchat_completions|miss|openai|gpt-4o|f\nchat_completions|miss|openai|gpt-4o|f\nchat_completions|hit_l1|openai|gpt-4o|f"]
+--- error_log eval
+[qr/completion log: \d+ rows kept until PostgreSQL takes them/, qr/completion log written again: \d+ rows, 0 dropped/]
+
+
+
+=== TEST 4: a full buffer drops rows, counts them and says so; what fitted is written
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("  completion_log:\n    buffer: 1k\n")
+--- more_headers
+X-Session-ID: sess-4
+--- request eval
+["GET /v1/models", (map { main::chat("overflow $_") } 1 .. 10), "GET /v1/models"]
+--- response_body_filters eval
+[sub { HelixPg::stop(); "" }, (sub { "" }) x 10,
+ sub { main::wait_log(qr/rows kept until PostgreSQL takes them/); HelixPg::start();
+       my $log = ''; for (1 .. 400) { open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log"; local $/; $log = <$fh>;
+                                      last if $log =~ /completion log written again/; select(undef, undef, undef, 0.05); }
+       my ($dropped) = $log =~ /completion log written again: \d+ rows, (\d+) dropped/ or return "not written again";
+       # what fitted may come in two batches (the one in flight, then the rest)
+       my $rows = HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-4'", qr/^@{[10 - $dropped]}$/);
+       ($dropped > 0 && $rows + $dropped == 10) ? "rows + dropped = 10" : "rows $rows dropped $dropped" }]
+--- response_body eval
+["", ("") x 10, "rows + dropped = 10"]
+--- error_log eval
+[qr/completion log buffer full \(1024 bytes, \d+ rows waiting\): rows are dropped and counted/]
