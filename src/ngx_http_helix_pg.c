@@ -151,7 +151,10 @@ ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
                                              : hmcf->timeout_database / 2);
 
     n = 0;
-    pg->keywords[n] = "host";
+
+    /* an address needs no lookup: libpq's would block the worker */
+    pg->keywords[n] = (ngx_inet_addr(db->host.data, db->host.len)
+                       != INADDR_NONE) ? "hostaddr" : "host";
     pg->values[n++] = (char *) db->host.data;
     pg->keywords[n] = "port";
     pg->values[n++] = (char *) pg->port;

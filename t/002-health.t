@@ -85,15 +85,15 @@ Allow: GET, HEAD
 
 
 
-=== TEST 6: an endpoint still to come answers 501 in JSON
+=== TEST 6: every endpoint is implemented: /v1/tasks without an id is a JSON 404
 --- http_config eval: $::HttpConfig
 --- user_files eval: $::Yaml
 --- config
-location = /v1/tasks { helix_endpoint tasks; }
+location /v1/tasks { helix_endpoint tasks; }
 --- request
 GET /v1/tasks
---- error_code: 501
---- response_body: {"error":{"message":"the tasks endpoint is not implemented yet","type":"api_error","param":null,"code":"not_implemented"}}
+--- error_code: 404
+--- response_body: {"error":{"message":"no task id in \"/v1/tasks\" (GET or DELETE /v1/tasks/{id})","type":"not_found_error","param":null,"code":"task_not_found"}}
 
 
 
