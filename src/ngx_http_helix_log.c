@@ -258,6 +258,14 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     if (h) {
         session = h->value;
         session.len = ngx_min(session.len, 256);
+
+        /* a client's bytes: not UTF-8 would reject the whole batch */
+        for (p = session.data; p < session.data + session.len; p++) {
+            if (*p < 0x20 || *p > 0x7e) {
+                ngx_str_null(&session);
+                break;
+            }
+        }
     }
 
     /* what the answer says, whichever tier it came from */
@@ -553,6 +561,24 @@ ngx_http_helix_log_written(ngx_http_helix_pg_query_t *q, PGresult *res)
     ngx_http_helix_log_t  *lg = q->data;
 
     lg->q = NULL;
+
+    if (res == NULL && q->rejected) {
+        /* not an outage: sending these rows again cannot help */
+        ngx_log_error(NGX_LOG_ERR, lg->log, 0,
+                      "helix: completion log: %ui rows rejected by "
+                      "PostgreSQL and dropped: %s", lg->flight.rows,
+                      q->error);
+
+        lg->dropped_total += lg->flight.rows;
+        lg->flight.len = 0;
+        lg->flight.rows = 0;
+
+        if (lg->fill.rows) {
+            ngx_http_helix_log_schedule(lg->hmcf->database.log_flush);
+        }
+
+        return;
+    }
 
     if (res == NULL) {
         if (lg->failed++ == 0) {

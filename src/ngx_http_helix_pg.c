@@ -980,6 +980,7 @@ ngx_http_helix_pg_done(ngx_http_helix_pg_conn_t *pc)
                       q->stmt->name, len && msg[len - 1] == '\n' ? len - 1
                                                                  : len, msg);
 
+        q->rejected = 1;
         ngx_http_helix_pg_deliver(q, NULL, msg);
         PQclear(err);
 

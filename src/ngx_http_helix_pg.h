@@ -49,6 +49,7 @@ struct ngx_http_helix_pg_query_s {
     char                       **values;
     unsigned                     waiting:1;
     unsigned                     done:1;
+    unsigned                     rejected:1;    /* by the server: SQL */
 };
 
 

@@ -128,3 +128,22 @@ X-Session-ID: sess-4
 ["", ("") x 10, "rows + dropped = 10"]
 --- error_log eval
 [qr/completion log buffer full \(1024 bytes, \d+ rows waiting\): rows are dropped and counted/]
+
+
+
+=== TEST 5: rows PostgreSQL rejects are dropped and logged, not sent again forever; the next rows are written
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- more_headers
+X-Session-ID: sess-5
+--- request eval
+["GET /v1/models", main::chat("rejected"), main::chat("accepted")]
+--- response_body_filters eval
+[sub { HelixPg::psql("ALTER TABLE completions ADD CONSTRAINT helix_test_no CHECK (session_id <> 'sess-5')"); "" },
+ sub { main::wait_log(qr/rows rejected by PostgreSQL and dropped/); HelixPg::psql("ALTER TABLE completions DROP CONSTRAINT helix_test_no"); "" },
+ sub { main::rows("session_id = 'sess-5'", 1) =~ s/\|t\|t\|200.*//r }]
+--- response_body eval
+["", "", "chat_completions|miss|openai|gpt-4o|f"]
+--- error_log eval
+[qr/completion log: 1 rows rejected by PostgreSQL and dropped: ERROR:  new row for relation "completions" violates check constraint "helix_test_no"/]

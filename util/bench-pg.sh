@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# PostgreSQL costs, same run: L1-hit throughput with and without the
+# completion log (wrk, alternating), and background tasks claimed and
+# completed per second by one and by two nginx instances.
+#
+#   BENCH_SECONDS (5), BENCH_CONNECTIONS (50), BENCH_TASKS (400)
+#   BENCH_PORT (18490: nginx, +1 second nginx, +2 mock), BENCH_PG_PORT
+#   (16490)
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+dir=$top/build/bench-pg
+nginx=${NGINX:-/usr/sbin/nginx}
+secs=${BENCH_SECONDS:-5}
+conns=${BENCH_CONNECTIONS:-50}
+ntasks=${BENCH_TASKS:-400}
+port=${BENCH_PORT:-18490}
+mock=$((port + 2))
+pg=${BENCH_PG_PORT:-16490}
+
+body='{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there, benchmark"}],"max_tokens":50}'
+
+mock_pid=
+cleanup() {
+    for n in a b; do
+        [ -s "$dir/$n/logs/nginx.pid" ] \
+            && kill -QUIT "$(cat "$dir/$n/logs/nginx.pid")" 2>/dev/null || true
+    done
+    [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
+    "$top/util/services.sh" stop postgres "$dir/postgres" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+rm -rf "$dir/a" "$dir/b"
+mkdir -p "$dir"
+
+"$top/util/services.sh" start postgres "$pg" "$dir/postgres" >/dev/null
+PGPORT=$pg "$top/util/migrate.sh" --reset >/dev/null
+"$top/util/mock_provider" --openai "$mock" > "$dir/mock.log" 2>&1 &
+mock_pid=$!
+for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$mock/_mock/health" && break
+    sleep 0.1
+done
+
+cat > "$dir/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$body'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+start() {   # $1: a|b, $2: port, $3: database block or ""
+    local d=$dir/$1
+    mkdir -p "$d/conf" "$d/logs" "$d/tmp"
+    [ -s "$d/logs/nginx.pid" ] && kill -QUIT "$(cat "$d/logs/nginx.pid")" \
+        && while [ -e "$d/logs/nginx.pid" ]; do sleep 0.1; done
+    cat > "$d/conf/helix.yaml" <<YAML
+providers:
+  openai:
+    type: openai
+    api_key: bench
+    models: [gpt-4o]
+$3
+YAML
+    cat > "$d/conf/nginx.conf" <<CONF
+load_module $top/build/ngx_http_helix_module.so;
+worker_processes 2;
+pid $d/logs/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/tmp;
+    helix_config $d/conf/helix.yaml;
+    upstream helix_openai { server 127.0.0.1:$mock; keepalive 256; }
+    server {
+        listen 127.0.0.1:$2 backlog=4096;
+        location /_helix/openai/ {
+            internal;
+            proxy_pass http://helix_openai/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        location = /v1/chat/completions { helix_endpoint chat_completions; }
+        location /v1/tasks { helix_endpoint tasks; }
+    }
+}
+CONF
+    "$nginx" -p "$d" -c "$d/conf/nginx.conf"
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null -X POST -d "$body" \
+            "http://127.0.0.1:$2/v1/chat/completions" && break
+        sleep 0.05
+    done
+}
+
+rps() {
+    wrk -t 2 -c "$conns" -d "${secs}s" -s "$dir/post.lua" \
+        "http://127.0.0.1:$port/v1/chat/completions" \
+        | awk '/Requests\/sec/ { print $2 }'
+}
+
+db="database:
+  host: 127.0.0.1
+  port: $pg
+tasks:
+  enabled: false"
+
+echo "L1 hit, ${secs}s x 2 each, alternating:"
+for round in 1 2; do
+    start a "$port" ""
+    off[$round]=$(rps)
+    start a "$port" "$db"
+    on[$round]=$(rps)
+    echo "  round $round: without log ${off[$round]} req/s, with log ${on[$round]} req/s"
+done
+rows=$(psql -X -tA -h 127.0.0.1 -p "$pg" -U postgres -d helixagent \
+       -c "SELECT count(*) FROM completions")
+awk -v a="${off[1]}" -v b="${off[2]}" -v c="${on[1]}" -v d="${on[2]}" \
+    -v r="$rows" 'BEGIN { printf "  with/without: %.3f (%d rows logged)\n",
+                          (c + d) / (a + b), r }'
+
+tasks() {   # $1: number of nginx instances
+    psql -X -q -h 127.0.0.1 -p "$pg" -U postgres -d helixagent \
+        -c "DELETE FROM background_tasks" >/dev/null
+    # pending before any runner starts: the rate is claim + run + store
+    psql -X -q -h 127.0.0.1 -p "$pg" -U postgres -d helixagent -c \
+        "INSERT INTO background_tasks (type, payload) SELECT 'completion',
+         json_build_object('messages', json_build_array(json_build_object(
+         'role', 'user', 'content', 'task ' || i)), 'model', 'gpt-4o')
+         FROM generate_series(1, $ntasks) i" >/dev/null
+    local t0 t1
+    t0=$(date +%s.%N)
+    start a "$port" "$db
+  enabled: true
+  concurrency: 16
+  poll_interval: 200ms"
+    [ "$1" = 2 ] && start b "$((port + 1))" "$db
+  enabled: true
+  concurrency: 16
+  poll_interval: 200ms"
+    until [ "$(psql -X -tA -h 127.0.0.1 -p "$pg" -U postgres -d helixagent \
+              -c "SELECT count(*) FROM background_tasks
+                  WHERE status = 'completed'")" = "$ntasks" ]
+    do
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    awk -v n="$ntasks" -v a="$t0" -v b="$t1" -v i="$1" \
+        'BEGIN { printf "  %d nginx: %d tasks in %.2fs = %.0f tasks/s\n",
+                 i, n, b - a, n / (b - a) }'
+    for n in a b; do
+        [ -s "$dir/$n/logs/nginx.pid" ] \
+            && kill -QUIT "$(cat "$dir/$n/logs/nginx.pid")" \
+            && while [ -e "$dir/$n/logs/nginx.pid" ]; do sleep 0.1; done
+    done
+}
+
+echo "background tasks (distinct prompts: every one a provider call):"
+tasks 1
+tasks 2
