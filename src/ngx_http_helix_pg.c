@@ -46,6 +46,7 @@ typedef struct {
     ngx_http_helix_pg_query_t   *q;
     PGresult                    *res;
     PGresult                    *err;
+    ngx_uint_t                   copy;      /* 1: data, 2: end, 3: sent */
     unsigned                     listener:1;
     unsigned                     idle:1;
 } ngx_http_helix_pg_conn_t;
@@ -94,7 +95,8 @@ static void ngx_http_helix_pg_failed(const char *what, const char *err);
 static void ngx_http_helix_pg_release(ngx_http_helix_pg_conn_t *pc);
 static void ngx_http_helix_pg_run(ngx_http_helix_pg_conn_t *pc,
     ngx_http_helix_pg_query_t *q);
-static void ngx_http_helix_pg_flush(ngx_http_helix_pg_conn_t *pc);
+static ngx_int_t ngx_http_helix_pg_flush(ngx_http_helix_pg_conn_t *pc);
+static ngx_int_t ngx_http_helix_pg_copy(ngx_http_helix_pg_conn_t *pc);
 static void ngx_http_helix_pg_read(ngx_http_helix_pg_conn_t *pc);
 static void ngx_http_helix_pg_done(ngx_http_helix_pg_conn_t *pc);
 static void ngx_http_helix_pg_notifies(ngx_http_helix_pg_conn_t *pc);
@@ -311,6 +313,8 @@ ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
         p = ngx_cpymem(p, params[i].data, params[i].len);
         *p++ = '\0';
     }
+
+    q->len0 = stmt->nparams ? params[0].len : 0;
 
     if (pool) {
         q->cln = ngx_pool_cleanup_add(pool, 0);
@@ -576,8 +580,11 @@ ngx_http_helix_pg_event(ngx_event_t *ev)
         return;
 
     default:
-        if (ev->write) {
-            ngx_http_helix_pg_flush(pc);
+        if (ev->write && (pc->copy == 1 || pc->copy == 2)) {
+            (void) ngx_http_helix_pg_copy(pc);
+
+        } else if (ev->write) {
+            (void) ngx_http_helix_pg_flush(pc);
 
         } else {
             ngx_http_helix_pg_read(pc);
@@ -720,6 +727,7 @@ ngx_http_helix_pg_release(ngx_http_helix_pg_conn_t *pc)
     db = &pg->hmcf->database;
 
     pc->q = NULL;
+    pc->copy = 0;
     pc->state = NGX_HTTP_HELIX_PG_IDLE;
     pc->used = ngx_current_msec;
 
@@ -797,7 +805,13 @@ ngx_http_helix_pg_run(ngx_http_helix_pg_conn_t *pc,
 
     bit = (uint64_t) 1 << ((stmt->index - 1) % NGX_HTTP_HELIX_PG_STMTS);
 
-    if (prepare && !(pc->prepared & bit)) {
+    if (stmt->copy) {
+        /* the rows follow when the server asks for them */
+        pc->state = NGX_HTTP_HELIX_PG_BUSY;
+        pc->copy = 1;
+        ok = PQsendQuery(pc->conn, stmt->sql);
+
+    } else if (prepare && !(pc->prepared & bit)) {
         pc->state = NGX_HTTP_HELIX_PG_PREPARING;
         ok = PQsendPrepare(pc->conn, stmt->name, stmt->sql, stmt->nparams,
                            NULL);
@@ -824,7 +838,7 @@ ngx_http_helix_pg_run(ngx_http_helix_pg_conn_t *pc,
 }
 
 
-static void
+static ngx_int_t
 ngx_http_helix_pg_flush(ngx_http_helix_pg_conn_t *pc)
 {
     int  rc;
@@ -833,10 +847,58 @@ ngx_http_helix_pg_flush(ngx_http_helix_pg_conn_t *pc)
 
     if (rc == -1) {
         ngx_http_helix_pg_lost(pc);
-        return;
+        return NGX_ERROR;
     }
 
     ngx_http_helix_pg_events(pc, rc == 1);
+
+    return NGX_OK;
+}
+
+
+/* COPY FROM STDIN: the data, then its end; 0 from libpq: on write */
+
+static ngx_int_t
+ngx_http_helix_pg_copy(ngx_http_helix_pg_conn_t *pc)
+{
+    int                         rc;
+    ngx_http_helix_pg_query_t  *q;
+
+    q = pc->q;
+
+    if (pc->copy == 1) {
+        rc = PQputCopyData(pc->conn, q->values[0], (int) q->len0);
+
+        if (rc == 0) {
+            ngx_http_helix_pg_events(pc, 1);
+            return NGX_AGAIN;
+        }
+
+        if (rc < 0) {
+            ngx_http_helix_pg_lost(pc);
+            return NGX_ERROR;
+        }
+
+        pc->copy = 2;
+    }
+
+    if (pc->copy == 2) {
+        rc = PQputCopyEnd(pc->conn, NULL);
+
+        if (rc == 0) {
+            ngx_http_helix_pg_events(pc, 1);
+            return NGX_AGAIN;
+        }
+
+        if (rc < 0) {
+            ngx_http_helix_pg_lost(pc);
+            return NGX_ERROR;
+        }
+
+        pc->copy = 3;
+    }
+
+    return ngx_http_helix_pg_flush(pc);
 }
 
 
@@ -860,6 +922,21 @@ ngx_http_helix_pg_read(ngx_http_helix_pg_conn_t *pc)
         }
 
         switch (PQresultStatus(res)) {
+
+        case PGRES_COPY_IN:
+            PQclear(res);
+
+            if (pc->copy != 1 && pc->copy != 2) {
+                ngx_http_helix_pg_close(pc, "unexpected COPY");
+                return;
+            }
+
+            if (ngx_http_helix_pg_copy(pc) != NGX_OK) {
+                /* closed, or the rest goes on a write event */
+                return;
+            }
+
+            break;
 
         case PGRES_COMMAND_OK:
         case PGRES_TUPLES_OK:
@@ -981,6 +1058,13 @@ ngx_http_helix_pg_done(ngx_http_helix_pg_conn_t *pc)
                                                                  : len, msg);
 
         q->rejected = 1;
+
+        if (PQresultErrorField(err, PG_DIAG_SQLSTATE)) {
+            ngx_cpystrn((u_char *) q->sqlstate,
+                        (u_char *) PQresultErrorField(err, PG_DIAG_SQLSTATE),
+                        sizeof(q->sqlstate));
+        }
+
         ngx_http_helix_pg_deliver(q, NULL, msg);
         PQclear(err);
 

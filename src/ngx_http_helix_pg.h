@@ -19,6 +19,8 @@ typedef struct {
     const char                  *sql;
     int                          nparams;
     ngx_uint_t                   index;     /* 1.., set by the pool */
+    ngx_uint_t                   copy;      /* COPY FROM STDIN: the data
+                                               is the one param */
 } ngx_http_helix_pg_stmt_t;
 
 
@@ -47,6 +49,8 @@ struct ngx_http_helix_pg_query_s {
     ngx_msec_t                   sent;
     int                          nparams;
     char                       **values;
+    size_t                       len0;      /* of values[0] */
+    char                         sqlstate[6];
     unsigned                     waiting:1;
     unsigned                     done:1;
     unsigned                     rejected:1;    /* by the server: SQL */

@@ -126,7 +126,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_insert = {
     "callback_url, max_attempts) VALUES ($1, $2::jsonb, $3::int, $4, "
     "$5::int) RETURNING id) "
     "SELECT id, pg_notify('helix_tasks', id) FROM t",
-    5, 0
+    5, 0, 0
 };
 
 
@@ -139,7 +139,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_get = {
     "'updated_at', updated_at, 'started_at', started_at, "
     "'completed_at', completed_at)::text "
     "FROM background_tasks WHERE id = $1",
-    1, 0
+    1, 0, 0
 };
 
 
@@ -150,7 +150,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_cancel = {
     "WHERE id = $1 AND status = 'pending' RETURNING id) "
     "SELECT (SELECT count(*) FROM c), status FROM background_tasks "
     "WHERE id = $1",
-    1, 0
+    1, 0, 0
 };
 
 
@@ -165,7 +165,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_reclaim = {
     "lease_owner = NULL, lease_expires_at = NULL, updated_at = now() "
     "WHERE status = 'running' AND lease_expires_at < now() "
     "RETURNING id, status",
-    0, 0
+    0, 0, 0
 };
 
 
@@ -181,7 +181,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_claim_stmt = {
     "WHERE t.id = c.id "
     "RETURNING t.id, t.type, t.payload::text, t.callback_url, t.attempts, "
     "t.max_attempts",
-    3, 0
+    3, 0, 0
 };
 
 
@@ -191,7 +191,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_renew = {
     "lease_expires_at = now() + $3::int * interval '1 millisecond', "
     "updated_at = now() "
     "WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-    3, 0
+    3, 0, 0
 };
 
 
@@ -208,7 +208,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_store = {
     "WHERE id = $1 AND lease_owner = $2 AND status = 'running' "
     "RETURNING id, CASE WHEN $3 = 'pending' "
     "THEN pg_notify('helix_tasks', id) END",
-    5, 0
+    5, 0, 0
 };
 
 
@@ -216,7 +216,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_callback_stmt = {
     "helix_tasks_callback",
     "UPDATE background_tasks SET callback_status = $2, "
     "callback_attempts = $3::int, updated_at = now() WHERE id = $1",
-    3, 0
+    3, 0, 0
 };
 
 

@@ -103,14 +103,14 @@ rps() {
 db="database:
   host: 127.0.0.1
   port: $pg
-tasks:
-  enabled: false"
+tasks:"
 
 echo "L1 hit, ${secs}s x 2 each, alternating:"
 for round in 1 2; do
     start a "$port" ""
     off[$round]=$(rps)
-    start a "$port" "$db"
+    start a "$port" "$db
+  enabled: false"
     on[$round]=$(rps)
     echo "  round $round: without log ${off[$round]} req/s, with log ${on[$round]} req/s"
 done
