@@ -34,6 +34,8 @@ typedef struct {
     ngx_http_helix_log_buf_t     flight;    /* rows being written */
     ngx_http_helix_pg_query_t   *q;
     ngx_event_t                  timer;
+    uint64_t                     prefix;    /* of request ids */
+    uint64_t                     seq;
     ngx_uint_t                   dropped;   /* since the last report */
     ngx_uint_t                   dropped_total;
     ngx_uint_t                   failed;
@@ -104,6 +106,7 @@ ngx_http_helix_log_init(ngx_conf_t *cf, ngx_http_helix_main_conf_t *hmcf)
 ngx_int_t
 ngx_http_helix_log_init_process(ngx_cycle_t *cycle)
 {
+    ngx_fd_t                     fd;
     ngx_http_helix_log_t        *lg;
     ngx_http_helix_main_conf_t  *hmcf;
 
@@ -130,6 +133,22 @@ ngx_http_helix_log_init_process(ngx_cycle_t *cycle)
 
     lg->hmcf = hmcf;
     lg->log = cycle->log;
+
+    /* once per worker: request ids of all workers and nodes differ */
+
+    fd = ngx_open_file("/dev/urandom", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE
+        || read(fd, &lg->prefix, sizeof(lg->prefix))
+           != (ssize_t) sizeof(lg->prefix))
+    {
+        lg->prefix = ((uint64_t) ngx_random() << 32) ^ ngx_random()
+                     ^ ((uint64_t) ngx_pid << 16) ^ ngx_time();
+    }
+
+    if (fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(fd);
+    }
 
     lg->timer.handler = ngx_http_helix_log_flush;
     lg->timer.data = lg;
@@ -178,12 +197,13 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     ngx_int_t                    pt, ct;
     ngx_str_t                    model, answer, provider, cache, session;
     ngx_str_t                    rid;
+    u_char                       ridbuf[32];
     ngx_uint_t                   ep, stream;
     ngx_msec_int_t               ms;
     ngx_time_t                  *tp;
     ngx_table_elt_t             *h;
     ngx_http_helix_log_t        *lg;
-    ngx_tm_t                     tm;
+    u_char                      *iso;
     ngx_http_variable_value_t   *vv;
     ngx_http_helix_loc_conf_t   *hlcf;
 
@@ -209,10 +229,22 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
 
     (void) ngx_http_helix_gateway_summary(r, &model, &answer, &stream);
 
-    vv = ngx_http_get_indexed_variable(r, ngx_http_helix_log_request_id);
-    if (vv && !vv->not_found) {
+    /*
+     * $request_id if something has asked for it already (an access log
+     * format, a header), so the row and that log agree; otherwise this
+     * worker's random prefix and a counter: RAND_bytes() behind a fresh
+     * $request_id would cost more than the whole row
+     */
+    vv = &r->variables[ngx_http_helix_log_request_id];
+
+    if (vv->valid && !vv->not_found) {
         rid.data = vv->data;
         rid.len = vv->len;
+
+    } else {
+        rid.data = ridbuf;
+        rid.len = ngx_sprintf(ridbuf, "%016xL%016xL", lg->prefix, ++lg->seq)
+                  - ridbuf;
     }
 
     h = ngx_http_helix_log_header(&r->headers_out.headers,
@@ -281,7 +313,7 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
           + ngx_http_helix_log_str_len(&provider)
           + ngx_http_helix_log_str_len(&model)
           + sizeof("chat_completions") + cache.len
-          + 4 * NGX_INT_T_LEN + sizeof("2026-11-26 20:00:00.000+00")
+          + 4 * NGX_INT_T_LEN + sizeof("1970-09-28T12:00:00.000+06:00")
           + sizeof("\\N\tf\t\t\t\t\t\t\t\t\t\t\t\t\n");
 
     if (lg->fill.len + len > lg->cap) {
@@ -299,8 +331,6 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    ngx_gmtime(tp->sec, &tm);
-
     p = lg->fill.data + lg->fill.len;
 
     p = ngx_http_helix_log_str(p, &rid);
@@ -314,15 +344,18 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     p = (pt >= 0) ? ngx_sprintf(p, "%i\t", pt) : ngx_cpymem(p, "\\N\t", 3);
     p = (ct >= 0) ? ngx_sprintf(p, "%i\t", ct) : ngx_cpymem(p, "\\N\t", 3);
 
-    p = ngx_sprintf(p, "%M\t%ui\t%4d-%02d-%02d %02d:%02d:%02d.%03M+00\n",
+    /* nginx's cached "2026-11-26T21:06:54+01:00", with the milliseconds */
+
+    iso = ngx_cached_http_log_iso8601.data;
+
+    p = ngx_sprintf(p, "%M\t%ui\t%*s.%03M%*s\n",
                     (ngx_msec_t) ms, r->headers_out.status,
-                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec, tp->msec);
+                    (size_t) 19, iso, tp->msec, (size_t) 6, iso + 19);
 
     lg->fill.len = p - lg->fill.data;
     lg->fill.rows++;
 
-    if (lg->q == NULL
+    if (lg->q == NULL && !lg->failed
         && lg->fill.rows >= ngx_max(lg->hmcf->database.log_batch, 1))
     {
         ngx_http_helix_log_schedule(0);
@@ -424,7 +457,7 @@ ngx_http_helix_log_number(ngx_str_t *s, const char *key, size_t len)
 
     last = s->data + s->len;
 
-    p = ngx_strlcasestrn(s->data, last, (u_char *) key, len - 1);
+    p = memmem(s->data, s->len, key, len);
     if (p == NULL) {
         return -1;
     }
@@ -458,7 +491,7 @@ ngx_http_helix_log_model(ngx_str_t *s, ngx_str_t *model)
 
     last = s->data + s->len;
 
-    p = ngx_strlcasestrn(s->data, last, (u_char *) "\"model\"", 7 - 1);
+    p = memmem(s->data, s->len, "\"model\"", 7);
     if (p == NULL) {
         return;
     }

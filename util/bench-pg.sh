@@ -103,6 +103,8 @@ rps() {
 db="database:
   host: 127.0.0.1
   port: $pg
+  completion_log:
+    buffer: 512m
 tasks:"
 
 echo "L1 hit, ${secs}s x 2 each, alternating:"
@@ -112,13 +114,22 @@ for round in 1 2; do
     start a "$port" "$db
   enabled: false"
     on[$round]=$(rps)
-    echo "  round $round: without log ${off[$round]} req/s, with log ${on[$round]} req/s"
+    # the worker's share alone: PostgreSQL away, every row kept in memory
+    "$top/util/services.sh" stop postgres "$dir/postgres" >/dev/null
+    start a "$port" "$db
+  enabled: false"
+    kept[$round]=$(rps)
+    "$top/util/services.sh" start postgres "$pg" "$dir/postgres" >/dev/null
+    echo "  round $round: no log ${off[$round]}, log ${on[$round]}," \
+         "log kept in memory (PostgreSQL away) ${kept[$round]} req/s"
 done
 rows=$(psql -X -tA -h 127.0.0.1 -p "$pg" -U postgres -d helixagent \
        -c "SELECT count(*) FROM completions")
 awk -v a="${off[1]}" -v b="${off[2]}" -v c="${on[1]}" -v d="${on[2]}" \
-    -v r="$rows" 'BEGIN { printf "  with/without: %.3f (%d rows logged)\n",
-                          (c + d) / (a + b), r }'
+    -v e="${kept[1]}" -v f="${kept[2]}" -v r="$rows" \
+    'BEGIN { printf "  log/no log: %.3f (%d rows written); " \
+                    "worker share alone: %.3f\n",
+                    (c + d) / (a + b), r, (e + f) / (a + b) }'
 
 tasks() {   # $1: number of nginx instances
     psql -X -q -h 127.0.0.1 -p "$pg" -U postgres -d helixagent \
@@ -135,7 +146,7 @@ tasks() {   # $1: number of nginx instances
   enabled: true
   concurrency: 16
   poll_interval: 200ms"
-    [ "$1" = 2 ] && start b "$((port + 1))" "$db
+    [ "$1" = 1 ] || start b "$((port + 1))" "$db
   enabled: true
   concurrency: 16
   poll_interval: 200ms"
@@ -154,6 +165,7 @@ tasks() {   # $1: number of nginx instances
             && kill -QUIT "$(cat "$dir/$n/logs/nginx.pid")" \
             && while [ -e "$dir/$n/logs/nginx.pid" ]; do sleep 0.1; done
     done
+    return 0
 }
 
 echo "background tasks (distinct prompts: every one a provider call):"
