@@ -50,9 +50,16 @@ sub kill_workers {
 our $Second = "/tmp/helix-tasks-second-$$";
 
 sub start_second {
+    my ($own) = @_;    # a helix.yaml of its own, or the test's
     my $port = $Port + 1;
     my $yaml = "$ENV{TEST_NGINX_HTML_DIR}/helix.yaml";
     system("mkdir -p $Second/conf $Second/logs");
+    if (defined $own) {
+        $yaml = "$Second/conf/helix.yaml";
+        open my $y, '>', $yaml or die;
+        print $y $own;
+        close $y;
+    }
     open my $fh, '>', "$Second/conf/nginx.conf" or die;
     print $fh "load_module $ENV{TEST_NGINX_LOAD_MODULES};\npid logs/nginx.pid;\n"
         . "error_log logs/error.log notice;\nworker_processes 2;\nevents {}\nhttp {\n"
@@ -108,7 +115,38 @@ __DATA__
 
 
 
-=== TEST 2: two nginx instances on one database: every task runs exactly once
+=== TEST 2: an nginx stopped and started again while its task runs: the task completes, once
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("  enabled: false\n")
+--- request eval
+["POST /mock/reset",
+ "POST /mock/openai/faults\n" . '{"latency_ms": 3000, "count": 1, "route": "/v1/chat/completions"}',
+ "POST /v1/tasks\n" . '{"type": "completion", "payload": {"prompt": "outlive my nginx", "model": "gpt-4o"}}']
+--- error_code eval: [200, 200, 202]
+--- response_body_filters eval
+[sub { "" }, sub { "" }, sub {
+    my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
+    # the runner: a second nginx (this one does not run tasks)
+    my $yaml = ($Helix::Providers . HelixPg::yaml() . "tasks:\n  poll_interval: 300ms\n  lease: 1500ms\n");
+    main::start_second($yaml) or return "second node did not start";
+    for (1 .. 400) { last if main::error_log("$::Second/logs/error.log") =~ /task \Q$id\E \(completion\) claimed/; select(undef, undef, undef, 0.05); }
+    main::stop_second();
+    main::start_second($yaml) or return "second node did not start again";
+    my $st = HelixPg::wait_sql("SELECT status FROM background_tasks WHERE id = '$id'", qr/completed|failed/);
+    main::stop_second();
+    my $log = main::error_log("$::Second/logs/error.log");
+    my $claimed = () = $log =~ /task \Q$id\E \(completion\) claimed/g;
+    my $stored = () = $log =~ /task \Q$id\E completed/g;
+    system("rm -rf $::Second");
+    return "$st, claimed " . ($claimed >= 1 ? "yes" : "no") . ", stored $stored";
+}]
+--- response_body eval
+["", "", "completed, claimed yes, stored 1"]
+
+
+
+=== TEST 3: two nginx instances on one database: every task runs exactly once
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: main::yaml("  concurrency: 4\n")
