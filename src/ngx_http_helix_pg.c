@@ -235,13 +235,6 @@ ngx_http_helix_pg_exit_process(ngx_cycle_t *cycle)
 }
 
 
-ngx_uint_t
-ngx_http_helix_pg_enabled(void)
-{
-    return ngx_http_helix_pg.hmcf != NULL;
-}
-
-
 static ngx_uint_t
 ngx_http_helix_pg_available(void)
 {

@@ -60,7 +60,6 @@ struct ngx_http_helix_pg_query_s {
 ngx_int_t ngx_http_helix_pg_init_process(ngx_cycle_t *cycle);
 void ngx_http_helix_pg_exit_process(ngx_cycle_t *cycle);
 
-ngx_uint_t ngx_http_helix_pg_enabled(void);
 ngx_http_helix_pg_query_t *ngx_http_helix_pg_query(ngx_pool_t *pool,
     ngx_http_helix_pg_stmt_t *stmt, ngx_str_t *params,
     ngx_http_helix_pg_pt handler, void *data);

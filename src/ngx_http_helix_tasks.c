@@ -81,7 +81,6 @@ static ngx_int_t ngx_http_helix_tasks_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_helix_tasks_check(ngx_http_request_t *r,
     json_t *req, ngx_str_t *params, ngx_int_t *rcp);
-static ngx_int_t ngx_http_helix_tasks_bad(ngx_int_t *rcp, ngx_int_t rc);
 static void ngx_http_helix_tasks_inserted(ngx_http_helix_pg_query_t *q,
     PGresult *res);
 static void ngx_http_helix_tasks_got(ngx_http_helix_pg_query_t *q,
@@ -439,16 +438,6 @@ ngx_http_helix_tasks_body(ngx_http_request_t *r, ngx_str_t *body)
 }
 
 
-/* an answer has been sent (or not, rc says): the request stops here */
-
-static ngx_int_t
-ngx_http_helix_tasks_bad(ngx_int_t *rcp, ngx_int_t rc)
-{
-    *rcp = rc;
-    return NGX_DECLINED;
-}
-
-
 /*
  * The guide's shape: {"type", "payload": {..., "callback_url"?},
  * "priority"}.  NGX_DECLINED: *rcp is the answer already sent.
@@ -468,10 +457,11 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
     if (!json_is_object(req)) {
-        return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+        *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                          "invalid_type", NULL,
                                          "the request must be a JSON "
-                                         "object"));
+                                         "object");
+        return NGX_DECLINED;
     }
 
     type = json_object_get(req, "type");
@@ -481,18 +471,20 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
             && ngx_strcmp(json_string_value(type), "batch_completion")
                != 0))
     {
-        return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+        *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                          "invalid_value", "type",
                                          "\"type\" must be \"completion\" "
-                                         "or \"batch_completion\""));
+                                         "or \"batch_completion\"");
+        return NGX_DECLINED;
     }
 
     payload = json_object_get(req, "payload");
 
     if (!json_is_object(payload)) {
-        return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+        *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                          "invalid_type", "payload",
-                                         "\"payload\" must be an object"));
+                                         "\"payload\" must be an object");
+        return NGX_DECLINED;
     }
 
     if (json_string_value(type)[0] == 'b') {
@@ -501,13 +493,14 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
         if (!json_is_array(reqs) || json_array_size(reqs) == 0
             || json_array_size(reqs) > hmcf->batch_max_requests)
         {
-            return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+            *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                              "invalid_value",
                                              "payload.requests",
                                              "\"payload.requests\" must be "
                                              "an array of 1 to %ui "
                                              "requests",
-                                             hmcf->batch_max_requests));
+                                             hmcf->batch_max_requests);
+            return NGX_DECLINED;
         }
 
         json_array_foreach(reqs, i, v) {
@@ -515,23 +508,25 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
                 || (!json_is_string(json_object_get(v, "prompt"))
                     && !json_is_array(json_object_get(v, "messages"))))
             {
-                return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                                  "invalid_value",
                                                  "payload.requests",
                                                  "request %uz of "
                                                  "\"payload.requests\" needs "
                                                  "\"prompt\" or "
-                                                 "\"messages\"", i));
+                                                 "\"messages\"", i);
+                return NGX_DECLINED;
             }
         }
 
     } else if (!json_is_string(json_object_get(payload, "prompt"))
                && !json_is_array(json_object_get(payload, "messages")))
     {
-        return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+        *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                          "invalid_value", "payload",
                                          "a completion task's \"payload\" "
-                                         "needs \"prompt\" or \"messages\""));
+                                         "needs \"prompt\" or \"messages\"");
+        return NGX_DECLINED;
     }
 
     prio = json_object_get(req, "priority");
@@ -541,10 +536,11 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
         if (!json_is_integer(prio) || json_integer_value(prio) < -1000
             || json_integer_value(prio) > 1000)
         {
-            return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+            *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                              "invalid_value", "priority",
                                              "\"priority\" must be an "
-                                             "integer from -1000 to 1000"));
+                                             "integer from -1000 to 1000");
+            return NGX_DECLINED;
         }
 
         priority = json_integer_value(prio);
@@ -564,11 +560,12 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
                 && ngx_strncmp(json_string_value(cb), "https://", 8) != 0)
             || json_string_length(cb) > 2048)
         {
-            return ngx_http_helix_tasks_bad(rcp, ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+            *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                              "invalid_value",
                                              "payload.callback_url",
                                              "\"callback_url\" must be an "
-                                             "http:// or https:// URL"));
+                                             "http:// or https:// URL");
+            return NGX_DECLINED;
         }
 
         params[3].data = (u_char *) json_string_value(cb);
@@ -580,7 +577,8 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
 
     s = json_dumps(payload, JSON_COMPACT);
     if (s == NULL) {
-        return ngx_http_helix_tasks_bad(rcp, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
     }
 
     params[1].len = ngx_strlen(s);
@@ -588,7 +586,8 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
 
     if (params[1].data == NULL) {
         free(s);
-        return ngx_http_helix_tasks_bad(rcp, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
     }
 
     ngx_memcpy(params[1].data, s, params[1].len);
@@ -596,7 +595,8 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
 
     p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
     if (p == NULL) {
-        return ngx_http_helix_tasks_bad(rcp, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
     }
 
     params[2].data = p;
@@ -1257,7 +1257,8 @@ ngx_http_helix_task_answer(ngx_http_helix_fetch_t *f)
         /* a batch: every request has its own outcome */
 
         if (f->status >= 200 && f->status < 300 && answer) {
-            item = json_pack("{s:I,s:I,s:O}", "index", (json_int_t) call->index,
+            item = json_pack("{s:I,s:I,s:O}",
+                             "index", (json_int_t) call->index,
                              "status", (json_int_t) f->status,
                              "response", answer);
 
@@ -1459,8 +1460,8 @@ ngx_http_helix_task_renew(ngx_event_t *ev)
 {
     ngx_http_helix_task_t  *t = ev->data;
 
-    u_char                  buf[NGX_INT_T_LEN];
-    ngx_str_t               params[3];
+    u_char                   buf[NGX_INT_T_LEN];
+    ngx_str_t                params[3];
     ngx_http_helix_tasks_t  *tk;
 
     tk = &ngx_http_helix_tasks;
