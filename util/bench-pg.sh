@@ -3,7 +3,8 @@
 # completion log (wrk, alternating), and background tasks claimed and
 # completed per second by one and by two nginx instances.
 #
-#   BENCH_SECONDS (5), BENCH_CONNECTIONS (50), BENCH_TASKS (400)
+#   BENCH_SECONDS (3), BENCH_ROUNDS (5), BENCH_CONNECTIONS (50),
+#   BENCH_TASKS (400)
 #   BENCH_PORT (18490: nginx, +1 second nginx, +2 mock), BENCH_PG_PORT
 #   (16490)
 set -euo pipefail
@@ -11,7 +12,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=$top/build/bench-pg
 nginx=${NGINX:-/usr/sbin/nginx}
-secs=${BENCH_SECONDS:-5}
+secs=${BENCH_SECONDS:-3}
+rounds=${BENCH_ROUNDS:-5}
 conns=${BENCH_CONNECTIONS:-50}
 ntasks=${BENCH_TASKS:-400}
 port=${BENCH_PORT:-18490}
@@ -94,10 +96,27 @@ CONF
     done
 }
 
+ticks() {   # CPU time of a process tree's children (nginx workers)
+    local t=0 pid
+    for pid in $(pgrep -P "$1"); do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$t"
+}
+
+# "req/s worker-us/req": throughput, and the workers' CPU per request
+# (steadier than throughput on a shared machine)
 rps() {
-    wrk -t 2 -c "$conns" -d "${secs}s" -s "$dir/post.lua" \
-        "http://127.0.0.1:$port/v1/chat/completions" \
-        | awk '/Requests\/sec/ { print $2 }'
+    local master t0 t1 out
+    master=$(cat "$dir/a/logs/nginx.pid")
+    t0=$(ticks "$master")
+    out=$(wrk -t 2 -c "$conns" -d "${secs}s" -s "$dir/post.lua" \
+          "http://127.0.0.1:$port/v1/chat/completions")
+    t1=$(ticks "$master")
+    echo "$out" | awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
+        / requests in / { n = $1 }
+        /Requests\/sec/ { r = $2 }
+        END { printf "%.0f %.2f", r, t / hz * 1e6 / n }'
 }
 
 db="database:
@@ -107,8 +126,8 @@ db="database:
     buffer: 512m
 tasks:"
 
-echo "L1 hit, ${secs}s x 2 each, alternating:"
-for round in 1 2; do
+echo "L1 hit, $rounds rounds of ${secs}s per case, alternating:"
+for round in $(seq 1 "$rounds"); do
     start a "$port" ""
     off[$round]=$(rps)
     start a "$port" "$db
@@ -121,15 +140,26 @@ for round in 1 2; do
     kept[$round]=$(rps)
     "$top/util/services.sh" start postgres "$pg" "$dir/postgres" >/dev/null
     echo "  round $round: no log ${off[$round]}, log ${on[$round]}," \
-         "log kept in memory (PostgreSQL away) ${kept[$round]} req/s"
+         "log kept in memory (PostgreSQL away) ${kept[$round]}" \
+         "(req/s, worker us/req)"
 done
 rows=$(psql -X -tA -h 127.0.0.1 -p "$pg" -U postgres -d helixagent \
        -c "SELECT count(*) FROM completions")
-awk -v a="${off[1]}" -v b="${off[2]}" -v c="${on[1]}" -v d="${on[2]}" \
-    -v e="${kept[1]}" -v f="${kept[2]}" -v r="$rows" \
-    'BEGIN { printf "  log/no log: %.3f (%d rows written); " \
-                    "worker share alone: %.3f\n",
-                    (c + d) / (a + b), r, (e + f) / (a + b) }'
+# ratios within a round (same load on the box), then their median
+for round in $(seq 1 "$rounds"); do
+    echo "${on[$round]} ${kept[$round]} ${off[$round]}"
+done | awk -v r="$rows" '
+    { a[NR] = $1 / $5; b[NR] = $3 / $5; c[NR] = $2 / $6; d[NR] = $4 / $6 }
+    function median(x, n,    i, j, t) {
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
+            if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
+        return n % 2 ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+    }
+    END { printf "  medians, log/no log: throughput %.3f, worker CPU " \
+                 "per request %.3f (%d rows written)\n", median(a, NR),
+                 median(c, NR), r
+          printf "  log kept in memory/no log: throughput %.3f, worker " \
+                 "CPU per request %.3f\n", median(b, NR), median(d, NR) }'
 
 tasks() {   # $1: number of nginx instances
     psql -X -q -h 127.0.0.1 -p "$pg" -U postgres -d helixagent \
