@@ -2539,6 +2539,8 @@ ngx_http_helix_stream_call_end(ngx_http_request_t *r,
     /* a client that went away says nothing about the provider */
     ngx_http_helix_call_report(call, answer.len || r->connection->error);
 
+    ctx->answer = answer;
+
     if (answer.len && ctx->policy >= 0) {
         cand = (ngx_http_helix_candidate_t *) ctx->candidates.elts
                + ctx->next - 1;

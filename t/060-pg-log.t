@@ -88,6 +88,22 @@ X-Session-ID: sess-2
 
 
 
+=== TEST 2b: a stream is logged too, with its tokens, and its replay from L1
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- more_headers
+X-Session-ID: sess-2b
+--- request eval
+["POST /v1/chat/completions\n" . qq({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "stream me $$"}]}),
+ "POST /v1/chat/completions\n" . qq({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "stream me $$"}]})]
+--- response_body_filters eval
+[sub { $_[0] =~ /data: \[DONE\]/ ? "" : $_[0] }, sub { main::rows("session_id = 'sess-2b'", 2) =~ s/\|sess-2b\|32\|t\|t//gr }]
+--- response_body eval
+["", "chat_completions|miss|openai|gpt-4o|t|t|t|200\nchat_completions|hit_l1|openai|gpt-4o|t|t|t|200"]
+
+
+
 === TEST 3: PostgreSQL down: answers go on, rows wait in the buffer and are written when it is back
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
