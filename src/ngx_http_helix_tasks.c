@@ -97,7 +97,14 @@ static void ngx_http_helix_tasks_reclaimed(ngx_http_helix_pg_query_t *q,
     PGresult *res);
 static void ngx_http_helix_tasks_claimed(ngx_http_helix_pg_query_t *q,
     PGresult *res);
+static void ngx_http_helix_tasks_callbacks_got(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
+static void ngx_http_helix_tasks_lease_params(ngx_http_helix_tasks_t *tk,
+    ngx_str_t *params, u_char buf[3][NGX_INT_T_LEN + 256]);
 static void ngx_http_helix_task_start(PGresult *res, int row);
+static ngx_http_helix_task_t *ngx_http_helix_task_new(PGresult *res,
+    int row, int cb);
+static void ngx_http_helix_task_callback_start(PGresult *res, int row);
 static void ngx_http_helix_task_cleanup(void *data);
 static void ngx_http_helix_task_more(ngx_http_helix_task_t *t);
 static ngx_int_t ngx_http_helix_task_call(ngx_http_helix_task_t *t,
@@ -106,6 +113,7 @@ static void ngx_http_helix_task_answer(ngx_http_helix_fetch_t *f);
 static void ngx_http_helix_task_finish(ngx_http_helix_task_t *t);
 static void ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q,
     PGresult *res);
+static ngx_int_t ngx_http_helix_task_report(ngx_http_helix_task_t *t);
 static void ngx_http_helix_task_renew(ngx_event_t *ev);
 static void ngx_http_helix_task_renewed(ngx_http_helix_pg_query_t *q,
     PGresult *res);
@@ -161,6 +169,8 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_reclaim = {
     "error = CASE WHEN attempts >= max_attempts THEN 'its worker went "
     "away ' || attempts || ' times (lease expired)' ELSE error END, "
     "completed_at = CASE WHEN attempts >= max_attempts THEN now() END, "
+    "callback_status = CASE WHEN attempts >= max_attempts "
+    "AND callback_url IS NOT NULL THEN 'pending' END, "
     "lease_owner = NULL, lease_expires_at = NULL, updated_at = now() "
     "WHERE status = 'running' AND lease_expires_at < now() "
     "RETURNING id, status",
@@ -189,7 +199,8 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_renew = {
     "UPDATE background_tasks SET "
     "lease_expires_at = now() + $3::int * interval '1 millisecond', "
     "updated_at = now() "
-    "WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+    "WHERE id = $1 AND lease_owner = $2 "
+    "AND (status = 'running' OR callback_status = 'pending')",
     3, 0, 0
 };
 
@@ -201,20 +212,41 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_store = {
     "UPDATE background_tasks SET status = $3, result = $4::jsonb, "
     "error = $5, updated_at = now(), "
     "completed_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END, "
-    "lease_owner = NULL, lease_expires_at = NULL, "
     "callback_status = CASE WHEN $3 = 'pending' OR callback_url IS NULL "
-    "THEN NULL ELSE 'pending' END "
+    "THEN NULL ELSE 'pending' END, "
+    "lease_owner = CASE WHEN $3 = 'pending' OR callback_url IS NULL "
+    "THEN NULL ELSE lease_owner END, "
+    "lease_expires_at = CASE WHEN $3 = 'pending' OR callback_url IS NULL "
+    "THEN NULL ELSE now() + $6::int * interval '1 millisecond' END "
     "WHERE id = $1 AND lease_owner = $2 AND status = 'running' "
     "RETURNING id, CASE WHEN $3 = 'pending' "
     "THEN pg_notify('helix_tasks', id) END",
-    5, 0, 0
+    6, 0, 0
 };
 
 
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_callback_stmt = {
     "helix_tasks_callback",
     "UPDATE background_tasks SET callback_status = $2, "
-    "callback_attempts = $3::int, updated_at = now() WHERE id = $1",
+    "callback_attempts = callback_attempts + $3::int, "
+    "lease_owner = NULL, lease_expires_at = NULL, updated_at = now() "
+    "WHERE id = $1 AND callback_status = 'pending'",
+    3, 0, 0
+};
+
+
+/* callbacks left pending by a worker that went away */
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_callbacks = {
+    "helix_tasks_callbacks",
+    "UPDATE background_tasks t SET lease_owner = $1, "
+    "lease_expires_at = now() + $2::int * interval '1 millisecond', "
+    "updated_at = now() "
+    "FROM (SELECT id FROM background_tasks WHERE callback_status = "
+    "'pending' AND (lease_expires_at IS NULL OR lease_expires_at < now()) "
+    "LIMIT $3::int FOR UPDATE SKIP LOCKED) c "
+    "WHERE t.id = c.id "
+    "RETURNING t.id, t.status, t.result::text, t.error, t.callback_url",
     3, 0, 0
 };
 
@@ -850,7 +882,9 @@ static void
 ngx_http_helix_tasks_reclaimed(ngx_http_helix_pg_query_t *q, PGresult *res)
 {
     int                      i;
+    ngx_str_t                params[3];
     ngx_http_helix_tasks_t  *tk = q->data;
+    u_char                   buf[3][NGX_INT_T_LEN + 256];
 
     tk->claiming = 0;
 
@@ -864,14 +898,78 @@ ngx_http_helix_tasks_reclaimed(ngx_http_helix_pg_query_t *q, PGresult *res)
                       PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
     }
 
+    /* then callbacks whose worker went away, then pending tasks */
+
+    if (tk->hmcf == NULL || ngx_exiting
+        || tk->running >= tk->hmcf->tasks.concurrency)
+    {
+        return;
+    }
+
+    ngx_http_helix_tasks_lease_params(tk, params, buf);
+
+    tk->claiming = 1;
+
+    if (ngx_http_helix_pg_query(NULL, &ngx_http_helix_tasks_callbacks,
+                                params, ngx_http_helix_tasks_callbacks_got,
+                                tk)
+        == NULL)
+    {
+        tk->claiming = 0;
+    }
+}
+
+
+static void
+ngx_http_helix_tasks_callbacks_got(ngx_http_helix_pg_query_t *q,
+    PGresult *res)
+{
+    int                      i;
+    ngx_http_helix_tasks_t  *tk = q->data;
+
+    tk->claiming = 0;
+
+    if (tk->hmcf == NULL) {
+        return;
+    }
+
+    if (res) {
+        for (i = 0; i < PQntuples(res); i++) {
+            ngx_http_helix_task_callback_start(res, i);
+        }
+    }
+
     ngx_http_helix_tasks_claim(&tk->wake);
+}
+
+
+/* a claim's lease token (hostname:pid:seq), lease time and how many */
+
+static void
+ngx_http_helix_tasks_lease_params(ngx_http_helix_tasks_t *tk,
+    ngx_str_t *params, u_char buf[3][NGX_INT_T_LEN + 256])
+{
+    u_char  *p;
+
+    p = ngx_snprintf(buf[0], NGX_INT_T_LEN + 256, "%V:%P:%ui",
+                     &ngx_cycle->hostname, ngx_pid, ++tk->seq);
+    params[0].data = buf[0];
+    params[0].len = p - buf[0];
+
+    params[1].data = buf[1];
+    params[1].len = ngx_sprintf(buf[1], "%M", tk->hmcf->tasks.lease)
+                    - buf[1];
+
+    params[2].data = buf[2];
+    params[2].len = ngx_sprintf(buf[2], "%ui",
+                                tk->hmcf->tasks.concurrency - tk->running)
+                    - buf[2];
 }
 
 
 static void
 ngx_http_helix_tasks_claim(ngx_event_t *ev)
 {
-    u_char                   *p;
     ngx_str_t                 params[3];
     ngx_uint_t                free;
     ngx_http_helix_tasks_t   *tk = ev->data;
@@ -893,17 +991,7 @@ ngx_http_helix_tasks_claim(ngx_event_t *ev)
         return;
     }
 
-    p = ngx_snprintf(buf[0], sizeof(buf[0]), "%V:%P:%ui",
-                     &ngx_cycle->hostname, ngx_pid, ++tk->seq);
-    params[0].data = buf[0];
-    params[0].len = p - buf[0];
-
-    params[1].data = buf[1];
-    params[1].len = ngx_sprintf(buf[1], "%M", tk->hmcf->tasks.lease)
-                    - buf[1];
-
-    params[2].data = buf[2];
-    params[2].len = ngx_sprintf(buf[2], "%ui", free) - buf[2];
+    ngx_http_helix_tasks_lease_params(tk, params, buf);
 
     tk->claiming = 1;
     tk->again = 0;
@@ -943,13 +1031,16 @@ ngx_http_helix_tasks_claimed(ngx_http_helix_pg_query_t *q, PGresult *res)
 }
 
 
-static void
-ngx_http_helix_task_start(PGresult *res, int row)
+/*
+ * A task of this worker, under the lease the last claim took: its pool
+ * owns it, queries and calls included.  cb: the column of callback_url.
+ */
+
+static ngx_http_helix_task_t *
+ngx_http_helix_task_new(PGresult *res, int row, int cb)
 {
-    json_t                  *payload;
     ngx_pool_t              *pool;
     ngx_pool_cleanup_t      *cln;
-    json_error_t             jerr;
     ngx_http_helix_task_t   *t;
     ngx_http_helix_tasks_t  *tk;
 
@@ -957,7 +1048,7 @@ ngx_http_helix_task_start(PGresult *res, int row)
 
     pool = ngx_create_pool(4096, tk->log);
     if (pool == NULL) {
-        return;
+        return NULL;
     }
 
     t = ngx_pcalloc(pool, sizeof(ngx_http_helix_task_t));
@@ -965,7 +1056,7 @@ ngx_http_helix_task_start(PGresult *res, int row)
 
     if (t == NULL || cln == NULL) {
         ngx_destroy_pool(pool);
-        return;
+        return NULL;
     }
 
     t->pool = pool;
@@ -973,37 +1064,23 @@ ngx_http_helix_task_start(PGresult *res, int row)
 
     t->id.len = PQgetlength(res, row, 0);
     t->id.data = ngx_pnalloc(pool, t->id.len + 1);
-    t->type.len = PQgetlength(res, row, 1);
-    t->type.data = ngx_pnalloc(pool, t->type.len + 1);
-    t->callback_url.len = PQgetlength(res, row, 3);
+    t->callback_url.len = PQgetlength(res, row, cb);
     t->callback_url.data = ngx_pnalloc(pool, t->callback_url.len + 1);
+    t->lease.data = ngx_pnalloc(pool, NGX_INT_T_LEN + 256);
 
-    if (t->id.data == NULL || t->type.data == NULL
-        || t->callback_url.data == NULL)
+    if (t->id.data == NULL || t->callback_url.data == NULL
+        || t->lease.data == NULL)
     {
         ngx_destroy_pool(pool);
-        return;
+        return NULL;
     }
 
     ngx_cpystrn(t->id.data, (u_char *) PQgetvalue(res, row, 0),
                 t->id.len + 1);
-    ngx_cpystrn(t->type.data, (u_char *) PQgetvalue(res, row, 1),
-                t->type.len + 1);
-    ngx_cpystrn(t->callback_url.data, (u_char *) PQgetvalue(res, row, 3),
+    ngx_cpystrn(t->callback_url.data, (u_char *) PQgetvalue(res, row, cb),
                 t->callback_url.len + 1);
 
-    t->attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 4),
-                           PQgetlength(res, row, 4));
-    t->max_attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 5),
-                               PQgetlength(res, row, 5));
-
     /* the claim's lease token, as the claim sent it */
-
-    t->lease.data = ngx_pnalloc(pool, NGX_INT_T_LEN + 256);
-    if (t->lease.data == NULL) {
-        ngx_destroy_pool(pool);
-        return;
-    }
 
     t->lease.len = ngx_snprintf(t->lease.data, NGX_INT_T_LEN + 256,
                                 "%V:%P:%ui", &ngx_cycle->hostname, ngx_pid,
@@ -1026,6 +1103,86 @@ ngx_http_helix_task_start(PGresult *res, int row)
     t->retry.data = t;
     t->retry.log = t->log;
     t->retry.cancelable = 1;
+
+    return t;
+}
+
+
+/* a callback left by a worker that went away: delivered from here */
+
+static void
+ngx_http_helix_task_callback_start(PGresult *res, int row)
+{
+    ngx_str_t               *v[3];
+    ngx_uint_t               i;
+    ngx_http_helix_task_t   *t;
+
+    t = ngx_http_helix_task_new(res, row, 4);
+    if (t == NULL) {
+        return;
+    }
+
+    t->finishing = 1;
+
+    v[0] = &t->status;
+    v[1] = &t->result;
+    v[2] = &t->error;
+
+    for (i = 0; i < 3; i++) {
+        v[i]->len = PQgetlength(res, row, i + 1);
+        v[i]->data = ngx_pnalloc(t->pool, v[i]->len + 1);
+
+        if (v[i]->data == NULL) {
+            ngx_destroy_pool(t->pool);
+            return;
+        }
+
+        ngx_memcpy(v[i]->data, PQgetvalue(res, row, i + 1), v[i]->len);
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
+                  "helix: task %V: callback taken up (its worker went "
+                  "away)", &t->id);
+
+    if (ngx_http_helix_task_report(t) != NGX_OK) {
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    ngx_http_helix_task_callback(&t->retry);
+}
+
+
+static void
+ngx_http_helix_task_start(PGresult *res, int row)
+{
+    json_t                  *payload;
+    ngx_pool_t              *pool;
+    json_error_t             jerr;
+    ngx_http_helix_task_t   *t;
+
+    t = ngx_http_helix_task_new(res, row, 3);
+    if (t == NULL) {
+        return;
+    }
+
+    pool = t->pool;
+
+    t->type.len = PQgetlength(res, row, 1);
+    t->type.data = ngx_pnalloc(pool, t->type.len + 1);
+
+    if (t->type.data == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    ngx_cpystrn(t->type.data, (u_char *) PQgetvalue(res, row, 1),
+                t->type.len + 1);
+
+    t->attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 4),
+                           PQgetlength(res, row, 4));
+    t->max_attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 5),
+                               PQgetlength(res, row, 5));
 
     ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
                   "helix: task %V (%V) claimed, attempt %i of %i",
@@ -1355,7 +1512,8 @@ ngx_http_helix_task_answer(ngx_http_helix_fetch_t *f)
 static void
 ngx_http_helix_task_finish(ngx_http_helix_task_t *t)
 {
-    ngx_str_t  params[5];
+    u_char     buf[NGX_INT_T_LEN];
+    ngx_str_t  params[6];
 
     if (t->finishing) {
         return;
@@ -1377,6 +1535,11 @@ ngx_http_helix_task_finish(ngx_http_helix_task_t *t)
         params[4].data = NULL;
     }
 
+    params[5].data = buf;
+    params[5].len = ngx_sprintf(buf, "%M",
+                                ngx_http_helix_tasks.hmcf->tasks.lease)
+                    - buf;
+
     if (ngx_http_helix_pg_query(t->pool, &ngx_http_helix_tasks_store, params,
                                 ngx_http_helix_task_stored, t)
         == NULL)
@@ -1393,7 +1556,6 @@ ngx_http_helix_task_finish(ngx_http_helix_task_t *t)
 static void
 ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
 {
-    u_char                 *p;
     ngx_http_helix_task_t  *t = q->data;
 
     if (res == NULL) {
@@ -1415,22 +1577,33 @@ ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
     ngx_log_error(NGX_LOG_NOTICE, t->log, 0, "helix: task %V %V", &t->id,
                   &t->status);
 
-    if (t->renew.timer_set) {
-        ngx_del_timer(&t->renew);
-    }
-
     if (t->status.data[0] == 'p' || t->callback_url.len == 0) {
         ngx_destroy_pool(t->pool);
         return;
     }
 
-    /* what callback_url gets: the same shape as GET /v1/tasks/{id} */
+    /* the lease now covers the callback: renewed until it is delivered */
 
-    p = ngx_pnalloc(t->pool, t->id.len + t->result.len + 2 * t->error.len
-                             + 128);
-    if (p == NULL) {
+    if (ngx_http_helix_task_report(t) != NGX_OK) {
         ngx_destroy_pool(t->pool);
         return;
+    }
+
+    ngx_http_helix_task_callback(&t->retry);
+}
+
+
+/* what callback_url gets: the same shape as GET /v1/tasks/{id} */
+
+static ngx_int_t
+ngx_http_helix_task_report(ngx_http_helix_task_t *t)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(t->pool, t->id.len + t->result.len + 6 * t->error.len
+                             + 128);
+    if (p == NULL) {
+        return NGX_ERROR;
     }
 
     t->report.data = p;
@@ -1451,7 +1624,7 @@ ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
     *p++ = '}';
     t->report.len = p - t->report.data;
 
-    ngx_http_helix_task_callback(&t->retry);
+    return NGX_OK;
 }
 
 

@@ -15,7 +15,15 @@ our $Port = $ENV{TEST_NGINX_SERVER_PORT};
 our $Base = "http://127.0.0.1:$Port";
 
 our $HttpConfig = Helix::http_config();
-our $Config = Helix::config(cache => 0, extra => "    location /v1/tasks { helix_endpoint tasks; }\n");
+our $Config = Helix::config(cache => 0, extra => <<"_EOC_");
+    location /v1/tasks { helix_endpoint tasks; }
+    location = /callback {
+        proxy_method GET;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_pass http://127.0.0.1:$ENV{TEST_NGINX_OPENAI_PORT}/v1/models;
+    }
+_EOC_
 
 sub yaml {
     my ($tasks) = @_;
@@ -112,6 +120,32 @@ __DATA__
 --- error_log eval
 [qr/lease expired, now pending/, qr/claimed, attempt 2 of 3/]
 --- ignore_alerts
+
+
+
+=== TEST 1b: the worker retrying a callback is killed: another one takes the callback up after the lease
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("  lease: 1500ms\n  callback_backoff: 3s\n")
+--- request eval
+["POST /mock/reset",
+ "POST /mock/openai/faults\n" . '{"route": "GET /v1/models", "status": 503, "count": 2}',
+ "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "call me back $$", "model": "gpt-4o", "callback_url": "$::Base/callback"}})]
+--- error_code eval: [200, 200, 202]
+--- response_body_filters eval
+[sub { "" }, sub { "" }, sub {
+    my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
+    main::wait_log(qr/task \Q$id\E: callback to \S+ failed \(HTTP 503\), again in 3000 ms/) or return "no failed callback";
+    main::kill_workers();
+    HelixPg::wait_sql("SELECT callback_status FROM background_tasks WHERE id = '$id'", qr/delivered|failed/, 30)
+        . " " . HelixPg::psql("SELECT status, attempts FROM background_tasks WHERE id = '$id'");
+}]
+--- response_body eval
+["", "", "delivered completed|1"]
+--- error_log eval
+[qr/callback taken up \(its worker went away\)/, qr/callback delivered \(HTTP 200, attempt 2\)/]
+--- ignore_alerts
+--- timeout: 40
 
 
 
