@@ -198,6 +198,8 @@ typedef struct {
     ngx_str_t                   name;
     ngx_str_t                   key;
     ngx_http_helix_limits_t     limits;
+    ngx_flag_t                  unlimited;
+    uint32_t                    hash;           /* crc32 of key */
     ngx_uint_t                  line;
 } ngx_http_helix_api_key_t;
 
@@ -251,6 +253,12 @@ typedef struct {
     ngx_flag_t                  auth_enabled;
     ngx_array_t                 api_keys;       /* of api_key_t */
     ngx_http_helix_limits_t     default_limits;
+    ngx_msec_t                  limit_window;   /* rate_limit.window */
+    ngx_uint_t                  limit_max_tokens; /* without max_tokens */
+    ngx_flag_t                  limit_global;   /* through Redis */
+    ngx_flag_t                  limit_redis;    /* global and configured */
+    ngx_shm_zone_t             *limit_zone;
+    void                       *limit_sh;
 
     ngx_uint_t                  batch_max_requests;
     ngx_uint_t                  batch_max_concurrent;

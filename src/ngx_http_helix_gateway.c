@@ -22,6 +22,7 @@
 #include "ngx_http_helix_jscan.h"
 #include "ngx_http_helix_gateway.h"
 #include "ngx_http_helix_stream.h"
+#include "ngx_http_helix_limit.h"
 
 
 #define NGX_HTTP_HELIX_MAX_STOP     4
@@ -74,6 +75,7 @@ typedef struct {
     ngx_msec_t                  deadline;
 
     ngx_http_helix_error_t      err;
+    size_t                      prompt_tokens;  /* estimated */
 
     /* L1 */
     ngx_int_t                   policy;         /* index, -1: no cache */
@@ -111,6 +113,7 @@ static ngx_int_t ngx_http_helix_candidates(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_helix_passthrough(ngx_http_helix_gw_ctx_t *ctx);
 static void ngx_http_helix_try_next(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
+static void ngx_http_helix_try_reserved(ngx_http_request_t *r);
 static void ngx_http_helix_call_handler(ngx_http_helix_call_t *call);
 static ngx_int_t ngx_http_helix_respond(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_call_t *call);
@@ -1306,6 +1309,7 @@ ngx_http_helix_check_tokens(ngx_http_request_t *r,
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
     tokens = (chars + 3) / 4;
+    ctx->prompt_tokens = tokens;
 
     if (hmcf->max_prompt_tokens && tokens > hmcf->max_prompt_tokens) {
         return ngx_http_helix_gateway_error(ctx, r->pool,
@@ -1770,6 +1774,16 @@ ngx_http_helix_passthrough(ngx_http_helix_gw_ctx_t *ctx)
 }
 
 
+/* the token reservation waited for Redis */
+
+static void
+ngx_http_helix_try_reserved(ngx_http_request_t *r)
+{
+    ngx_http_helix_try_next(r, ngx_http_get_module_ctx(r,
+                                                   ngx_http_helix_module));
+}
+
+
 static void
 ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 {
@@ -1789,6 +1803,19 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
     if (ctx->item && ctx->item->lookup_only) {
         /* a miss: the caller asks the provider for several at once */
         ngx_http_helix_finalize(r, ctx, NGX_OK);
+        return;
+    }
+
+    /*
+     * The tokens this request may use, before the first provider call;
+     * an item of a batch or an ensemble is charged its usage afterwards.
+     */
+
+    if (ctx->item == NULL
+        && ngx_http_helix_limit_reserve(r, ctx->prompt_tokens, ctx->req,
+                                        ngx_http_helix_try_reserved)
+           != NGX_OK)
+    {
         return;
     }
 
@@ -2277,6 +2304,8 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         }
 
         if (rc == NGX_OK) {
+            ngx_http_helix_limit_charge(r, (ngx_uint_t) (pt + ct));
+
             ngx_http_helix_metrics_provider(
                 ngx_http_get_module_main_conf(r, ngx_http_helix_module), p,
                 call->latency, pt, ct);
@@ -2317,6 +2346,11 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     }
 
     c = json_object_get(out, "usage");
+
+    ngx_http_helix_limit_charge(r,
+        (ngx_uint_t) json_integer_value(json_object_get(c, "prompt_tokens"))
+        + (ngx_uint_t) json_integer_value(json_object_get(c,
+                                                  "completion_tokens")));
 
     ngx_http_helix_metrics_provider(
         ngx_http_get_module_main_conf(r, ngx_http_helix_module), p,

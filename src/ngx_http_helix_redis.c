@@ -76,8 +76,9 @@ ngx_http_helix_redis_init_process(ngx_cycle_t *cycle)
 
     hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_helix_module);
 
-    if (hmcf == NULL || !hmcf->cache.l2_enabled || !hmcf->redis.configured
-        || hmcf->cache_sh == NULL)
+    if (hmcf == NULL || !hmcf->redis.configured
+        || ((!hmcf->cache.l2_enabled || hmcf->cache_sh == NULL)
+            && !hmcf->limit_redis))
     {
         return NGX_OK;
     }
@@ -533,7 +534,7 @@ ngx_http_helix_redis_finish(ngx_http_helix_redis_op_t *op, redisReply *reply)
         op->cln = NULL;
     }
 
-    if (reply && reply->type == REDIS_REPLY_ERROR) {
+    if (reply && reply->type == REDIS_REPLY_ERROR && !op->errors) {
         ngx_log_error(NGX_LOG_WARN, ngx_http_helix_redis.log, 0,
                       "helix: redis error: %*s", reply->len, reply->str);
         ngx_http_helix_metrics_redis(ngx_http_helix_redis.hmcf,

@@ -28,6 +28,7 @@ struct ngx_http_helix_redis_op_s {
     int                          len;
     ngx_uint_t                   retries;
     unsigned                     done:1;
+    unsigned                     errors:1;  /* the handler sees them */
 };
 
 

@@ -541,6 +541,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_api_key[] = {
                   limits.requests_per_minute, NULL),
     ngx_helix_key("tokens_per_minute", ngx_http_helix_yaml_set_uint, AK,
                   limits.tokens_per_minute, NULL),
+    ngx_helix_key("unlimited", ngx_http_helix_yaml_set_flag, AK,
+                  unlimited, NULL),
     ngx_helix_key_null
 };
 
@@ -565,6 +567,12 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_rate_limit[] = {
                   default_limits.requests_per_minute, NULL),
     ngx_helix_key("tokens_per_minute", ngx_http_helix_yaml_set_uint, MC,
                   default_limits.tokens_per_minute, NULL),
+    ngx_helix_key("window", ngx_http_helix_yaml_set_msec, MC,
+                  limit_window, NULL),
+    ngx_helix_key("default_max_tokens", ngx_http_helix_yaml_set_uint, MC,
+                  limit_max_tokens, NULL),
+    ngx_helix_key("global", ngx_http_helix_yaml_set_flag, MC,
+                  limit_global, NULL),
     ngx_helix_key_null
 };
 
@@ -776,6 +784,9 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     hmcf->metrics_enabled = 1;
 
     hmcf->auth_enabled = 0;
+    hmcf->limit_window = 60 * 1000;
+    hmcf->limit_max_tokens = 1024;
+    hmcf->limit_global = 1;
 
     hmcf->batch_max_requests = 100;
     hmcf->batch_max_concurrent = 10;
@@ -2366,6 +2377,13 @@ ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
                 return NGX_ERROR;
             }
         }
+    }
+
+    if (hmcf->limit_window == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "rate_limit.window", &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "must be longer than 0");
+        return NGX_ERROR;
     }
 
     if (hmcf->auth_enabled && hmcf->api_keys.nelts == 0) {

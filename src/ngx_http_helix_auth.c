@@ -1,0 +1,301 @@
+/*
+ * Copyright (C) helix authors
+ *
+ * API keys, in the ACCESS phase of the API endpoints: "Authorization:
+ * Bearer <key>" (OpenAI's clients) or "x-api-key: <key>" (Anthropic's),
+ * checked against auth.keys of helix.yaml.  The admin token is not an
+ * API key (helix.yaml may not list it as one), so it gets a 401 here.
+ * The client found (a key, or the address when auth is off) is then held
+ * to its rate limits (ngx_http_helix_limit.c).
+ */
+
+
+#include "ngx_http_helix.h"
+#include "ngx_http_helix_json.h"
+#include "ngx_http_helix_limit.h"
+
+
+static ngx_int_t ngx_http_helix_auth_handler(ngx_http_request_t *r);
+static ngx_http_helix_api_key_t *ngx_http_helix_auth_key(
+    ngx_http_request_t *r, ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *given);
+static ngx_int_t ngx_http_helix_auth_init(ngx_conf_t *cf);
+
+
+static ngx_http_module_t  ngx_http_helix_auth_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_helix_auth_init,              /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_helix_auth_module = {
+    NGX_MODULE_V1,
+    &ngx_http_helix_auth_module_ctx,       /* module context */
+    NULL,                                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_helix_auth_handler(ngx_http_request_t *r)
+{
+    u_char                      *p;
+    ngx_int_t                    rc;
+    ngx_str_t                    given;
+    ngx_http_helix_api_key_t    *key;
+    ngx_http_helix_loc_conf_t   *hlcf;
+    ngx_http_helix_limit_ctx_t  *ctx;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
+
+    switch (hlcf->endpoint) {
+
+    case NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS:
+    case NGX_HTTP_HELIX_EP_COMPLETIONS:
+    case NGX_HTTP_HELIX_EP_EMBEDDINGS:
+    case NGX_HTTP_HELIX_EP_MODELS:
+    case NGX_HTTP_HELIX_EP_COMPLETIONS_BATCH:
+    case NGX_HTTP_HELIX_EP_EMBEDDINGS_BATCH:
+    case NGX_HTTP_HELIX_EP_ENSEMBLE:
+    case NGX_HTTP_HELIX_EP_TASKS:
+        break;
+
+    default:
+        /* health, metrics, admin (its own token): no API key */
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_auth_module);
+
+    if (ctx == NULL) {
+        hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+        if (!hmcf->auth_enabled && hmcf->limit_sh == NULL) {
+            return NGX_DECLINED;
+        }
+
+        key = NULL;
+
+        if (hmcf->auth_enabled) {
+            key = ngx_http_helix_auth_key(r, hmcf, &given);
+
+            if (key == NULL) {
+                rc = ngx_http_discard_request_body(r);
+
+                if (rc == NGX_OK) {
+                    rc = ngx_http_helix_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                             given.len ? "invalid_api_key"
+                                       : "missing_api_key", NULL,
+                             given.len ? "incorrect API key provided"
+                                       : "no API key: send \"Authorization: "
+                                         "Bearer <key>\" or \"x-api-key: "
+                                         "<key>\"");
+                }
+
+                ngx_http_finalize_request(r, rc);
+                return NGX_DONE;
+            }
+
+            if (key->unlimited) {
+                return NGX_DECLINED;
+            }
+        }
+
+        if (hmcf->limit_sh == NULL) {
+            return NGX_DECLINED;
+        }
+
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_limit_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->limits = hmcf->default_limits;
+
+        if (key) {
+            if (key->limits.requests_per_minute) {
+                ctx->limits.requests_per_minute =
+                                              key->limits.requests_per_minute;
+            }
+
+            if (key->limits.tokens_per_minute) {
+                ctx->limits.tokens_per_minute = key->limits.tokens_per_minute;
+            }
+
+            ctx->id.len = 2 + key->name.len;
+
+        } else {
+            ctx->id.len = 2 + r->connection->addr_text.len;
+        }
+
+        if (ctx->limits.requests_per_minute == 0
+            && ctx->limits.tokens_per_minute == 0)
+        {
+            return NGX_DECLINED;
+        }
+
+        ctx->id.data = ngx_pnalloc(r->pool, ctx->id.len);
+        if (ctx->id.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ngx_cpymem(ctx->id.data, key ? "k:" : "a:", 2);
+
+        if (key) {
+            ngx_memcpy(p, key->name.data, key->name.len);
+
+        } else {
+            ngx_memcpy(p, r->connection->addr_text.data,
+                       r->connection->addr_text.len);
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_helix_auth_module);
+    }
+
+    return ngx_http_helix_limit_access(r, ctx);
+}
+
+
+/* the key the client gives, and the API key it is (NULL: none) */
+
+static ngx_http_helix_api_key_t *
+ngx_http_helix_auth_key(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, ngx_str_t *given)
+{
+    uint32_t                   hash;
+    ngx_uint_t                 i;
+    ngx_list_part_t           *part;
+    ngx_table_elt_t           *h;
+    ngx_http_helix_api_key_t  *key;
+
+    ngx_str_null(given);
+
+    h = r->headers_in.authorization;
+
+    if (h && h->value.len > 7
+        && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) == 0)
+    {
+        given->data = h->value.data + 7;
+        given->len = h->value.len - 7;
+
+        while (given->len && given->data[0] == ' ') {
+            given->data++;
+            given->len--;
+        }
+
+    } else {
+        part = &r->headers_in.headers.part;
+        h = part->elts;
+
+        for (i = 0; /* void */ ; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if (h[i].key.len == sizeof("x-api-key") - 1
+                && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key",
+                                   sizeof("x-api-key") - 1)
+                   == 0)
+            {
+                *given = h[i].value;
+                break;
+            }
+        }
+    }
+
+    if (given->len == 0) {
+        return NULL;
+    }
+
+    /* by hash first: a wrong key says little through its timing */
+
+    hash = ngx_crc32_short(given->data, given->len);
+    key = hmcf->api_keys.elts;
+
+    for (i = 0; i < hmcf->api_keys.nelts; i++) {
+        if (key[i].hash == hash && key[i].key.len == given->len
+            && ngx_memcmp(key[i].key.data, given->data, given->len) == 0)
+        {
+            return &key[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_helix_auth_init(ngx_conf_t *cf)
+{
+    ngx_uint_t                   i, limited;
+    ngx_http_handler_pt         *h;
+    ngx_http_helix_api_key_t    *key;
+    ngx_http_core_main_conf_t   *cmcf;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_helix_module);
+
+    limited = hmcf->default_limits.requests_per_minute
+              || hmcf->default_limits.tokens_per_minute;
+
+    key = hmcf->api_keys.elts;
+
+    for (i = 0; i < hmcf->api_keys.nelts; i++) {
+        key[i].hash = ngx_crc32_short(key[i].key.data, key[i].key.len);
+
+        if (!key[i].unlimited
+            && (key[i].limits.requests_per_minute
+                || key[i].limits.tokens_per_minute))
+        {
+            limited = 1;
+        }
+    }
+
+    if (!hmcf->auth_enabled && !limited) {
+        return NGX_OK;
+    }
+
+    if (limited) {
+        if (ngx_http_helix_limit_init_zone(cf, hmcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        hmcf->limit_redis = hmcf->redis.configured && hmcf->limit_global;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_helix_auth_handler;
+
+    return NGX_OK;
+}
