@@ -5,6 +5,8 @@
  * Bearer <key>" (OpenAI's clients) or "x-api-key: <key>" (Anthropic's),
  * checked against auth.keys of helix.yaml.  The admin token is not an
  * API key (helix.yaml may not list it as one), so it gets a 401 here.
+ * With auth off no key is asked for, but a known one still counts (the
+ * demo's unlimited bench key).
  * The client found (a key, or the address when auth is off) is then held
  * to its rate limits (ngx_http_helix_limit.c).
  */
@@ -94,10 +96,12 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
 
         key = NULL;
 
-        if (hmcf->auth_enabled) {
+        /* with auth off a known key still counts as itself */
+
+        if (hmcf->api_keys.nelts) {
             key = ngx_http_helix_auth_key(r, hmcf, &given);
 
-            if (key == NULL) {
+            if (key == NULL && hmcf->auth_enabled) {
                 rc = ngx_http_discard_request_body(r);
 
                 if (rc == NGX_OK) {
@@ -114,7 +118,7 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
                 return NGX_DONE;
             }
 
-            if (key->unlimited) {
+            if (key && key->unlimited) {
                 return NGX_DECLINED;
             }
         }

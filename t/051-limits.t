@@ -300,3 +300,27 @@ main::yaml("rate_limit:\n  window: 0s\n")
 --- must_die
 --- error_log
 rate_limit.window: must be longer than 0
+
+
+
+=== TEST 11: auth off (the demo): anonymous clients limited per address, the bench key not at all
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+main::yaml(<<'_EOY_')
+auth:
+  enabled: false
+  keys:
+    - name: bench
+      key: ${HELIX_TEST_NO_SUCH_VAR:-sk-helix-bench}
+      unlimited: true
+rate_limit:
+  requests_per_minute: 1
+_EOY_
+--- more_headers eval
+["", "", "Authorization: Bearer sk-helix-bench", "Authorization: Bearer sk-helix-bench",
+ "Authorization: Bearer sk-unknown"]
+--- request eval
+[map { "POST /v1/chat/completions\n" . main::chat("d$_") } 1 .. 5]
+--- error_code eval
+[200, 429, 200, 200, 429]
