@@ -200,6 +200,7 @@ typedef struct {
     ngx_http_helix_limits_t     limits;
     ngx_flag_t                  unlimited;
     uint32_t                    hash;           /* crc32 of key */
+    ngx_str_t                   id;             /* "k:<name>", limits */
     ngx_uint_t                  line;
 } ngx_http_helix_api_key_t;
 

@@ -58,9 +58,9 @@ ngx_module_t  ngx_http_helix_auth_module = {
 static ngx_int_t
 ngx_http_helix_auth_handler(ngx_http_request_t *r)
 {
-    u_char                      *p;
     ngx_int_t                    rc;
     ngx_str_t                    given;
+    ngx_http_helix_limits_t     *limits;
     ngx_http_helix_api_key_t    *key;
     ngx_http_helix_loc_conf_t   *hlcf;
     ngx_http_helix_limit_ctx_t  *ctx;
@@ -127,47 +127,33 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
             return NGX_DECLINED;
         }
 
+        limits = key ? &key->limits : &hmcf->default_limits;
+
+        if (limits->requests_per_minute == 0
+            && limits->tokens_per_minute == 0)
+        {
+            return NGX_DECLINED;
+        }
+
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_limit_ctx_t));
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ctx->limits = hmcf->default_limits;
+        ctx->limits = *limits;
 
         if (key) {
-            if (key->limits.requests_per_minute) {
-                ctx->limits.requests_per_minute =
-                                              key->limits.requests_per_minute;
-            }
-
-            if (key->limits.tokens_per_minute) {
-                ctx->limits.tokens_per_minute = key->limits.tokens_per_minute;
-            }
-
-            ctx->id.len = 2 + key->name.len;
+            ctx->id = key->id;
 
         } else {
             ctx->id.len = 2 + r->connection->addr_text.len;
-        }
+            ctx->id.data = ngx_pnalloc(r->pool, ctx->id.len);
+            if (ctx->id.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
 
-        if (ctx->limits.requests_per_minute == 0
-            && ctx->limits.tokens_per_minute == 0)
-        {
-            return NGX_DECLINED;
-        }
-
-        ctx->id.data = ngx_pnalloc(r->pool, ctx->id.len);
-        if (ctx->id.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = ngx_cpymem(ctx->id.data, key ? "k:" : "a:", 2);
-
-        if (key) {
-            ngx_memcpy(p, key->name.data, key->name.len);
-
-        } else {
-            ngx_memcpy(p, r->connection->addr_text.data,
+            ngx_memcpy(ngx_cpymem(ctx->id.data, "a:", 2),
+                       r->connection->addr_text.data,
                        r->connection->addr_text.len);
         }
 
@@ -271,6 +257,27 @@ ngx_http_helix_auth_init(ngx_conf_t *cf)
 
     for (i = 0; i < hmcf->api_keys.nelts; i++) {
         key[i].hash = ngx_crc32_short(key[i].key.data, key[i].key.len);
+
+        /* a key's own figures, else rate_limit's */
+
+        if (key[i].limits.requests_per_minute == 0) {
+            key[i].limits.requests_per_minute =
+                                  hmcf->default_limits.requests_per_minute;
+        }
+
+        if (key[i].limits.tokens_per_minute == 0) {
+            key[i].limits.tokens_per_minute =
+                                  hmcf->default_limits.tokens_per_minute;
+        }
+
+        key[i].id.len = 2 + key[i].name.len;
+        key[i].id.data = ngx_pnalloc(cf->pool, key[i].id.len);
+        if (key[i].id.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(key[i].id.data, "k:", 2), key[i].name.data,
+                   key[i].name.len);
 
         if (!key[i].unlimited
             && (key[i].limits.requests_per_minute
