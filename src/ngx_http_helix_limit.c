@@ -78,8 +78,8 @@ static ngx_int_t ngx_http_helix_limit_checked(ngx_http_request_t *r,
 static ngx_int_t ngx_http_helix_limit_reserved(ngx_http_request_t *r,
     ngx_http_helix_limit_ctx_t *ctx, int64_t tokens,
     ngx_http_helix_limit_result_t *res);
-static void ngx_http_helix_limit_settle(ngx_http_request_t *r,
-    ngx_http_helix_limit_ctx_t *ctx, ngx_uint_t used);
+static void ngx_http_helix_limit_settle(ngx_http_helix_limit_ctx_t *ctx,
+    ngx_uint_t used);
 static void ngx_http_helix_limit_cleanup(void *data);
 static ngx_int_t ngx_http_helix_limit_deny(ngx_http_request_t *r,
     ngx_http_helix_limit_ctx_t *ctx, ngx_msec_t wait, const char *what,
@@ -221,16 +221,16 @@ ngx_http_helix_limit_access(ngx_http_request_t *r,
     }
 
     if (ctx->checked) {
-        return ctx->status;
+        /* again, after Redis said yes */
+        return NGX_DECLINED;
     }
 
     n[NGX_HTTP_HELIX_LIMIT_REQ] = 1;
     n[NGX_HTTP_HELIX_LIMIT_TOK] = 0;
 
     ctx->request = r;
-    ctx->op = ngx_http_helix_limit_redis(r, ctx, n, 0);
 
-    if (ctx->op) {
+    if (ngx_http_helix_limit_redis(r, ctx, n, 0)) {
         ctx->waiting = 1;
         return NGX_AGAIN;
     }
@@ -314,10 +314,8 @@ ngx_http_helix_limit_reserve(ngx_http_request_t *r, size_t prompt_tokens,
 
     ctx->request = r;
     ctx->reserved = (ngx_uint_t) n[NGX_HTTP_HELIX_LIMIT_TOK];
-    ctx->op = ngx_http_helix_limit_redis(r, ctx, n, 0);
 
-    if (ctx->op) {
-        ctx->reserving = 1;
+    if (ngx_http_helix_limit_redis(r, ctx, n, 0)) {
         ctx->resume = resume;
         return NGX_AGAIN;
     }
@@ -343,28 +341,39 @@ ngx_http_helix_limit_charge(ngx_http_request_t *r, ngx_uint_t tokens)
     ctx = ngx_http_get_module_ctx(r, ngx_http_helix_auth_module);
 
     if (ctx && ctx->reserve_done && !ctx->settled) {
-        ngx_http_helix_limit_settle(r, ctx, tokens);
+        ngx_http_helix_limit_settle(ctx, tokens);
     }
 }
 
+
+/*
+ * The request ends uncharged.  Without an answer (providers failed, the
+ * client went away) nothing was used: the reservation goes back.  An
+ * answer whose usage nobody reported keeps it (the safe side).
+ */
 
 static void
 ngx_http_helix_limit_cleanup(void *data)
 {
     ngx_http_helix_limit_ctx_t  *ctx = data;
 
-    if (ctx->reserve_done && !ctx->settled) {
-        /* no answer, no usage: the reservation goes back */
-        ngx_http_helix_limit_settle(NULL, ctx, 0);
+    if (!ctx->reserve_done || ctx->settled) {
+        return;
     }
+
+    if (ctx->request->headers_out.status / 100 == 2) {
+        ctx->settled = 1;
+        return;
+    }
+
+    ngx_http_helix_limit_settle(ctx, 0);
 }
 
 
 /* the reservation becomes what the provider says was used */
 
 static void
-ngx_http_helix_limit_settle(ngx_http_request_t *r,
-    ngx_http_helix_limit_ctx_t *ctx, ngx_uint_t used)
+ngx_http_helix_limit_settle(ngx_http_helix_limit_ctx_t *ctx, ngx_uint_t used)
 {
     int64_t                        n[2];
     ngx_http_helix_main_conf_t    *hmcf;
@@ -649,7 +658,6 @@ ngx_http_helix_limit_redis_done(ngx_http_helix_redis_op_t *op,
     r = op->data;
     c = r->connection;
     ctx = ngx_http_get_module_ctx(r, ngx_http_helix_auth_module);
-    ctx->op = NULL;
 
     n[NGX_HTTP_HELIX_LIMIT_REQ] = ctx->waiting ? 1 : 0;
     n[NGX_HTTP_HELIX_LIMIT_TOK] = ctx->waiting ? 0 : (int64_t) ctx->reserved;
@@ -660,9 +668,8 @@ ngx_http_helix_limit_redis_done(ngx_http_helix_redis_op_t *op,
     {
         /* a Redis without the script (restarted, flushed): send it */
         ctx->eval = 1;
-        ctx->op = ngx_http_helix_limit_redis(r, ctx, n, 0);
 
-        if (ctx->op) {
+        if (ngx_http_helix_limit_redis(r, ctx, n, 0)) {
             return;
         }
     }
@@ -686,7 +693,6 @@ ngx_http_helix_limit_redis_done(ngx_http_helix_redis_op_t *op,
         rc = ngx_http_helix_limit_checked(r, ctx, &res);
 
         if (rc == NGX_DECLINED) {
-            ctx->status = NGX_DECLINED;
             ngx_http_core_run_phases(r);
 
         } else {
@@ -696,8 +702,6 @@ ngx_http_helix_limit_redis_done(ngx_http_helix_redis_op_t *op,
         ngx_http_run_posted_requests(c);
         return;
     }
-
-    ctx->reserving = 0;
 
     rc = ngx_http_helix_limit_reserved(r, ctx, n[NGX_HTTP_HELIX_LIMIT_TOK],
                                        &res);
@@ -762,8 +766,6 @@ ngx_http_helix_limit_checked(ngx_http_request_t *r,
           "x-ratelimit-reset-tokens" }
     };
 
-    ctx->checked = 1;
-
     p = ngx_pnalloc(r->pool, 6 * (NGX_INT64_LEN + 16));
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -818,6 +820,7 @@ ngx_http_helix_limit_checked(ngx_http_request_t *r,
     }
 
     if (res->allowed) {
+        ctx->checked = 1;
         return NGX_DECLINED;
     }
 

@@ -23,18 +23,15 @@ typedef struct {
     ngx_str_t                   id;         /* "k:<name>" or "a:<address>" */
     ngx_http_helix_limits_t     limits;
     ngx_http_request_t         *request;
-    ngx_http_helix_redis_op_t  *op;
     ngx_http_helix_limit_pt     resume;
 
     ngx_table_elt_t            *remaining_tokens;
     ngx_table_elt_t            *reset_tokens;
 
-    ngx_int_t                   status;     /* access: once known */
     ngx_uint_t                  reserved;   /* tokens */
 
     unsigned                    waiting:1;  /* access, for Redis */
-    unsigned                    checked:1;
-    unsigned                    reserving:1;
+    unsigned                    checked:1;  /* access: allowed */
     unsigned                    reserve_done:1;
     unsigned                    in_redis:1; /* the reservation is there */
     unsigned                    settled:1;

@@ -324,3 +324,39 @@ _EOY_
 [map { "POST /v1/chat/completions\n" . main::chat("d$_") } 1 .. 5]
 --- error_code eval
 [200, 429, 200, 200, 429]
+
+
+
+=== TEST 12: a client that goes away before the answer gives its reservation back
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+">>> helix.yaml\n" . <<'_EOY_'
+providers:
+  openai:
+    type: openai
+    models: [gpt-4o]
+auth:
+  enabled: true
+  keys:
+    - name: gone
+      key: sk-gone
+      tokens_per_minute: 800
+rate_limit:
+  window: 1h
+_EOY_
+--- more_headers
+Authorization: Bearer sk-gone
+--- request eval
+["POST /mock/reset", 'POST /mock/openai/faults
+{"latency_ms": 3000, "count": 1}',
+ "POST /v1/chat/completions\n" . main::chat("abandon", 500),
+ "POST /v1/chat/completions\n" . main::chat("next", 500)]
+--- timeout: 1
+--- abort
+--- wait_for_log eval
+[undef, undef, undef, "client prematurely closed connection"]
+--- error_code eval
+[200, 200, undef, 200]
+--- response_headers eval
+["", "", "", "x-ratelimit-remaining-tokens: 299"]
