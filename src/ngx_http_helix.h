@@ -199,8 +199,10 @@ typedef struct {
     ngx_str_t                   key;
     ngx_http_helix_limits_t     limits;
     ngx_flag_t                  unlimited;
-    uint32_t                    hash;           /* crc32 of key */
+    uint32_t                    hash;           /* ngx_hash_key of key */
     ngx_str_t                   id;             /* "k:<name>", limits */
+    uint32_t                    id_hash;
+    ngx_str_t                   limit_text[2];  /* requests, tokens */
     ngx_uint_t                  line;
 } ngx_http_helix_api_key_t;
 
@@ -258,6 +260,7 @@ typedef struct {
     ngx_uint_t                  limit_max_tokens; /* without max_tokens */
     ngx_flag_t                  limit_global;   /* through Redis */
     ngx_flag_t                  limit_redis;    /* global and configured */
+    ngx_str_t                   limit_text[2];  /* default_limits */
     ngx_shm_zone_t             *limit_zone;
     void                       *limit_sh;
 

@@ -144,8 +144,11 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
 
         if (key) {
             ctx->id = key->id;
+            ctx->id_hash = key->id_hash;
+            ctx->limit_text = key->limit_text;
 
         } else {
+            ctx->limit_text = hmcf->limit_text;
             ctx->id.len = 2 + r->connection->addr_text.len;
             ctx->id.data = ngx_pnalloc(r->pool, ctx->id.len);
             if (ctx->id.data == NULL) {
@@ -155,6 +158,8 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
             ngx_memcpy(ngx_cpymem(ctx->id.data, "a:", 2),
                        r->connection->addr_text.data,
                        r->connection->addr_text.len);
+
+            ctx->id_hash = ngx_hash_key(ctx->id.data, ctx->id.len);
         }
 
         ngx_http_set_ctx(r, ctx, ngx_http_helix_auth_module);
@@ -181,7 +186,8 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
     h = r->headers_in.authorization;
 
     if (h && h->value.len > 7
-        && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) == 0)
+        && (ngx_strncmp(h->value.data, "Bearer ", 7) == 0
+            || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) == 0))
     {
         given->data = h->value.data + 7;
         given->len = h->value.len - 7;
@@ -224,7 +230,7 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
 
     /* by hash first: a wrong key says little through its timing */
 
-    hash = ngx_crc32_short(given->data, given->len);
+    hash = ngx_hash_key(given->data, given->len);
     key = hmcf->api_keys.elts;
 
     for (i = 0; i < hmcf->api_keys.nelts; i++) {
@@ -256,7 +262,7 @@ ngx_http_helix_auth_init(ngx_conf_t *cf)
     key = hmcf->api_keys.elts;
 
     for (i = 0; i < hmcf->api_keys.nelts; i++) {
-        key[i].hash = ngx_crc32_short(key[i].key.data, key[i].key.len);
+        key[i].hash = ngx_hash_key(key[i].key.data, key[i].key.len);
 
         /* a key's own figures, else rate_limit's */
 
@@ -278,6 +284,14 @@ ngx_http_helix_auth_init(ngx_conf_t *cf)
 
         ngx_memcpy(ngx_cpymem(key[i].id.data, "k:", 2), key[i].name.data,
                    key[i].name.len);
+        key[i].id_hash = ngx_hash_key(key[i].id.data, key[i].id.len);
+
+        if (ngx_http_helix_limit_text(cf->pool, &key[i].limits,
+                                      key[i].limit_text)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
 
         if (!key[i].unlimited
             && (key[i].limits.requests_per_minute
@@ -289,6 +303,13 @@ ngx_http_helix_auth_init(ngx_conf_t *cf)
 
     if (!hmcf->auth_enabled && !limited) {
         return NGX_OK;
+    }
+
+    if (ngx_http_helix_limit_text(cf->pool, &hmcf->default_limits,
+                                  hmcf->limit_text)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (limited) {

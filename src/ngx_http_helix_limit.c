@@ -35,7 +35,7 @@
 
 
 typedef struct {
-    ngx_rbtree_node_t            node;      /* key: crc32 of the id */
+    ngx_rbtree_node_t            node;      /* key: hash of the id */
     ngx_queue_t                  queue;     /* LRU */
     int64_t                      tat[2];    /* full again at, ns */
     u_short                      len;
@@ -61,8 +61,8 @@ typedef struct {
 static ngx_int_t ngx_http_helix_limit_init(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_helix_limit_local(ngx_http_helix_main_conf_t *hmcf,
-    ngx_str_t *id, ngx_http_helix_limits_t *limits, int64_t *n,
-    ngx_uint_t force, ngx_http_helix_limit_result_t *res);
+    ngx_http_helix_limit_ctx_t *ctx, int64_t *n, ngx_uint_t force,
+    ngx_http_helix_limit_result_t *res);
 static ngx_http_helix_redis_op_t *ngx_http_helix_limit_redis(
     ngx_http_request_t *r, ngx_http_helix_limit_ctx_t *ctx, int64_t *n,
     ngx_uint_t force);
@@ -85,8 +85,9 @@ static ngx_int_t ngx_http_helix_limit_deny(ngx_http_request_t *r,
     ngx_http_helix_limit_ctx_t *ctx, ngx_msec_t wait, const char *what,
     ngx_uint_t limit);
 static ngx_table_elt_t *ngx_http_helix_limit_header(ngx_http_request_t *r,
-    char *key, u_char *value, size_t len);
+    ngx_str_t *key, u_char *value, size_t len);
 static u_char *ngx_http_helix_limit_duration(u_char *p, ngx_msec_t ms);
+static u_char *ngx_http_helix_limit_number(u_char *p, uint64_t n);
 
 
 /*
@@ -401,7 +402,7 @@ ngx_http_helix_limit_settle(ngx_http_helix_limit_ctx_t *ctx, ngx_uint_t used)
         return;
     }
 
-    ngx_http_helix_limit_local(hmcf, &ctx->id, &ctx->limits, n, 1, &res);
+    ngx_http_helix_limit_local(hmcf, ctx, n, 1, &res);
 }
 
 
@@ -418,18 +419,19 @@ ngx_http_helix_limit_take(ngx_http_request_t *r,
 
     ctx->in_redis = 0;
 
-    ngx_http_helix_limit_local(hmcf, &ctx->id, &ctx->limits, n, 0, res);
+    ngx_http_helix_limit_local(hmcf, ctx, n, 0, res);
 }
 
 
 static void
-ngx_http_helix_limit_local(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *id,
-    ngx_http_helix_limits_t *limits, int64_t *n, ngx_uint_t force,
+ngx_http_helix_limit_local(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_limit_ctx_t *ctx, int64_t *n, ngx_uint_t force,
     ngx_http_helix_limit_result_t *res)
 {
     size_t                        size;
-    int64_t                       now, window, cost, tat, need, left;
+    int64_t                       now, window, tat, need, left, cost[2];
     uint32_t                      hash;
+    ngx_str_t                    *id;
     ngx_uint_t                    i, cap[2];
     ngx_queue_t                  *q;
     ngx_slab_pool_t              *shpool;
@@ -437,8 +439,10 @@ ngx_http_helix_limit_local(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *id,
     ngx_http_helix_limit_sh_t    *sh;
     ngx_http_helix_limit_node_t  *ln;
 
-    cap[NGX_HTTP_HELIX_LIMIT_REQ] = limits->requests_per_minute;
-    cap[NGX_HTTP_HELIX_LIMIT_TOK] = limits->tokens_per_minute;
+    id = &ctx->id;
+    hash = ctx->id_hash;
+    cap[NGX_HTTP_HELIX_LIMIT_REQ] = ctx->limits.requests_per_minute;
+    cap[NGX_HTTP_HELIX_LIMIT_TOK] = ctx->limits.tokens_per_minute;
 
     /* nanoseconds: a cost per unit stays exact enough for any limit */
     now = (int64_t) ngx_current_msec * 1000000;
@@ -446,8 +450,6 @@ ngx_http_helix_limit_local(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *id,
 
     res->allowed = 1;
     res->wait = 0;
-
-    hash = ngx_crc32_short(id->data, id->len);
 
     sh = hmcf->limit_sh;
     shpool = (ngx_slab_pool_t *) hmcf->limit_zone->shm.addr;
@@ -515,20 +517,21 @@ ngx_http_helix_limit_local(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *id,
 
         ngx_rbtree_insert(&sh->rbtree, &ln->node);
 
-    } else {
-        ngx_queue_remove(&ln->queue);
-    }
+        ngx_queue_insert_head(&sh->lru, &ln->queue);
 
-    ngx_queue_insert_head(&sh->lru, &ln->queue);
+    } else if (ngx_queue_head(&sh->lru) != &ln->queue) {
+        ngx_queue_remove(&ln->queue);
+        ngx_queue_insert_head(&sh->lru, &ln->queue);
+    }
 
     for (i = 0; i < 2; i++) {
         if (cap[i] == 0) {
             continue;
         }
 
-        cost = window / cap[i];
+        cost[i] = window / cap[i];
         tat = ngx_max(ln->tat[i], now);
-        need = tat + n[i] * cost - now - window;
+        need = tat + n[i] * cost[i] - now - window;
 
         if (!force && n[i] > 0 && need > 0) {
             res->allowed = 0;
@@ -542,16 +545,15 @@ ngx_http_helix_limit_local(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *id,
             continue;
         }
 
-        cost = window / cap[i];
         tat = ngx_max(ln->tat[i], now);
 
         if (res->allowed) {
-            tat = ngx_max(tat + n[i] * cost, now);
+            tat = ngx_max(tat + n[i] * cost[i], now);
             ln->tat[i] = tat;
         }
 
         left = window - (tat - now);
-        res->remaining[i] = left >= 0 ? left / cost : -1;
+        res->remaining[i] = left >= 0 ? left / cost[i] : -1;
         res->reset[i] = (ngx_msec_t) ((tat - now + 999999) / 1000000);
     }
 
@@ -739,8 +741,8 @@ ngx_http_helix_limit_reply(redisReply *reply,
 
     for (i = 0; i < 2; i++) {
         res->remaining[i] = reply->element[2 + 2 * i]->integer;
-        res->reset[i] = (ngx_msec_t) ngx_max(reply->element[3 + 2 * i]->integer,
-                                             0);
+        res->reset[i] = (ngx_msec_t)
+                        ngx_max(reply->element[3 + 2 * i]->integer, 0);
     }
 
     return NGX_OK;
@@ -759,14 +761,16 @@ ngx_http_helix_limit_checked(ngx_http_request_t *r,
     u_char      *p, *v;
     ngx_uint_t   i;
 
-    static char  *names[2][3] = {
-        { "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-          "x-ratelimit-reset-requests" },
-        { "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-          "x-ratelimit-reset-tokens" }
+    static ngx_str_t  names[2][3] = {
+        { ngx_string("x-ratelimit-limit-requests"),
+          ngx_string("x-ratelimit-remaining-requests"),
+          ngx_string("x-ratelimit-reset-requests") },
+        { ngx_string("x-ratelimit-limit-tokens"),
+          ngx_string("x-ratelimit-remaining-tokens"),
+          ngx_string("x-ratelimit-reset-tokens") }
     };
 
-    p = ngx_pnalloc(r->pool, 6 * (NGX_INT64_LEN + 16));
+    p = ngx_pnalloc(r->pool, 4 * (NGX_INT64_LEN + 16));
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -778,25 +782,25 @@ ngx_http_helix_limit_checked(ngx_http_request_t *r,
             continue;
         }
 
-        v = p;
-        p = ngx_sprintf(p, "%ui", i ? ctx->limits.tokens_per_minute
-                                    : ctx->limits.requests_per_minute);
-
-        if (ngx_http_helix_limit_header(r, names[i][0], v, p - v) == NULL) {
+        if (ngx_http_helix_limit_header(r, &names[i][0],
+                                        ctx->limit_text[i].data,
+                                        ctx->limit_text[i].len)
+            == NULL)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         v = p;
-        p = ngx_sprintf(p, "%L", ngx_max(res->remaining[i], 0));
+        p = ngx_http_helix_limit_number(p, ngx_max(res->remaining[i], 0));
 
         if (i) {
             ctx->remaining_tokens = ngx_http_helix_limit_header(r,
-                                                    names[i][1], v, p - v);
+                                                    &names[i][1], v, p - v);
             if (ctx->remaining_tokens == NULL) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
-        } else if (ngx_http_helix_limit_header(r, names[i][1], v, p - v)
+        } else if (ngx_http_helix_limit_header(r, &names[i][1], v, p - v)
                    == NULL)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -806,13 +810,13 @@ ngx_http_helix_limit_checked(ngx_http_request_t *r,
         p = ngx_http_helix_limit_duration(p, res->reset[i]);
 
         if (i) {
-            ctx->reset_tokens = ngx_http_helix_limit_header(r, names[i][2],
+            ctx->reset_tokens = ngx_http_helix_limit_header(r, &names[i][2],
                                                             v, p - v);
             if (ctx->reset_tokens == NULL) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
-        } else if (ngx_http_helix_limit_header(r, names[i][2], v, p - v)
+        } else if (ngx_http_helix_limit_header(r, &names[i][2], v, p - v)
                    == NULL)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -834,7 +838,7 @@ ngx_http_helix_limit_reserved(ngx_http_request_t *r,
     ngx_http_helix_limit_ctx_t *ctx, int64_t tokens,
     ngx_http_helix_limit_result_t *res)
 {
-    u_char  *p;
+    u_char  *p, *v;
 
     p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 16);
     if (p == NULL) {
@@ -844,13 +848,15 @@ ngx_http_helix_limit_reserved(ngx_http_request_t *r,
     /* what the answer says is left counts this request's reservation */
 
     if (ctx->remaining_tokens) {
-        ctx->remaining_tokens->value.data = p;
-        p = ngx_sprintf(p, "%L", ngx_max(res->remaining[1], 0));
-        ctx->remaining_tokens->value.len = p - ctx->remaining_tokens->value.data;
+        v = p;
+        p = ngx_http_helix_limit_number(p, ngx_max(res->remaining[1], 0));
+        ctx->remaining_tokens->value.data = v;
+        ctx->remaining_tokens->value.len = p - v;
 
-        ctx->reset_tokens->value.data = p;
+        v = p;
         p = ngx_http_helix_limit_duration(p, res->reset[1]);
-        ctx->reset_tokens->value.len = p - ctx->reset_tokens->value.data;
+        ctx->reset_tokens->value.data = v;
+        ctx->reset_tokens->value.len = p - v;
     }
 
     if (!res->allowed) {
@@ -874,6 +880,9 @@ ngx_http_helix_limit_deny(ngx_http_request_t *r,
     u_char                      *p, *v;
     ngx_http_helix_main_conf_t  *hmcf;
 
+    static ngx_str_t  retry_after = ngx_string("Retry-After");
+    static ngx_str_t  retry_after_ms = ngx_string("retry-after-ms");
+
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
     if (r->request_body == NULL) {
@@ -891,7 +900,7 @@ ngx_http_helix_limit_deny(ngx_http_request_t *r,
     v = p;
     p = ngx_sprintf(p, "%M", ngx_max((wait + 999) / 1000, 1));
 
-    if (ngx_http_helix_limit_header(r, "Retry-After", v, p - v) == NULL) {
+    if (ngx_http_helix_limit_header(r, &retry_after, v, p - v) == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -899,7 +908,7 @@ ngx_http_helix_limit_deny(ngx_http_request_t *r,
     v = p;
     p = ngx_sprintf(p, "%M", ngx_max(wait, 1));
 
-    if (ngx_http_helix_limit_header(r, "retry-after-ms", v, p - v) == NULL) {
+    if (ngx_http_helix_limit_header(r, &retry_after_ms, v, p - v) == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -913,8 +922,8 @@ ngx_http_helix_limit_deny(ngx_http_request_t *r,
 
 
 static ngx_table_elt_t *
-ngx_http_helix_limit_header(ngx_http_request_t *r, char *key, u_char *value,
-    size_t len)
+ngx_http_helix_limit_header(ngx_http_request_t *r, ngx_str_t *key,
+    u_char *value, size_t len)
 {
     ngx_table_elt_t  *h;
 
@@ -924,8 +933,7 @@ ngx_http_helix_limit_header(ngx_http_request_t *r, char *key, u_char *value,
     }
 
     h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
+    h->key = *key;
     h->value.data = value;
     h->value.len = len;
 
@@ -938,26 +946,30 @@ ngx_http_helix_limit_header(ngx_http_request_t *r, char *key, u_char *value,
 static u_char *
 ngx_http_helix_limit_duration(u_char *p, ngx_msec_t ms)
 {
-    ngx_msec_t  h, m, s, f;
+    ngx_msec_t  h, m, f;
 
     if (ms < 1000) {
-        return ngx_sprintf(p, "%Mms", ms);
+        p = ngx_http_helix_limit_number(p, ms);
+        *p++ = 'm';
+        *p++ = 's';
+        return p;
     }
 
     h = ms / 3600000;
     m = ms / 60000 % 60;
-    s = ms / 1000 % 60;
     f = ms % 1000;
 
     if (h) {
-        p = ngx_sprintf(p, "%Mh", h);
+        p = ngx_http_helix_limit_number(p, h);
+        *p++ = 'h';
     }
 
     if (h || m) {
-        p = ngx_sprintf(p, "%Mm", m);
+        p = ngx_http_helix_limit_number(p, m);
+        *p++ = 'm';
     }
 
-    p = ngx_sprintf(p, "%M", s);
+    p = ngx_http_helix_limit_number(p, ms / 1000 % 60);
 
     if (f) {
         *p++ = '.';
@@ -975,4 +987,62 @@ ngx_http_helix_limit_duration(u_char *p, ngx_msec_t ms)
     *p++ = 's';
 
     return p;
+}
+
+
+/* on every answer of a limited client: ngx_sprintf() costs too much */
+
+static u_char *
+ngx_http_helix_limit_number(u_char *p, uint64_t n)
+{
+    u_char  *s, buf[NGX_INT64_LEN];
+
+    static const char  digits[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233"
+        "34353637383940414243444546474849505152535455565758596061626364656667"
+        "6869707172737475767778798081828384858687888990919293949596979899";
+
+    s = buf + NGX_INT64_LEN;
+
+    while (n >= 100) {
+        s -= 2;
+        ngx_memcpy(s, &digits[n % 100 * 2], 2);
+        n /= 100;
+    }
+
+    if (n >= 10) {
+        s -= 2;
+        ngx_memcpy(s, &digits[n * 2], 2);
+
+    } else {
+        *--s = (u_char) ('0' + n);
+    }
+
+    return ngx_cpymem(p, s, buf + NGX_INT64_LEN - s);
+}
+
+
+/* a client's limits as header values, made once per configuration */
+
+ngx_int_t
+ngx_http_helix_limit_text(ngx_pool_t *pool, ngx_http_helix_limits_t *limits,
+    ngx_str_t *text)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    for (i = 0; i < 2; i++) {
+        p = ngx_pnalloc(pool, NGX_INT64_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        text[i].data = p;
+        text[i].len = ngx_http_helix_limit_number(p,
+                                          i ? limits->tokens_per_minute
+                                            : limits->requests_per_minute)
+                      - p;
+    }
+
+    return NGX_OK;
 }

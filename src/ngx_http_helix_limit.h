@@ -21,7 +21,9 @@ typedef void (*ngx_http_helix_limit_pt)(ngx_http_request_t *r);
 
 typedef struct {
     ngx_str_t                   id;         /* "k:<name>" or "a:<address>" */
+    uint32_t                    id_hash;    /* ngx_hash_key() */
     ngx_http_helix_limits_t     limits;
+    ngx_str_t                  *limit_text; /* limits, as header values */
     ngx_http_request_t         *request;
     ngx_http_helix_limit_pt     resume;
 
@@ -41,6 +43,8 @@ typedef struct {
 
 ngx_int_t ngx_http_helix_limit_init_zone(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);
+ngx_int_t ngx_http_helix_limit_text(ngx_pool_t *pool,
+    ngx_http_helix_limits_t *limits, ngx_str_t *text);
 ngx_int_t ngx_http_helix_limit_access(ngx_http_request_t *r,
     ngx_http_helix_limit_ctx_t *ctx);
 
