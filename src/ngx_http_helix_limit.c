@@ -293,13 +293,13 @@ ngx_http_helix_limit_reserve(ngx_http_request_t *r, size_t prompt_tokens,
     {
         /* waiting would not help */
         rc = ngx_http_helix_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
-                                         "rate_limit_exceeded", NULL,
-                                         "request too large: it may use "
-                                         "%L tokens (prompt and max_tokens)"
-                                         ", the limit is %ui per %M ms",
-                                         n[NGX_HTTP_HELIX_LIMIT_TOK],
-                                         ctx->limits.tokens_per_minute,
-                                         hmcf->limit_window);
+                                       "rate_limit_exceeded", NULL,
+                                       "request too large: it may use %L "
+                                       "tokens (prompt and max_tokens), "
+                                       "the limit is %ui per %M ms",
+                                       n[NGX_HTTP_HELIX_LIMIT_TOK],
+                                       ctx->limits.tokens_per_minute,
+                                       hmcf->limit_window);
         ngx_http_finalize_request(r, rc);
         return NGX_DONE;
     }
@@ -389,7 +389,7 @@ ngx_http_helix_limit_settle(ngx_http_helix_limit_ctx_t *ctx, ngx_uint_t used)
         return;
     }
 
-    /* back where it was taken; a lost Redis answer only errs one way */
+    /* back where it was taken (lost if Redis went away meanwhile) */
 
     if (ctx->in_redis) {
         (void) ngx_http_helix_limit_redis(NULL, ctx, n, 1);

@@ -349,7 +349,7 @@ _EOY_
 Authorization: Bearer sk-gone
 --- request eval
 ["POST /mock/reset", 'POST /mock/openai/faults
-{"latency_ms": 3000, "count": 1}',
+{"latency_ms": 20000, "count": 1}',
  "POST /v1/chat/completions\n" . main::chat("abandon", 500),
  "POST /v1/chat/completions\n" . main::chat("next", 500)]
 --- timeout: 1
