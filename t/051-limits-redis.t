@@ -241,3 +241,19 @@ Authorization: Bearer sk-small
 --- response_body_filters eval
 sub { "in redis " . main::redis_cli($::Redis, 'EXISTS', "helix:rl:{k:small-$$-6}:r") }
 --- response_body: in redis 0
+
+
+
+=== TEST 7: a Redis that never answers costs its timeout, then the local bucket decides
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+main::yaml(7, $ENV{TEST_NGINX_GEMINI_PORT}, "      requests_per_minute: 1") =~ s/timeout: 500ms/timeout: 300ms/r
+--- more_headers
+Authorization: Bearer sk-small
+--- request eval
+["POST /v1/chat/completions\n" . main::chat("t1"), "POST /v1/chat/completions\n" . main::chat("t2")]
+--- error_code eval
+[200, 429]
+--- error_log
+redis did not answer within 300 ms
