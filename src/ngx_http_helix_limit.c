@@ -337,13 +337,37 @@ ngx_http_helix_limit_reserve(ngx_http_request_t *r, size_t prompt_tokens,
 void
 ngx_http_helix_limit_charge(ngx_http_request_t *r, ngx_uint_t tokens)
 {
-    ngx_http_helix_limit_ctx_t  *ctx;
+    int64_t                        n[2];
+    ngx_http_helix_limit_ctx_t    *ctx;
+    ngx_http_helix_main_conf_t    *hmcf;
+    ngx_http_helix_limit_result_t  res;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_helix_auth_module);
 
-    if (ctx && ctx->reserve_done && !ctx->settled) {
-        ngx_http_helix_limit_settle(ctx, tokens);
+    if (ctx == NULL || ctx->limits.tokens_per_minute == 0) {
+        return;
     }
+
+    if (ctx->reserve_done) {
+        if (!ctx->settled) {
+            ngx_http_helix_limit_settle(ctx, tokens);
+        }
+
+        return;
+    }
+
+    /* nothing reserved (an item of a batch or an ensemble): charged now */
+
+    n[NGX_HTTP_HELIX_LIMIT_REQ] = 0;
+    n[NGX_HTTP_HELIX_LIMIT_TOK] = tokens;
+
+    if (ngx_http_helix_limit_redis(NULL, ctx, n, 1)) {
+        return;
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    ngx_http_helix_limit_local(hmcf, ctx, n, 1, &res);
 }
 
 

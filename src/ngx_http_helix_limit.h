@@ -53,7 +53,9 @@ ngx_int_t ngx_http_helix_limit_access(ngx_http_request_t *r,
  * from the prompt estimate and max_tokens; NGX_OK go on, anything else:
  * stop here (waiting for Redis, then "resume" is called; or a 429 was
  * sent and the request finalized).  charge: the provider's usage, once
- * known; a request never charged gives its reservation back at its end.
+ * known (answer or stream); it replaces the reservation, or, with none
+ * (the items of a batch or an ensemble), is added as it is.  A request
+ * that ends uncharged gives its reservation back unless it answered 2xx.
  */
 ngx_int_t ngx_http_helix_limit_reserve(ngx_http_request_t *r,
     size_t prompt_tokens, json_t *req, ngx_http_helix_limit_pt resume);

@@ -24,6 +24,7 @@
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_stream.h"
+#include "ngx_http_helix_limit.h"
 
 
 #define NGX_HTTP_HELIX_STREAM_MAX_CHOICES  128
@@ -1881,6 +1882,10 @@ ngx_http_helix_stream_end(ngx_http_helix_stream_t *st, ngx_str_t *answer,
         ngx_http_helix_metrics_provider(hmcf, st->provider, call->latency,
                                         st->prompt_tokens,
                                         st->completion_tokens);
+
+        ngx_http_helix_limit_charge(st->request,
+                                    (ngx_uint_t) (st->prompt_tokens
+                                                  + st->completion_tokens));
 
         if (ngx_http_helix_stream_assemble(st, answer) != NGX_OK) {
             return NGX_ERROR;

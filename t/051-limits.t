@@ -26,6 +26,7 @@ our $Config = Helix::config(cache => 0, extra => <<'_EOC_');
         proxy_set_body '{"model": "gpt-4o", "messages": [{"role": "user", "content": "in parallel"}]}';
     }
     location = /metrics { helix_endpoint metrics; }
+    location = /v1/completions/batch { helix_endpoint completions_batch; }
 _EOC_
 
 sub yaml { return ">>> helix.yaml\n$Helix::Providers" . $_[0]; }
@@ -360,3 +361,65 @@ Authorization: Bearer sk-gone
 [200, 200, undef, 200]
 --- response_headers eval
 ["", "", "", "x-ratelimit-remaining-tokens: 299"]
+
+
+
+=== TEST 13: a stream is charged from its usage too
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+main::yaml(<<'_EOY_')
+auth:
+  enabled: true
+  keys:
+    - name: stream
+      key: sk-stream
+      tokens_per_minute: 1000
+rate_limit:
+  window: 1h
+_EOY_
+--- request eval
+"GET /v1/health"
+--- response_body_filters eval
+sub {
+    my $s = `curl -s -N -H 'Authorization: Bearer sk-stream' -H 'Content-Type: application/json' --data-binary '{"model": "gpt-4o", "stream": true, "max_tokens": 500, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "stream"}]}' http://127.0.0.1:$::Port/v1/chat/completions`;
+    my ($used) = $s =~ /"total_tokens":(\d+)/;
+    # 500 + 2 again: fits only if the stream's 500 + 2 became its usage
+    my $r = main::curl(main::chat("after", 500), 'sk-stream', 'x-ratelimit-remaining-tokens');
+    my ($left) = $r =~ /remaining-tokens=(\d+)/;
+    ($s =~ /\[DONE\]/ && $used && $r =~ /^200/ && $left == 1000 - $used - 502)
+        ? "stream charged" : "stream used " . ($used // '-') . ", then: $r";
+}
+--- response_body: stream charged
+
+
+
+=== TEST 14: a batch takes one request and is charged its items' usage afterwards
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+main::yaml(<<'_EOY_')
+auth:
+  enabled: true
+  keys:
+    - name: batch
+      key: sk-batch
+      requests_per_minute: 10
+      tokens_per_minute: 1000
+rate_limit:
+  window: 1h
+_EOY_
+--- request eval
+"GET /v1/health"
+--- response_body_filters eval
+sub {
+    my $b = `curl -s -D - -H 'Authorization: Bearer sk-batch' -H 'Content-Type: application/json' --data-binary '{"requests": [{"model": "gpt-4o", "prompt": "one", "max_tokens": 5}, {"model": "gpt-4o", "prompt": "two", "max_tokens": 5}]}' http://127.0.0.1:$::Port/v1/completions/batch`;
+    my ($req) = $b =~ /x-ratelimit-remaining-requests: (\d+)/;
+    my $used = 0;
+    $used += $1 while $b =~ /"total_tokens":(\d+)/g;
+    my $r = main::curl(main::chat("z", 1), 'sk-batch', 'x-ratelimit-remaining-requests', 'x-ratelimit-remaining-tokens');
+    my ($left) = $r =~ /remaining-tokens=(\d+)/;
+    ($req == 9 && $used > 0 && $r =~ /^200 x-ratelimit-remaining-requests=8 / && $left == 1000 - $used - 2)
+        ? "batch charged" : "batch: requests left $req, used $used; then: $r";
+}
+--- response_body: batch charged
