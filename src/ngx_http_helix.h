@@ -261,6 +261,7 @@ typedef struct {
     ngx_flag_t                  limit_global;   /* through Redis */
     ngx_flag_t                  limit_redis;    /* global and configured */
     ngx_str_t                   limit_text[2];  /* default_limits */
+    ngx_str_t                   internal_token; /* X-Helix-Internal */
     ngx_shm_zone_t             *limit_zone;
     void                       *limit_sh;
 

@@ -20,7 +20,9 @@
 static ngx_int_t ngx_http_helix_auth_handler(ngx_http_request_t *r);
 static ngx_http_helix_api_key_t *ngx_http_helix_auth_key(
     ngx_http_request_t *r, ngx_http_helix_main_conf_t *hmcf,
-    ngx_str_t *given);
+    ngx_str_t *given, ngx_uint_t *internal);
+static ngx_int_t ngx_http_helix_auth_token(ngx_conf_t *cf,
+    ngx_http_helix_main_conf_t *hmcf);
 static ngx_int_t ngx_http_helix_auth_init(ngx_conf_t *cf);
 
 
@@ -60,6 +62,7 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
 {
     ngx_int_t                    rc;
     ngx_str_t                    given;
+    ngx_uint_t                   internal;
     ngx_http_helix_limits_t     *limits;
     ngx_http_helix_api_key_t    *key;
     ngx_http_helix_loc_conf_t   *hlcf;
@@ -94,33 +97,34 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
             return NGX_DECLINED;
         }
 
-        key = NULL;
-
         /* with auth off a known key still counts as itself */
 
-        if (hmcf->api_keys.nelts) {
-            key = ngx_http_helix_auth_key(r, hmcf, &given);
+        key = ngx_http_helix_auth_key(r, hmcf, &given, &internal);
 
-            if (key == NULL && hmcf->auth_enabled) {
-                rc = ngx_http_discard_request_body(r);
+        if (internal) {
+            /* the module's own work: admitted when it was asked for */
+            return NGX_DECLINED;
+        }
 
-                if (rc == NGX_OK) {
-                    rc = ngx_http_helix_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                             given.len ? "invalid_api_key"
-                                       : "missing_api_key", NULL,
-                             given.len ? "incorrect API key provided"
-                                       : "no API key: send \"Authorization: "
-                                         "Bearer <key>\" or \"x-api-key: "
-                                         "<key>\"");
-                }
+        if (key == NULL && hmcf->auth_enabled) {
+            rc = ngx_http_discard_request_body(r);
 
-                ngx_http_finalize_request(r, rc);
-                return NGX_DONE;
+            if (rc == NGX_OK) {
+                rc = ngx_http_helix_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                         given.len ? "invalid_api_key"
+                                   : "missing_api_key", NULL,
+                         given.len ? "incorrect API key provided"
+                                   : "no API key: send \"Authorization: "
+                                     "Bearer <key>\" or \"x-api-key: "
+                                     "<key>\"");
             }
 
-            if (key && key->unlimited) {
-                return NGX_DECLINED;
-            }
+            ngx_http_finalize_request(r, rc);
+            return NGX_DONE;
+        }
+
+        if (key && key->unlimited) {
+            return NGX_DECLINED;
         }
 
         if (hmcf->limit_sh == NULL) {
@@ -169,11 +173,14 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
 }
 
 
-/* the key the client gives, and the API key it is (NULL: none) */
+/*
+ * The key the client gives, and the API key it is (NULL: none); or a
+ * request of the module's own (tasks, warming) with the internal token.
+ */
 
 static ngx_http_helix_api_key_t *
 ngx_http_helix_auth_key(ngx_http_request_t *r,
-    ngx_http_helix_main_conf_t *hmcf, ngx_str_t *given)
+    ngx_http_helix_main_conf_t *hmcf, ngx_str_t *given, ngx_uint_t *internal)
 {
     uint32_t                   hash;
     ngx_uint_t                 i;
@@ -182,6 +189,7 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
     ngx_http_helix_api_key_t  *key;
 
     ngx_str_null(given);
+    *internal = 0;
 
     h = r->headers_in.authorization;
 
@@ -221,6 +229,21 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
                 *given = h[i].value;
                 break;
             }
+
+            if (h[i].key.len == sizeof("X-Helix-Internal") - 1
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "X-Helix-Internal",
+                                   sizeof("X-Helix-Internal") - 1)
+                   == 0
+                && h[i].value.len == hmcf->internal_token.len
+                && hmcf->internal_token.len
+                && ngx_memcmp(h[i].value.data, hmcf->internal_token.data,
+                              h[i].value.len)
+                   == 0)
+            {
+                *internal = 1;
+                return NULL;
+            }
         }
     }
 
@@ -255,6 +278,10 @@ ngx_http_helix_auth_init(ngx_conf_t *cf)
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_helix_module);
+
+    if (ngx_http_helix_auth_token(cf, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     limited = hmcf->default_limits.requests_per_minute
               || hmcf->default_limits.tokens_per_minute;
@@ -328,6 +355,48 @@ ngx_http_helix_auth_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_helix_auth_handler;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A secret for the module's own requests to its endpoints (tasks, cache
+ * warming): made once per master process, so that it stays the same
+ * across reloads, from /dev/urandom.
+ */
+
+static ngx_int_t
+ngx_http_helix_auth_token(ngx_conf_t *cf, ngx_http_helix_main_conf_t *hmcf)
+{
+    ssize_t     n;
+    ngx_fd_t    fd;
+    u_char      raw[16];
+
+    static u_char  token[32];
+
+    if (token[0] == '\0') {
+        fd = ngx_open_file("/dev/urandom", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+        if (fd == NGX_INVALID_FILE) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                               "helix: cannot open /dev/urandom");
+            return NGX_ERROR;
+        }
+
+        n = read(fd, raw, sizeof(raw));
+        (void) ngx_close_file(fd);
+
+        if (n != (ssize_t) sizeof(raw)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                               "helix: cannot read /dev/urandom");
+            return NGX_ERROR;
+        }
+
+        ngx_hex_dump(token, raw, sizeof(raw));
+    }
+
+    hmcf->internal_token.data = token;
+    hmcf->internal_token.len = sizeof(token);
 
     return NGX_OK;
 }

@@ -1360,19 +1360,25 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
         return NGX_ERROR;
     }
 
-    h = ngx_array_push_n(f->headers, 2);
+    h = ngx_array_push_n(f->headers, 3);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
     h[0] = "Content-Type: application/json";
     h[1] = ngx_pnalloc(t->pool, t->id.len + sizeof("X-Helix-Task: "));
+    h[2] = ngx_pnalloc(t->pool, tk->hmcf->internal_token.len
+                                + sizeof("X-Helix-Internal: "));
 
-    if (h[1] == NULL) {
+    if (h[1] == NULL || h[2] == NULL) {
         return NGX_ERROR;
     }
 
     ngx_sprintf((u_char *) h[1], "X-Helix-Task: %V%Z", &t->id);
+
+    /* past API keys and rate limits: admitted when it was posted */
+    ngx_sprintf((u_char *) h[2], "X-Helix-Internal: %V%Z",
+                &tk->hmcf->internal_token);
 
     call->task = t;
     call->index = index;

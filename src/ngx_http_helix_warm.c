@@ -174,9 +174,13 @@ static ngx_int_t
 ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
     ngx_http_helix_warm_query_t *q, ngx_str_t *provider)
 {
-    char                    *s, **h;
-    json_t                  *req;
-    ngx_http_helix_fetch_t  *f;
+    char                        *s, **h;
+    json_t                      *req;
+    ngx_http_helix_fetch_t      *f;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_helix_module);
 
     req = json_pack("{s:s%}", "prompt", q->prompt.data, q->prompt.len);
     if (req == NULL) {
@@ -220,17 +224,27 @@ ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
     ngx_memcpy(f->body.data, s, f->body.len + 1);
     free(s);
 
-    f->headers = ngx_array_create(w->pool, 1, sizeof(char *));
+    f->headers = ngx_array_create(w->pool, 2, sizeof(char *));
     if (f->headers == NULL) {
         return NGX_ERROR;
     }
 
-    h = ngx_array_push(f->headers);
+    h = ngx_array_push_n(f->headers, 2);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = "Content-Type: application/json";
+    h[0] = "Content-Type: application/json";
+
+    /* past API keys and rate limits */
+    h[1] = ngx_pnalloc(w->pool, hmcf->internal_token.len
+                                + sizeof("X-Helix-Internal: "));
+    if (h[1] == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf((u_char *) h[1], "X-Helix-Internal: %V%Z",
+                &hmcf->internal_token);
 
     f->pool = w->pool;
     f->log = w->log;
