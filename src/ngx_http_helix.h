@@ -302,6 +302,7 @@ extern ngx_module_t  ngx_http_helix_module;
 ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
+ngx_str_t *ngx_http_helix_auth_key_name(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_gateway_summary(ngx_http_request_t *r,
     ngx_str_t *model, ngx_str_t *answer, ngx_uint_t *stream);
 ngx_int_t ngx_http_helix_provider_health_handler(ngx_http_request_t *r);

@@ -268,6 +268,28 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
 }
 
 
+/* the name of the API key a request came with, for the completion log */
+
+ngx_str_t *
+ngx_http_helix_auth_key_name(ngx_http_request_t *r)
+{
+    ngx_str_t                    given;
+    ngx_uint_t                   internal;
+    ngx_http_helix_api_key_t    *key;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (hmcf->api_keys.nelts == 0) {
+        return NULL;
+    }
+
+    key = ngx_http_helix_auth_key(r, hmcf, &given, &internal);
+
+    return key ? &key->name : NULL;
+}
+
+
 static ngx_int_t
 ngx_http_helix_auth_init(ngx_conf_t *cf)
 {

@@ -196,7 +196,7 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     size_t                       len;
     ngx_int_t                    pt, ct;
     ngx_str_t                    model, answer, provider, cache, session;
-    ngx_str_t                    rid;
+    ngx_str_t                    rid, *keyname;
     u_char                       ridbuf[32];
     ngx_uint_t                   ep, stream;
     ngx_msec_int_t               ms;
@@ -308,8 +308,11 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
                            + (tp->msec - r->start_msec));
     ms = ngx_max(ms, 0);
 
+    keyname = ngx_http_helix_auth_key_name(r);
+
     len = ngx_http_helix_log_str_len(&rid)
           + ngx_http_helix_log_str_len(&session)
+          + (keyname ? ngx_http_helix_log_str_len(keyname) : 0)
           + ngx_http_helix_log_str_len(&provider)
           + ngx_http_helix_log_str_len(&model)
           + sizeof("chat_completions") + cache.len
@@ -335,7 +338,8 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
 
     p = ngx_http_helix_log_str(p, &rid);
     p = ngx_http_helix_log_str(p, &session);
-    p = ngx_cpymem(p, "\\N\t", 3);
+    p = keyname ? ngx_http_helix_log_str(p, keyname)
+                : ngx_cpymem(p, "\\N\t", 3);
     p = ngx_http_helix_log_str(p, &provider);
     p = ngx_http_helix_log_str(p, &model);
     p = ngx_sprintf(p, "%s\t%V\t%c\t", ngx_http_helix_log_endpoints[ep],

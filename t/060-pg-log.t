@@ -104,6 +104,22 @@ X-Session-ID: sess-2b
 
 
 
+=== TEST 2c: the API key's name is in the row; an anonymous request has none
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+main::yaml() . "auth:\n  enabled: false\n  keys:\n    - name: team-blue\n      key: sk-team-blue-1\n      unlimited: true\n"
+--- more_headers eval
+["X-Session-ID: sess-key\nAuthorization: Bearer sk-team-blue-1", "X-Session-ID: sess-key"]
+--- request eval
+[main::chat("keyed"), main::chat("anonymous")]
+--- response_body_filters eval
+[sub { "" }, sub { main::rows("session_id = 'sess-key'", 2); HelixPg::psql("SELECT coalesce(api_key_name, '-') FROM completions WHERE session_id = 'sess-key' ORDER BY id") }]
+--- response_body eval
+["", "team-blue\n-"]
+
+
+
 === TEST 3: PostgreSQL down: answers go on, rows wait in the buffer and are written when it is back
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
