@@ -163,23 +163,12 @@ ngx_http_helix_batch_body(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_helix_batch_read(ngx_http_request_t *r, ngx_str_t *body)
 {
-    u_char                      *p;
     size_t                       len;
-    ssize_t                      n;
-    ngx_buf_t                   *b;
-    ngx_chain_t                 *cl;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
-    len = 0;
 
-    if (r->request_body) {
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            b = cl->buf;
-            len += b->in_file ? (size_t) (b->file_last - b->file_pos)
-                              : (size_t) (b->last - b->pos);
-        }
-    }
+    len = ngx_http_helix_body_length(r);
 
     if (len == 0) {
         return ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
@@ -196,29 +185,8 @@ ngx_http_helix_batch_read(ngx_http_request_t *r, ngx_str_t *body)
                                          hmcf->max_request_body);
     }
 
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
+    if (ngx_http_helix_body_read(r, len, body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    body->data = p;
-    body->len = len;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (b->in_file) {
-            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                              b->file_pos);
-            if (n != b->file_last - b->file_pos) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            p += n;
-
-        } else {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-        }
     }
 
     return NGX_OK;

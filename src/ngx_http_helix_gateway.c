@@ -991,29 +991,12 @@ static ngx_int_t
 ngx_http_helix_read_body(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     ngx_str_t *body)
 {
-    u_char                      *p;
     size_t                       len;
-    ssize_t                      n;
-    ngx_buf_t                   *b;
-    ngx_chain_t                 *cl;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return ngx_http_helix_gateway_error(ctx, r->pool,
-                                            NGX_HTTP_BAD_REQUEST,
-                                            "invalid_json", NULL,
-                                            "request body is empty");
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
-                          : (size_t) (b->last - b->pos);
-    }
+    len = ngx_http_helix_body_length(r);
 
     if (len == 0) {
         return ngx_http_helix_gateway_error(ctx, r->pool,
@@ -1031,40 +1014,7 @@ ngx_http_helix_read_body(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
                                  hmcf->max_request_body);
     }
 
-    b = r->request_body->bufs->buf;
-
-    if (r->request_body->bufs->next == NULL && !b->in_file) {
-        body->data = b->pos;
-        body->len = len;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, len + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    body->data = p;
-    body->len = len;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (b->in_file) {
-            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                              b->file_pos);
-            if (n != b->file_last - b->file_pos) {
-                return NGX_ERROR;
-            }
-
-            p += n;
-
-        } else {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-        }
-    }
-
-    return NGX_OK;
+    return ngx_http_helix_body_read(r, len, body);
 }
 
 

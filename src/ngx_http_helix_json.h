@@ -22,6 +22,9 @@ ngx_int_t ngx_http_helix_json_pool(ngx_pool_t *pool, json_t *json);
 json_t *ngx_http_helix_json_order(json_t *obj, const char **keys);
 ngx_int_t ngx_http_helix_json_dump(ngx_pool_t *pool, json_t *json,
     ngx_str_t *s);
+size_t ngx_http_helix_body_length(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_body_read(ngx_http_request_t *r, size_t len,
+    ngx_str_t *body);
 
 
 #endif /* _NGX_HTTP_HELIX_JSON_H_INCLUDED_ */
