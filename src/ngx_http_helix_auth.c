@@ -15,6 +15,7 @@
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_limit.h"
+#include "ngx_http_helix_metrics.h"
 
 
 static ngx_int_t ngx_http_helix_auth_handler(ngx_http_request_t *r);
@@ -107,6 +108,10 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
         }
 
         if (key == NULL && hmcf->auth_enabled) {
+            ngx_http_helix_metrics_rejected(hmcf, given.len
+                                            ? NGX_HTTP_HELIX_REJECT_BAD_KEY
+                                            : NGX_HTTP_HELIX_REJECT_NO_KEY);
+
             rc = ngx_http_discard_request_body(r);
 
             if (rc == NGX_OK) {

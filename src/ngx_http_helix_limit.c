@@ -26,6 +26,7 @@
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_redis.h"
 #include "ngx_http_helix_limit.h"
+#include "ngx_http_helix_metrics.h"
 
 
 #define NGX_HTTP_HELIX_LIMIT_ZONE    (8 * 1024 * 1024)
@@ -908,6 +909,10 @@ ngx_http_helix_limit_deny(ngx_http_request_t *r,
     static ngx_str_t  retry_after_ms = ngx_string("retry-after-ms");
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    ngx_http_helix_metrics_rejected(hmcf, what[0] == 't'
+                                          ? NGX_HTTP_HELIX_REJECT_TOKENS
+                                          : NGX_HTTP_HELIX_REJECT_REQUESTS);
 
     if (r->request_body == NULL) {
         /* still in the access phase: the body is not wanted */

@@ -17,6 +17,7 @@
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_pg.h"
 #include "ngx_http_helix_log.h"
+#include "ngx_http_helix_metrics.h"
 
 
 typedef struct {
@@ -329,6 +330,8 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     if (lg->fill.len + len > lg->cap) {
         lg->dropped++;
         lg->dropped_total++;
+        ngx_http_helix_metrics_log_rows(lg->hmcf, NGX_HTTP_HELIX_LOG_DROPPED,
+                                        1);
 
         if (lg->dropped == 1) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -712,6 +715,8 @@ ngx_http_helix_log_written(ngx_http_helix_pg_query_t *q, PGresult *res)
                       q->error);
 
         lg->dropped_total += lg->flight.rows;
+        ngx_http_helix_metrics_log_rows(lg->hmcf, NGX_HTTP_HELIX_LOG_REJECTED,
+                                        lg->flight.rows);
 
     } else if (res == NULL) {
         if (lg->failed++ == 0) {
@@ -724,11 +729,16 @@ ngx_http_helix_log_written(ngx_http_helix_pg_query_t *q, PGresult *res)
         ngx_http_helix_log_schedule(1000);
         return;
 
-    } else if (lg->failed || lg->dropped) {
-        ngx_log_error(NGX_LOG_NOTICE, lg->log, 0,
-                      "helix: completion log written again: %ui rows, "
-                      "%ui dropped while the buffer was full",
-                      lg->flight.rows, lg->dropped);
+    } else {
+        ngx_http_helix_metrics_log_rows(lg->hmcf, NGX_HTTP_HELIX_LOG_WRITTEN,
+                                        lg->flight.rows);
+
+        if (lg->failed || lg->dropped) {
+            ngx_log_error(NGX_LOG_NOTICE, lg->log, 0,
+                          "helix: completion log written again: %ui rows, "
+                          "%ui dropped while the buffer was full",
+                          lg->flight.rows, lg->dropped);
+        }
     }
 
     lg->failed = 0;

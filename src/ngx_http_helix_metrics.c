@@ -47,6 +47,8 @@ typedef struct {
                                        [NGX_HTTP_HELIX_ERR_REASONS];
     ngx_atomic_t                 redis[NGX_HTTP_HELIX_REDIS_EVENTS];
     ngx_atomic_t                 redis_conns;
+    ngx_atomic_t                 rejected[NGX_HTTP_HELIX_REJECT_REASONS];
+    ngx_atomic_t                 log_rows[NGX_HTTP_HELIX_LOG_OUTCOMES];
 } ngx_http_helix_metrics_sh_t;
 
 
@@ -323,6 +325,34 @@ ngx_http_helix_metrics_redis_conns(ngx_http_helix_main_conf_t *hmcf,
 
     if (sh) {
         (void) ngx_atomic_fetch_add(&sh->redis_conns, delta);
+    }
+}
+
+
+/* a request turned away by the API key check or a rate limit */
+
+void
+ngx_http_helix_metrics_rejected(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t reason)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && reason < NGX_HTTP_HELIX_REJECT_REASONS) {
+        (void) ngx_atomic_fetch_add(&sh->rejected[reason], 1);
+    }
+}
+
+
+/* rows of the completion log: written, or lost and why */
+
+void
+ngx_http_helix_metrics_log_rows(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome, ngx_uint_t rows)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && outcome < NGX_HTTP_HELIX_LOG_OUTCOMES) {
+        (void) ngx_atomic_fetch_add(&sh->log_rows[outcome], rows);
     }
 }
 
@@ -705,6 +735,37 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
             sh->redis[NGX_HTTP_HELIX_REDIS_TIMEOUT],
             sh->redis[NGX_HTTP_HELIX_REDIS_ERROR],
             sh->redis[NGX_HTTP_HELIX_REDIS_RETRY]);
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_requests_rejected_total Requests turned away "
+        "before any work: API key missing or unknown, or over a rate "
+        "limit.\n"
+        "# TYPE helixagent_requests_rejected_total counter\n"
+        "helixagent_requests_rejected_total{reason=\"missing_api_key\"} %uA\n"
+        "helixagent_requests_rejected_total{reason=\"invalid_api_key\"} %uA\n"
+        "helixagent_requests_rejected_total{reason=\"rate_limit_requests\"} "
+        "%uA\n"
+        "helixagent_requests_rejected_total{reason=\"rate_limit_tokens\"} "
+        "%uA\n",
+        sh->rejected[NGX_HTTP_HELIX_REJECT_NO_KEY],
+        sh->rejected[NGX_HTTP_HELIX_REJECT_BAD_KEY],
+        sh->rejected[NGX_HTTP_HELIX_REJECT_REQUESTS],
+        sh->rejected[NGX_HTTP_HELIX_REJECT_TOKENS]);
+
+    if (hmcf->database.configured && hmcf->database.log_enabled) {
+        ngx_http_helix_out(&o,
+            "# HELP helixagent_completion_log_rows_total Completion log "
+            "rows: written to PostgreSQL, dropped (buffer full while "
+            "PostgreSQL was away) or rejected by it.\n"
+            "# TYPE helixagent_completion_log_rows_total counter\n"
+            "helixagent_completion_log_rows_total{outcome=\"written\"} %uA\n"
+            "helixagent_completion_log_rows_total{outcome=\"dropped\"} %uA\n"
+            "helixagent_completion_log_rows_total{outcome=\"rejected\"} "
+            "%uA\n",
+            sh->log_rows[NGX_HTTP_HELIX_LOG_WRITTEN],
+            sh->log_rows[NGX_HTTP_HELIX_LOG_DROPPED],
+            sh->log_rows[NGX_HTTP_HELIX_LOG_REJECTED]);
     }
 
 #if (NGX_STAT_STUB)

@@ -24,6 +24,23 @@ typedef enum {
 } ngx_http_helix_error_reason_e;
 
 
+typedef enum {
+    NGX_HTTP_HELIX_REJECT_NO_KEY = 0,
+    NGX_HTTP_HELIX_REJECT_BAD_KEY,
+    NGX_HTTP_HELIX_REJECT_REQUESTS,
+    NGX_HTTP_HELIX_REJECT_TOKENS,
+    NGX_HTTP_HELIX_REJECT_REASONS
+} ngx_http_helix_reject_reason_e;
+
+
+typedef enum {
+    NGX_HTTP_HELIX_LOG_WRITTEN = 0,
+    NGX_HTTP_HELIX_LOG_DROPPED,         /* the buffer was full */
+    NGX_HTTP_HELIX_LOG_REJECTED,        /* PostgreSQL refused them */
+    NGX_HTTP_HELIX_LOG_OUTCOMES
+} ngx_http_helix_log_outcome_e;
+
+
 ngx_int_t ngx_http_helix_metrics_init(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);
 ngx_int_t ngx_http_helix_metrics_handler(ngx_http_request_t *r);
@@ -42,6 +59,10 @@ void ngx_http_helix_metrics_redis(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t event);
 void ngx_http_helix_metrics_redis_conns(ngx_http_helix_main_conf_t *hmcf,
     ngx_int_t delta);
+void ngx_http_helix_metrics_rejected(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t reason);
+void ngx_http_helix_metrics_log_rows(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome, ngx_uint_t rows);
 
 
 #endif /* _NGX_HTTP_HELIX_METRICS_H_INCLUDED_ */

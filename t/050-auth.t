@@ -170,3 +170,18 @@ Authorization: Basic c2stdGVhbS1hOg==
 --- error_code: 200
 --- response_headers
 !x-ratelimit-limit-requests
+
+
+
+=== TEST 12: /metrics counts the requests turned away, by reason
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- more_headers eval
+["", "Authorization: Bearer sk-wrong", "Authorization: Bearer sk-wrong", "Authorization: Bearer sk-team-a", ""]
+--- request eval
+[$::Chat, $::Chat, $::Chat, $::Chat, "GET /metrics"]
+--- error_code eval
+[401, 401, 401, 200, 200]
+--- response_body_like eval
+["", "", "", "", 'helixagent_requests_rejected_total\{reason="missing_api_key"\} 1\nhelixagent_requests_rejected_total\{reason="invalid_api_key"\} 2\nhelixagent_requests_rejected_total\{reason="rate_limit_requests"\} 0\n']

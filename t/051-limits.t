@@ -73,14 +73,15 @@ rate_limit:
   window: 1h
 _EOY_
 --- request eval
-["POST /mock/reset", main::fault(), "GET /six"]
+["POST /mock/reset", main::fault(), "GET /six", "GET /metrics"]
 --- response_body_filters eval
 [sub { "" }, sub { "" },
  sub { my $ok = () = $_[0] =~ /"object":"chat.completion"/g;
        my $no = () = $_[0] =~ /"code":"rate_limit_exceeded"/g;
-       "passed $ok, limited $no" }]
+       "passed $ok, limited $no" },
+ sub { join "\n", $_[0] =~ /^(helixagent_requests_rejected_total\{reason="rate_limit_\w+"\} \d+)$/mg }]
 --- response_body eval
-["", "", "passed 3, limited 3"]
+["", "", "passed 3, limited 3", qq(helixagent_requests_rejected_total{reason="rate_limit_requests"} 3\nhelixagent_requests_rejected_total{reason="rate_limit_tokens"} 0)]
 --- no_error_log
 [error]
 

@@ -12,7 +12,7 @@ our $Port = $ENV{TEST_NGINX_SERVER_PORT};
 our $Base = "http://127.0.0.1:$Port";
 
 our $HttpConfig = Helix::http_config();
-our $Config = Helix::config();
+our $Config = Helix::config(extra => "    location = /metrics { helix_endpoint metrics; }\n");
 
 sub yaml {
     my ($db) = @_;
@@ -155,9 +155,14 @@ X-Session-ID: sess-4
        my ($dropped) = $log =~ /completion log written again: \d+ rows, (\d+) dropped/ or return "not written again";
        # what fitted may come in two batches (the one in flight, then the rest)
        my $rows = HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-4'", qr/^@{[10 - $dropped]}$/);
-       ($dropped > 0 && $rows + $dropped == 10) ? "rows + dropped = 10" : "rows $rows dropped $dropped" }]
+       # and /metrics says the same, once this worker has heard back
+       my $m = '';
+       for (1 .. 200) { $m = `curl -s $::Base/metrics`; last if $m =~ /outcome="written"\} $rows\b/; select(undef, undef, undef, 0.05); }
+       my ($w) = $m =~ /outcome="written"\} (\d+)/; my ($d) = $m =~ /outcome="dropped"\} (\d+)/;
+       ($dropped > 0 && $rows + $dropped == 10 && ($w // -1) == $rows && ($d // -1) == $dropped)
+           ? "rows + dropped = 10, as /metrics says" : "rows $rows dropped $dropped, /metrics written @{[$w // '-']} dropped @{[$d // '-']}" }]
 --- response_body eval
-["", ("") x 10, "rows + dropped = 10"]
+["", ("") x 10, "rows + dropped = 10, as /metrics says"]
 --- error_log eval
 [qr/completion log buffer full \(1024 bytes, \d+ rows waiting\): rows are dropped and counted/]
 
