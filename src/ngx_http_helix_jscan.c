@@ -23,6 +23,19 @@
 #define NGX_HTTP_HELIX_JSCAN_NUMBER_MAX  64
 
 
+typedef struct {
+    ngx_str_t               text;
+    ngx_uint_t              type;
+} ngx_http_helix_jlit_t;
+
+
+static ngx_http_helix_jlit_t  ngx_http_helix_jliterals[] = {
+    { ngx_string("true"), NGX_HTTP_HELIX_JTRUE },
+    { ngx_string("false"), NGX_HTTP_HELIX_JFALSE },
+    { ngx_string("null"), NGX_HTTP_HELIX_JNULL }
+};
+
+
 /* printable ASCII other than '"' and '\\' */
 static const u_char  ngx_http_helix_jplain[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -65,6 +78,7 @@ ngx_http_helix_jscan(ngx_pool_t *pool, u_char *data, size_t len,
     uint32_t                stack[NGX_HTTP_HELIX_JSCAN_MAX_DEPTH];
     ngx_uint_t              depth, cap, escaped, real, top;
     ngx_http_helix_jtok_t  *t;
+    ngx_http_helix_jlit_t  *lit;
 
     ngx_memzero(doc, sizeof(ngx_http_helix_jdoc_t));
 
@@ -152,48 +166,23 @@ value:
         break;
 
     case 't':
-        if (end - p < 4 || ngx_strncmp(p, "true", 4) != 0) {
-            goto literal;
-        }
-
-        if (ngx_http_helix_jscan_push(doc, pool, &cap, NGX_HTTP_HELIX_JTRUE,
-                                      p)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        p += 4;
-        break;
-
     case 'f':
-        if (end - p < 5 || ngx_strncmp(p, "false", 5) != 0) {
-            goto literal;
-        }
-
-        if (ngx_http_helix_jscan_push(doc, pool, &cap, NGX_HTTP_HELIX_JFALSE,
-                                      p)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        p += 5;
-        break;
-
     case 'n':
-        if (end - p < 4 || ngx_strncmp(p, "null", 4) != 0) {
+        lit = &ngx_http_helix_jliterals[*p == 't' ? 0 : (*p == 'f' ? 1 : 2)];
+
+        if ((size_t) (end - p) < lit->text.len
+            || ngx_strncmp(p, lit->text.data, lit->text.len) != 0)
+        {
             goto literal;
         }
 
-        if (ngx_http_helix_jscan_push(doc, pool, &cap, NGX_HTTP_HELIX_JNULL,
-                                      p)
+        if (ngx_http_helix_jscan_push(doc, pool, &cap, lit->type, p)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        p += 4;
+        p += lit->text.len;
         break;
 
     default:
