@@ -239,6 +239,12 @@ start() {
     exit 1
 }
 
+# the bench request once, so that it is cached (L1, or L2 with L1 off)
+prime() {
+    curl -s -o /dev/null -H "Authorization: Bearer $key" \
+        "http://127.0.0.1:$port/v1/chat/completions" -d "$body"
+}
+
 workers() {
     local m
     m=$(cat "$dir/logs/nginx.pid")
@@ -319,8 +325,7 @@ echo "wrk -t$threads -c$conns -d${secs}s; nginx: 2 workers, demo configuration;"
 # phase 1: the demo configuration, L1 on
 config on
 start
-curl -s -o /dev/null -H "Authorization: Bearer $key" \
-    "http://127.0.0.1:$port/v1/chat/completions" -d "$body"   # into L1
+prime
 lua "$dir/standin.lua" "$body"
 run standin "http://127.0.0.1:$standin/v1/chat/completions" "$dir/standin.lua"
 run ceiling /bench/ceiling "$dir/post.lua"
@@ -331,8 +336,7 @@ run helix_miss /bench/miss "$dir/post.lua"
 # phase 2: L1 off, every hit comes from Redis
 config off
 start
-curl -s -o /dev/null -H "Authorization: Bearer $key" \
-    "http://127.0.0.1:$port/v1/chat/completions" -d "$body"
+prime
 run helix_l2 /v1/chat/completions "$dir/post.lua"
 
 # phase 3: L1 hits over 1k, 10k and 100k entries
@@ -360,8 +364,7 @@ soak=
 if [ "${SOAK:-0}" = 1 ]; then
     config on
     start
-    curl -s -o /dev/null -H "Authorization: Bearer $key" \
-        "http://127.0.0.1:$port/v1/chat/completions" -d "$body"
+    prime
     # warm-up: connections, buffers and pools reach their working size
     wrk -t"$threads" -c"$conns" -d2s -s "$dir/post.lua" \
         "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1
