@@ -44,36 +44,15 @@ static void ngx_http_helix_embeddings_answer(ngx_http_helix_batch_t *b);
 ngx_int_t
 ngx_http_helix_batch_handler(ngx_http_request_t *r)
 {
-    off_t                        len;
-    ngx_int_t                    rc;
-    ngx_http_helix_main_conf_t  *hmcf;
+    ngx_int_t  rc;
 
-    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    rc = ngx_http_helix_body_check(r);
 
-    len = r->headers_in.content_length_n;
-
-    if (len > (off_t) hmcf->max_request_body) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        return ngx_http_helix_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "request_too_large", NULL,
-                                         "request body of %O bytes is larger "
-                                         "than max_request_body (%uz bytes)",
-                                         len, hmcf->max_request_body);
-    }
-
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_http_helix_batch_body);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
-    return NGX_DONE;
+    return ngx_http_helix_body_read_start(r, ngx_http_helix_batch_body);
 }
 
 

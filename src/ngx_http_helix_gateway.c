@@ -142,8 +142,6 @@ static ngx_int_t ngx_http_helix_cache_try(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static void ngx_http_helix_cache_wait(ngx_event_t *ev);
 static void ngx_http_helix_cache_done(void *data);
-static ngx_int_t ngx_http_helix_add_header(ngx_http_request_t *r, char *key,
-    ngx_str_t *value);
 static void ngx_http_helix_attempt(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_http_helix_provider_t *p,
     ngx_uint_t outcome, ngx_uint_t status, ngx_msec_t latency,
@@ -162,30 +160,18 @@ static void ngx_http_helix_stream_call_end(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_helix_gateway_handler(ngx_http_request_t *r)
 {
-    off_t                        len;
     ngx_int_t                    rc;
     ngx_http_helix_gw_ctx_t     *ctx;
     ngx_http_helix_loc_conf_t   *hlcf;
-    ngx_http_helix_main_conf_t  *hmcf;
 
-    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
 
     /* too large is known before a byte of the body is read */
 
-    len = r->headers_in.content_length_n;
+    rc = ngx_http_helix_body_check(r);
 
-    if (len > (off_t) hmcf->max_request_body) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        return ngx_http_helix_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "request_too_large", NULL,
-                                         "request body of %O bytes is larger "
-                                         "than max_request_body (%uz bytes)",
-                                         len, hmcf->max_request_body);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_gw_ctx_t));
@@ -197,15 +183,7 @@ ngx_http_helix_gateway_handler(ngx_http_request_t *r)
     ctx->endpoint = hlcf->endpoint;
     ngx_http_set_ctx(r, ctx, ngx_http_helix_module);
 
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_http_helix_gateway_body);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
+    return ngx_http_helix_body_read_start(r, ngx_http_helix_gateway_body);
 }
 
 
@@ -2061,25 +2039,6 @@ ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
     ngx_http_helix_attempt(r, ctx, call->provider, call->outcome, status,
                            call->latency, &msg);
     ngx_http_helix_try_next(r, ctx);
-}
-
-
-static ngx_int_t
-ngx_http_helix_add_header(ngx_http_request_t *r, char *key, ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value = *value;
-
-    return NGX_OK;
 }
 
 

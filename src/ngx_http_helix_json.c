@@ -10,6 +10,10 @@
 #include "ngx_http_helix_json.h"
 
 
+static ngx_int_t ngx_http_helix_send_body(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *body);
+
+
 static ngx_str_t  ngx_http_helix_json_type =
     ngx_string("application/json");
 
@@ -18,13 +22,31 @@ ngx_int_t
 ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *body)
 {
+    r->headers_out.content_type = ngx_http_helix_json_type;
+    r->headers_out.content_type_len = ngx_http_helix_json_type.len;
+
+    return ngx_http_helix_send_body(r, status, body);
+}
+
+
+/* a 200 with the content type the caller has set */
+
+ngx_int_t
+ngx_http_helix_send_text(ngx_http_request_t *r, ngx_str_t *body)
+{
+    return ngx_http_helix_send_body(r, NGX_HTTP_OK, body);
+}
+
+
+static ngx_int_t
+ngx_http_helix_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *body)
+{
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
     r->headers_out.status = status;
-    r->headers_out.content_type = ngx_http_helix_json_type;
-    r->headers_out.content_type_len = ngx_http_helix_json_type.len;
     r->headers_out.content_length_n = body->len;
 
     if (r->method == NGX_HTTP_HEAD || body->len == 0) {
@@ -55,43 +77,24 @@ ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* a 200 with the content type the caller has set */
+/* a response header whose key is a C string that outlives the request */
 
 ngx_int_t
-ngx_http_helix_send_text(ngx_http_request_t *r, ngx_str_t *body)
+ngx_http_helix_add_header(ngx_http_request_t *r, char *key, ngx_str_t *value)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_table_elt_t  *h;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = body->len;
-
-    if (r->method == NGX_HTTP_HEAD || body->len == 0) {
-        r->header_only = 1;
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
         return NGX_ERROR;
     }
 
-    b->pos = body->data;
-    b->last = body->data + body->len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return NGX_OK;
 }
 
 
@@ -314,6 +317,59 @@ ngx_http_helix_json_order(json_t *obj, const char **keys)
     }
 
     return o;
+}
+
+
+/*
+ * A body announced larger than max_request_body: discarded and answered
+ * 413 before a byte of it is read.  NGX_DECLINED: go on.
+ */
+
+ngx_int_t
+ngx_http_helix_body_check(ngx_http_request_t *r)
+{
+    off_t                        len;
+    ngx_int_t                    rc;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    len = r->headers_in.content_length_n;
+
+    if (len <= (off_t) hmcf->max_request_body) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_helix_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                     "request_too_large", NULL,
+                                     "request body of %O bytes is larger "
+                                     "than max_request_body (%uz bytes)",
+                                     len, hmcf->max_request_body);
+}
+
+
+/* a content handler's way on: the body in one buffer, then handler */
+
+ngx_int_t
+ngx_http_helix_body_read_start(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt handler)
+{
+    ngx_int_t  rc;
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
 }
 
 

@@ -15,6 +15,8 @@
 ngx_int_t ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *body);
 ngx_int_t ngx_http_helix_send_text(ngx_http_request_t *r, ngx_str_t *body);
+ngx_int_t ngx_http_helix_add_header(ngx_http_request_t *r, char *key,
+    ngx_str_t *value);
 ngx_int_t ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *param, const char *fmt, ...);
 const char *ngx_http_helix_error_type(ngx_uint_t status);
@@ -22,6 +24,9 @@ ngx_int_t ngx_http_helix_json_pool(ngx_pool_t *pool, json_t *json);
 json_t *ngx_http_helix_json_order(json_t *obj, const char **keys);
 ngx_int_t ngx_http_helix_json_dump(ngx_pool_t *pool, json_t *json,
     ngx_str_t *s);
+ngx_int_t ngx_http_helix_body_check(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_body_read_start(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt handler);
 size_t ngx_http_helix_body_length(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_body_read(ngx_http_request_t *r, size_t len,
     ngx_str_t *body);

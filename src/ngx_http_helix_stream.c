@@ -1538,26 +1538,6 @@ ngx_http_helix_stream_write(ngx_http_helix_stream_t *st, u_char *p,
 
 
 static ngx_int_t
-ngx_http_helix_stream_add_header(ngx_http_request_t *r, char *key,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value = *value;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_http_helix_stream_header(ngx_http_helix_stream_t *st)
 {
     ngx_http_request_t  *r;
@@ -1589,9 +1569,9 @@ ngx_http_helix_stream_header(ngx_http_helix_stream_t *st)
     ngx_http_clear_content_length(r);
     ngx_http_clear_accept_ranges(r);
 
-    if (ngx_http_helix_stream_add_header(r, "Cache-Control", &no_cache)
+    if (ngx_http_helix_add_header(r, "Cache-Control", &no_cache)
         != NGX_OK
-        || ngx_http_helix_stream_add_header(r, "X-Accel-Buffering", &no)
+        || ngx_http_helix_add_header(r, "X-Accel-Buffering", &no)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -1600,15 +1580,15 @@ ngx_http_helix_stream_header(ngx_http_helix_stream_t *st)
     /* a replay's headers were set by the cache */
 
     if (st->call
-        && (ngx_http_helix_stream_add_header(r, "X-Helix-Provider",
+        && (ngx_http_helix_add_header(r, "X-Helix-Provider",
                                              &st->provider->name)
             != NGX_OK
             || (st->cache_state
-                && ngx_http_helix_stream_add_header(r, "X-Cache",
+                && ngx_http_helix_add_header(r, "X-Cache",
                                                     st->cache_state)
                    != NGX_OK)
             || (st->cache_key.len
-                && ngx_http_helix_stream_add_header(r, "X-Cache-Key",
+                && ngx_http_helix_add_header(r, "X-Cache-Key",
                                                     &st->cache_key)
                    != NGX_OK)))
     {
