@@ -18,6 +18,7 @@
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_gateway.h"
 #include "ngx_http_helix_batch.h"
+#include "ngx_http_helix_log.h"
 
 
 #define NGX_HTTP_HELIX_MAX_BATCH_SIZE  2048
@@ -332,6 +333,17 @@ ngx_http_helix_batch_item_done(ngx_http_helix_item_t *item)
     }
 
     b->finished++;
+
+    /* every completion is in the completion log, a batch's too */
+
+    if (b->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS_BATCH
+        || b->endpoint == NGX_HTTP_HELIX_EP_ENSEMBLE)
+    {
+        ngx_http_helix_log_item(b->request, &b->log_id, i, item,
+                                b->endpoint == NGX_HTTP_HELIX_EP_ENSEMBLE
+                                ? NGX_HTTP_HELIX_LOG_ENSEMBLE_MEMBER
+                                : NGX_HTTP_HELIX_LOG_BATCH_ITEM);
+    }
 
     if (b->item_done) {
         b->item_done(b, item);

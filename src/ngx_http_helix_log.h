@@ -8,12 +8,48 @@
 
 
 #include "ngx_http_helix.h"
+#include "ngx_http_helix_gateway.h"
+
+
+/* where an answer came from, as the row's cache_result says it */
+
+enum {
+    NGX_HTTP_HELIX_LOG_NONE = 0,
+    NGX_HTTP_HELIX_LOG_HIT_L1,
+    NGX_HTTP_HELIX_LOG_HIT_L2,
+    NGX_HTTP_HELIX_LOG_MISS,
+    NGX_HTTP_HELIX_LOG_BYPASS
+};
+
+/* the kinds of item rows */
+
+enum {
+    NGX_HTTP_HELIX_LOG_BATCH_ITEM = 0,
+    NGX_HTTP_HELIX_LOG_ENSEMBLE_MEMBER
+};
+
+
+typedef struct {
+    ngx_str_t                   request_id;     /* empty: made here */
+    ngx_str_t                   session;
+    ngx_str_t                  *key_name;
+    ngx_str_t                   provider;
+    ngx_str_t                   model;          /* the answer's, if named */
+    ngx_str_t                   answer;         /* usage is read from it */
+    ngx_str_t                  *endpoint;
+    ngx_uint_t                  cache;
+    ngx_uint_t                  stream;
+    ngx_msec_int_t              latency;
+    ngx_uint_t                  status;
+} ngx_http_helix_log_row_t;
 
 
 ngx_int_t ngx_http_helix_log_init(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);
 ngx_int_t ngx_http_helix_log_init_process(ngx_cycle_t *cycle);
 void ngx_http_helix_log_exit_process(ngx_cycle_t *cycle);
+void ngx_http_helix_log_item(ngx_http_request_t *r, ngx_str_t *batch_id,
+    ngx_uint_t k, ngx_http_helix_item_t *item, ngx_uint_t kind);
 
 
 #endif /* _NGX_HTTP_HELIX_LOG_H_INCLUDED_ */

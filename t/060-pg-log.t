@@ -12,7 +12,11 @@ our $Port = $ENV{TEST_NGINX_SERVER_PORT};
 our $Base = "http://127.0.0.1:$Port";
 
 our $HttpConfig = Helix::http_config();
-our $Config = Helix::config(extra => "    location = /metrics { helix_endpoint metrics; }\n");
+our $Config = Helix::config(extra => <<'_EOC_');
+    location = /metrics { helix_endpoint metrics; }
+    location = /v1/completions/batch { helix_endpoint completions_batch; }
+    location = /v1/ensemble/completions { helix_endpoint ensemble; }
+_EOC_
 
 sub yaml {
     my ($db) = @_;
@@ -117,6 +121,30 @@ main::yaml() . "auth:\n  enabled: false\n  keys:\n    - name: team-blue\n      k
 [sub { "" }, sub { main::rows("session_id = 'sess-key'", 2); HelixPg::psql("SELECT coalesce(api_key_name, '-') FROM completions WHERE session_id = 'sess-key' ORDER BY id") }]
 --- response_body eval
 ["", "team-blue\n-"]
+
+
+
+=== TEST 2d: every item of a batch and every member of an ensemble has a row, under the batch's id
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- more_headers
+X-Session-ID: sess-2d
+--- request eval
+["POST /v1/completions/batch\n" . qq({"requests": [{"prompt": "batch one $$", "model": "gpt-4o"}, {"prompt": "batch two $$", "model": "gpt-4o"}, {"prompt": "batch one $$", "model": "gpt-4o"}, {"prompt": "", "model": "gpt-4o"}], "batch_options": {"parallel": false}}),
+ "POST /v1/ensemble/completions\n" . qq({"prompt": "ensemble $$", "model": "mock-shared", "max_tokens": 5})]
+--- response_body_filters eval
+[sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2d'", qr/^7$/);
+    HelixPg::psql("SELECT endpoint, regexp_replace(request_id, '^[^-]+', 'B'), cache_result, coalesce(provider_id, '-'), status, prompt_tokens IS NOT NULL, "
+        . "count(*) OVER (PARTITION BY endpoint, split_part(request_id, '-', 1)) FROM completions WHERE session_id = 'sess-2d' ORDER BY endpoint, request_id") }]
+--- response_body eval
+["", "completions_batch|B-0|miss|openai|200|t|4
+completions_batch|B-1|miss|openai|200|t|4
+completions_batch|B-2|hit_l1|openai|200|t|4
+completions_batch|B-3|none|-|400|f|4
+ensemble|B-0|miss|openai|200|t|3
+ensemble|B-1|miss|claude|200|t|3
+ensemble|B-2|miss|gemini|200|t|3"]
 
 
 

@@ -66,7 +66,7 @@ $3
 YAML
     cat > "$d/conf/nginx.conf" <<CONF
 load_module $top/build/ngx_http_helix_module.so;
-worker_processes 2;
+worker_processes ${WORKERS:-2};
 pid $d/logs/nginx.pid;
 error_log $d/logs/error.log warn;
 events { worker_connections 4096; }
@@ -88,7 +88,11 @@ http {
     }
 }
 CONF
-    "$nginx" -p "$d" -c "$d/conf/nginx.conf"
+    if [ -n "${PIN:-}" ]; then
+        taskset -c "$PIN" "$nginx" -p "$d" -c "$d/conf/nginx.conf"
+    else
+        "$nginx" -p "$d" -c "$d/conf/nginx.conf"
+    fi
     for _ in $(seq 1 100); do
         curl -s -o /dev/null -X POST -d "$body" \
             "http://127.0.0.1:$2/v1/chat/completions" && break
@@ -110,8 +114,8 @@ rps() {
     local master t0 t1 out
     master=$(cat "$dir/a/logs/nginx.pid")
     t0=$(ticks "$master")
-    out=$(wrk -t 2 -c "$conns" -d "${secs}s" -s "$dir/post.lua" \
-          "http://127.0.0.1:$port/v1/chat/completions")
+    out=$(${PIN:+taskset -c $PIN} wrk -t 2 -c "$conns" -d "${secs}s" \
+          -s "$dir/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
     t1=$(ticks "$master")
     echo "$out" | awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
         / requests in / { n = $1 }
@@ -126,40 +130,65 @@ db="database:
     buffer: 512m
 tasks:"
 
+# PostgreSQL's processes on CPU $1 (new backends inherit the
+# postmaster's mask), or on every CPU with no argument
+pg_cpus() {
+    local data pid
+    data=$(cat "$dir/postgres/pgdata.path" 2>/dev/null || echo "$dir/postgres/data")
+    pid=$(head -1 "$data/postmaster.pid")
+    for p in $pid $(pgrep -P "$pid"); do
+        taskset -a -p -c "${1:-0-$(($(nproc) - 1))}" "$p" >/dev/null
+    done
+}
+
+# "shared": nginx, wrk and PostgreSQL share every CPU, as in "make run";
+# "pg apart": PostgreSQL alone on the last CPU, nginx (one worker) and
+# wrk on the others, as with the database on its own host: the cost
+# left is the gateway's own (building rows, sending them)
+cpus=$(nproc)
+last=$((cpus - 1))
+rest=0-$((last - 1))
+[ "$last" = 1 ] && rest=0
+
 echo "L1 hit, $rounds rounds of ${secs}s per case, alternating:"
 for round in $(seq 1 "$rounds"); do
-    start a "$port" ""
+    pg_cpus
+    WORKERS=2 start a "$port" ""
     off[$round]=$(rps)
-    start a "$port" "$db
+    WORKERS=2 start a "$port" "$db
   enabled: false"
     on[$round]=$(rps)
-    # the worker's share alone: PostgreSQL away, every row kept in memory
-    "$top/util/services.sh" stop postgres "$dir/postgres" >/dev/null
-    start a "$port" "$db
+
+    pg_cpus "$last"
+    WORKERS=1 PIN=$rest start a "$port" ""
+    aoff[$round]=$(PIN=$rest rps)
+    WORKERS=1 PIN=$rest start a "$port" "$db
   enabled: false"
-    kept[$round]=$(rps)
-    "$top/util/services.sh" start postgres "$pg" "$dir/postgres" >/dev/null
-    echo "  round $round: no log ${off[$round]}, log ${on[$round]}," \
-         "log kept in memory (PostgreSQL away) ${kept[$round]}" \
+    aon[$round]=$(PIN=$rest rps)
+    echo "  round $round: shared: no log ${off[$round]}, log ${on[$round]};" \
+         "pg apart: no log ${aoff[$round]}, log ${aon[$round]}" \
          "(req/s, worker us/req)"
 done
+pg_cpus
 rows=$(psql -X -tA -h 127.0.0.1 -p "$pg" -U postgres -d helixagent \
        -c "SELECT count(*) FROM completions")
+lost=$(grep -c "completion log buffer full" "$dir/a/logs/error.log" || true)
 # ratios within a round (same load on the box), then their median
 for round in $(seq 1 "$rounds"); do
-    echo "${on[$round]} ${kept[$round]} ${off[$round]}"
-done | awk -v r="$rows" '
-    { a[NR] = $1 / $5; b[NR] = $3 / $5; c[NR] = $2 / $6; d[NR] = $4 / $6 }
+    echo "${on[$round]} ${off[$round]} ${aon[$round]} ${aoff[$round]}"
+done | awk -v r="$rows" -v lost="$lost" '
+    { a[NR] = $1 / $3; c[NR] = $2 / $4; b[NR] = $5 / $7; d[NR] = $6 / $8 }
     function median(x, n,    i, j, t) {
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
             if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
         return n % 2 ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
     }
-    END { printf "  medians, log/no log: throughput %.3f, worker CPU " \
-                 "per request %.3f (%d rows written)\n", median(a, NR),
-                 median(c, NR), r
-          printf "  log kept in memory/no log: throughput %.3f, worker " \
-                 "CPU per request %.3f\n", median(b, NR), median(d, NR) }'
+    END { printf "  medians, log/no log, shared: throughput %.3f, worker " \
+                 "CPU per request %.3f\n", median(a, NR), median(c, NR)
+          printf "  medians, log/no log, pg apart: throughput %.3f, " \
+                 "worker CPU per request %.3f\n", median(b, NR), median(d, NR)
+          printf "  %d rows written; buffer-full reports in the last " \
+                 "run: %d\n", r, lost }'
 
 tasks() {   # $1: number of nginx instances
     psql -X -q -h 127.0.0.1 -p "$pg" -U postgres -d helixagent \
