@@ -47,7 +47,7 @@ sub rows {
     return HelixPg::psql("SELECT endpoint, cache_result, provider_id, model, stream, "
         . "prompt_tokens > 0, completion_tokens > 0, status, coalesce(session_id, '-'), "
         . "length(request_id), latency_ms >= 0, abs(extract(epoch from now() - created_at)) < 60 "
-        . "FROM completions WHERE $where ORDER BY id");
+        . "FROM completions WHERE $where ORDER BY created_at, request_id");
 }
 
 no_shuffle();
@@ -86,7 +86,7 @@ X-Session-ID: sess-2
 --- error_code eval: [200, 200, 400, 200]
 --- response_body_filters eval
 [sub { "" }, sub { "" }, sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2'", qr/^3$/);
-    HelixPg::psql("SELECT endpoint, cache_result, coalesce(provider_id, '-'), status, prompt_tokens IS NOT NULL FROM completions WHERE session_id = 'sess-2' ORDER BY id") }]
+    HelixPg::psql("SELECT endpoint, cache_result, coalesce(provider_id, '-'), status, prompt_tokens IS NOT NULL FROM completions WHERE session_id = 'sess-2' ORDER BY created_at, request_id") }]
 --- response_body eval
 ["", "", "", "completions|miss|openai|200|t\nembeddings|miss|openai|200|t\nchat_completions|none|-|400|f"]
 
@@ -118,7 +118,7 @@ main::yaml() . "auth:\n  enabled: false\n  keys:\n    - name: team-blue\n      k
 --- request eval
 [main::chat("keyed"), main::chat("anonymous")]
 --- response_body_filters eval
-[sub { "" }, sub { main::rows("session_id = 'sess-key'", 2); HelixPg::psql("SELECT coalesce(api_key_name, '-') FROM completions WHERE session_id = 'sess-key' ORDER BY id") }]
+[sub { "" }, sub { main::rows("session_id = 'sess-key'", 2); HelixPg::psql("SELECT coalesce(api_key_name, '-') FROM completions WHERE session_id = 'sess-key' ORDER BY created_at, request_id") }]
 --- response_body eval
 ["", "team-blue\n-"]
 
