@@ -296,6 +296,19 @@ typedef struct {
 } ngx_http_helix_loc_conf_t;
 
 
+/*
+ * What the completion log wants of an answer, found once when L1 stores
+ * it rather than at every hit
+ */
+
+typedef struct {
+    int32_t                     prompt_tokens;      /* -1: not said */
+    int32_t                     completion_tokens;
+    uint32_t                    model_off;          /* in the answer */
+    uint32_t                    model_len;          /* 0: not named */
+} ngx_http_helix_answer_meta_t;
+
+
 extern ngx_module_t  ngx_http_helix_module;
 
 
@@ -304,7 +317,10 @@ ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
 ngx_str_t *ngx_http_helix_auth_key_name(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_gateway_summary(ngx_http_request_t *r,
-    ngx_str_t *model, ngx_str_t *answer, ngx_uint_t *stream);
+    ngx_str_t *model, ngx_str_t *answer, ngx_uint_t *stream,
+    ngx_http_helix_answer_meta_t **meta);
+void ngx_http_helix_answer_meta(ngx_str_t *answer,
+    ngx_http_helix_answer_meta_t *meta);
 ngx_int_t ngx_http_helix_provider_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_metrics_handler(ngx_http_request_t *r);

@@ -31,6 +31,7 @@ typedef struct {
     u_char                       pending;
     u_char                       provider_len;
     uint32_t                     body_len;
+    ngx_http_helix_answer_meta_t meta;      /* of the body */
     u_char                       data[1];   /* key, provider, body */
 } ngx_http_helix_cache_node_t;
 
@@ -356,7 +357,7 @@ ngx_http_helix_cache_find(ngx_http_helix_cache_sh_t *sh, ngx_str_t *key)
 static ngx_int_t
 ngx_http_helix_cache_copy_out(ngx_http_helix_cache_sh_t *sh,
     ngx_http_helix_cache_node_t *cn, ngx_pool_t *pool, ngx_str_t *provider,
-    ngx_str_t *body)
+    ngx_str_t *body, ngx_http_helix_answer_meta_t *meta)
 {
     u_char  *p;
 
@@ -373,6 +374,10 @@ ngx_http_helix_cache_copy_out(ngx_http_helix_cache_sh_t *sh,
     body->len = cn->body_len;
     ngx_memcpy(p, cn->data + cn->sn.str.len + cn->provider_len,
                cn->body_len);
+
+    if (meta) {
+        *meta = cn->meta;
+    }
 
     cn->last = ngx_current_msec;
     ngx_queue_remove(&cn->queue);
@@ -415,7 +420,8 @@ ngx_http_helix_cache_link(ngx_http_helix_cache_sh_t *sh,
 
 ngx_int_t
 ngx_http_helix_cache_lookup(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
-    ngx_pool_t *pool, ngx_str_t *provider, ngx_str_t *body)
+    ngx_pool_t *pool, ngx_str_t *provider, ngx_str_t *body,
+    ngx_http_helix_answer_meta_t *meta)
 {
     ngx_int_t                     rc;
     ngx_msec_t                    now;
@@ -441,7 +447,7 @@ ngx_http_helix_cache_lookup(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
 
     rc = cn->pending ? NGX_BUSY
                      : ngx_http_helix_cache_copy_out(sh, cn, pool, provider,
-                                                     body);
+                                                     body, meta);
 
 done:
 
@@ -544,6 +550,7 @@ ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
     ngx_msec_t                      ttl;
     ngx_http_helix_cache_sh_t      *sh;
     ngx_http_helix_cache_node_t    *cn;
+    ngx_http_helix_answer_meta_t    meta;
     ngx_http_helix_cache_policy_t  *pol;
 
     sh = hmcf->cache_sh;
@@ -562,6 +569,9 @@ ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
 
     size = offsetof(ngx_http_helix_cache_node_t, data) + key->len
            + provider->len + body->len;
+
+    /* once here, not at every hit */
+    ngx_http_helix_answer_meta(body, &meta);
 
     ngx_shmtx_lock(&hmcf->cache_shpool->mutex);
 
@@ -602,6 +612,7 @@ ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
     cn->pending = 0;
     cn->provider_len = (u_char) provider->len;
     cn->body_len = (uint32_t) body->len;
+    cn->meta = meta;
 
     ngx_http_helix_cache_link(sh, cn, key, pol->slot, ttl);
     sh->bytes += size;
@@ -892,7 +903,7 @@ ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
 ngx_int_t
 ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *alias, ngx_pool_t *pool, ngx_str_t *key, ngx_str_t *provider,
-    ngx_str_t *body)
+    ngx_str_t *body, ngx_http_helix_answer_meta_t *meta)
 {
     ngx_int_t                     rc;
     ngx_str_t                     k;
@@ -932,7 +943,7 @@ ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
     key->len = k.len;
     ngx_memcpy(key->data, k.data, k.len);
 
-    rc = ngx_http_helix_cache_copy_out(sh, cn, pool, provider, body);
+    rc = ngx_http_helix_cache_copy_out(sh, cn, pool, provider, body, meta);
     if (rc != NGX_OK) {
         goto done;
     }

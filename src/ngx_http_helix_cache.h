@@ -34,7 +34,8 @@ ngx_int_t ngx_http_helix_cache_key(ngx_pool_t *pool, ngx_uint_t endpoint,
     ngx_str_t *provider, ngx_str_t *model, u_char *hash, ngx_str_t *key);
 
 ngx_int_t ngx_http_helix_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
-    ngx_str_t *key, ngx_pool_t *pool, ngx_str_t *provider, ngx_str_t *body);
+    ngx_str_t *key, ngx_pool_t *pool, ngx_str_t *provider, ngx_str_t *body,
+    ngx_http_helix_answer_meta_t *meta);
 ngx_int_t ngx_http_helix_cache_claim(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *key, ngx_uint_t policy, ngx_msec_t wait);
 void ngx_http_helix_cache_unclaim(ngx_http_helix_main_conf_t *hmcf,
@@ -50,7 +51,7 @@ ngx_int_t ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *alias);
 ngx_int_t ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *alias, ngx_pool_t *pool, ngx_str_t *key, ngx_str_t *provider,
-    ngx_str_t *body);
+    ngx_str_t *body, ngx_http_helix_answer_meta_t *meta);
 void ngx_http_helix_cache_store_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *alias, ngx_str_t *key);
 

@@ -89,8 +89,10 @@ typedef struct {
     unsigned                    cache_write:1;
     unsigned                    cancelled:1;
     unsigned                    streaming:1;
+    unsigned                    l1_hit:1;       /* meta is the answer's */
 
     ngx_str_t                   answer;         /* for the completion log */
+    ngx_http_helix_answer_meta_t  meta;         /* of an L1 hit's answer */
 } ngx_http_helix_gw_ctx_t;
 
 
@@ -415,6 +417,7 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
     }
 
     ctx->answer = *body;
+    ctx->l1_hit = (tier == 1);
 
     if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
         || ngx_http_helix_add_header(r, "X-Cache-Tier", &tiers[tier])
@@ -471,7 +474,7 @@ ngx_http_helix_cache_fast(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     us = ngx_http_helix_metrics_now_us();
 
     rc = ngx_http_helix_cache_lookup_alias(hmcf, &ctx->alias, r->pool, &key,
-                                           &provider, &body);
+                                           &provider, &body, &ctx->meta);
 
     ngx_http_helix_metrics_cache_lookup(hmcf,
                                         ngx_http_helix_metrics_now_us() - us);
@@ -838,7 +841,7 @@ ngx_http_helix_cache_try(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         }
 
         rc = ngx_http_helix_cache_lookup(hmcf, &key, r->pool, &provider,
-                                         &body);
+                                         &body, &ctx->meta);
 
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
@@ -2866,7 +2869,8 @@ ngx_http_helix_item_store(ngx_http_helix_item_t *item, ngx_str_t *provider,
 
 ngx_int_t
 ngx_http_helix_gateway_summary(ngx_http_request_t *r, ngx_str_t *model,
-    ngx_str_t *answer, ngx_uint_t *stream)
+    ngx_str_t *answer, ngx_uint_t *stream,
+    ngx_http_helix_answer_meta_t **meta)
 {
     ngx_http_helix_gw_ctx_t  *ctx;
 
@@ -2877,6 +2881,7 @@ ngx_http_helix_gateway_summary(ngx_http_request_t *r, ngx_str_t *model,
 
     *model = ctx->model;
     *answer = ctx->answer;
+    *meta = (ctx->l1_hit && ctx->answer.len) ? &ctx->meta : NULL;
     *stream = ctx->req && json_is_true(json_object_get(ctx->req, "stream"));
 
     return NGX_OK;

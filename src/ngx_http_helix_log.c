@@ -256,7 +256,8 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     stream = 0;
     ngx_str_null(&answer);
 
-    (void) ngx_http_helix_gateway_summary(r, &row.model, &answer, &stream);
+    (void) ngx_http_helix_gateway_summary(r, &row.model, &answer, &stream,
+                                          &row.meta);
 
     row.endpoint = &ngx_http_helix_log_endpoints[ep];
     row.answer = answer;
@@ -514,6 +515,7 @@ ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
     ngx_str_t              rid, *cache;
     ngx_time_t            *tp;
     ngx_http_helix_log_t  *lg;
+    ngx_http_helix_answer_meta_t  meta;
 
     static ngx_str_t  caches[] = { ngx_string("none"), ngx_string("hit_l1"),
                                    ngx_string("hit_l2"), ngx_string("miss"),
@@ -532,10 +534,17 @@ ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
 
     /* what the answer says, whichever tier it came from */
 
-    ngx_http_helix_log_usage(&row->answer, &pt, &ct);
+    if (row->meta == NULL) {
+        ngx_http_helix_answer_meta(&row->answer, &meta);
+        row->meta = &meta;
+    }
 
-    if (row->answer.len) {
-        ngx_http_helix_log_model(&row->answer, &row->model);
+    pt = row->meta->prompt_tokens;
+    ct = row->meta->completion_tokens;
+
+    if (row->meta->model_len) {
+        row->model.data = row->answer.data + row->meta->model_off;
+        row->model.len = row->meta->model_len;
     }
 
     cache = &caches[row->cache];
@@ -720,6 +729,36 @@ ngx_http_helix_log_number(u_char **pp, u_char *last, const char *key,
     *pp = p;
 
     return ngx_atoi(start, p - start);
+}
+
+
+/* the usage counts and the model of an answer, -1 and 0 when not said */
+
+void
+ngx_http_helix_answer_meta(ngx_str_t *answer,
+    ngx_http_helix_answer_meta_t *meta)
+{
+    ngx_int_t  pt, ct;
+    ngx_str_t  model;
+
+    ngx_http_helix_log_usage(answer, &pt, &ct);
+
+    meta->prompt_tokens = (int32_t) pt;
+    meta->completion_tokens = (int32_t) ct;
+    meta->model_off = 0;
+    meta->model_len = 0;
+
+    if (answer->len == 0) {
+        return;
+    }
+
+    ngx_str_null(&model);
+    ngx_http_helix_log_model(answer, &model);
+
+    if (model.len) {
+        meta->model_off = (uint32_t) (model.data - answer->data);
+        meta->model_len = (uint32_t) model.len;
+    }
 }
 
 

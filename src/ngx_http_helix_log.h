@@ -36,6 +36,7 @@ typedef struct {
     ngx_str_t                   provider;
     ngx_str_t                   model;          /* the answer's, if named */
     ngx_str_t                   answer;         /* usage is read from it */
+    ngx_http_helix_answer_meta_t  *meta;        /* or was, if not NULL */
     ngx_str_t                  *endpoint;
     ngx_uint_t                  cache;
     ngx_uint_t                  stream;

@@ -55,7 +55,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: a miss and then an L1 hit each give a row, with provider, model, tokens, status and session
+=== TEST 1: a miss and then an L1 hit each give a row, with provider, model, tokens, status and session; the hit's tokens are the answer's
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: main::yaml()
@@ -66,9 +66,10 @@ X-Session-ID: sess-1
 --- response_headers eval
 ["X-Cache: MISS", "X-Cache: HIT"]
 --- response_body_filters eval
-[sub { "" }, sub { main::rows("session_id = 'sess-1'", 2) }]
+[sub { "" }, sub { main::rows("session_id = 'sess-1'", 2) . "\n"
+    . HelixPg::psql("SELECT count(DISTINCT (prompt_tokens, completion_tokens, model)) FROM completions WHERE session_id = 'sess-1'") }]
 --- response_body eval
-["", "chat_completions|miss|openai|gpt-4o|f|t|t|200|sess-1|32|t|t\nchat_completions|hit_l1|openai|gpt-4o|f|t|t|200|sess-1|32|t|t"]
+["", "chat_completions|miss|openai|gpt-4o|f|t|t|200|sess-1|32|t|t\nchat_completions|hit_l1|openai|gpt-4o|f|t|t|200|sess-1|32|t|t\n1"]
 
 
 
