@@ -112,6 +112,13 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
             return NGX_DECLINED;
         }
 
+        if (hlcf->endpoint == NGX_HTTP_HELIX_EP_TASKS
+            && ngx_http_helix_auth_admin(r))
+        {
+            /* an operator looking at (or cancelling) anyone's task */
+            return NGX_DECLINED;
+        }
+
         /* with auth off a known key still counts as itself */
 
         key = ngx_http_helix_auth_key(r, hmcf, &given, &internal);
@@ -357,6 +364,41 @@ ngx_http_helix_auth_on_behalf(ngx_http_request_t *r,
     }
 
     return NULL;
+}
+
+
+/*
+ * The admin token, on GET or DELETE of a task: it may see and cancel any
+ * task.  It is still no API key: it posts nothing, calls no provider.
+ */
+
+ngx_uint_t
+ngx_http_helix_auth_admin(ngx_http_request_t *r)
+{
+    ngx_str_t                    token;
+    ngx_table_elt_t             *h;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    if ((r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_DELETE)) == 0) {
+        return 0;
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    h = r->headers_in.authorization;
+
+    if (hmcf->admin_token.len == 0 || h == NULL
+        || h->value.len <= sizeof("Bearer ") - 1
+        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                           sizeof("Bearer ") - 1)
+           != 0)
+    {
+        return 0;
+    }
+
+    token.data = h->value.data + sizeof("Bearer ") - 1;
+    token.len = h->value.len - (sizeof("Bearer ") - 1);
+
+    return ngx_http_helix_token_equal(&token, &hmcf->admin_token);
 }
 
 

@@ -280,7 +280,8 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_later = {
     "lease_owner = NULL, lease_expires_at = NULL, updated_at = now() "
     "WHERE id = $1 AND lease_owner = $2 AND status = 'running' "
     "RETURNING id, api_key_name, not_before), "
-    "o AS (UPDATE background_tasks b SET not_before = s.not_before "
+    "o AS (UPDATE background_tasks b SET not_before = s.not_before, "
+    "error = $4 "
     "FROM s, (SELECT id FROM background_tasks WHERE status = 'pending' "
     "AND api_key_name = (SELECT api_key_name FROM s) "
     "AND (not_before IS NULL OR not_before < (SELECT not_before FROM s)) "
@@ -411,14 +412,14 @@ ngx_http_helix_tasks_handler(ngx_http_request_t *r)
     }
 
     /*
-     * with auth on, a task is its key's alone: to any other it does not
-     * exist (404, so that ids say nothing)
+     * with auth on, a task is its key's alone (and the admin token's): to
+     * any other it does not exist (404, so that ids say nothing)
      */
 
     params[0] = id;
     ngx_str_null(&params[1]);
 
-    if (hmcf->auth_enabled) {
+    if (hmcf->auth_enabled && !ngx_http_helix_auth_admin(r)) {
         name = ngx_http_helix_auth_key_name(r);
 
         if (name) {
