@@ -380,3 +380,22 @@ Authorization: Bearer sk-two
 "POST /v1/tasks HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n" . sprintf("%x\r\n%s\r\n0\r\n\r\n", 2500, 'y' x 2500)
 --- error_code: 413
 --- response_body_like: "request body is larger than max_request_body \(2048 bytes\)".*"code":"request_too_large"
+
+
+
+=== TEST 11: two keys with one name are refused at start (a key's name is its limits and its tasks)
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+">>> helix.yaml\n$Helix::Providers" . <<'_EOY_'
+auth:
+  enabled: true
+  keys:
+    - name: one
+      key: sk-one
+    - name: one
+      key: sk-other
+_EOY_
+--- must_die
+--- error_log
+two keys are named "one": a key's name is its limits and its tasks
