@@ -93,7 +93,7 @@ sub log_count {
 }
 
 our @Ids;    # tasks left by one block for the next
-our $Mark;   # completion rows before them
+our $Mark;   # when they were posted: completion rows after it
 
 no_shuffle();
 run_tests();
@@ -256,7 +256,7 @@ Authorization: Bearer sk-one
 --- response_body_filters eval
 sub {
     HelixPg::psql("UPDATE background_tasks SET status = 'cancelled' WHERE status = 'pending'");
-    $::Mark = HelixPg::psql("SELECT coalesce(max(id), 0) FROM completions");
+    $::Mark = HelixPg::psql("SELECT now()::text");
     @::Ids = map { (main::post_task('sk-one', main::task_json("waits $_")))[1] } 1 .. 5;
     return HelixPg::psql("SELECT count(*) FROM background_tasks WHERE status = 'pending' AND api_key_name = 'one'");
 }
@@ -278,7 +278,7 @@ sub {
         . "AND attempts = 0 AND lease_owner IS NULL AND error LIKE 'waiting: the key \"one\" is at its rate limit%') "
         . "|| ' waiting' FROM background_tasks WHERE id IN ($in)", qr/^2 completed, 3 waiting$/);
     my $rows = HelixPg::wait_sql("SELECT count(*) FROM completions WHERE api_key_name = 'one' "
-        . "AND endpoint = 'completions' AND status = 200 AND id > $::Mark", qr/^2$/);
+        . "AND endpoint = 'completions' AND status = 200 AND created_at > '$::Mark'", qr/^2$/);
     return "$st\nrows $rows\n";
 }
 --- response_body
@@ -306,7 +306,7 @@ sub {
     my $st = HelixPg::wait_sql("SELECT string_agg(status || ' ' || attempts || ' ' || coalesce(error, '-'), ',') "
         . "FROM background_tasks WHERE id IN ($in)", qr/^(completed 1 -,){4}completed 1 -$/);
     my $rows = HelixPg::wait_sql("SELECT count(*) FROM completions WHERE api_key_name = 'one' "
-        . "AND endpoint = 'completions' AND status = 200 AND id > $::Mark", qr/^5$/);
+        . "AND endpoint = 'completions' AND status = 200 AND created_at > '$::Mark'", qr/^5$/);
     my $done = HelixPg::psql("SELECT count(*) FROM background_tasks WHERE id IN ($in) "
         . "AND result::text LIKE '%Mock answer%'");
     return "$st\nrows $rows\nresults $done\n";
