@@ -316,6 +316,8 @@ ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
 ngx_str_t *ngx_http_helix_auth_key_name(ngx_http_request_t *r);
+ngx_uint_t ngx_http_helix_auth_admin(ngx_http_request_t *r);
+ngx_uint_t ngx_http_helix_token_equal(ngx_str_t *a, ngx_str_t *b);
 ngx_int_t ngx_http_helix_gateway_summary(ngx_http_request_t *r,
     ngx_str_t *model, ngx_str_t *answer, ngx_uint_t *stream,
     ngx_http_helix_answer_meta_t **meta);

@@ -94,7 +94,7 @@ ngx_http_helix_admin_handler(ngx_http_request_t *r)
 
 /* a comparison whose time does not tell how much of the token matched */
 
-static ngx_uint_t
+ngx_uint_t
 ngx_http_helix_token_equal(ngx_str_t *a, ngx_str_t *b)
 {
     size_t  i;

@@ -9,6 +9,12 @@
  * demo's unlimited bench key).
  * The client found (a key, or the address when auth is off) is then held
  * to its rate limits (ngx_http_helix_limit.c).
+ *
+ * The module's own requests (tasks, cache warming) carry the internal
+ * secret (X-Helix-Internal).  A task's calls also name the key that
+ * posted the task (X-Helix-Key-Name): such a request is that key, its
+ * limits and its name in the completion log.  The name is believed only
+ * together with the secret; from anyone else it is an unknown header.
  */
 
 
@@ -18,8 +24,16 @@
 #include "ngx_http_helix_metrics.h"
 
 
+#define NGX_HTTP_HELIX_AUTH_CLIENT     0
+#define NGX_HTTP_HELIX_AUTH_INTERNAL   1   /* the module's own, no key */
+#define NGX_HTTP_HELIX_AUTH_ON_BEHALF  2   /* the module's own, for a key */
+
+
 static ngx_int_t ngx_http_helix_auth_handler(ngx_http_request_t *r);
 static ngx_http_helix_api_key_t *ngx_http_helix_auth_key(
+    ngx_http_request_t *r, ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *given, ngx_uint_t *internal);
+static ngx_http_helix_api_key_t *ngx_http_helix_auth_on_behalf(
     ngx_http_request_t *r, ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *given, ngx_uint_t *internal);
 static ngx_int_t ngx_http_helix_auth_token(ngx_conf_t *cf,
@@ -98,14 +112,29 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
             return NGX_DECLINED;
         }
 
+        if (hlcf->endpoint == NGX_HTTP_HELIX_EP_TASKS
+            && ngx_http_helix_auth_admin(r))
+        {
+            /* an operator looking at (or cancelling) anyone's task */
+            return NGX_DECLINED;
+        }
+
         /* with auth off a known key still counts as itself */
 
         key = ngx_http_helix_auth_key(r, hmcf, &given, &internal);
 
-        if (internal) {
+        if (internal == NGX_HTTP_HELIX_AUTH_INTERNAL
+            || (internal == NGX_HTTP_HELIX_AUTH_ON_BEHALF && key == NULL
+                && !hmcf->auth_enabled))
+        {
             /* the module's own work: admitted when it was asked for */
             return NGX_DECLINED;
         }
+
+        /*
+         * on behalf of a key (a task's call): that key, its limits;
+         * a key gone from auth.keys since is no key (401 below)
+         */
 
         if (key == NULL && hmcf->auth_enabled) {
             ngx_http_helix_metrics_rejected(hmcf, given.len
@@ -114,7 +143,13 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
 
             rc = ngx_http_discard_request_body(r);
 
-            if (rc == NGX_OK) {
+            if (rc == NGX_OK && internal == NGX_HTTP_HELIX_AUTH_ON_BEHALF) {
+                rc = ngx_http_helix_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                         "invalid_api_key", NULL,
+                         "the key \"%V\" this task was posted with is no "
+                         "longer in auth.keys", &given);
+
+            } else if (rc == NGX_OK) {
                 rc = ngx_http_helix_send_error(r, NGX_HTTP_UNAUTHORIZED,
                          given.len ? "invalid_api_key"
                                    : "missing_api_key", NULL,
@@ -180,7 +215,8 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
 
 /*
  * The key the client gives, and the API key it is (NULL: none); or a
- * request of the module's own (tasks, warming) with the internal token.
+ * request of the module's own (tasks, warming) with the internal token,
+ * maybe on behalf of a key.
  */
 
 static ngx_http_helix_api_key_t *
@@ -194,7 +230,7 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
     ngx_http_helix_api_key_t  *key;
 
     ngx_str_null(given);
-    *internal = 0;
+    *internal = NGX_HTTP_HELIX_AUTH_CLIENT;
 
     h = r->headers_in.authorization;
 
@@ -246,8 +282,8 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
                               h[i].value.len)
                    == 0)
             {
-                *internal = 1;
-                return NULL;
+                return ngx_http_helix_auth_on_behalf(r, hmcf, given,
+                                                     internal);
             }
         }
     }
@@ -270,6 +306,99 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
     }
 
     return NULL;
+}
+
+
+/*
+ * A request with the internal secret: the key named by X-Helix-Key-Name
+ * (a task's calls), else none.  Only here, behind the secret, is that
+ * header read.
+ */
+
+static ngx_http_helix_api_key_t *
+ngx_http_helix_auth_on_behalf(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, ngx_str_t *given, ngx_uint_t *internal)
+{
+    ngx_uint_t                 i;
+    ngx_list_part_t           *part;
+    ngx_table_elt_t           *h;
+    ngx_http_helix_api_key_t  *key;
+
+    *internal = NGX_HTTP_HELIX_AUTH_INTERNAL;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("X-Helix-Key-Name") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "X-Helix-Key-Name",
+                               sizeof("X-Helix-Key-Name") - 1)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    *internal = NGX_HTTP_HELIX_AUTH_ON_BEHALF;
+    *given = h[i].value;
+
+    key = hmcf->api_keys.elts;
+
+    for (i = 0; i < hmcf->api_keys.nelts; i++) {
+        if (key[i].name.len == given->len
+            && ngx_memcmp(key[i].name.data, given->data, given->len) == 0)
+        {
+            return &key[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The admin token, on GET or DELETE of a task: it may see and cancel any
+ * task.  It is still no API key: it posts nothing, calls no provider.
+ */
+
+ngx_uint_t
+ngx_http_helix_auth_admin(ngx_http_request_t *r)
+{
+    ngx_str_t                    token;
+    ngx_table_elt_t             *h;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    if ((r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_DELETE)) == 0) {
+        return 0;
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    h = r->headers_in.authorization;
+
+    if (hmcf->admin_token.len == 0 || h == NULL
+        || h->value.len <= sizeof("Bearer ") - 1
+        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                           sizeof("Bearer ") - 1)
+           != 0)
+    {
+        return 0;
+    }
+
+    token.data = h->value.data + sizeof("Bearer ") - 1;
+    token.len = h->value.len - (sizeof("Bearer ") - 1);
+
+    return ngx_http_helix_token_equal(&token, &hmcf->admin_token);
 }
 
 

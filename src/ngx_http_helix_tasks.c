@@ -12,6 +12,30 @@
  * the loopback (libcurl multi_socket, _curl.c), so the cache, the
  * limits, fallback and metrics apply to them as to any client.  The
  * result is then POSTed to callback_url, with retries and backoff.
+ *
+ * A task remembers the name of the API key that posted it (never the
+ * key): its calls are made on that key's behalf (X-Helix-Key-Name, which
+ * the auth module believes only next to the internal secret), so they
+ * are charged to its limits and logged under its name, and with auth on
+ * only that key sees or cancels the task (others get 404).  A call that
+ * finds the key at its limit (429 with retry-after-ms) is not a failure
+ * and does not count as an attempt; the task waits, as follows:
+ *
+ *   - a completion (one call) goes back to pending with not_before set
+ *     to when the key has room again, by the lease holder only and in
+ *     the same statement that drops the lease, so exactly once holds as
+ *     for any result (a lost lease means the update finds no row).  The
+ *     worker's place is free for other keys' tasks meanwhile; the key's
+ *     other pending tasks are pushed to the same time, so that claims do
+ *     not run through all of them only to hear 429 again; the claim skips
+ *     tasks before their not_before, and this worker wakes itself then
+ *     (the poll would find it too).
+ *   - a batch keeps its answered items in memory: the items that got 429
+ *     are called again after the wait by a timer, under the lease, which
+ *     goes on being renewed; no new items start meanwhile.
+ *
+ * A 429 without a wait (a request larger than the key's token limit can
+ * ever allow) fails the task, as other 4xx do.
  */
 
 
@@ -40,6 +64,7 @@ struct ngx_http_helix_task_s {
     ngx_str_t                    id;
     ngx_str_t                    type;
     ngx_str_t                    callback_url;
+    ngx_str_t                    key_name;  /* who posted it, or empty */
     ngx_str_t                    lease;
     ngx_int_t                    attempts;
     ngx_int_t                    max_attempts;
@@ -57,6 +82,9 @@ struct ngx_http_helix_task_s {
 
     ngx_event_t                  renew;     /* the lease */
     ngx_event_t                  retry;     /* callback backoff */
+    ngx_event_t                  later;     /* items at the key's limit */
+    ngx_array_t                 *limited;   /* of ngx_uint_t: those items */
+    ngx_msec_t                   wait;      /* the key has room again in */
     ngx_uint_t                   callback_attempts;
     unsigned                     finishing:1;
 };
@@ -67,6 +95,7 @@ typedef struct {
     ngx_log_t                   *log;
     ngx_event_t                  poll;
     ngx_event_t                  wake;
+    ngx_event_t                  later;     /* a waiting task may go on */
     ngx_queue_t                  tasks;
     ngx_uint_t                   running;
     ngx_uint_t                   claiming;
@@ -110,6 +139,10 @@ static void ngx_http_helix_task_more(ngx_http_helix_task_t *t);
 static ngx_int_t ngx_http_helix_task_call(ngx_http_helix_task_t *t,
     ngx_uint_t index);
 static void ngx_http_helix_task_answer(ngx_http_helix_fetch_t *f);
+static ngx_msec_t ngx_http_helix_task_limited(ngx_http_helix_fetch_t *f);
+static ngx_int_t ngx_http_helix_task_wait(ngx_http_helix_task_t *t,
+    ngx_uint_t index, ngx_msec_t wait);
+static void ngx_http_helix_task_again(ngx_event_t *ev);
 static void ngx_http_helix_task_finish(ngx_http_helix_task_t *t);
 static void ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q,
     PGresult *res);
@@ -130,11 +163,14 @@ static ngx_http_helix_tasks_t  ngx_http_helix_tasks;
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_insert = {
     "helix_tasks_insert",
     "WITH t AS (INSERT INTO background_tasks (type, payload, priority, "
-    "callback_url, max_attempts) VALUES ($1, $2::jsonb, $3::int, $4, "
-    "$5::int) RETURNING id) "
+    "callback_url, max_attempts, api_key_name) VALUES ($1, $2::jsonb, "
+    "$3::int, $4, $5::int, $6) RETURNING id) "
     "SELECT id, pg_notify('helix_tasks', id) FROM t",
-    5, 0, 0
+    6, 0, 0
 };
+
+
+/* $2: the asking key's name, NULL when anyone may (auth off) */
 
 
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_get = {
@@ -144,9 +180,11 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_get = {
     "'result', result, 'error', error, 'callback_url', callback_url, "
     "'callback_status', callback_status, 'created_at', created_at, "
     "'updated_at', updated_at, 'started_at', started_at, "
-    "'completed_at', completed_at)::text "
-    "FROM background_tasks WHERE id = $1",
-    1, 0, 0
+    "'completed_at', completed_at, 'not_before', not_before, "
+    "'api_key_name', api_key_name)::text "
+    "FROM background_tasks WHERE id = $1 "
+    "AND ($2::text IS NULL OR api_key_name = $2)",
+    2, 0, 0
 };
 
 
@@ -154,10 +192,11 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_cancel = {
     "helix_tasks_cancel",
     "WITH c AS (UPDATE background_tasks SET status = 'cancelled', "
     "updated_at = now(), completed_at = now() "
-    "WHERE id = $1 AND status = 'pending' RETURNING id) "
+    "WHERE id = $1 AND status = 'pending' "
+    "AND ($2::text IS NULL OR api_key_name = $2) RETURNING id) "
     "SELECT (SELECT count(*) FROM c), status FROM background_tasks "
-    "WHERE id = $1",
-    1, 0, 0
+    "WHERE id = $1 AND ($2::text IS NULL OR api_key_name = $2)",
+    2, 0, 0
 };
 
 
@@ -185,11 +224,12 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_claim_stmt = {
     "lease_expires_at = now() + $2::int * interval '1 millisecond', "
     "started_at = now(), updated_at = now() "
     "FROM (SELECT id FROM background_tasks WHERE status = 'pending' "
+    "AND (not_before IS NULL OR not_before <= now()) "
     "ORDER BY priority DESC, created_at LIMIT $3::int "
     "FOR UPDATE SKIP LOCKED) c "
     "WHERE t.id = c.id "
     "RETURNING t.id, t.type, t.payload::text, t.callback_url, t.attempts, "
-    "t.max_attempts",
+    "t.max_attempts, t.api_key_name",
     3, 0, 0
 };
 
@@ -222,6 +262,33 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_store = {
     "RETURNING id, CASE WHEN $3 = 'pending' "
     "THEN pg_notify('helix_tasks', id) END",
     6, 0, 0
+};
+
+
+/*
+ * A completion whose key is at its limit: pending again until $3 ms
+ * from now, the attempt not counted; by the lease holder only.  The
+ * key's other pending tasks are pushed back as far (those not being
+ * claimed or pushed by someone else right now: SKIP LOCKED, no waits).
+ */
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_later = {
+    "helix_tasks_later",
+    "WITH s AS (UPDATE background_tasks SET status = 'pending', "
+    "attempts = greatest(attempts - 1, 0), error = $4, "
+    "not_before = now() + $3::int * interval '1 millisecond', "
+    "lease_owner = NULL, lease_expires_at = NULL, updated_at = now() "
+    "WHERE id = $1 AND lease_owner = $2 AND status = 'running' "
+    "RETURNING id, api_key_name, not_before), "
+    "o AS (UPDATE background_tasks b SET not_before = s.not_before, "
+    "error = $4 "
+    "FROM s, (SELECT id FROM background_tasks WHERE status = 'pending' "
+    "AND api_key_name = (SELECT api_key_name FROM s) "
+    "AND (not_before IS NULL OR not_before < (SELECT not_before FROM s)) "
+    "FOR UPDATE SKIP LOCKED) k "
+    "WHERE b.id = k.id RETURNING b.id) "
+    "SELECT s.id, (SELECT count(*) FROM o) FROM s",
+    4, 0, 0
 };
 
 
@@ -259,7 +326,7 @@ ngx_http_helix_tasks_handler(ngx_http_request_t *r)
 {
     u_char                      *p, *last;
     ngx_int_t                    rc;
-    ngx_str_t                    id;
+    ngx_str_t                    id, *name, params[2];
     ngx_http_helix_pg_stmt_t    *stmt;
     ngx_http_helix_pg_pt         handler;
     ngx_http_helix_main_conf_t  *hmcf;
@@ -288,15 +355,15 @@ ngx_http_helix_tasks_handler(ngx_http_request_t *r)
                                                     "configured");
         }
 
-        r->request_body_in_single_buf = 1;
+        /* too large is known before a byte of the body is read */
 
-        rc = ngx_http_read_client_request_body(r, ngx_http_helix_tasks_post);
+        rc = ngx_http_helix_body_check(r);
 
-        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        if (rc != NGX_DECLINED) {
             return rc;
         }
 
-        return NGX_DONE;
+        return ngx_http_helix_body_read_start(r, ngx_http_helix_tasks_post);
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -344,7 +411,23 @@ ngx_http_helix_tasks_handler(ngx_http_request_t *r)
         handler = ngx_http_helix_tasks_got;
     }
 
-    if (ngx_http_helix_pg_query(r->pool, stmt, &id, handler, r) == NULL) {
+    /*
+     * with auth on, a task is its key's alone (and the admin token's): to
+     * any other it does not exist (404, so that ids say nothing)
+     */
+
+    params[0] = id;
+    ngx_str_null(&params[1]);
+
+    if (hmcf->auth_enabled && !ngx_http_helix_auth_admin(r)) {
+        name = ngx_http_helix_auth_key_name(r);
+
+        if (name) {
+            params[1] = *name;
+        }
+    }
+
+    if (ngx_http_helix_pg_query(r->pool, stmt, params, handler, r) == NULL) {
         return ngx_http_helix_tasks_unavailable(r, "PostgreSQL is "
                                                 "unreachable");
     }
@@ -368,10 +451,13 @@ ngx_http_helix_tasks_unavailable(ngx_http_request_t *r, const char *why)
 static void
 ngx_http_helix_tasks_post(ngx_http_request_t *r)
 {
-    json_t        *req;
-    ngx_int_t      rc;
-    ngx_str_t      body, params[5];
-    json_error_t   jerr;
+    json_t                      *req;
+    ngx_int_t                    rc;
+    ngx_str_t                    body, *name, params[6];
+    json_error_t                 jerr;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
     rc = ngx_http_helix_tasks_body(r, &body);
 
@@ -380,6 +466,16 @@ ngx_http_helix_tasks_post(ngx_http_request_t *r)
             ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                       "invalid_json", NULL,
                                       "request body is empty"));
+        return;
+    }
+
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      "request_too_large", NULL,
+                                      "request body is larger than "
+                                      "max_request_body (%uz bytes)",
+                                      hmcf->max_request_body));
         return;
     }
 
@@ -404,6 +500,17 @@ ngx_http_helix_tasks_post(ngx_http_request_t *r)
         return;
     }
 
+    /* the key's name, never the key: its calls are made on its behalf */
+
+    name = ngx_http_helix_auth_key_name(r);
+
+    if (name) {
+        params[5] = *name;
+
+    } else {
+        ngx_str_null(&params[5]);
+    }
+
     if (ngx_http_helix_pg_query(r->pool, &ngx_http_helix_tasks_insert,
                                 params, ngx_http_helix_tasks_inserted, r)
         == NULL)
@@ -421,12 +528,20 @@ ngx_http_helix_tasks_post(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_helix_tasks_body(ngx_http_request_t *r, ngx_str_t *body)
 {
-    size_t  len;
+    size_t                       len;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
     len = ngx_http_helix_body_length(r);
 
     if (len == 0) {
         return NGX_DECLINED;
+    }
+
+    if (len > hmcf->max_request_body) {
+        /* chunked: its length was not announced */
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
 
     return ngx_http_helix_body_read(r, len, body);
@@ -756,6 +871,11 @@ ngx_http_helix_tasks_init_process(ngx_cycle_t *cycle)
     tk->wake.log = cycle->log;
     tk->wake.data = tk;
 
+    tk->later.handler = ngx_http_helix_tasks_claim;
+    tk->later.log = cycle->log;
+    tk->later.data = tk;
+    tk->later.cancelable = 1;
+
     /* after the workers are up; then every poll_interval */
     ngx_add_timer(&tk->poll, 100);
 
@@ -780,6 +900,10 @@ ngx_http_helix_tasks_exit_process(ngx_cycle_t *cycle)
 
     if (tk->poll.timer_set) {
         ngx_del_timer(&tk->poll);
+    }
+
+    if (tk->later.timer_set) {
+        ngx_del_timer(&tk->later);
     }
 
     if (tk->wake.posted) {
@@ -1067,6 +1191,11 @@ ngx_http_helix_task_new(PGresult *res, int row, int cb)
     t->retry.log = t->log;
     t->retry.cancelable = 1;
 
+    t->later.handler = ngx_http_helix_task_again;
+    t->later.data = t;
+    t->later.log = t->log;
+    t->later.cancelable = 1;
+
     return t;
 }
 
@@ -1141,6 +1270,21 @@ ngx_http_helix_task_start(PGresult *res, int row)
 
     ngx_cpystrn(t->type.data, (u_char *) PQgetvalue(res, row, 1),
                 t->type.len + 1);
+
+    /* the key that posted it: its calls are made on its behalf */
+
+    if (!PQgetisnull(res, row, 6)) {
+        t->key_name.len = PQgetlength(res, row, 6);
+        t->key_name.data = ngx_pnalloc(pool, t->key_name.len);
+
+        if (t->key_name.data == NULL) {
+            ngx_destroy_pool(pool);
+            return;
+        }
+
+        ngx_memcpy(t->key_name.data, PQgetvalue(res, row, 6),
+                   t->key_name.len);
+    }
 
     t->attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 4),
                            PQgetlength(res, row, 4));
@@ -1222,6 +1366,10 @@ ngx_http_helix_task_cleanup(void *data)
         ngx_del_timer(&t->retry);
     }
 
+    if (t->later.timer_set) {
+        ngx_del_timer(&t->later);
+    }
+
     ngx_queue_remove(&t->queue);
     tk->running--;
 
@@ -1243,6 +1391,11 @@ ngx_http_helix_task_more(ngx_http_helix_task_t *t)
     tk = &ngx_http_helix_tasks;
 
     max = t->results ? ngx_max(tk->hmcf->batch_max_concurrent, 1) : 1;
+
+    if (t->limited && t->limited->nelts) {
+        /* the key is at its limit: nothing new until the wait is over */
+        return;
+    }
 
     while (t->running < max && t->next < json_array_size(t->requests)) {
         if (ngx_http_helix_task_call(t, t->next) != NGX_OK) {
@@ -1318,12 +1471,12 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
                     ? "/v1/chat/completions" : "/v1/completions");
     f->url.len = p - f->url.data - 1;
 
-    f->headers = ngx_array_create(t->pool, 2, sizeof(char *));
+    f->headers = ngx_array_create(t->pool, 4, sizeof(char *));
     if (f->headers == NULL) {
         return NGX_ERROR;
     }
 
-    h = ngx_array_push_n(f->headers, 3);
+    h = ngx_array_push_n(f->headers, t->key_name.len ? 4 : 3);
     if (h == NULL) {
         return NGX_ERROR;
     }
@@ -1339,9 +1492,25 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
 
     ngx_sprintf((u_char *) h[1], "X-Helix-Task: %V%Z", &t->id);
 
-    /* past API keys and rate limits: admitted when it was posted */
+    /*
+     * the internal secret: an anonymous task passes keys and limits (it
+     * was admitted when it was posted); a key's task is that key, its
+     * limits and its name in the completion log
+     */
+
     ngx_sprintf((u_char *) h[2], "X-Helix-Internal: %V%Z",
                 &tk->hmcf->internal_token);
+
+    if (t->key_name.len) {
+        h[3] = ngx_pnalloc(t->pool, t->key_name.len
+                                    + sizeof("X-Helix-Key-Name: "));
+        if (h[3] == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf((u_char *) h[3], "X-Helix-Key-Name: %V%Z",
+                    &t->key_name);
+    }
 
     call->task = t;
     call->index = index;
@@ -1363,10 +1532,24 @@ ngx_http_helix_task_answer(ngx_http_helix_fetch_t *f)
 
     char                   *s;
     json_t                 *answer, *item;
+    ngx_msec_t              wait;
     ngx_http_helix_task_t  *t;
 
     t = call->task;
     t->running--;
+
+    wait = ngx_http_helix_task_limited(f);
+
+    if (wait) {
+        /* the key is at its limit: not an attempt, the task waits */
+
+        if (ngx_http_helix_task_wait(t, call->index, wait) != NGX_OK) {
+            ngx_destroy_pool(t->pool);
+        }
+
+        return;
+    }
+
     t->done++;
 
     answer = NULL;
@@ -1478,10 +1661,148 @@ ngx_http_helix_task_answer(ngx_http_helix_fetch_t *f)
 }
 
 
+/*
+ * A 429 of the key's own limit says when to come back (retry-after-ms,
+ * else Retry-After): that many ms; 0: not such an answer.  A 429 with
+ * neither (a request over what the key may ever use) is a 4xx like any.
+ */
+
+static ngx_msec_t
+ngx_http_helix_task_limited(ngx_http_helix_fetch_t *f)
+{
+    u_char     *p, *last;
+    ngx_int_t   n, ms;
+
+    if (f->status != NGX_HTTP_TOO_MANY_REQUESTS || f->answer_head.len == 0) {
+        return 0;
+    }
+
+    last = f->answer_head.data + f->answer_head.len;
+
+    ms = 1;
+    p = ngx_strlcasestrn(f->answer_head.data, last,
+                         (u_char *) "\nretry-after-ms:",
+                         sizeof("\nretry-after-ms:") - 2);
+
+    if (p == NULL) {
+        ms = 1000;
+        p = ngx_strlcasestrn(f->answer_head.data, last,
+                             (u_char *) "\nretry-after:",
+                             sizeof("\nretry-after:") - 2);
+        if (p == NULL) {
+            return 0;
+        }
+
+        p += sizeof("\nretry-after:") - 1;
+
+    } else {
+        p += sizeof("\nretry-after-ms:") - 1;
+    }
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    for (n = 0; p + n < last && p[n] >= '0' && p[n] <= '9'; n++) {
+        /* void */
+    }
+
+    n = ngx_atoi(p, n);
+
+    if (n <= 0 || n > 86400000 / ms) {
+        return 0;
+    }
+
+    return (ngx_msec_t) (n * ms);
+}
+
+
+/* a call found the key at its limit: the task waits (see the top) */
+
+static ngx_int_t
+ngx_http_helix_task_wait(ngx_http_helix_task_t *t, ngx_uint_t index,
+    ngx_msec_t wait)
+{
+    ngx_uint_t  *i;
+
+    if (t->results == NULL) {
+        t->wait = wait;
+
+        ngx_str_set(&t->status, "pending");
+
+        t->error.data = ngx_pnalloc(t->pool, t->key_name.len + 128);
+        if (t->error.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        t->error.len = ngx_sprintf(t->error.data, "waiting: the key \"%V\" "
+                                   "is at its rate limit", &t->key_name)
+                       - t->error.data;
+
+        ngx_http_helix_task_finish(t);
+        return NGX_OK;
+    }
+
+    if (t->limited == NULL) {
+        t->limited = ngx_array_create(t->pool, 4, sizeof(ngx_uint_t));
+        if (t->limited == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    i = ngx_array_push(t->limited);
+    if (i == NULL) {
+        return NGX_ERROR;
+    }
+
+    *i = index;
+
+    if (!t->later.timer_set) {
+        ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
+                      "helix: task %V: request %ui waits %M ms for the key "
+                      "\"%V\" to have room", &t->id, index, wait, &t->key_name);
+
+        ngx_add_timer(&t->later, wait);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a batch's items that found the key at its limit: once more */
+
+static void
+ngx_http_helix_task_again(ngx_event_t *ev)
+{
+    ngx_http_helix_task_t  *t = ev->data;
+
+    ngx_uint_t   i, n, *index;
+
+    index = t->limited->elts;
+    n = t->limited->nelts;
+
+    /* those that hear 429 again come back to the list */
+    t->limited->nelts = 0;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_helix_task_call(t, index[i]) != NGX_OK) {
+            ngx_str_set(&t->status, "pending");
+            ngx_str_set(&t->error, "could not start a loopback call");
+            ngx_http_helix_task_finish(t);
+            return;
+        }
+
+        t->running++;
+    }
+
+    ngx_http_helix_task_more(t);
+}
+
+
 static void
 ngx_http_helix_task_finish(ngx_http_helix_task_t *t)
 {
-    u_char     buf[NGX_INT_T_LEN];
+    u_char     buf[NGX_INT_T_LEN], wbuf[NGX_INT_T_LEN];
     ngx_str_t  params[6];
 
     if (t->finishing) {
@@ -1509,8 +1830,17 @@ ngx_http_helix_task_finish(ngx_http_helix_task_t *t)
                                 ngx_http_helix_tasks.hmcf->tasks.lease)
                     - buf;
 
-    if (ngx_http_helix_pg_query(t->pool, &ngx_http_helix_tasks_store, params,
-                                ngx_http_helix_task_stored, t)
+    if (t->wait) {
+        /* pending again, not before the key has room: id, lease, ms, why */
+        params[2].data = wbuf;
+        params[2].len = ngx_sprintf(wbuf, "%M", t->wait) - wbuf;
+        params[3] = params[4];
+    }
+
+    if (ngx_http_helix_pg_query(t->pool,
+                                t->wait ? &ngx_http_helix_tasks_later
+                                        : &ngx_http_helix_tasks_store,
+                                params, ngx_http_helix_task_stored, t)
         == NULL)
     {
         /* the lease runs out and another worker takes the task up */
@@ -1527,6 +1857,8 @@ ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
 {
     ngx_http_helix_task_t  *t = q->data;
 
+    ngx_http_helix_tasks_t  *tk;
+
     if (res == NULL) {
         ngx_log_error(NGX_LOG_WARN, t->log, 0,
                       "helix: task %V: result not stored (%s)", &t->id,
@@ -1539,6 +1871,28 @@ ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
         ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
                       "helix: task %V: its lease was lost, the result is "
                       "discarded", &t->id);
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    if (t->wait) {
+        ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
+                      "helix: task %V pending until the key \"%V\" has "
+                      "room, in %M ms (%s more of its tasks wait as long)",
+                      &t->id, &t->key_name, t->wait, PQgetvalue(res, 0, 1));
+
+        /* this worker looks again then; the poll is the backstop */
+
+        tk = &ngx_http_helix_tasks;
+
+        if (tk->hmcf && !ngx_exiting
+            && (!tk->later.timer_set
+                || (ngx_msec_int_t) (tk->later.timer.key - ngx_current_msec)
+                   > (ngx_msec_int_t) t->wait))
+        {
+            ngx_add_timer(&tk->later, t->wait);
+        }
+
         ngx_destroy_pool(t->pool);
         return;
     }

@@ -2365,7 +2365,29 @@ ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
             return NGX_ERROR;
         }
 
+        /* a task's calls carry the name in a header (X-Helix-Key-Name) */
+
+        for (j = 0; j < key[i].name.len; j++) {
+            if (key[i].name.data[j] < 0x20 || key[i].name.data[j] == 0x7f) {
+                ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, key[i].line,
+                                        "a key's \"name\" may not hold "
+                                        "control characters");
+                return NGX_ERROR;
+            }
+        }
+
         for (j = 0; j < i; j++) {
+            if (key[j].name.len == key[i].name.len
+                && ngx_strncmp(key[j].name.data, key[i].name.data,
+                               key[i].name.len) == 0)
+            {
+                ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, key[i].line,
+                                        "two keys are named \"%V\": a key's "
+                                        "name is its limits and its tasks",
+                                        &key[i].name);
+                return NGX_ERROR;
+            }
+
             if (key[j].key.len == key[i].key.len
                 && ngx_strncmp(key[j].key.data, key[i].key.data,
                                key[i].key.len) == 0)
