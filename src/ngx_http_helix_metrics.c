@@ -25,6 +25,7 @@
 #define NGX_HTTP_HELIX_TIME_BKTS  14
 #define NGX_HTTP_HELIX_SIZE_BKTS  8
 #define NGX_HTTP_HELIX_FAST_BKTS  8
+#define NGX_HTTP_HELIX_WORKERS    128
 
 
 typedef struct {
@@ -32,6 +33,18 @@ typedef struct {
     ngx_atomic_t                 count;
     ngx_atomic_t                 sum;       /* microseconds or bytes */
 } ngx_http_helix_hist_t;
+
+
+/*
+ * A worker's own gauges: only it writes them, GET /metrics sums the rows
+ * of live workers, so a crashed worker's connections do not linger.
+ */
+
+typedef struct {
+    ngx_atomic_t                 pid;
+    ngx_atomic_t                 db[4];     /* busy, idle, connecting,
+                                               waiting */
+} ngx_http_helix_wrow_t;
 
 
 typedef struct {
@@ -49,6 +62,13 @@ typedef struct {
     ngx_atomic_t                 redis_conns;
     ngx_atomic_t                 rejected[NGX_HTTP_HELIX_REJECT_REASONS];
     ngx_atomic_t                 log_rows[NGX_HTTP_HELIX_LOG_OUTCOMES];
+    ngx_atomic_t                 db_queries[NGX_HTTP_HELIX_DB_OUTCOMES];
+    ngx_http_helix_hist_t        db_query_time;
+    ngx_http_helix_hist_t        db_wait;
+    ngx_atomic_t                 db_waits[NGX_HTTP_HELIX_DB_WAIT_OUTCOMES];
+    ngx_atomic_t                 tasks[NGX_HTTP_HELIX_TASK_OUTCOMES];
+    ngx_atomic_t                 callbacks[NGX_HTTP_HELIX_CALLBACK_OUTCOMES];
+    ngx_http_helix_wrow_t        rows[NGX_HTTP_HELIX_WORKERS];
 } ngx_http_helix_metrics_sh_t;
 
 
@@ -57,6 +77,10 @@ static ngx_int_t ngx_http_helix_metrics_init_zone(ngx_shm_zone_t *shm_zone,
 static ngx_int_t ngx_http_helix_metrics_log(ngx_http_request_t *r);
 static void ngx_http_helix_hist_add(ngx_http_helix_hist_t *h,
     const double *bounds, ngx_uint_t n, double v, ngx_atomic_uint_t raw);
+static ngx_uint_t ngx_http_helix_metrics_alive(ngx_pid_t pid);
+
+
+static ngx_http_helix_wrow_t  *ngx_http_helix_metrics_row;
 
 
 /* seconds */
@@ -357,6 +381,169 @@ ngx_http_helix_metrics_log_rows(ngx_http_helix_main_conf_t *hmcf,
 }
 
 
+/*
+ * The PostgreSQL pool of this worker: a row of its own for the gauges,
+ * taken when the pool starts (a free row, or one a dead worker left),
+ * given back when it stops.
+ */
+
+void
+ngx_http_helix_metrics_db_worker(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t live)
+{
+    ngx_pid_t                     pid;
+    ngx_uint_t                    i;
+    ngx_http_helix_wrow_t        *row;
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    row = ngx_http_helix_metrics_row;
+
+    if (!live) {
+        if (row) {
+            ngx_memzero((void *) row->db, sizeof(row->db));
+            ngx_memory_barrier();
+            row->pid = 0;
+            ngx_http_helix_metrics_row = NULL;
+        }
+
+        return;
+    }
+
+    if (sh == NULL || row) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_HELIX_WORKERS; i++) {
+        row = &sh->rows[i];
+        pid = (ngx_pid_t) row->pid;
+
+        if (pid && pid != ngx_pid && ngx_http_helix_metrics_alive(pid)) {
+            continue;
+        }
+
+        if (ngx_atomic_cmp_set(&row->pid, (ngx_atomic_uint_t) pid,
+                               (ngx_atomic_uint_t) ngx_pid))
+        {
+            ngx_memzero((void *) row->db, sizeof(row->db));
+            ngx_http_helix_metrics_row = row;
+            return;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "helix: more than %d workers, this one's database "
+                  "connections are not in the metrics",
+                  NGX_HTTP_HELIX_WORKERS);
+}
+
+
+static ngx_uint_t
+ngx_http_helix_metrics_alive(ngx_pid_t pid)
+{
+    return kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH;
+}
+
+
+/* plain stores: this worker is the only writer of its row */
+
+void
+ngx_http_helix_metrics_db_pool(ngx_uint_t busy, ngx_uint_t idle,
+    ngx_uint_t connecting, ngx_uint_t waiting)
+{
+    ngx_http_helix_wrow_t  *row = ngx_http_helix_metrics_row;
+
+    if (row) {
+        row->db[0] = busy;
+        row->db[1] = idle;
+        row->db[2] = connecting;
+        row->db[3] = waiting;
+    }
+}
+
+
+void
+ngx_http_helix_metrics_db_query(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && outcome < NGX_HTTP_HELIX_DB_OUTCOMES) {
+        (void) ngx_atomic_fetch_add(&sh->db_queries[outcome], 1);
+    }
+}
+
+
+void
+ngx_http_helix_metrics_db_query_time(ngx_http_helix_main_conf_t *hmcf,
+    ngx_msec_t us)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh) {
+        ngx_http_helix_hist_add(&sh->db_query_time,
+                                ngx_http_helix_time_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, us / 1e6, us);
+    }
+}
+
+
+void
+ngx_http_helix_metrics_db_wait(ngx_http_helix_main_conf_t *hmcf,
+    ngx_msec_t us)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh) {
+        ngx_http_helix_hist_add(&sh->db_wait, ngx_http_helix_time_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, us / 1e6, us);
+    }
+}
+
+
+/* a query that found every connection the pool may open in use */
+
+void
+ngx_http_helix_metrics_db_pool_full(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && outcome < NGX_HTTP_HELIX_DB_WAIT_OUTCOMES) {
+        (void) ngx_atomic_fetch_add(&sh->db_waits[outcome], 1);
+    }
+}
+
+
+void
+ngx_http_helix_metrics_task(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome)
+{
+    ngx_http_helix_metrics_sh_t  *sh;
+
+    /* NULL: the runner has stopped, this worker exits */
+    sh = hmcf ? hmcf->metrics_sh : NULL;
+
+    if (sh && outcome < NGX_HTTP_HELIX_TASK_OUTCOMES) {
+        (void) ngx_atomic_fetch_add(&sh->tasks[outcome], 1);
+    }
+}
+
+
+void
+ngx_http_helix_metrics_task_callback(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome)
+{
+    ngx_http_helix_metrics_sh_t  *sh;
+
+    /* NULL: the runner has stopped, this worker exits */
+    sh = hmcf ? hmcf->metrics_sh : NULL;
+
+    if (sh && outcome < NGX_HTTP_HELIX_CALLBACK_OUTCOMES) {
+        (void) ngx_atomic_fetch_add(&sh->callbacks[outcome], 1);
+    }
+}
+
+
 /* the text exposition format, written into a growing pool buffer */
 
 typedef struct {
@@ -432,9 +619,10 @@ ngx_http_helix_out_hist(ngx_http_helix_out_t *o, const char *name,
 
     ngx_http_helix_out(o, "%s_bucket{%s%sle=\"+Inf\"} %uA\n", name, labels,
                        *labels ? "," : "", count);
-    ngx_http_helix_out(o, "%s_sum{%s} %.6f\n", name, labels,
-                       (double) h->sum * scale);
-    ngx_http_helix_out(o, "%s_count{%s} %uA\n", name, labels, count);
+    ngx_http_helix_out(o, "%s_sum%s%s%s %.6f\n", name, *labels ? "{" : "",
+                       labels, *labels ? "}" : "", (double) h->sum * scale);
+    ngx_http_helix_out(o, "%s_count%s%s%s %uA\n", name, *labels ? "{" : "",
+                       labels, *labels ? "}" : "", count);
 }
 
 
@@ -520,6 +708,117 @@ ngx_http_helix_out_process(ngx_http_helix_out_t *o)
         "process_resident_memory_bytes %uL\n",
         (double) ticks / (double) sysconf(_SC_CLK_TCK),
         pages * (uint64_t) ngx_pagesize);
+}
+
+
+/* the PostgreSQL pools and the background tasks */
+
+static void
+ngx_http_helix_out_db(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh)
+{
+    ngx_pid_t               pid;
+    ngx_uint_t              i, j;
+    ngx_atomic_uint_t       db[4];
+    ngx_http_helix_wrow_t  *row;
+
+    ngx_memzero(db, sizeof(db));
+
+    for (i = 0; i < NGX_HTTP_HELIX_WORKERS; i++) {
+        row = &sh->rows[i];
+        pid = (ngx_pid_t) row->pid;
+
+        if (pid == 0
+            || (pid != ngx_pid && !ngx_http_helix_metrics_alive(pid)))
+        {
+            continue;
+        }
+
+        for (j = 0; j < 4; j++) {
+            db[j] += row->db[j];
+        }
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_db_connections PostgreSQL connections of the "
+        "pools by state, summed over live workers (the tasks' LISTEN "
+        "connection aside).\n"
+        "# TYPE helixagent_db_connections gauge\n"
+        "helixagent_db_connections{state=\"busy\"} %uA\n"
+        "helixagent_db_connections{state=\"idle\"} %uA\n"
+        "helixagent_db_connections{state=\"connecting\"} %uA\n"
+        "# HELP helixagent_db_pool_max_open database.pool.max_open: the "
+        "most connections one worker's pool opens.\n"
+        "# TYPE helixagent_db_pool_max_open gauge\n"
+        "helixagent_db_pool_max_open %ui\n"
+        "# HELP helixagent_db_pool_waiting Queries waiting for a "
+        "connection, summed over live workers.\n"
+        "# TYPE helixagent_db_pool_waiting gauge\n"
+        "helixagent_db_pool_waiting %uA\n"
+        "# HELP helixagent_db_queries_total Queries by outcome: ok, error "
+        "(refused by PostgreSQL, connection lost, or not sent: PostgreSQL "
+        "unreachable), timeout (timeouts.database).\n"
+        "# TYPE helixagent_db_queries_total counter\n"
+        "helixagent_db_queries_total{outcome=\"ok\"} %uA\n"
+        "helixagent_db_queries_total{outcome=\"error\"} %uA\n"
+        "helixagent_db_queries_total{outcome=\"timeout\"} %uA\n"
+        "# HELP helixagent_db_pool_waits_total Queries that found every "
+        "connection their worker's pool may open in use: served when one "
+        "was freed, timeout when none was in time.\n"
+        "# TYPE helixagent_db_pool_waits_total counter\n"
+        "helixagent_db_pool_waits_total{outcome=\"served\"} %uA\n"
+        "helixagent_db_pool_waits_total{outcome=\"timeout\"} %uA\n",
+        db[0], db[1], db[2], hmcf->database.max_open, db[3],
+        sh->db_queries[NGX_HTTP_HELIX_DB_OK],
+        sh->db_queries[NGX_HTTP_HELIX_DB_ERROR],
+        sh->db_queries[NGX_HTTP_HELIX_DB_TIMEOUT],
+        sh->db_waits[NGX_HTTP_HELIX_DB_WAIT_SERVED],
+        sh->db_waits[NGX_HTTP_HELIX_DB_WAIT_TIMEOUT]);
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_db_query_duration_seconds Time from sending a "
+        "query to its result (a first prepare on the connection included), "
+        "for queries PostgreSQL answered.\n"
+        "# TYPE helixagent_db_query_duration_seconds histogram\n");
+    ngx_http_helix_out_hist(o, "helixagent_db_query_duration_seconds", "",
+                            &sh->db_query_time, ngx_http_helix_time_bounds,
+                            NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_db_pool_wait_seconds Time queries waited for a "
+        "connection (one being opened for them included), for those that "
+        "got one.\n"
+        "# TYPE helixagent_db_pool_wait_seconds histogram\n");
+    ngx_http_helix_out_hist(o, "helixagent_db_pool_wait_seconds", "",
+                            &sh->db_wait, ngx_http_helix_time_bounds,
+                            NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_tasks_total Background tasks by what this nginx "
+        "decided (other nginx instances on the database count their own): "
+        "submitted (row committed), completed, failed, cancelled, retried "
+        "(back to pending for another attempt).\n"
+        "# TYPE helixagent_tasks_total counter\n"
+        "helixagent_tasks_total{outcome=\"submitted\"} %uA\n"
+        "helixagent_tasks_total{outcome=\"completed\"} %uA\n"
+        "helixagent_tasks_total{outcome=\"failed\"} %uA\n"
+        "helixagent_tasks_total{outcome=\"cancelled\"} %uA\n"
+        "helixagent_tasks_total{outcome=\"retried\"} %uA\n"
+        "# HELP helixagent_task_callbacks_total POSTs to callback_url made "
+        "by this nginx: delivered, failed (given up), retried (failed, "
+        "sent again after a backoff).\n"
+        "# TYPE helixagent_task_callbacks_total counter\n"
+        "helixagent_task_callbacks_total{outcome=\"delivered\"} %uA\n"
+        "helixagent_task_callbacks_total{outcome=\"failed\"} %uA\n"
+        "helixagent_task_callbacks_total{outcome=\"retried\"} %uA\n",
+        sh->tasks[NGX_HTTP_HELIX_TASK_SUBMITTED],
+        sh->tasks[NGX_HTTP_HELIX_TASK_COMPLETED],
+        sh->tasks[NGX_HTTP_HELIX_TASK_FAILED],
+        sh->tasks[NGX_HTTP_HELIX_TASK_CANCELLED],
+        sh->tasks[NGX_HTTP_HELIX_TASK_RETRIED],
+        sh->callbacks[NGX_HTTP_HELIX_CALLBACK_DELIVERED],
+        sh->callbacks[NGX_HTTP_HELIX_CALLBACK_FAILED],
+        sh->callbacks[NGX_HTTP_HELIX_CALLBACK_RETRIED]);
 }
 
 
@@ -766,6 +1065,10 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
             sh->log_rows[NGX_HTTP_HELIX_LOG_WRITTEN],
             sh->log_rows[NGX_HTTP_HELIX_LOG_DROPPED],
             sh->log_rows[NGX_HTTP_HELIX_LOG_REJECTED]);
+    }
+
+    if (hmcf->database.configured) {
+        ngx_http_helix_out_db(&o, hmcf, sh);
     }
 
 #if (NGX_STAT_STUB)

@@ -41,6 +41,39 @@ typedef enum {
 } ngx_http_helix_log_outcome_e;
 
 
+typedef enum {
+    NGX_HTTP_HELIX_DB_OK = 0,
+    NGX_HTTP_HELIX_DB_ERROR,            /* refused, lost, or not sent */
+    NGX_HTTP_HELIX_DB_TIMEOUT,          /* timeouts.database */
+    NGX_HTTP_HELIX_DB_OUTCOMES
+} ngx_http_helix_db_outcome_e;
+
+
+typedef enum {
+    NGX_HTTP_HELIX_DB_WAIT_SERVED = 0,
+    NGX_HTTP_HELIX_DB_WAIT_TIMEOUT,
+    NGX_HTTP_HELIX_DB_WAIT_OUTCOMES
+} ngx_http_helix_db_wait_outcome_e;
+
+
+typedef enum {
+    NGX_HTTP_HELIX_TASK_SUBMITTED = 0,
+    NGX_HTTP_HELIX_TASK_COMPLETED,
+    NGX_HTTP_HELIX_TASK_FAILED,
+    NGX_HTTP_HELIX_TASK_CANCELLED,
+    NGX_HTTP_HELIX_TASK_RETRIED,
+    NGX_HTTP_HELIX_TASK_OUTCOMES
+} ngx_http_helix_task_outcome_e;
+
+
+typedef enum {
+    NGX_HTTP_HELIX_CALLBACK_DELIVERED = 0,
+    NGX_HTTP_HELIX_CALLBACK_FAILED,
+    NGX_HTTP_HELIX_CALLBACK_RETRIED,
+    NGX_HTTP_HELIX_CALLBACK_OUTCOMES
+} ngx_http_helix_callback_outcome_e;
+
+
 ngx_int_t ngx_http_helix_metrics_init(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);
 ngx_int_t ngx_http_helix_metrics_handler(ngx_http_request_t *r);
@@ -63,6 +96,23 @@ void ngx_http_helix_metrics_rejected(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t reason);
 void ngx_http_helix_metrics_log_rows(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t outcome, ngx_uint_t rows);
+
+void ngx_http_helix_metrics_db_worker(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t live);
+void ngx_http_helix_metrics_db_pool(ngx_uint_t busy, ngx_uint_t idle,
+    ngx_uint_t connecting, ngx_uint_t waiting);
+void ngx_http_helix_metrics_db_query(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome);
+void ngx_http_helix_metrics_db_query_time(ngx_http_helix_main_conf_t *hmcf,
+    ngx_msec_t us);
+void ngx_http_helix_metrics_db_wait(ngx_http_helix_main_conf_t *hmcf,
+    ngx_msec_t us);
+void ngx_http_helix_metrics_db_pool_full(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome);
+void ngx_http_helix_metrics_task(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome);
+void ngx_http_helix_metrics_task_callback(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome);
 
 
 #endif /* _NGX_HTTP_HELIX_METRICS_H_INCLUDED_ */

@@ -17,6 +17,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_pg.h"
+#include "ngx_http_helix_metrics.h"
 
 
 #define NGX_HTTP_HELIX_PG_STMTS  64
@@ -113,6 +114,8 @@ static void ngx_http_helix_pg_query_timeout(ngx_event_t *ev);
 static void ngx_http_helix_pg_query_cleanup(void *data);
 static void ngx_http_helix_pg_conn_timer(ngx_event_t *ev);
 static void ngx_http_helix_pg_health(ngx_event_t *ev);
+static void ngx_http_helix_pg_gauge(void);
+static void ngx_http_helix_pg_count(ngx_uint_t outcome);
 
 
 static ngx_http_helix_pg_t  ngx_http_helix_pg;
@@ -191,6 +194,9 @@ ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
         ngx_add_timer(&pg->health, db->health_check);
     }
 
+    ngx_http_helix_metrics_db_worker(hmcf, 1);
+    ngx_http_helix_pg_gauge();
+
     return NGX_OK;
 }
 
@@ -216,6 +222,7 @@ ngx_http_helix_pg_exit_process(ngx_cycle_t *cycle)
         ngx_queue_remove(qu);
         q->waiting = 0;
         pg->nwaiting--;
+        ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_ERROR);
         ngx_http_helix_pg_deliver(q, NULL, "the worker is exiting");
         ngx_http_helix_pg_free(q);
     }
@@ -230,6 +237,8 @@ ngx_http_helix_pg_exit_process(ngx_cycle_t *cycle)
     if (pg->health.timer_set) {
         ngx_del_timer(&pg->health);
     }
+
+    ngx_http_helix_metrics_db_worker(pg->hmcf, 0);
 
     pg->hmcf = NULL;
 }
@@ -265,6 +274,7 @@ ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
     pg = &ngx_http_helix_pg;
 
     if (!ngx_http_helix_pg_available()) {
+        ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_ERROR);
         return NULL;
     }
 
@@ -283,6 +293,7 @@ ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
 
     q = ngx_alloc(size, pg->log);
     if (q == NULL) {
+        ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_ERROR);
         return NULL;
     }
 
@@ -313,6 +324,7 @@ ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
         q->cln = ngx_pool_cleanup_add(pool, 0);
         if (q->cln == NULL) {
             ngx_free(q);
+            ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_ERROR);
             return NULL;
         }
 
@@ -325,11 +337,22 @@ ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
     q->timer.log = pg->log;
     ngx_add_timer(&q->timer, pg->hmcf->timeout_database);
 
+    /*
+     * The queries before it take the idle connections, those being
+     * opened and those the pool may still open: none left, it waits
+     * for a query to finish.
+     */
+    q->full = pg->nwaiting + pg->open
+              >= pg->nidle + pg->connecting + pg->hmcf->database.max_open;
+    q->queued_us = ngx_http_helix_metrics_now_us();
+
     /* never the handler before the caller has the query: posted */
 
     ngx_queue_insert_tail(&pg->waiting, &q->queue);
     q->waiting = 1;
     pg->nwaiting++;
+
+    ngx_http_helix_pg_gauge();
 
     if (!pg->dispatch.posted) {
         ngx_post_event(&pg->dispatch, &ngx_posted_events);
@@ -371,6 +394,7 @@ ngx_http_helix_pg_dispatch(ngx_event_t *ev)
     }
 
     ngx_http_helix_pg_more();
+    ngx_http_helix_pg_gauge();
 }
 
 
@@ -444,6 +468,7 @@ ngx_http_helix_pg_connect(ngx_uint_t listener)
     if (!listener) {
         pg->open++;
         pg->connecting++;
+        ngx_http_helix_pg_gauge();
     }
 
     if (ngx_http_helix_pg_watch(pc) != NGX_OK) {
@@ -746,6 +771,7 @@ ngx_http_helix_pg_release(ngx_http_helix_pg_conn_t *pc)
         q->waiting = 0;
         pg->nwaiting--;
 
+        ngx_http_helix_pg_gauge();
         ngx_http_helix_pg_run(pc, q);
         return;
     }
@@ -759,6 +785,7 @@ ngx_http_helix_pg_release(ngx_http_helix_pg_conn_t *pc)
     pc->idle = 1;
     pg->nidle++;
 
+    ngx_http_helix_pg_gauge();
     ngx_http_helix_pg_events(pc, 0);
 
     if (db->max_idle_time) {
@@ -790,6 +817,14 @@ ngx_http_helix_pg_run(ngx_http_helix_pg_conn_t *pc,
     if (q->sent == 0) {
         /* the slow query log counts from the first byte, prepare included */
         q->sent = ngx_current_msec;
+        q->sent_us = ngx_http_helix_metrics_now_us();
+
+        ngx_http_helix_metrics_db_wait(pg->hmcf, q->sent_us - q->queued_us);
+
+        if (q->full) {
+            ngx_http_helix_metrics_db_pool_full(pg->hmcf,
+                                               NGX_HTTP_HELIX_DB_WAIT_SERVED);
+        }
     }
 
     prepare = pg->hmcf->database.prepared_statements
@@ -1041,6 +1076,12 @@ ngx_http_helix_pg_done(ngx_http_helix_pg_conn_t *pc)
     pc->q = NULL;
     q->conn = NULL;
 
+    ngx_http_helix_metrics_db_query_time(pg->hmcf,
+                                         ngx_http_helix_metrics_now_us()
+                                         - q->sent_us);
+    ngx_http_helix_pg_count(err ? NGX_HTTP_HELIX_DB_ERROR
+                                : NGX_HTTP_HELIX_DB_OK);
+
     if (err) {
         msg = PQresultErrorMessage(err);
         len = ngx_strlen(msg);
@@ -1151,6 +1192,8 @@ ngx_http_helix_pg_close(ngx_http_helix_pg_conn_t *pc, const char *reason)
         if (pc->state == NGX_HTTP_HELIX_PG_CONNECTING) {
             pg->connecting--;
         }
+
+        ngx_http_helix_pg_gauge();
     }
 
     if (pc->timer.timer_set) {
@@ -1196,6 +1239,11 @@ ngx_http_helix_pg_close(ngx_http_helix_pg_conn_t *pc, const char *reason)
 
     if (q) {
         q->conn = NULL;
+
+        if (!q->timedout) {
+            ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_ERROR);
+        }
+
         ngx_http_helix_pg_deliver(q, NULL, reason ? reason : "closed");
         ngx_http_helix_pg_free(q);
     }
@@ -1249,9 +1297,12 @@ ngx_http_helix_pg_fail_waiting(const char *reason)
         q->waiting = 0;
         pg->nwaiting--;
 
+        ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_ERROR);
         ngx_http_helix_pg_deliver(q, NULL, reason);
         ngx_http_helix_pg_free(q);
     }
+
+    ngx_http_helix_pg_gauge();
 }
 
 
@@ -1316,6 +1367,15 @@ ngx_http_helix_pg_query_timeout(ngx_event_t *ev)
         ngx_queue_remove(&q->queue);
         q->waiting = 0;
         pg->nwaiting--;
+        ngx_http_helix_pg_gauge();
+
+        ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_TIMEOUT);
+
+        if (q->full) {
+            ngx_http_helix_metrics_db_pool_full(pg->hmcf,
+                                              NGX_HTTP_HELIX_DB_WAIT_TIMEOUT);
+        }
+
         ngx_http_helix_pg_deliver(q, NULL, "no database connection in time");
         ngx_http_helix_pg_free(q);
         return;
@@ -1327,6 +1387,9 @@ ngx_http_helix_pg_query_timeout(ngx_event_t *ev)
                   "helix: postgresql query \"%s\" did not finish within "
                   "%M ms, its connection is closed", q->stmt->name,
                   pg->hmcf->timeout_database);
+
+    q->timedout = 1;
+    ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_TIMEOUT);
 
     ngx_http_helix_pg_close(q->conn, "the database query timed out");
 }
@@ -1346,6 +1409,7 @@ ngx_http_helix_pg_query_cleanup(void *data)
         ngx_queue_remove(&q->queue);
         q->waiting = 0;
         ngx_http_helix_pg.nwaiting--;
+        ngx_http_helix_pg_gauge();
         ngx_http_helix_pg_free(q);
         return;
     }
@@ -1429,7 +1493,35 @@ ngx_http_helix_pg_health(ngx_event_t *ev)
         ngx_http_helix_pg_flush(pc);
     }
 
+    ngx_http_helix_pg_gauge();
+
     if (!ngx_exiting) {
         ngx_add_timer(&pg->health, every);
+    }
+}
+
+
+/*
+ * This worker's pool in its metrics row: busy is what is neither idle
+ * nor connecting (a query, its prepare, a health check).
+ */
+
+static void
+ngx_http_helix_pg_gauge(void)
+{
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+
+    ngx_http_helix_metrics_db_pool(pg->open - pg->connecting - pg->nidle,
+                                   pg->nidle, pg->connecting, pg->nwaiting);
+}
+
+
+static void
+ngx_http_helix_pg_count(ngx_uint_t outcome)
+{
+    if (ngx_http_helix_pg.hmcf) {
+        ngx_http_helix_metrics_db_query(ngx_http_helix_pg.hmcf, outcome);
     }
 }

@@ -47,6 +47,8 @@ struct ngx_http_helix_pg_query_s {
     ngx_pool_cleanup_t          *cln;
     void                        *conn;
     ngx_msec_t                   sent;
+    ngx_msec_t                   queued_us; /* for the metrics */
+    ngx_msec_t                   sent_us;
     int                          nparams;
     char                       **values;
     size_t                       len0;      /* of values[0] */
@@ -54,6 +56,9 @@ struct ngx_http_helix_pg_query_s {
     unsigned                     waiting:1;
     unsigned                     done:1;
     unsigned                     rejected:1;    /* by the server: SQL */
+    unsigned                     full:1;        /* the pool was, when it
+                                                   came */
+    unsigned                     timedout:1;
 };
 
 

@@ -43,6 +43,7 @@
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_curl.h"
 #include "ngx_http_helix_pg.h"
+#include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_tasks.h"
 
 
@@ -738,6 +739,10 @@ ngx_http_helix_tasks_inserted(ngx_http_helix_pg_query_t *q, PGresult *res)
 
     /* the row has committed: the server was ready for the next query */
 
+    ngx_http_helix_metrics_task(
+        ngx_http_get_module_main_conf(r, ngx_http_helix_module),
+        NGX_HTTP_HELIX_TASK_SUBMITTED);
+
     p = ngx_pnalloc(r->pool, PQgetlength(res, 0, 0) + 64);
     if (p == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -822,6 +827,10 @@ ngx_http_helix_tasks_cancelled(ngx_http_helix_pg_query_t *q, PGresult *res)
                                       q->values[0], PQgetvalue(res, 0, 1)));
         return;
     }
+
+    ngx_http_helix_metrics_task(
+        ngx_http_get_module_main_conf(r, ngx_http_helix_module),
+        NGX_HTTP_HELIX_TASK_CANCELLED);
 
     p = ngx_pnalloc(r->pool, ngx_strlen(q->values[0]) + 64);
     if (p == NULL) {
@@ -983,6 +992,11 @@ ngx_http_helix_tasks_reclaimed(ngx_http_helix_pg_query_t *q, PGresult *res)
         ngx_log_error(NGX_LOG_NOTICE, tk->log, 0,
                       "helix: task %s: lease expired, now %s",
                       PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+
+        ngx_http_helix_metrics_task(tk->hmcf,
+                                    PQgetvalue(res, i, 1)[0] == 'f'
+                                    ? NGX_HTTP_HELIX_TASK_FAILED
+                                    : NGX_HTTP_HELIX_TASK_RETRIED);
     }
 
     /* then callbacks whose worker went away, then pending tasks */
@@ -1900,6 +1914,13 @@ ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
     ngx_log_error(NGX_LOG_NOTICE, t->log, 0, "helix: task %V %V", &t->id,
                   &t->status);
 
+    ngx_http_helix_metrics_task(ngx_http_helix_tasks.hmcf,
+                                t->status.data[0] == 'c'
+                                ? NGX_HTTP_HELIX_TASK_COMPLETED
+                                : t->status.data[0] == 'f'
+                                ? NGX_HTTP_HELIX_TASK_FAILED
+                                : NGX_HTTP_HELIX_TASK_RETRIED);
+
     if (t->status.data[0] == 'p' || t->callback_url.len == 0) {
         ngx_destroy_pool(t->pool);
         return;
@@ -2074,6 +2095,9 @@ ngx_http_helix_task_called(ngx_http_helix_fetch_t *f)
                   "again in %M ms", &t->id, &t->callback_url, f->status,
                   f->error.len ? ", " : "", &f->error, backoff);
 
+    ngx_http_helix_metrics_task_callback(tk->hmcf,
+                                         NGX_HTTP_HELIX_CALLBACK_RETRIED);
+
     ngx_add_timer(&t->retry, backoff);
 }
 
@@ -2084,6 +2108,11 @@ ngx_http_helix_task_callback_done(ngx_http_helix_task_t *t,
 {
     u_char     buf[NGX_INT_T_LEN];
     ngx_str_t  params[3];
+
+    ngx_http_helix_metrics_task_callback(ngx_http_helix_tasks.hmcf,
+                                         status[0] == 'd'
+                                         ? NGX_HTTP_HELIX_CALLBACK_DELIVERED
+                                         : NGX_HTTP_HELIX_CALLBACK_FAILED);
 
     params[0] = t->id;
     params[1].data = (u_char *) status;
