@@ -47,6 +47,15 @@ sub wait_log {
     return 0;
 }
 
+sub mock_inflight {
+    for (1 .. 400) {
+        my $st = `curl -s http://127.0.0.1:$ENV{TEST_NGINX_OPENAI_PORT}/_mock/stats`;
+        return 1 if $st =~ /"inflight":\s*[1-9]/;
+        select(undef, undef, undef, 0.05);
+    }
+    return 0;
+}
+
 sub kill_workers {
     open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/nginx.pid" or return;
     my $master = <$fh>;
@@ -108,6 +117,9 @@ __DATA__
 [sub { "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
     main::wait_log(qr/task \Q$id\E \(completion\) claimed, attempt 1 of 3/) or return "never claimed";
+    # the slow answer must be the one being waited for when the worker
+    # dies, or attempt 2 would get it and time out
+    main::mock_inflight() or return "the call never reached the provider";
     main::kill_workers();
     my $st = HelixPg::wait_sql("SELECT status FROM background_tasks WHERE id = '$id'", qr/completed|failed/);
     my $row = HelixPg::psql("SELECT attempts, result->>'object', lease_owner IS NULL FROM background_tasks WHERE id = '$id'");
