@@ -56,6 +56,9 @@ typedef struct {
     ngx_http_helix_hist_t        cache_latency;
     ngx_http_helix_hist_t        provider_latency[NGX_HTTP_HELIX_MAX_PROVIDERS];
     ngx_atomic_t                 tokens[NGX_HTTP_HELIX_MAX_PROVIDERS][2];
+    ngx_http_helix_hist_t        stream_first[NGX_HTTP_HELIX_MAX_PROVIDERS];
+    ngx_atomic_t                 streams[NGX_HTTP_HELIX_MAX_PROVIDERS]
+                                        [NGX_HTTP_HELIX_STREAM_OUTCOMES];
     ngx_atomic_t                 errors[NGX_HTTP_HELIX_MAX_PROVIDERS]
                                        [NGX_HTTP_HELIX_ERR_REASONS];
     ngx_atomic_t                 redis[NGX_HTTP_HELIX_REDIS_EVENTS];
@@ -70,6 +73,11 @@ typedef struct {
     ngx_atomic_t                 callbacks[NGX_HTTP_HELIX_CALLBACK_OUTCOMES];
     ngx_http_helix_wrow_t        rows[NGX_HTTP_HELIX_WORKERS];
 } ngx_http_helix_metrics_sh_t;
+
+
+static const char  *ngx_http_helix_stream_outcomes[] = {
+    "completed", "failed", "client_closed"
+};
 
 
 static ngx_int_t ngx_http_helix_metrics_init_zone(ngx_shm_zone_t *shm_zone,
@@ -269,6 +277,35 @@ ngx_http_helix_metrics_provider(ngx_http_helix_main_conf_t *hmcf,
 
     (void) ngx_atomic_fetch_add(&sh->tokens[p->slot][0], prompt);
     (void) ngx_atomic_fetch_add(&sh->tokens[p->slot][1], completion);
+}
+
+
+/* a stream's first frame has gone to its client, ms after the request */
+
+void
+ngx_http_helix_metrics_stream_first(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_provider_t *p, ngx_msec_t ms)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh) {
+        ngx_http_helix_hist_add(&sh->stream_first[p->slot],
+                                ngx_http_helix_time_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, ms / 1000.0,
+                                (ngx_atomic_uint_t) ms * 1000);
+    }
+}
+
+
+void
+ngx_http_helix_metrics_stream(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_provider_t *p, ngx_uint_t outcome)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && outcome < NGX_HTTP_HELIX_STREAM_OUTCOMES) {
+        (void) ngx_atomic_fetch_add(&sh->streams[p->slot][outcome], 1);
+    }
 }
 
 
@@ -991,6 +1028,35 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
                 "helixagent_provider_errors_total{provider=\"%V\","
                 "reason=\"%s\"} %uA\n", &p[i].name,
                 ngx_http_helix_reasons[j], sh->errors[p[i].slot][j]);
+        }
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_stream_first_frame_seconds Streams from a "
+        "provider: time from the request to its first frame sent to the "
+        "client (time to first token, as the client sees it).\n"
+        "# TYPE helixagent_stream_first_frame_seconds histogram\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_sprintf((u_char *) labels, "provider=\"%V\"%Z", &p[i].name);
+        ngx_http_helix_out_hist(&o, "helixagent_stream_first_frame_seconds",
+                                labels, &sh->stream_first[p[i].slot],
+                                ngx_http_helix_time_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+    }
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_streams_total Streams from a provider, by how "
+        "they ended: completed, failed (after the first frame: the client "
+        "got an error event), client_closed.\n"
+        "# TYPE helixagent_streams_total counter\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        for (j = 0; j < NGX_HTTP_HELIX_STREAM_OUTCOMES; j++) {
+            ngx_http_helix_out(&o,
+                "helixagent_streams_total{provider=\"%V\",outcome=\"%s\"} "
+                "%uA\n", &p[i].name, ngx_http_helix_stream_outcomes[j],
+                sh->streams[p[i].slot][j]);
         }
     }
 

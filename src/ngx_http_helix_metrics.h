@@ -66,6 +66,16 @@ typedef enum {
 } ngx_http_helix_task_outcome_e;
 
 
+/* how a provider's stream ended for its client */
+
+typedef enum {
+    NGX_HTTP_HELIX_STREAM_COMPLETED = 0,
+    NGX_HTTP_HELIX_STREAM_FAILED,           /* after its first frame */
+    NGX_HTTP_HELIX_STREAM_CLIENT_CLOSED,
+    NGX_HTTP_HELIX_STREAM_OUTCOMES
+} ngx_http_helix_stream_outcome_e;
+
+
 typedef enum {
     NGX_HTTP_HELIX_CALLBACK_DELIVERED = 0,
     NGX_HTTP_HELIX_CALLBACK_FAILED,
@@ -111,6 +121,10 @@ void ngx_http_helix_metrics_db_pool_full(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t outcome);
 void ngx_http_helix_metrics_task(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t outcome);
+void ngx_http_helix_metrics_stream_first(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_provider_t *p, ngx_msec_t ms);
+void ngx_http_helix_metrics_stream(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_provider_t *p, ngx_uint_t outcome);
 void ngx_http_helix_metrics_task_callback(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t outcome);
 

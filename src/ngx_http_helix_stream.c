@@ -109,6 +109,7 @@ struct ngx_http_helix_stream_s {
     unsigned                    gzip:1;
     unsigned                    held:1;         /* the provider waits */
     unsigned                    slow:1;         /* it has waited */
+    unsigned                    counted:1;      /* its end, in metrics */
 };
 
 
@@ -225,6 +226,15 @@ ngx_http_helix_stream_cleanup(void *data)
 
     if (st->ev) {
         json_decref(st->ev);
+    }
+
+    if (!st->counted && st->call
+        && (st->sent || st->request->connection->error))
+    {
+        /* ended with its request, the client gone before the provider */
+        ngx_http_helix_metrics_stream(
+            ngx_http_get_module_main_conf(st->request, ngx_http_helix_module),
+            st->provider, NGX_HTTP_HELIX_STREAM_CLIENT_CLOSED);
     }
 }
 
@@ -1608,6 +1618,7 @@ ngx_http_helix_stream_flush(ngx_http_helix_stream_t *st, ngx_uint_t last)
 {
     ngx_int_t            rc;
     ngx_buf_t           *b;
+    ngx_time_t          *tp;
     ngx_chain_t         *cl;
     ngx_http_request_t  *r;
 
@@ -1660,6 +1671,17 @@ ngx_http_helix_stream_flush(ngx_http_helix_stream_t *st, ngx_uint_t last)
     }
 
     if (st->pending) {
+        if (!st->sent && st->call) {
+            /* the first frame of a provider's stream: its time to it */
+            tp = ngx_timeofday();
+            ngx_http_helix_metrics_stream_first(
+                ngx_http_get_module_main_conf(r, ngx_http_helix_module),
+                st->provider,
+                (ngx_msec_t) ngx_max((ngx_msec_int_t)
+                                     ((tp->sec - r->start_sec) * 1000
+                                      + (tp->msec - r->start_msec)), 0));
+        }
+
         st->sent = 1;
     }
 
@@ -1820,7 +1842,12 @@ ngx_http_helix_stream_end(ngx_http_helix_stream_t *st, ngx_str_t *answer,
         }
     }
 
+    hmcf = ngx_http_get_module_main_conf(st->request, ngx_http_helix_module);
+
     if (st->client_error || st->request->connection->error) {
+        ngx_http_helix_metrics_stream(hmcf, st->provider,
+                                      NGX_HTTP_HELIX_STREAM_CLIENT_CLOSED);
+        st->counted = 1;
         return NGX_ERROR;
     }
 
@@ -1851,13 +1878,18 @@ ngx_http_helix_stream_end(ngx_http_helix_stream_t *st, ngx_str_t *answer,
                       "helix: provider \"%V\" stream failed after the first "
                       "frame: %V", &st->provider->name, &msg);
 
+        ngx_http_helix_metrics_stream(hmcf, st->provider,
+                                      NGX_HTTP_HELIX_STREAM_FAILED);
+        st->counted = 1;
+
         if (ngx_http_helix_stream_fail(st, &msg) != NGX_OK) {
             return NGX_ERROR;
         }
 
     } else {
-        hmcf = ngx_http_get_module_main_conf(st->request,
-                                             ngx_http_helix_module);
+        ngx_http_helix_metrics_stream(hmcf, st->provider,
+                                      NGX_HTTP_HELIX_STREAM_COMPLETED);
+        st->counted = 1;
 
         ngx_http_helix_metrics_provider(hmcf, st->provider, call->latency,
                                         st->prompt_tokens,
