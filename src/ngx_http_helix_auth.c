@@ -13,8 +13,12 @@
  * The module's own requests (tasks, cache warming) carry the internal
  * secret (X-Helix-Internal).  A task's calls also name the key that
  * posted the task (X-Helix-Key-Name): such a request is that key, its
- * limits and its name in the completion log.  The name is believed only
- * together with the secret; from anyone else it is an unknown header.
+ * limits and its name in the completion log.  An anonymous task's calls
+ * name instead the address it was posted from (X-Helix-Client-Addr):
+ * such a request is limited as that address's own would be (its bucket,
+ * the default limits), so that posting tasks is no way around them.
+ * Both are believed only together with the secret; from anyone else they
+ * are unknown headers.  The secret alone (cache warming) is not limited.
  */
 
 
@@ -27,6 +31,8 @@
 #define NGX_HTTP_HELIX_AUTH_CLIENT     0
 #define NGX_HTTP_HELIX_AUTH_INTERNAL   1   /* the module's own, no key */
 #define NGX_HTTP_HELIX_AUTH_ON_BEHALF  2   /* the module's own, for a key */
+#define NGX_HTTP_HELIX_AUTH_FOR_ADDR   3   /* the module's own, for an
+                                              address (anonymous task) */
 
 
 static ngx_int_t ngx_http_helix_auth_handler(ngx_http_request_t *r);
@@ -76,7 +82,7 @@ static ngx_int_t
 ngx_http_helix_auth_handler(ngx_http_request_t *r)
 {
     ngx_int_t                    rc;
-    ngx_str_t                    given;
+    ngx_str_t                    given, *addr;
     ngx_uint_t                   internal;
     ngx_http_helix_limits_t     *limits;
     ngx_http_helix_api_key_t    *key;
@@ -137,9 +143,11 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
          */
 
         if (key == NULL && hmcf->auth_enabled) {
-            ngx_http_helix_metrics_rejected(hmcf, given.len
-                                            ? NGX_HTTP_HELIX_REJECT_BAD_KEY
-                                            : NGX_HTTP_HELIX_REJECT_NO_KEY);
+            ngx_http_helix_metrics_rejected(hmcf,
+                              given.len
+                              && internal != NGX_HTTP_HELIX_AUTH_FOR_ADDR
+                              ? NGX_HTTP_HELIX_REJECT_BAD_KEY
+                              : NGX_HTTP_HELIX_REJECT_NO_KEY);
 
             rc = ngx_http_discard_request_body(r);
 
@@ -148,6 +156,15 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
                          "invalid_api_key", NULL,
                          "the key \"%V\" this task was posted with is no "
                          "longer in auth.keys", &given);
+
+            } else if (rc == NGX_OK
+                       && internal == NGX_HTTP_HELIX_AUTH_FOR_ADDR)
+            {
+                rc = ngx_http_helix_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                         "missing_api_key", NULL,
+                         "this task was posted without an API key (from "
+                         "%V, while auth was off); auth is on now",
+                         &given);
 
             } else if (rc == NGX_OK) {
                 rc = ngx_http_helix_send_error(r, NGX_HTTP_UNAUTHORIZED,
@@ -192,16 +209,20 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
             ctx->limit_text = key->limit_text;
 
         } else {
+            /* an anonymous task's call: the address that posted it */
+
+            addr = (internal == NGX_HTTP_HELIX_AUTH_FOR_ADDR)
+                   ? &given : &r->connection->addr_text;
+
             ctx->limit_text = hmcf->limit_text;
-            ctx->id.len = 2 + r->connection->addr_text.len;
+            ctx->id.len = 2 + addr->len;
             ctx->id.data = ngx_pnalloc(r->pool, ctx->id.len);
             if (ctx->id.data == NULL) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
-            ngx_memcpy(ngx_cpymem(ctx->id.data, "a:", 2),
-                       r->connection->addr_text.data,
-                       r->connection->addr_text.len);
+            ngx_memcpy(ngx_cpymem(ctx->id.data, "a:", 2), addr->data,
+                       addr->len);
 
             ctx->id_hash = ngx_hash_key(ctx->id.data, ctx->id.len);
         }
@@ -311,8 +332,9 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
 
 /*
  * A request with the internal secret: the key named by X-Helix-Key-Name
- * (a task's calls), else none.  Only here, behind the secret, is that
- * header read.
+ * (a task's calls), else none; without that name, the address named by
+ * X-Helix-Client-Addr (an anonymous task's calls) is *given.  Only here,
+ * behind the secret, are those headers read.
  */
 
 static ngx_http_helix_api_key_t *
@@ -347,6 +369,18 @@ ngx_http_helix_auth_on_behalf(ngx_http_request_t *r,
                == 0)
         {
             break;
+        }
+
+        if (h[i].key.len == sizeof("X-Helix-Client-Addr") - 1
+            && ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "X-Helix-Client-Addr",
+                               sizeof("X-Helix-Client-Addr") - 1)
+               == 0
+            && h[i].value.len)
+        {
+            /* a key's name, should one follow, would still win */
+            *internal = NGX_HTTP_HELIX_AUTH_FOR_ADDR;
+            *given = h[i].value;
         }
     }
 

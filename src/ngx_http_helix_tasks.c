@@ -36,6 +36,13 @@
  *
  * A 429 without a wait (a request larger than the key's token limit can
  * ever allow) fails the task, as other 4xx do.
+ *
+ * An anonymous task (auth off, clients limited per address) remembers
+ * the address it was posted from instead, and its calls name it
+ * (X-Helix-Client-Addr, believed likewise only behind the secret): they
+ * are charged to that address's bucket, and a 429 makes the task wait as
+ * above, the address's other pending tasks pushed back with it.  Cache
+ * warming names neither and is not limited.
  */
 
 
@@ -66,6 +73,8 @@ struct ngx_http_helix_task_s {
     ngx_str_t                    type;
     ngx_str_t                    callback_url;
     ngx_str_t                    key_name;  /* who posted it, or empty */
+    ngx_str_t                    addr;      /* from where, if no key */
+    ngx_str_t                    who;       /* either, for messages */
     ngx_str_t                    lease;
     ngx_int_t                    attempts;
     ngx_int_t                    max_attempts;
@@ -164,10 +173,10 @@ static ngx_http_helix_tasks_t  ngx_http_helix_tasks;
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_insert = {
     "helix_tasks_insert",
     "WITH t AS (INSERT INTO background_tasks (type, payload, priority, "
-    "callback_url, max_attempts, api_key_name) VALUES ($1, $2::jsonb, "
-    "$3::int, $4, $5::int, $6) RETURNING id) "
+    "callback_url, max_attempts, api_key_name, client_addr) VALUES ($1, "
+    "$2::jsonb, $3::int, $4, $5::int, $6, $7) RETURNING id) "
     "SELECT id, pg_notify('helix_tasks', id) FROM t",
-    6, 0, 0
+    7, 0, 0
 };
 
 
@@ -230,7 +239,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_claim_stmt = {
     "FOR UPDATE SKIP LOCKED) c "
     "WHERE t.id = c.id "
     "RETURNING t.id, t.type, t.payload::text, t.callback_url, t.attempts, "
-    "t.max_attempts, t.api_key_name",
+    "t.max_attempts, t.api_key_name, t.client_addr",
     3, 0, 0
 };
 
@@ -267,10 +276,11 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_store = {
 
 
 /*
- * A completion whose key is at its limit: pending again until $3 ms
- * from now, the attempt not counted; by the lease holder only.  The
- * key's other pending tasks are pushed back as far (those not being
- * claimed or pushed by someone else right now: SKIP LOCKED, no waits).
+ * A completion whose key (or address) is at its limit: pending again
+ * until $3 ms from now, the attempt not counted; by the lease holder
+ * only.  The key's (or the address's anonymous) other pending tasks are
+ * pushed back as far (those not being claimed or pushed by someone else
+ * right now: SKIP LOCKED, no waits).
  */
 
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_later = {
@@ -280,11 +290,13 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_later = {
     "not_before = now() + $3::int * interval '1 millisecond', "
     "lease_owner = NULL, lease_expires_at = NULL, updated_at = now() "
     "WHERE id = $1 AND lease_owner = $2 AND status = 'running' "
-    "RETURNING id, api_key_name, not_before), "
+    "RETURNING id, api_key_name, client_addr, not_before), "
     "o AS (UPDATE background_tasks b SET not_before = s.not_before, "
     "error = $4 "
     "FROM s, (SELECT id FROM background_tasks WHERE status = 'pending' "
-    "AND api_key_name = (SELECT api_key_name FROM s) "
+    "AND (api_key_name = (SELECT api_key_name FROM s) "
+    "OR (api_key_name IS NULL AND (SELECT api_key_name FROM s) IS NULL "
+    "AND client_addr = (SELECT client_addr FROM s))) "
     "AND (not_before IS NULL OR not_before < (SELECT not_before FROM s)) "
     "FOR UPDATE SKIP LOCKED) k "
     "WHERE b.id = k.id RETURNING b.id) "
@@ -454,7 +466,7 @@ ngx_http_helix_tasks_post(ngx_http_request_t *r)
 {
     json_t                      *req;
     ngx_int_t                    rc;
-    ngx_str_t                    body, *name, params[6];
+    ngx_str_t                    body, *name, params[7];
     json_error_t                 jerr;
     ngx_http_helix_main_conf_t  *hmcf;
 
@@ -501,15 +513,21 @@ ngx_http_helix_tasks_post(ngx_http_request_t *r)
         return;
     }
 
-    /* the key's name, never the key: its calls are made on its behalf */
+    /*
+     * the key's name, never the key: its calls are made on its behalf;
+     * no key: the calls are charged to the address, as its own would be
+     */
 
     name = ngx_http_helix_auth_key_name(r);
+
+    ngx_str_null(&params[5]);
+    ngx_str_null(&params[6]);
 
     if (name) {
         params[5] = *name;
 
     } else {
-        ngx_str_null(&params[5]);
+        params[6] = r->connection->addr_text;
     }
 
     if (ngx_http_helix_pg_query(r->pool, &ngx_http_helix_tasks_insert,
@@ -1262,6 +1280,7 @@ ngx_http_helix_task_callback_start(PGresult *res, int row)
 static void
 ngx_http_helix_task_start(PGresult *res, int row)
 {
+    u_char                  *p;
     json_t                  *payload;
     ngx_pool_t              *pool;
     json_error_t             jerr;
@@ -1298,6 +1317,19 @@ ngx_http_helix_task_start(PGresult *res, int row)
 
         ngx_memcpy(t->key_name.data, PQgetvalue(res, row, 6),
                    t->key_name.len);
+
+    } else if (!PQgetisnull(res, row, 7)) {
+        /* an anonymous task: the address that posted it */
+
+        t->addr.len = PQgetlength(res, row, 7);
+        t->addr.data = ngx_pnalloc(pool, t->addr.len);
+
+        if (t->addr.data == NULL) {
+            ngx_destroy_pool(pool);
+            return;
+        }
+
+        ngx_memcpy(t->addr.data, PQgetvalue(res, row, 7), t->addr.len);
     }
 
     t->attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 4),
@@ -1308,6 +1340,18 @@ ngx_http_helix_task_start(PGresult *res, int row)
     ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
                   "helix: task %V (%V) claimed, attempt %i of %i",
                   &t->id, &t->type, t->attempts, t->max_attempts);
+
+    /* the address goes into a header: nothing but printable characters */
+
+    for (p = t->addr.data; p < t->addr.data + t->addr.len; p++) {
+        if (*p <= ' ' || *p >= 0x7f) {
+            ngx_str_set(&t->status, "failed");
+            ngx_str_set(&t->error, "the stored client_addr is not an "
+                        "address");
+            ngx_http_helix_task_finish(t);
+            return;
+        }
+    }
 
     payload = json_loads(PQgetvalue(res, row, 2), 0, &jerr);
 
@@ -1490,7 +1534,8 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
         return NGX_ERROR;
     }
 
-    h = ngx_array_push_n(f->headers, t->key_name.len ? 4 : 3);
+    h = ngx_array_push_n(f->headers,
+                         (t->key_name.len || t->addr.len) ? 4 : 3);
     if (h == NULL) {
         return NGX_ERROR;
     }
@@ -1507,9 +1552,10 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
     ngx_sprintf((u_char *) h[1], "X-Helix-Task: %V%Z", &t->id);
 
     /*
-     * the internal secret: an anonymous task passes keys and limits (it
-     * was admitted when it was posted); a key's task is that key, its
-     * limits and its name in the completion log
+     * the internal secret: a key's task is that key, its limits and its
+     * name in the completion log; an anonymous task is its address and
+     * that address's limits; with neither (a row from before addresses
+     * were kept) it passes limits, admitted when it was posted
      */
 
     ngx_sprintf((u_char *) h[2], "X-Helix-Internal: %V%Z",
@@ -1524,6 +1570,16 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
 
         ngx_sprintf((u_char *) h[3], "X-Helix-Key-Name: %V%Z",
                     &t->key_name);
+
+    } else if (t->addr.len) {
+        h[3] = ngx_pnalloc(t->pool, t->addr.len
+                                    + sizeof("X-Helix-Client-Addr: "));
+        if (h[3] == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf((u_char *) h[3], "X-Helix-Client-Addr: %V%Z",
+                    &t->addr);
     }
 
     call->task = t;
@@ -1731,7 +1787,10 @@ ngx_http_helix_task_limited(ngx_http_helix_fetch_t *f)
 }
 
 
-/* a call found the key at its limit: the task waits (see the top) */
+/*
+ * A call found the key (or the address) at its limit: the task waits
+ * (see the top)
+ */
 
 static ngx_int_t
 ngx_http_helix_task_wait(ngx_http_helix_task_t *t, ngx_uint_t index,
@@ -1739,18 +1798,40 @@ ngx_http_helix_task_wait(ngx_http_helix_task_t *t, ngx_uint_t index,
 {
     ngx_uint_t  *i;
 
+    if (t->who.len == 0) {
+        t->who.data = ngx_pnalloc(t->pool, t->key_name.len + t->addr.len
+                                           + sizeof("the address \"\""));
+        if (t->who.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (t->key_name.len) {
+            t->who.len = ngx_sprintf(t->who.data, "the key \"%V\"",
+                                     &t->key_name)
+                         - t->who.data;
+
+        } else if (t->addr.len) {
+            t->who.len = ngx_sprintf(t->who.data, "the address %V",
+                                     &t->addr)
+                         - t->who.data;
+
+        } else {
+            ngx_str_set(&t->who, "the gateway");
+        }
+    }
+
     if (t->results == NULL) {
         t->wait = wait;
 
         ngx_str_set(&t->status, "pending");
 
-        t->error.data = ngx_pnalloc(t->pool, t->key_name.len + 128);
+        t->error.data = ngx_pnalloc(t->pool, t->who.len + 128);
         if (t->error.data == NULL) {
             return NGX_ERROR;
         }
 
-        t->error.len = ngx_sprintf(t->error.data, "waiting: the key \"%V\" "
-                                   "is at its rate limit", &t->key_name)
+        t->error.len = ngx_sprintf(t->error.data, "waiting: %V is at its "
+                                   "rate limit", &t->who)
                        - t->error.data;
 
         ngx_http_helix_task_finish(t);
@@ -1773,8 +1854,8 @@ ngx_http_helix_task_wait(ngx_http_helix_task_t *t, ngx_uint_t index,
 
     if (!t->later.timer_set) {
         ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
-                      "helix: task %V: request %ui waits %M ms for the key "
-                      "\"%V\" to have room", &t->id, index, wait, &t->key_name);
+                      "helix: task %V: request %ui waits %M ms for %V to "
+                      "have room", &t->id, index, wait, &t->who);
 
         ngx_add_timer(&t->later, wait);
     }
@@ -1891,9 +1972,9 @@ ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
 
     if (t->wait) {
         ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
-                      "helix: task %V pending until the key \"%V\" has "
-                      "room, in %M ms (%s more of its tasks wait as long)",
-                      &t->id, &t->key_name, t->wait, PQgetvalue(res, 0, 1));
+                      "helix: task %V pending until %V has room, in %M ms "
+                      "(%s more of its tasks wait as long)",
+                      &t->id, &t->who, t->wait, PQgetvalue(res, 0, 1));
 
         /* this worker looks again then; the poll is the backstop */
 
