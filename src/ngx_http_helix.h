@@ -318,9 +318,21 @@ ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
 ngx_str_t *ngx_http_helix_auth_key_name(ngx_http_request_t *r);
 ngx_uint_t ngx_http_helix_auth_admin(ngx_http_request_t *r);
 ngx_uint_t ngx_http_helix_token_equal(ngx_str_t *a, ngx_str_t *b);
+/* what the completion log wants of a gateway request */
+
+typedef struct {
+    ngx_str_t                      model;       /* asked for */
+    ngx_str_t                      answer;
+    ngx_http_helix_answer_meta_t  *meta;        /* of the answer, or NULL */
+    ngx_str_t                      provider;    /* who answered */
+    ngx_uint_t                     cache;       /* log.h's cache results */
+    unsigned                       stream:1;
+    unsigned                       served:1;    /* provider, cache known */
+} ngx_http_helix_summary_t;
+
+
 ngx_int_t ngx_http_helix_gateway_summary(ngx_http_request_t *r,
-    ngx_str_t *model, ngx_str_t *answer, ngx_uint_t *stream,
-    ngx_http_helix_answer_meta_t **meta);
+    ngx_http_helix_summary_t *s);
 void ngx_http_helix_answer_meta(ngx_str_t *answer,
     ngx_http_helix_answer_meta_t *meta);
 ngx_int_t ngx_http_helix_provider_health_handler(ngx_http_request_t *r);

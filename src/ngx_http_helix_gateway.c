@@ -21,6 +21,7 @@
 #include "ngx_http_helix_redis.h"
 #include "ngx_http_helix_jscan.h"
 #include "ngx_http_helix_gateway.h"
+#include "ngx_http_helix_log.h"
 #include "ngx_http_helix_stream.h"
 #include "ngx_http_helix_limit.h"
 
@@ -90,6 +91,9 @@ typedef struct {
     unsigned                    cancelled:1;
     unsigned                    streaming:1;
     unsigned                    l1_hit:1;       /* meta is the answer's */
+    unsigned                    served:1;       /* the two below are set */
+    ngx_uint_t                  served_cache;   /* log.h's cache results */
+    ngx_str_t                   served_by;
 
     ngx_str_t                   answer;         /* for the completion log */
     ngx_http_helix_answer_meta_t  meta;         /* of an L1 hit's answer */
@@ -418,6 +422,10 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
 
     ctx->answer = *body;
     ctx->l1_hit = (tier == 1);
+    ctx->served = 1;
+    ctx->served_cache = (tier == 1) ? NGX_HTTP_HELIX_LOG_HIT_L1
+                                    : NGX_HTTP_HELIX_LOG_HIT_L2;
+    ctx->served_by = *provider;
 
     if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
         || ngx_http_helix_add_header(r, "X-Cache-Tier", &tiers[tier])
@@ -2403,6 +2411,11 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 
     } else {
         ctx->answer = *body;
+        ctx->served = 1;
+        ctx->served_cache = (ctx->policy >= 0 && ctx->cache_read)
+                            ? NGX_HTTP_HELIX_LOG_MISS
+                            : NGX_HTTP_HELIX_LOG_BYPASS;
+        ctx->served_by = cand->provider->name;
         rc = ngx_http_helix_send_json(r, NGX_HTTP_OK, body);
     }
 
@@ -2868,9 +2881,8 @@ ngx_http_helix_item_store(ngx_http_helix_item_t *item, ngx_str_t *provider,
 /* for the completion log, in the LOG phase: the answer sent, if any */
 
 ngx_int_t
-ngx_http_helix_gateway_summary(ngx_http_request_t *r, ngx_str_t *model,
-    ngx_str_t *answer, ngx_uint_t *stream,
-    ngx_http_helix_answer_meta_t **meta)
+ngx_http_helix_gateway_summary(ngx_http_request_t *r,
+    ngx_http_helix_summary_t *s)
 {
     ngx_http_helix_gw_ctx_t  *ctx;
 
@@ -2879,10 +2891,16 @@ ngx_http_helix_gateway_summary(ngx_http_request_t *r, ngx_str_t *model,
         return NGX_DECLINED;
     }
 
-    *model = ctx->model;
-    *answer = ctx->answer;
-    *meta = (ctx->l1_hit && ctx->answer.len) ? &ctx->meta : NULL;
-    *stream = ctx->req && json_is_true(json_object_get(ctx->req, "stream"));
+    s->model = ctx->model;
+    s->answer = ctx->answer;
+    s->meta = (ctx->l1_hit && ctx->answer.len) ? &ctx->meta : NULL;
+    s->stream = (ctx->stream != NULL || ctx->streaming);
+
+    if (ctx->served) {
+        s->served = 1;
+        s->provider = ctx->served_by;
+        s->cache = ctx->served_cache;
+    }
 
     return NGX_OK;
 }

@@ -58,6 +58,8 @@ typedef struct {
 static ngx_int_t ngx_http_helix_log_handler(ngx_http_request_t *r);
 static void ngx_http_helix_log_request(ngx_http_request_t *r,
     ngx_http_helix_log_row_t *row);
+static void ngx_http_helix_log_served(ngx_http_request_t *r,
+    ngx_http_helix_log_row_t *row);
 static ngx_int_t ngx_http_helix_log_make_id(ngx_http_request_t *r,
     ngx_str_t *id);
 static void ngx_http_helix_log_add(ngx_http_helix_log_row_t *row,
@@ -78,6 +80,16 @@ static void ngx_http_helix_log_flush(ngx_event_t *ev);
 static void ngx_http_helix_log_written(ngx_http_helix_pg_query_t *q,
     PGresult *res);
 
+
+static u_char  ngx_http_helix_log_digits[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
 static ngx_http_helix_log_t  ngx_http_helix_log;
 static ngx_int_t             ngx_http_helix_log_request_id = NGX_ERROR;
@@ -232,12 +244,10 @@ ngx_http_helix_log_exit_process(ngx_cycle_t *cycle)
 static ngx_int_t
 ngx_http_helix_log_handler(ngx_http_request_t *r)
 {
-    ngx_str_t                   answer;
-    ngx_uint_t                  ep, stream, i;
+    ngx_uint_t                  ep;
     ngx_time_t                 *tp;
-    ngx_list_part_t            *part;
-    ngx_table_elt_t            *h, *cache, *tier;
     ngx_http_helix_log_row_t    row;
+    ngx_http_helix_summary_t    sum;
     ngx_http_helix_loc_conf_t  *hlcf;
 
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
@@ -252,24 +262,50 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     }
 
     ngx_memzero(&row, sizeof(ngx_http_helix_log_row_t));
+    ngx_memzero(&sum, sizeof(ngx_http_helix_summary_t));
 
-    stream = 0;
-    ngx_str_null(&answer);
-
-    (void) ngx_http_helix_gateway_summary(r, &row.model, &answer, &stream,
-                                          &row.meta);
+    (void) ngx_http_helix_gateway_summary(r, &sum);
 
     row.endpoint = &ngx_http_helix_log_endpoints[ep];
-    row.answer = answer;
-    row.stream = stream;
+    row.model = sum.model;
+    row.answer = sum.answer;
+    row.meta = sum.meta;
+    row.stream = sum.stream;
     row.status = r->headers_out.status;
 
     ngx_http_helix_log_request(r, &row);
 
-    /*
-     * what the gateway said in its headers, in one pass over them; it
-     * wrote them itself, so their case is known
-     */
+    if (sum.served) {
+        row.provider = sum.provider;
+        row.cache = sum.cache;
+
+    } else {
+        ngx_http_helix_log_served(r, &row);
+    }
+
+    tp = ngx_timeofday();
+    row.latency = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                                    + (tp->msec - r->start_msec));
+
+    ngx_http_helix_log_add(&row, r->connection->log);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Who answered and from which tier, as the gateway's headers say (a
+ * stream's, an error's), in one pass over them; it wrote them itself,
+ * so their case is known
+ */
+
+static void
+ngx_http_helix_log_served(ngx_http_request_t *r,
+    ngx_http_helix_log_row_t *row)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *cache, *tier;
 
     cache = NULL;
     tier = NULL;
@@ -296,53 +332,43 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
         switch (h[i].key.len) {
 
         case sizeof("X-Cache") - 1:
-            if (ngx_memcmp(h[i].key.data, "X-Cache", 7) == 0)
-            {
+            if (ngx_memcmp(h[i].key.data, "X-Cache", 7) == 0) {
                 cache = &h[i];
             }
             break;
 
         case sizeof("X-Cache-Tier") - 1:
-            if (ngx_memcmp(h[i].key.data, "X-Cache-Tier", 12) == 0)
-            {
+            if (ngx_memcmp(h[i].key.data, "X-Cache-Tier", 12) == 0) {
                 tier = &h[i];
             }
             break;
 
         case sizeof("X-Helix-Provider") - 1:
-            if (ngx_memcmp(h[i].key.data, "X-Helix-Provider", 16) == 0)
-            {
-                row.provider = h[i].value;
+            if (ngx_memcmp(h[i].key.data, "X-Helix-Provider", 16) == 0) {
+                row->provider = h[i].value;
             }
             break;
         }
     }
 
     if (cache == NULL) {
-        row.cache = NGX_HTTP_HELIX_LOG_NONE;
+        row->cache = NGX_HTTP_HELIX_LOG_NONE;
 
     } else if (cache->value.len == 3
                && ngx_strncmp(cache->value.data, "HIT", 3) == 0)
     {
-        row.cache = (tier && tier->value.len == 2 && tier->value.data[1] == '2')
-                    ? NGX_HTTP_HELIX_LOG_HIT_L2 : NGX_HTTP_HELIX_LOG_HIT_L1;
+        row->cache = (tier && tier->value.len == 2
+                      && tier->value.data[1] == '2')
+                     ? NGX_HTTP_HELIX_LOG_HIT_L2 : NGX_HTTP_HELIX_LOG_HIT_L1;
 
     } else if (cache->value.len == 4
                && ngx_strncmp(cache->value.data, "MISS", 4) == 0)
     {
-        row.cache = NGX_HTTP_HELIX_LOG_MISS;
+        row->cache = NGX_HTTP_HELIX_LOG_MISS;
 
     } else {
-        row.cache = NGX_HTTP_HELIX_LOG_BYPASS;
+        row->cache = NGX_HTTP_HELIX_LOG_BYPASS;
     }
-
-    tp = ngx_timeofday();
-    row.latency = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
-                                    + (tp->msec - r->start_msec));
-
-    ngx_http_helix_log_add(&row, r->connection->log);
-
-    return NGX_OK;
 }
 
 
@@ -645,14 +671,16 @@ ngx_http_helix_log_text(u_char *p, ngx_str_t *v)
 static ngx_inline u_char *
 ngx_http_helix_log_int(u_char *p, int64_t v, ngx_uint_t width)
 {
-    ngx_uint_t  i;
+    uint32_t  v32;
+    uint64_t  v64;
 
-    for (i = width; i > 0; i--) {
-        p[i - 1] = (u_char) (v & 0xff);
-        v >>= 8;
+    if (width == 4) {
+        v32 = htonl((uint32_t) v);
+        return ngx_cpymem(p, &v32, 4);
     }
 
-    return p + width;
+    v64 = htobe64((uint64_t) v);
+    return ngx_cpymem(p, &v64, 8);
 }
 
 
@@ -825,11 +853,11 @@ ngx_http_helix_log_hex(u_char *p, uint64_t v)
 {
     ngx_uint_t  i;
 
-    static u_char  hex[] = "0123456789abcdef";
+    /* two digits a byte */
 
-    for (i = 0; i < 16; i++) {
-        p[15 - i] = hex[v & 0xf];
-        v >>= 4;
+    for (i = 16; i > 0; i -= 2) {
+        ngx_memcpy(p + i - 2, &ngx_http_helix_log_digits[(v & 0xff) * 2], 2);
+        v >>= 8;
     }
 
     return p + 16;

@@ -114,8 +114,9 @@ rps() {
     local master t0 t1 out
     master=$(cat "$dir/a/logs/nginx.pid")
     t0=$(ticks "$master")
-    out=$(${PIN:+taskset -c $PIN} wrk -t 2 -c "$conns" -d "${secs}s" \
-          -s "$dir/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
+    out=$(${PIN:+taskset -c $PIN} wrk -t "${WRK_THREADS:-2}" -c "$conns" \
+          -d "${secs}s" -s "$dir/post.lua" \
+          "http://127.0.0.1:$port/v1/chat/completions")
     t1=$(ticks "$master")
     echo "$out" | awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
         / requests in / { n = $1 }
@@ -143,12 +144,13 @@ pg_cpus() {
 
 # "shared": nginx, wrk and PostgreSQL share every CPU, as in "make run";
 # "pg apart": PostgreSQL alone on the last CPU, nginx (one worker) and
-# wrk on the others, as with the database on its own host: the cost
-# left is the gateway's own (building rows, sending them)
+# wrk (a thread per CPU) on the others, as with the database on its own
+# host: the cost left is the gateway's own (building rows, sending them)
 cpus=$(nproc)
 last=$((cpus - 1))
 rest=0-$((last - 1))
 [ "$last" = 1 ] && rest=0
+ncpu_rest=$last     # a wrk thread per CPU left to nginx and wrk
 
 echo "L1 hit, $rounds rounds of ${secs}s per case, alternating:"
 for round in $(seq 1 "$rounds"); do
@@ -161,10 +163,10 @@ for round in $(seq 1 "$rounds"); do
 
     pg_cpus "$last"
     WORKERS=1 PIN=$rest start a "$port" ""
-    aoff[$round]=$(PIN=$rest rps)
+    aoff[$round]=$(PIN=$rest WRK_THREADS=$ncpu_rest rps)
     WORKERS=1 PIN=$rest start a "$port" "$db
   enabled: false"
-    aon[$round]=$(PIN=$rest rps)
+    aon[$round]=$(PIN=$rest WRK_THREADS=$ncpu_rest rps)
     echo "  round $round: shared: no log ${off[$round]}, log ${on[$round]};" \
          "pg apart: no log ${aoff[$round]}, log ${aon[$round]}" \
          "(req/s, worker us/req)"
