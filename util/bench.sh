@@ -30,7 +30,10 @@
 #
 #   BENCH_SECONDS (5), BENCH_CONNECTIONS (50), BENCH_THREADS (2),
 #   HELIX_BENCH_KEY (sk-helix-bench), SOAK=1 (about a million L1 hits and
-#   a hundred thousand misses, worker RSS at the start and the end).
+#   a hundred thousand misses, worker RSS at the start and the end),
+#   BENCH_LOG=1 (the demo's completion log on: every completion written
+#   to PostgreSQL on these same cores, which then costs about a third of
+#   the throughput; off by default, its own bench is util/bench-pg.sh).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +43,7 @@ secs=${BENCH_SECONDS:-5}
 conns=${BENCH_CONNECTIONS:-50}
 threads=${BENCH_THREADS:-2}
 key=${HELIX_BENCH_KEY:-sk-helix-bench}
+log=${BENCH_LOG:-0}  # 1: the demo's completion log on, PostgreSQL here
 port=18480
 mock=18481          # 18481-18483: openai, anthropic, gemini
 standin=18485
@@ -73,6 +77,8 @@ ln -sf "$top/build/ngx_http_helix_module.so" "$dir/modules/"
 
 "$top/util/services.sh" start redis "$redis" "$dir/redis" >/dev/null
 "$top/util/services.sh" start postgres "$pg" "$dir/postgres" >/dev/null
+# the demo's completion log and tasks need their tables
+PGPORT=$pg "$top/util/migrate.sh" >/dev/null
 "$top/util/mock_provider" --openai "$mock" --anthropic $((mock + 1)) \
     --gemini $((mock + 2)) > "$dir/logs/mock.log" 2>&1 &
 mock_pid=$!
@@ -176,6 +182,12 @@ config() {   # l1 (on|off) [max entries]
     # the bench runs without warming: it would call the other providers
     sed -i '/^  warming:/,/^redis:/ s/enabled: true/enabled: false/' \
         "$dir/conf/helix.yaml"
+    if [ "$log" = 0 ]; then
+        # PostgreSQL on these same cores would take what it spends per row
+        # from nginx: the log's cost is util/bench-pg.sh's to measure
+        sed -i 's/^  password: \${DB_PASSWORD:-}$/&\n  completion_log:\n    enabled: false/' \
+            "$dir/conf/helix.yaml"
+    fi
 
     cat > "$dir/conf/providers.conf" <<CONF
 upstream helix_openai { server 127.0.0.1:$standin; keepalive 256; }
@@ -406,6 +418,18 @@ echo "L2 hit / proxy floor   $(ratio "$l2" "$p")"
 echo "miss / proxy floor     $(ratio "$m" "$p")"
 echo "L1 100k / L1 1k        $(ratio "$(val l1_100000 2)" "$(val l1_1000 2)")"
 echo "stream ttfb added p50  $(awk -v a="$sh50" -v b="$sp50" 'BEGIN { printf "%.3f ms", a - b }')"
+if [ "$log" = 1 ]; then
+    # every completion went to PostgreSQL on these same cores: what became
+    # of the rows (dropped ones would flatter the figures)
+    echo "completion log: $(psql -X -tA -h 127.0.0.1 -p "$pg" -U postgres \
+          -d helixagent -c 'SELECT count(*) FROM completions') rows written," \
+         "$(grep -o '[0-9]* dropped in all' "$dir/logs/error.log" \
+            | awk '{ n += $1 } END { print n + 0 }') dropped (buffer full)," \
+         "$(grep -c 'rejected by PostgreSQL' "$dir/logs/error.log") rejected batches"
+else
+    echo "completion log: off (BENCH_LOG=1 to run it, with PostgreSQL on" \
+         "these cores; its cost: util/bench-pg.sh)"
+fi
 if [ -n "$soak" ]; then
     set -- $soak
     echo "soak: $1 L1 hits + $2 misses, worker RSS $3 kB -> $4 kB" \
