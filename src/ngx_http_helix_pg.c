@@ -285,7 +285,13 @@ ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
     size = sizeof(ngx_http_helix_pg_query_t)
            + stmt->nparams * sizeof(char *);
 
-    for (i = 0; i < stmt->nparams; i++) {
+    /*
+     * COPY's data is not copied (it can be megabytes, and a malloc() of
+     * that size a batch costs page faults): the caller keeps it until
+     * its handler has run
+     */
+
+    for (i = stmt->copy ? 1 : 0; i < stmt->nparams; i++) {
         size += params[i].len + 1;
     }
 
@@ -310,6 +316,11 @@ ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
     for (i = 0; i < stmt->nparams; i++) {
         if (params[i].data == NULL) {
             q->values[i] = NULL;
+            continue;
+        }
+
+        if (i == 0 && stmt->copy) {
+            q->values[0] = (char *) params[0].data;
             continue;
         }
 

@@ -20,7 +20,9 @@ typedef struct {
     int                          nparams;
     ngx_uint_t                   index;     /* 1.., set by the pool */
     ngx_uint_t                   copy;      /* COPY FROM STDIN: the data
-                                               is the one param */
+                                               is the one param, not
+                                               copied: the caller keeps it
+                                               until its handler runs */
 } ngx_http_helix_pg_stmt_t;
 
 
