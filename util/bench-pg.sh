@@ -4,9 +4,13 @@
 # completed per second by one and by two nginx instances.
 #
 #   BENCH_SECONDS (3), BENCH_ROUNDS (5), BENCH_CONNECTIONS (50),
-#   BENCH_TASKS (400)
-#   BENCH_PORT (18490: nginx, +1 second nginx, +2 mock), BENCH_PG_PORT
-#   (16490)
+#   BENCH_TASKS (2000)
+#   BENCH_PORT (18490: nginx, +1 second nginx, +2 mock, +3 stand-in
+#   provider), BENCH_PG_PORT (16490)
+#
+# The provider is a stand-in (an nginx answering the mock's recorded
+# answer to any request): the Python mock would be the bottleneck of the
+# tasks' figures, not the gateway and PostgreSQL.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,9 +19,10 @@ nginx=${NGINX:-/usr/sbin/nginx}
 secs=${BENCH_SECONDS:-3}
 rounds=${BENCH_ROUNDS:-5}
 conns=${BENCH_CONNECTIONS:-50}
-ntasks=${BENCH_TASKS:-400}
+ntasks=${BENCH_TASKS:-2000}
 port=${BENCH_PORT:-18490}
 mock=$((port + 2))
+standin=$((port + 3))
 pg=${BENCH_PG_PORT:-16490}
 
 body='{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there, benchmark"}],"max_tokens":50}'
@@ -29,6 +34,8 @@ cleanup() {
             && kill -QUIT "$(cat "$dir/$n/logs/nginx.pid")" 2>/dev/null || true
     done
     [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
+    [ -s "$dir/standin/standin.pid" ] \
+        && kill -QUIT "$(cat "$dir/standin/standin.pid")" 2>/dev/null || true
     "$top/util/services.sh" stop postgres "$dir/postgres" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -44,6 +51,26 @@ for _ in $(seq 1 100); do
     curl -sf -o /dev/null "http://127.0.0.1:$mock/_mock/health" && break
     sleep 0.1
 done
+
+recorded=$(curl -sf "http://127.0.0.1:$mock/v1/chat/completions" \
+               -H 'Content-Type: application/json' -d "$body")
+mkdir -p "$dir/standin"
+cat > "$dir/standin/standin.conf" <<CONF
+worker_processes 1;
+error_log $dir/standin/error.log warn;
+pid $dir/standin/standin.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/standin;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$standin;
+        location / { default_type application/json; return 200 '$recorded'; }
+    }
+}
+CONF
+"$nginx" -p "$dir/standin" -c "$dir/standin/standin.conf"
 
 cat > "$dir/post.lua" <<LUA
 wrk.method = "POST"
@@ -74,7 +101,7 @@ http {
     access_log off;
     client_body_temp_path $d/tmp;
     helix_config $d/conf/helix.yaml;
-    upstream helix_openai { server 127.0.0.1:$mock; keepalive 256; }
+    upstream helix_openai { server 127.0.0.1:$standin; keepalive 256; }
     server {
         listen 127.0.0.1:$2 backlog=4096;
         location /_helix/openai/ {
