@@ -245,7 +245,6 @@ static ngx_int_t
 ngx_http_helix_log_handler(ngx_http_request_t *r)
 {
     ngx_uint_t                  ep;
-    ngx_time_t                 *tp;
     ngx_http_helix_log_row_t    row;
     ngx_http_helix_summary_t    sum;
     ngx_http_helix_loc_conf_t  *hlcf;
@@ -283,9 +282,7 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
         ngx_http_helix_log_served(r, &row);
     }
 
-    tp = ngx_timeofday();
-    row.latency = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
-                                    + (tp->msec - r->start_msec));
+    row.latency = (ngx_msec_int_t) ngx_http_helix_request_time(r);
 
     ngx_http_helix_log_add(&row, r->connection->log);
 

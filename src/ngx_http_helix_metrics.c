@@ -213,7 +213,6 @@ ngx_http_helix_metrics_log(ngx_http_request_t *r)
 {
     ngx_uint_t                    ep, cls;
     ngx_msec_int_t                ms;
-    ngx_time_t                   *tp;
     ngx_http_helix_loc_conf_t    *hlcf;
     ngx_http_helix_main_conf_t   *hmcf;
     ngx_http_helix_metrics_sh_t  *sh;
@@ -233,10 +232,7 @@ ngx_http_helix_metrics_log(ngx_http_request_t *r)
     cls = r->headers_out.status / 100;
     cls = (cls >= 1 && cls <= 5) ? cls - 1 : 4;
 
-    tp = ngx_timeofday();
-    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
-                           + (tp->msec - r->start_msec));
-    ms = ngx_max(ms, 0);
+    ms = ngx_http_helix_request_time(r);
 
     ngx_http_helix_hist_add(&sh->duration[ep][cls],
                             ngx_http_helix_time_bounds,
@@ -352,6 +348,22 @@ ngx_http_helix_metrics_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
                                 ngx_http_helix_fast_bounds,
                                 NGX_HTTP_HELIX_FAST_BKTS, us / 1e6, us);
     }
+}
+
+
+/* milliseconds since the request arrived, by nginx's cached clock */
+
+ngx_msec_t
+ngx_http_helix_request_time(ngx_http_request_t *r)
+{
+    ngx_time_t      *tp;
+    ngx_msec_int_t   ms;
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+
+    return (ngx_msec_t) ngx_max(ms, 0);
 }
 
 

@@ -97,6 +97,7 @@ void ngx_http_helix_metrics_cache(ngx_http_helix_main_conf_t *hmcf,
     ngx_int_t policy, ngx_uint_t hit);
 void ngx_http_helix_metrics_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
     ngx_msec_t us);
+ngx_msec_t ngx_http_helix_request_time(ngx_http_request_t *r);
 ngx_msec_t ngx_http_helix_metrics_now_us(void);
 void ngx_http_helix_metrics_redis(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t event);

@@ -1618,7 +1618,6 @@ ngx_http_helix_stream_flush(ngx_http_helix_stream_t *st, ngx_uint_t last)
 {
     ngx_int_t            rc;
     ngx_buf_t           *b;
-    ngx_time_t          *tp;
     ngx_chain_t         *cl;
     ngx_http_request_t  *r;
 
@@ -1673,13 +1672,9 @@ ngx_http_helix_stream_flush(ngx_http_helix_stream_t *st, ngx_uint_t last)
     if (st->pending) {
         if (!st->sent && st->call) {
             /* the first frame of a provider's stream: its time to it */
-            tp = ngx_timeofday();
             ngx_http_helix_metrics_stream_first(
                 ngx_http_get_module_main_conf(r, ngx_http_helix_module),
-                st->provider,
-                (ngx_msec_t) ngx_max((ngx_msec_int_t)
-                                     ((tp->sec - r->start_sec) * 1000
-                                      + (tp->msec - r->start_msec)), 0));
+                st->provider, ngx_http_helix_request_time(r));
         }
 
         st->sent = 1;
