@@ -6,9 +6,10 @@
  * answer has gone.  The LOG phase only appends the row, in COPY's binary
  * format (no escaping or number formatting here, no parsing in the
  * server), to a per-worker buffer; a timer or a full batch sends the
- * whole buffer as one COPY FROM STDIN while a second buffer fills.  While PostgreSQL
- * is away the rows wait (bounded by completion_log.buffer); rows that do
- * not fit are counted and the count is logged.  request_id is unique: a
+ * whole buffer as one COPY FROM STDIN while a second buffer fills.
+ * While PostgreSQL is away the rows wait (bounded by
+ * completion_log.buffer); rows that do not fit are counted and the count
+ * is logged.  request_id is unique: a
  * batch sent again after a lost answer fails as a duplicate, and is
  * known to be written.
  */
@@ -30,6 +31,7 @@ typedef struct {
 /* COPY's binary format: a header, rows of length-prefixed fields, -1 */
 
 #define NGX_HTTP_HELIX_LOG_HEADER   19
+#define NGX_HTTP_HELIX_LOG_ID_LEN   32
 #define NGX_HTTP_HELIX_LOG_FIELDS   13
 
 /* timestamptz: microseconds since 2000-01-01 00:00:00 UTC */
@@ -62,6 +64,9 @@ static void ngx_http_helix_log_served(ngx_http_request_t *r,
     ngx_http_helix_log_row_t *row);
 static ngx_int_t ngx_http_helix_log_make_id(ngx_http_request_t *r,
     ngx_str_t *id);
+static ngx_uint_t ngx_http_helix_log_variable_id(ngx_http_request_t *r,
+    ngx_str_t *id);
+static size_t ngx_http_helix_log_new_id(u_char *p);
 static void ngx_http_helix_log_add(ngx_http_helix_log_row_t *row,
     ngx_log_t *log);
 static ngx_inline u_char *ngx_http_helix_log_text(u_char *p, ngx_str_t *v);
@@ -272,6 +277,7 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     row.stream = sum.stream;
     row.status = r->headers_out.status;
 
+    (void) ngx_http_helix_log_variable_id(r, &row.request_id);
     ngx_http_helix_log_request(r, &row);
 
     if (sum.served) {
@@ -501,37 +507,58 @@ ngx_http_helix_log_item(ngx_http_request_t *r, ngx_str_t *batch_id,
 static ngx_int_t
 ngx_http_helix_log_make_id(ngx_http_request_t *r, ngx_str_t *id)
 {
-    u_char                     *p;
-    ngx_http_helix_log_t       *lg;
-    ngx_http_variable_value_t  *vv;
+    u_char  *p;
 
-    lg = &ngx_http_helix_log;
-    vv = &r->variables[ngx_http_helix_log_request_id];
-
-    if (vv->valid && !vv->not_found) {
-        id->data = vv->data;
-        id->len = vv->len;
+    if (ngx_http_helix_log_variable_id(r, id)) {
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, 32);
+    p = ngx_pnalloc(r->pool, NGX_HTTP_HELIX_LOG_ID_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     id->data = p;
-    id->len = ngx_http_helix_log_hex(ngx_http_helix_log_hex(p, lg->prefix),
-                                     ++lg->seq)
-              - p;
+    id->len = ngx_http_helix_log_new_id(p);
 
     return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_helix_log_variable_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    ngx_http_variable_value_t  *vv;
+
+    vv = &r->variables[ngx_http_helix_log_request_id];
+
+    if (vv->valid && !vv->not_found) {
+        id->data = vv->data;
+        id->len = vv->len;
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/* this worker's random prefix and its counter, in hex */
+
+static size_t
+ngx_http_helix_log_new_id(u_char *p)
+{
+    ngx_http_helix_log_t  *lg = &ngx_http_helix_log;
+
+    return ngx_http_helix_log_hex(ngx_http_helix_log_hex(p, lg->prefix),
+                                  ++lg->seq)
+           - p;
 }
 
 
 static void
 ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
 {
-    u_char                *p, ridbuf[32];
+    u_char                *p, ridbuf[NGX_HTTP_HELIX_LOG_ID_LEN];
     size_t                 len;
     int64_t                us;
     ngx_int_t              pt, ct;
@@ -550,9 +577,7 @@ ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
 
     if (rid.len == 0) {
         rid.data = ridbuf;
-        rid.len = ngx_http_helix_log_hex(
-                      ngx_http_helix_log_hex(ridbuf, lg->prefix), ++lg->seq)
-                  - ridbuf;
+        rid.len = ngx_http_helix_log_new_id(ridbuf);
     }
 
     /* what the answer says, whichever tier it came from */

@@ -3,6 +3,7 @@
 # buffer while PostgreSQL is down, the overflow counted and logged.
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
+use HTTP::Tiny;
 use Helix;
 use HelixPg;
 
@@ -146,6 +147,25 @@ completions_batch|B-3|none|-|400|f|4
 ensemble|B-0|miss|openai|200|t|3
 ensemble|B-1|miss|claude|200|t|3
 ensemble|B-2|miss|gemini|200|t|3"]
+
+
+
+=== TEST 2e: the row's request_id is nginx's $request_id when something has used it
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config =~ s/(location = \/v1\/chat\/completions \{)/$1 add_header X-Request-Id \$request_id;/r
+--- user_files eval: main::yaml()
+--- request
+GET /v1/models
+--- response_body_filters eval
+sub {
+    my $res = HTTP::Tiny->new->post("$::Base/v1/chat/completions", {
+        headers => { 'Content-Type' => 'application/json', 'X-Session-ID' => 'sess-2e' },
+        content => qq({"model": "gpt-4o", "messages": [{"role": "user", "content": "request id $$"}]}) });
+    my $id = $res->{headers}{'x-request-id'} // 'none';
+    my $row = HelixPg::wait_sql("SELECT request_id FROM completions WHERE session_id = 'sess-2e'", qr/^[0-9a-f]{32}$/);
+    return $id =~ /^[0-9a-f]{32}$/ && $row eq $id ? "same id" : "header $id, row $row";
+}
+--- response_body: same id
 
 
 
