@@ -327,7 +327,8 @@ typedef struct {
     ngx_str_t                      provider;    /* who answered */
     ngx_uint_t                     cache;       /* log.h's cache results */
     unsigned                       stream:1;
-    unsigned                       served:1;    /* provider, cache known */
+    unsigned                       served:1;    /* provider, cache: an
+                                                   answer went */
 } ngx_http_helix_summary_t;
 
 

@@ -93,7 +93,8 @@ typedef struct {
     unsigned                    l1_hit:1;       /* meta is the answer's */
     unsigned                    served:1;       /* the two below are set */
     ngx_uint_t                  served_cache;   /* log.h's cache results */
-    ngx_str_t                   served_by;
+    ngx_str_t                   served_by;      /* a stream's: when its
+                                                   header has gone */
 
     ngx_str_t                   answer;         /* for the completion log */
     ngx_http_helix_answer_meta_t  meta;         /* of an L1 hit's answer */
@@ -1854,6 +1855,13 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
                 return;
             }
 
+            /* what the stream's header will say, once it goes */
+
+            ctx->served_cache = (ctx->policy >= 0 && ctx->cache_read)
+                                ? NGX_HTTP_HELIX_LOG_MISS
+                                : NGX_HTTP_HELIX_LOG_BYPASS;
+            ctx->served_by = c->provider->name;
+
             if (ngx_http_helix_stream_attach(ctx->stream, call, &c->model,
                                              &key,
                                              ctx->policy >= 0
@@ -2896,7 +2904,10 @@ ngx_http_helix_gateway_summary(ngx_http_request_t *r,
     s->meta = (ctx->l1_hit && ctx->answer.len) ? &ctx->meta : NULL;
     s->stream = (ctx->stream != NULL || ctx->streaming);
 
-    if (ctx->served) {
+    if (ctx->served
+        || (ctx->stream && ctx->served_by.len
+            && ngx_http_helix_stream_started(ctx->stream)))
+    {
         s->served = 1;
         s->provider = ctx->served_by;
         s->cache = ctx->served_cache;

@@ -60,8 +60,6 @@ typedef struct {
 static ngx_int_t ngx_http_helix_log_handler(ngx_http_request_t *r);
 static void ngx_http_helix_log_request(ngx_http_request_t *r,
     ngx_http_helix_log_row_t *row);
-static void ngx_http_helix_log_served(ngx_http_request_t *r,
-    ngx_http_helix_log_row_t *row);
 static ngx_int_t ngx_http_helix_log_make_id(ngx_http_request_t *r,
     ngx_str_t *id);
 static ngx_uint_t ngx_http_helix_log_variable_id(ngx_http_request_t *r,
@@ -280,12 +278,11 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     (void) ngx_http_helix_log_variable_id(r, &row.request_id);
     ngx_http_helix_log_request(r, &row);
 
+    /* nothing served (an error): no provider, cache_result "none" */
+
     if (sum.served) {
         row.provider = sum.provider;
         row.cache = sum.cache;
-
-    } else {
-        ngx_http_helix_log_served(r, &row);
     }
 
     row.latency = (ngx_msec_int_t) ngx_http_helix_request_time(r);
@@ -293,85 +290,6 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     ngx_http_helix_log_add(&row, r->connection->log);
 
     return NGX_OK;
-}
-
-
-/*
- * Who answered and from which tier, as the gateway's headers say (a
- * stream's, an error's), in one pass over them; it wrote them itself,
- * so their case is known
- */
-
-static void
-ngx_http_helix_log_served(ngx_http_request_t *r,
-    ngx_http_helix_log_row_t *row)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *cache, *tier;
-
-    cache = NULL;
-    tier = NULL;
-
-    part = &r->headers_out.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash == 0) {
-            continue;
-        }
-
-        switch (h[i].key.len) {
-
-        case sizeof("X-Cache") - 1:
-            if (ngx_memcmp(h[i].key.data, "X-Cache", 7) == 0) {
-                cache = &h[i];
-            }
-            break;
-
-        case sizeof("X-Cache-Tier") - 1:
-            if (ngx_memcmp(h[i].key.data, "X-Cache-Tier", 12) == 0) {
-                tier = &h[i];
-            }
-            break;
-
-        case sizeof("X-Helix-Provider") - 1:
-            if (ngx_memcmp(h[i].key.data, "X-Helix-Provider", 16) == 0) {
-                row->provider = h[i].value;
-            }
-            break;
-        }
-    }
-
-    if (cache == NULL) {
-        row->cache = NGX_HTTP_HELIX_LOG_NONE;
-
-    } else if (cache->value.len == 3
-               && ngx_strncmp(cache->value.data, "HIT", 3) == 0)
-    {
-        row->cache = (tier && tier->value.len == 2
-                      && tier->value.data[1] == '2')
-                     ? NGX_HTTP_HELIX_LOG_HIT_L2 : NGX_HTTP_HELIX_LOG_HIT_L1;
-
-    } else if (cache->value.len == 4
-               && ngx_strncmp(cache->value.data, "MISS", 4) == 0)
-    {
-        row->cache = NGX_HTTP_HELIX_LOG_MISS;
-
-    } else {
-        row->cache = NGX_HTTP_HELIX_LOG_BYPASS;
-    }
 }
 
 

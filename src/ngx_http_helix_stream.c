@@ -352,6 +352,15 @@ ngx_http_helix_stream_sent(ngx_http_helix_stream_t *st)
 }
 
 
+/* its header has gone: the client knows who answers and from where */
+
+ngx_uint_t
+ngx_http_helix_stream_started(ngx_http_helix_stream_t *st)
+{
+    return st->header_sent;
+}
+
+
 /* a piece of the provider's 2xx answer, from the subrequest's filter */
 
 static ngx_int_t

@@ -45,6 +45,7 @@ ngx_int_t ngx_http_helix_stream_attach(ngx_http_helix_stream_t *st,
 
 /* something went to the client: no provider can take over any more */
 ngx_uint_t ngx_http_helix_stream_sent(ngx_http_helix_stream_t *st);
+ngx_uint_t ngx_http_helix_stream_started(ngx_http_helix_stream_t *st);
 
 /*
  * The call has ended.  NGX_DECLINED: nothing reached the client and the
