@@ -56,11 +56,6 @@ rate_limit:
 _EOY_
 }
 
-sub task_json {
-    my ($prompt) = @_;
-    return qq({"type": "completion", "payload": {"prompt": "$prompt", "model": "gpt-4o"}});
-}
-
 sub post_task {
     my ($key, $json) = @_;
     my @h = ('Content-Type: application/json');
@@ -72,24 +67,12 @@ sub post_task {
 
 sub chat {
     my ($key, @more) = @_;
-    my $out = `curl -s -m 30 -D - -o /dev/null -H 'Content-Type: application/json' -H 'Authorization: Bearer $key' @{[ map { "-H '$_'" } @more ]} --data-binary '{"model": "gpt-4o", "messages": [{"role": "user", "content": "chat $$"}]}' $Base/v1/chat/completions`;
-    my ($code) = $out =~ m{^HTTP/\S+ (\d+)};
-    my ($limit) = $out =~ /^x-ratelimit-limit-requests: (\d+)/mi;
-    my ($left) = $out =~ /^x-ratelimit-remaining-requests: (\d+)/mi;
-    return "$code limit " . ($limit // '-') . " left " . ($left // '-');
+    return Helix::chat_limits("Authorization: Bearer $key", @more);
 }
 
 sub status {
     my ($id) = @_;
     return HelixPg::psql("SELECT status FROM background_tasks WHERE id = '$id'");
-}
-
-sub log_count {
-    my ($re) = @_;
-    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log" or return 0;
-    my $n = 0;
-    while (<$fh>) { $n++ if $_ =~ $re; }
-    return $n;
 }
 
 our @Ids;    # tasks left by one block for the next
@@ -107,7 +90,7 @@ __DATA__
 --- more_headers
 Authorization: Bearer sk-one
 --- request eval
-"POST /v1/tasks\n" . main::task_json("charged to one")
+"POST /v1/tasks\n" . Helix::task_json("charged to one")
 --- error_code: 202
 --- response_headers
 x-ratelimit-limit-requests: 3
@@ -139,7 +122,7 @@ sub {
 ["POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "spoof 1"}]}',
  "POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "spoof 2"}]}',
  "POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "spoof 3"}]}',
- "POST /v1/tasks\n" . main::task_json("spoofed task")]
+ "POST /v1/tasks\n" . Helix::task_json("spoofed task")]
 --- more_headers eval
 ["X-Helix-Key-Name: one",
  "X-Helix-Key-Name: one\nX-Helix-Internal: 00000000000000000000000000000000",
@@ -176,7 +159,7 @@ sub {
 --- more_headers
 Authorization: Bearer sk-one
 --- request eval
-"POST /v1/tasks\n" . main::task_json("one's own")
+"POST /v1/tasks\n" . Helix::task_json("one's own")
 --- error_code: 202
 --- response_body_filters eval
 sub {
@@ -197,7 +180,7 @@ sub {
     push @r, "spoofed GET $c";
     ($c, $b) = HelixPg::curl('GET', $u, undef, 'Authorization: Bearer adm1n-token');
     push @r, "admin GET $c " . ($b =~ /"api_key_name" ?: ?"one"/ ? "one's" : $b);
-    ($c, $b) = HelixPg::curl('POST', "$::Base/v1/tasks", main::task_json("by admin"),
+    ($c, $b) = HelixPg::curl('POST', "$::Base/v1/tasks", Helix::task_json("by admin"),
         'Authorization: Bearer adm1n-token');
     push @r, "admin POST $c";
     ($c, $b) = HelixPg::curl('GET', $u, undef, 'Authorization: Bearer sk-one');
@@ -227,14 +210,14 @@ now cancelled"
 --- config eval: $::Config
 --- user_files eval: main::yaml(auth => 'false', tasks => "  enabled: false\n")
 --- request eval
-"POST /v1/tasks\n" . main::task_json("anonymous")
+"POST /v1/tasks\n" . Helix::task_json("anonymous")
 --- error_code: 202
 --- response_body_filters eval
 sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
     my ($c, $b) = HelixPg::curl('GET', "$::Base/v1/tasks/$id");
     my ($c2) = HelixPg::curl('GET', "$::Base/v1/tasks/$id", undef, 'Authorization: Bearer sk-two');
-    my ($kc, $kid) = main::post_task('sk-one', main::task_json("one, auth off"));
+    my ($kc, $kid) = main::post_task('sk-one', Helix::task_json("one, auth off"));
     return join "\n", "anyone GET $c " . ($b =~ /"api_key_name" ?: ?null/ ? "no owner" : $b),
         "two GET $c2",
         "owners " . HelixPg::psql("SELECT coalesce(api_key_name, '-') FROM background_tasks "
@@ -257,7 +240,7 @@ Authorization: Bearer sk-one
 sub {
     HelixPg::psql("UPDATE background_tasks SET status = 'cancelled' WHERE status = 'pending'");
     $::Mark = HelixPg::psql("SELECT now()::text");
-    @::Ids = map { (main::post_task('sk-one', main::task_json("waits $_")))[1] } 1 .. 5;
+    @::Ids = map { (main::post_task('sk-one', Helix::task_json("waits $_")))[1] } 1 .. 5;
     return HelixPg::psql("SELECT count(*) FROM background_tasks WHERE status = 'pending' AND api_key_name = 'one'");
 }
 --- response_body: 5
@@ -339,8 +322,8 @@ sub {
         qr/completed|failed/);
     my $items = HelixPg::psql("SELECT string_agg((r->>'status'), ',' ORDER BY (r->>'index')::int) "
         . "FROM background_tasks, jsonb_array_elements(result->'results') r WHERE id = '$id'");
-    my $waits = main::log_count(qr/task \Q$id\E: request \d+ waits \d+ ms for the key "one" to have room/);
-    my $done = main::log_count(qr/task \Q$id\E completed/);
+    my $waits = Helix::log_count(qr/task \Q$id\E: request \d+ waits \d+ ms for the key "one" to have room/);
+    my $done = Helix::log_count(qr/task \Q$id\E completed/);
     return "$st\nitems $items\n" . ($waits >= 1 ? "waited" : "did not wait") . "\ncompleted $done times\n";
 }
 --- response_body
@@ -359,7 +342,7 @@ completed 1 times
 --- user_files eval: main::yaml(rpm => 100)
 --- request eval
 ["POST /v1/tasks\n" . ('x' x 3000),
- "POST /v1/tasks\n" . main::task_json('y' x 2500)]
+ "POST /v1/tasks\n" . Helix::task_json('y' x 2500)]
 --- more_headers
 Authorization: Bearer sk-two
 --- error_code eval

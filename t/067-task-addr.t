@@ -59,11 +59,6 @@ rate_limit:
 _EOY_
 }
 
-sub task_json {
-    my ($prompt) = @_;
-    return qq({"type": "completion", "payload": {"prompt": "$prompt", "model": "gpt-4o"}});
-}
-
 sub post_task {
     my ($from, $json) = @_;
     my ($code, $body) = HelixPg::curl('POST', "$Base/v1/tasks", $json,
@@ -76,19 +71,7 @@ sub post_task {
 sub chat {
     my ($from, @more) = @_;
     push @more, "X-Forwarded-For: $from" if defined $from;
-    my $out = `curl -s -m 30 -D - -o /dev/null -H 'Content-Type: application/json' @{[ map { "-H '$_'" } @more ]} --data-binary '{"model": "gpt-4o", "messages": [{"role": "user", "content": "chat $$"}]}' $Base/v1/chat/completions`;
-    my ($code) = $out =~ m{^HTTP/\S+ (\d+)};
-    my ($limit) = $out =~ /^x-ratelimit-limit-requests: (\d+)/mi;
-    my ($left) = $out =~ /^x-ratelimit-remaining-requests: (\d+)/mi;
-    return "$code limit " . ($limit // '-') . " left " . ($left // '-');
-}
-
-sub log_count {
-    my ($re) = @_;
-    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log" or return 0;
-    my $n = 0;
-    while (my $l = <$fh>) { $n++ if $l =~ $re; }
-    return $n;
+    return Helix::chat_limits(@more);
 }
 
 our @Ids;    # 10.0.0.9's tasks, left by one block for the next
@@ -107,7 +90,7 @@ __DATA__
 --- more_headers
 X-Forwarded-For: 10.0.0.7
 --- request eval
-"POST /v1/tasks\n" . main::task_json("charged to 10.0.0.7")
+"POST /v1/tasks\n" . Helix::task_json("charged to 10.0.0.7")
 --- error_code: 202
 --- response_headers
 x-ratelimit-limit-requests: 3
@@ -143,7 +126,7 @@ sub {
 ["POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "spoof 1"}]}',
  "POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "spoof 2"}]}',
  "POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "spoof 3"}]}',
- "POST /v1/tasks\n" . main::task_json("spoofed task")]
+ "POST /v1/tasks\n" . Helix::task_json("spoofed task")]
 --- more_headers eval
 ["X-Helix-Client-Addr: 10.9.9.9",
  "X-Helix-Client-Addr: 10.9.9.9\nX-Helix-Internal: 00000000000000000000000000000000",
@@ -178,8 +161,8 @@ sub {
 sub {
     HelixPg::psql("UPDATE background_tasks SET status = 'cancelled' WHERE status = 'pending'");
     $::Mark = HelixPg::psql("SELECT now()::text");
-    @::Ids = map { main::post_task('10.0.0.9', main::task_json("waits $_")) } 1 .. 5;
-    $::Other = main::post_task('10.0.0.10', main::task_json("another address"));
+    @::Ids = map { main::post_task('10.0.0.9', Helix::task_json("waits $_")) } 1 .. 5;
+    $::Other = main::post_task('10.0.0.10', Helix::task_json("another address"));
     return HelixPg::psql("SELECT client_addr || ' ' || count(*) FROM background_tasks "
         . "WHERE status = 'pending' AND api_key_name IS NULL GROUP BY client_addr ORDER BY client_addr") . "\n";
 }
@@ -239,7 +222,7 @@ sub {
         . "FROM background_tasks WHERE id IN ($in)", qr/^(completed 1 -,){4}completed 1 -$/);
     my $rows = HelixPg::wait_sql("SELECT count(*) FROM completions WHERE endpoint = 'completions' "
         . "AND status = 200 AND created_at > '$::Mark'", qr/^6$/);
-    my @n = map { my $id = $_; main::log_count(qr/task \Q$id\E completed/) } @::Ids;
+    my @n = map { my $id = $_; Helix::log_count(qr/task \Q$id\E completed/) } @::Ids;
     my $once = grep { $_ == 1 } @n;
     my $none = grep { $_ == 0 } @n;
     # three calls of this nginx were 10.0.0.9's: 96 left after this one
@@ -275,8 +258,8 @@ sub {
         qr/completed|failed/);
     my $items = HelixPg::psql("SELECT string_agg((r->>'status'), ',' ORDER BY (r->>'index')::int) "
         . "FROM background_tasks, jsonb_array_elements(result->'results') r WHERE id = '$id'");
-    my $waits = main::log_count(qr/task \Q$id\E: request \d+ waits \d+ ms for the address 10\.0\.0\.11 to have room/);
-    my $done = main::log_count(qr/task \Q$id\E completed/);
+    my $waits = Helix::log_count(qr/task \Q$id\E: request \d+ waits \d+ ms for the address 10\.0\.0\.11 to have room/);
+    my $done = Helix::log_count(qr/task \Q$id\E completed/);
     return "$st\nitems $items\n" . ($waits >= 1 ? "waited" : "did not wait") . "\ncompleted $done times\n";
 }
 --- response_body

@@ -102,4 +102,31 @@ providers:
     embedding_models: [text-embedding-004, mock-embed]
 _EOC_
 
+# a completion task for gpt-4o, as POST /v1/tasks takes it
+sub task_json {
+    my ($prompt) = @_;
+    return qq({"type": "completion", "payload": {"prompt": "$prompt", "model": "gpt-4o"}});
+}
+
+# a chat completion sent with these headers: "<status> limit <n> left <n>"
+# from its x-ratelimit-*-requests headers ("-" where there is none)
+sub chat_limits {
+    my (@headers) = @_;
+    my $base = "http://127.0.0.1:$ENV{TEST_NGINX_SERVER_PORT}";
+    my $out = `curl -s -m 30 -D - -o /dev/null -H 'Content-Type: application/json' @{[ map { "-H '$_'" } @headers ]} --data-binary '{"model": "gpt-4o", "messages": [{"role": "user", "content": "chat $$"}]}' $base/v1/chat/completions`;
+    my ($code) = $out =~ m{^HTTP/\S+ (\d+)};
+    my ($limit) = $out =~ /^x-ratelimit-limit-requests: (\d+)/mi;
+    my ($left) = $out =~ /^x-ratelimit-remaining-requests: (\d+)/mi;
+    return "$code limit " . ($limit // '-') . " left " . ($left // '-');
+}
+
+# how many lines of this test's error.log match
+sub log_count {
+    my ($re) = @_;
+    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log" or return 0;
+    my $n = 0;
+    while (my $l = <$fh>) { $n++ if $l =~ $re; }
+    return $n;
+}
+
 1;
