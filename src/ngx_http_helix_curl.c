@@ -99,6 +99,28 @@ ngx_http_helix_curl_exit_process(ngx_cycle_t *cycle)
 
 /* starts a fetch; its handler runs once, when it has ended either way */
 
+/* "name: value", a line of f->headers, from the pool */
+
+char *
+ngx_http_helix_fetch_header(ngx_pool_t *pool, const char *name,
+    ngx_str_t *value)
+{
+    size_t   len;
+    u_char  *p;
+
+    len = ngx_strlen(name);
+
+    p = ngx_pnalloc(pool, len + sizeof(": ") - 1 + value->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_sprintf(p, "%s: %V%Z", name, value);
+
+    return (char *) p;
+}
+
+
 ngx_int_t
 ngx_http_helix_fetch(ngx_http_helix_fetch_t *f)
 {

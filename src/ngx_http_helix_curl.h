@@ -42,6 +42,8 @@ ngx_int_t ngx_http_helix_curl_init_process(ngx_cycle_t *cycle);
 void ngx_http_helix_curl_exiting(void);
 void ngx_http_helix_curl_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_helix_fetch(ngx_http_helix_fetch_t *f);
+char *ngx_http_helix_fetch_header(ngx_pool_t *pool, const char *name,
+    ngx_str_t *value);
 
 
 #endif /* _NGX_HTTP_HELIX_CURL_H_INCLUDED_ */

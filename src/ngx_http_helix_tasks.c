@@ -1541,15 +1541,7 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
     }
 
     h[0] = "Content-Type: application/json";
-    h[1] = ngx_pnalloc(t->pool, t->id.len + sizeof("X-Helix-Task: "));
-    h[2] = ngx_pnalloc(t->pool, tk->hmcf->internal_token.len
-                                + sizeof("X-Helix-Internal: "));
-
-    if (h[1] == NULL || h[2] == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf((u_char *) h[1], "X-Helix-Task: %V%Z", &t->id);
+    h[1] = ngx_http_helix_fetch_header(t->pool, "X-Helix-Task", &t->id);
 
     /*
      * the internal secret: a key's task is that key, its limits and its
@@ -1558,28 +1550,22 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
      * were kept) it passes limits, admitted when it was posted
      */
 
-    ngx_sprintf((u_char *) h[2], "X-Helix-Internal: %V%Z",
-                &tk->hmcf->internal_token);
+    h[2] = ngx_http_helix_fetch_header(t->pool, "X-Helix-Internal",
+                                       &tk->hmcf->internal_token);
 
     if (t->key_name.len) {
-        h[3] = ngx_pnalloc(t->pool, t->key_name.len
-                                    + sizeof("X-Helix-Key-Name: "));
-        if (h[3] == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_sprintf((u_char *) h[3], "X-Helix-Key-Name: %V%Z",
-                    &t->key_name);
+        h[3] = ngx_http_helix_fetch_header(t->pool, "X-Helix-Key-Name",
+                                           &t->key_name);
 
     } else if (t->addr.len) {
-        h[3] = ngx_pnalloc(t->pool, t->addr.len
-                                    + sizeof("X-Helix-Client-Addr: "));
-        if (h[3] == NULL) {
-            return NGX_ERROR;
-        }
+        h[3] = ngx_http_helix_fetch_header(t->pool, "X-Helix-Client-Addr",
+                                           &t->addr);
+    }
 
-        ngx_sprintf((u_char *) h[3], "X-Helix-Client-Addr: %V%Z",
-                    &t->addr);
+    if (h[1] == NULL || h[2] == NULL
+        || ((t->key_name.len || t->addr.len) && h[3] == NULL))
+    {
+        return NGX_ERROR;
     }
 
     call->task = t;

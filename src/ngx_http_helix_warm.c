@@ -237,14 +237,11 @@ ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
     h[0] = "Content-Type: application/json";
 
     /* past API keys and rate limits */
-    h[1] = ngx_pnalloc(w->pool, hmcf->internal_token.len
-                                + sizeof("X-Helix-Internal: "));
+    h[1] = ngx_http_helix_fetch_header(w->pool, "X-Helix-Internal",
+                                       &hmcf->internal_token);
     if (h[1] == NULL) {
         return NGX_ERROR;
     }
-
-    ngx_sprintf((u_char *) h[1], "X-Helix-Internal: %V%Z",
-                &hmcf->internal_token);
 
     f->pool = w->pool;
     f->log = w->log;
