@@ -19,6 +19,7 @@
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_redis.h"
+#include "ngx_http_helix_l2.h"
 #include "ngx_http_helix_jscan.h"
 #include "ngx_http_helix_gateway.h"
 #include "ngx_http_helix_log.h"
@@ -83,11 +84,15 @@ typedef struct {
     u_char                      hash[NGX_HTTP_HELIX_CACHE_HASH_LEN];
     ngx_str_t                   claimed;
     ngx_str_t                   alias;          /* raw bytes -> key */
+    ngx_str_t                   lock;           /* claimed's, in Redis */
+    ngx_str_t                   token;          /* our lock's value */
     ngx_event_t                 wait;
     ngx_msec_t                  wait_until;
     ngx_msec_t                  wait_step;
     unsigned                    cache_read:1;
     unsigned                    cache_write:1;
+    unsigned                    locked:1;       /* the Redis lock is ours */
+    unsigned                    eval:1;         /* Redis lacks the script */
     unsigned                    cancelled:1;
     unsigned                    streaming:1;
     unsigned                    l1_hit:1;       /* meta is the answer's */
@@ -136,12 +141,19 @@ static ngx_int_t ngx_http_helix_cache_fast(ngx_http_request_t *r,
 static void ngx_http_helix_cache_answer(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_uint_t tier, ngx_str_t *key,
     ngx_str_t *provider, ngx_str_t *body);
+static ngx_int_t ngx_http_helix_cache_lead(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
 static ngx_int_t ngx_http_helix_cache_claim_key(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static ngx_int_t ngx_http_helix_cache_wait_start(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static void ngx_http_helix_cache_release(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static ngx_int_t ngx_http_helix_l2_lookup(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static void ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op,
     redisReply *reply);
+static void ngx_http_helix_l2_wait(ngx_event_t *ev);
 static void ngx_http_helix_l2_store(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *key, ngx_str_t *provider,
     ngx_str_t *body);
@@ -501,11 +513,8 @@ static ngx_int_t
 ngx_http_helix_cache_begin(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx)
 {
-    ngx_int_t                    rc;
-    ngx_pool_cleanup_t          *cln;
-    ngx_http_helix_main_conf_t  *hmcf;
-
-    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    ngx_int_t            rc;
+    ngx_pool_cleanup_t  *cln;
 
     if (ctx->policy < 0 || (!ctx->cache_read && !ctx->cache_write)) {
         return NGX_DECLINED;
@@ -535,16 +544,37 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
 
         if (rc == NGX_BUSY) {
             /* an identical request is asking a provider: wait for it */
-            ctx->wait.handler = ngx_http_helix_cache_wait;
-            ctx->wait.data = ctx;
-            ctx->wait.log = r->connection->log;
-            ctx->wait_until = ctx->deadline;
-            ctx->wait_step = 2;
-
-            ngx_add_timer(&ctx->wait, ctx->wait_step);
-
-            return NGX_AGAIN;
+            return ngx_http_helix_cache_wait_start(r, ctx);
         }
+    }
+
+    return ngx_http_helix_cache_lead(r, ctx);
+}
+
+
+/*
+ * Nothing in L1 and nobody asking: the key is claimed before anything
+ * else, so that of a burst of identical requests one asks L2 and the
+ * providers, and the others wait for its answer in L1.
+ */
+
+static ngx_int_t
+ngx_http_helix_cache_lead(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_int_t                    rc;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    rc = ngx_http_helix_cache_claim_key(r, ctx);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_BUSY && ctx->cache_read) {
+        /* claimed (or answered) since our look into L1 */
+        return ngx_http_helix_cache_wait_start(r, ctx);
     }
 
     if (ctx->cache_read && hmcf->cache.l2_enabled
@@ -554,23 +584,27 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
         return NGX_AGAIN;
     }
 
-    return ngx_http_helix_cache_claim_key(r, ctx);
+    return NGX_DECLINED;
 }
 
 
-/* a miss in every tier: claim the key, then the providers */
+/*
+ * NGX_OK: the key is ours; NGX_BUSY: someone else has it (or its answer
+ * is there); NGX_DECLINED: no claim (no room, or not cached at all).
+ */
 
 static ngx_int_t
 ngx_http_helix_cache_claim_key(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx)
 {
+    ngx_int_t                    rc;
     ngx_str_t                    key;
     ngx_http_helix_candidate_t  *c;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
-    if (!ctx->cache_write) {
+    if (!ctx->cache_write || ctx->claimed.len) {
         return NGX_DECLINED;
     }
 
@@ -583,93 +617,98 @@ ngx_http_helix_cache_claim_key(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ngx_http_helix_cache_claim(hmcf, &key, ctx->policy,
-                                   ctx->deadline - ngx_current_msec)
-        == NGX_OK)
-    {
+    rc = ngx_http_helix_cache_claim(hmcf, &key, ctx->policy,
+                                    ctx->deadline - ngx_current_msec);
+
+    if (rc == NGX_OK) {
         ctx->claimed = key;
     }
 
-    return NGX_DECLINED;
+    return rc;
 }
 
 
-/* L2: one MGET of the candidates' keys; the answer comes back later */
+static ngx_int_t
+ngx_http_helix_cache_wait_start(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx)
+{
+    ctx->wait.handler = ngx_http_helix_cache_wait;
+    ctx->wait.data = ctx;
+    ctx->wait.log = r->connection->log;
+    ctx->wait_until = ctx->deadline;
+    ctx->wait_step = 2;
+
+    ngx_add_timer(&ctx->wait, ctx->wait_step);
+
+    return NGX_AGAIN;
+}
+
+
+/* the claim given up, in L1 and in Redis: the answer will not come */
+
+static void
+ngx_http_helix_cache_release(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx)
+{
+    if (ctx->claimed.len) {
+        ngx_http_helix_cache_unclaim(
+            ngx_http_get_module_main_conf(r, ngx_http_helix_module),
+            &ctx->claimed);
+        ngx_str_null(&ctx->claimed);
+    }
+
+    if (ctx->locked) {
+        ngx_http_helix_l2_release(&ctx->lock, &ctx->token);
+        ctx->locked = 0;
+    }
+}
+
+
+/*
+ * L2: the candidates' keys in one round trip.  The request holding the
+ * claim also takes the key's lock in Redis when they all miss, so that
+ * other nodes wait for its answer too.
+ */
 
 static ngx_int_t
 ngx_http_helix_l2_lookup(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 {
-    size_t                      *lens;
-    ngx_str_t                    key;
+    ngx_str_t                   *keys;
     ngx_uint_t                   i, n;
-    const char                 **argv;
     ngx_http_helix_candidate_t  *c;
 
     c = ctx->candidates.elts;
     n = ctx->provider ? 1 : ctx->candidates.nelts;
 
-    argv = ngx_palloc(r->pool, (n + 1) * sizeof(char *));
-    lens = ngx_palloc(r->pool, (n + 1) * sizeof(size_t));
-
-    if (argv == NULL || lens == NULL) {
+    keys = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
+    if (keys == NULL) {
         return NGX_ERROR;
     }
-
-    argv[0] = "MGET";
-    lens[0] = 4;
 
     for (i = 0; i < n; i++) {
         if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
                                      &c[i].provider->name, &c[i].model,
-                                     ctx->hash, &key)
+                                     ctx->hash, &keys[i])
             != NGX_OK)
         {
             return NGX_ERROR;
         }
-
-        argv[i + 1] = (char *) key.data;
-        lens[i + 1] = key.len;
     }
 
-    if (ngx_http_helix_redis_command(r->pool, ngx_http_helix_l2_done, ctx,
-                                     (int) n + 1, argv, lens)
+    if (ctx->claimed.len && ctx->lock.len == 0
+        && (ngx_http_helix_l2_lock_key(r->pool, &ctx->claimed, &ctx->lock)
+            != NGX_OK
+            || ngx_http_helix_l2_token(r->pool, &ctx->token) != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_helix_l2_get(r->pool, keys, n,
+                              ctx->claimed.len ? &ctx->lock : NULL,
+                              &ctx->token, ctx->deadline - ngx_current_msec,
+                              ctx->eval, ngx_http_helix_l2_done, ctx)
         == NULL)
     {
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
-/* the value: "H1", provider length, provider, body; anything else is bad */
-
-static ngx_int_t
-ngx_http_helix_l2_decode(redisReply *v, ngx_str_t *provider, ngx_str_t *body)
-{
-    size_t   plen;
-    u_char  *p;
-
-    if (v->type != REDIS_REPLY_STRING || v->len < 3
-        || v->str[0] != 'H' || v->str[1] != '1')
-    {
-        return NGX_DECLINED;
-    }
-
-    p = (u_char *) v->str;
-    plen = p[2];
-
-    if (plen == 0 || (size_t) v->len < 3 + plen + 2) {
-        return NGX_DECLINED;
-    }
-
-    provider->data = p + 3;
-    provider->len = plen;
-    body->data = p + 3 + plen;
-    body->len = v->len - 3 - plen;
-
-    /* an answer is a whole JSON object */
-    if (body->data[0] != '{' || body->data[body->len - 1] != '}') {
         return NGX_DECLINED;
     }
 
@@ -680,144 +719,167 @@ ngx_http_helix_l2_decode(redisReply *v, ngx_str_t *provider, ngx_str_t *body)
 static void
 ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
 {
-    size_t                       i, lens[2];
-    ngx_int_t                    rc;
-    ngx_str_t                    key, provider, body, copy;
-    const char                  *argv[2];
+    ngx_str_t                    key, copy;
+    ngx_uint_t                   n;
+    ngx_msec_t                   left;
     ngx_connection_t            *conn;
     ngx_http_request_t          *r;
     ngx_http_helix_gw_ctx_t     *ctx;
     ngx_http_helix_candidate_t  *c;
     ngx_http_helix_main_conf_t  *hmcf;
+    ngx_http_helix_l2_result_t   res;
 
     ctx = op->data;
     r = ctx->request;
     conn = r->connection;
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
     c = ctx->candidates.elts;
+    n = ctx->provider ? 1 : ctx->candidates.nelts;
 
     if (ctx->cancelled) {
         return;
     }
 
-    for (i = 0;
-         reply && reply->type == REDIS_REPLY_ARRAY && i < reply->elements;
-         i++)
-    {
-        if (reply->element[i]->type != REDIS_REPLY_STRING) {
-            continue;
-        }
+    ngx_http_helix_l2_result(reply, n, ctx->claimed.len != 0, &res);
 
+    if (res.rc == NGX_AGAIN && !ctx->eval) {
+        /* a Redis without the script (restarted, flushed): send it */
+        ctx->eval = 1;
+
+        if (ngx_http_helix_l2_lookup(r, ctx) == NGX_OK) {
+            return;
+        }
+    }
+
+    if (res.rc == NGX_OK || res.bad) {
         if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
-                                     &c[i].provider->name, &c[i].model,
-                                     ctx->hash, &key)
+                                     &c[res.index].provider->name,
+                                     &c[res.index].model, ctx->hash, &key)
             != NGX_OK)
         {
-            break;
+            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            goto done;
         }
+    }
 
-        if (ngx_http_helix_l2_decode(reply->element[i], &provider, &body)
-            != NGX_OK)
-        {
-            /* never served: dropped, and a miss */
-            ngx_log_error(NGX_LOG_WARN, conn->log, 0,
-                          "helix: undecodable L2 value for \"%V\" deleted",
-                          &key);
-            argv[0] = "DEL";
-            lens[0] = 3;
-            argv[1] = (char *) key.data;
-            lens[1] = key.len;
-            (void) ngx_http_helix_redis_command(NULL, NULL, NULL, 2, argv,
-                                                lens);
-            continue;
-        }
+    if (res.bad) {
+        /* never served: dropped, and a miss */
+        ngx_log_error(NGX_LOG_WARN, conn->log, 0,
+                      "helix: undecodable L2 value for \"%V\" deleted", &key);
+        ngx_http_helix_l2_delete(&key);
+    }
 
+    if (res.rc == NGX_OK) {
         /* the reply is hiredis's: the answer is copied into the request */
 
-        copy.len = provider.len + body.len;
+        copy.len = res.provider.len + res.body.len;
         copy.data = ngx_pnalloc(r->pool, copy.len);
         if (copy.data == NULL) {
-            break;
+            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            goto done;
         }
 
-        ngx_memcpy(copy.data, provider.data, provider.len);
-        ngx_memcpy(copy.data + provider.len, body.data, body.len);
-        provider.data = copy.data;
-        body.data = copy.data + provider.len;
+        ngx_memcpy(copy.data, res.provider.data, res.provider.len);
+        ngx_memcpy(copy.data + res.provider.len, res.body.data,
+                   res.body.len);
+        res.provider.data = copy.data;
+        res.body.data = copy.data + res.provider.len;
 
-        /* promoted into L1 for the next ones */
-        ngx_http_helix_cache_store(hmcf, &key, ctx->policy, &provider, &body,
-                                   conn->log);
+        /* promoted into L1 for the next ones, which answers our claim */
+        ngx_http_helix_cache_store(hmcf, &key, ctx->policy, &res.provider,
+                                   &res.body, conn->log);
+
+        if (ctx->claimed.len
+            && ctx->claimed.len == key.len
+            && ngx_strncmp(ctx->claimed.data, key.data, key.len) == 0)
+        {
+            ngx_str_null(&ctx->claimed);
+        }
+
+        ngx_http_helix_cache_release(r, ctx);
 
         if (ctx->alias.len) {
             ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
         }
 
-        ngx_http_helix_cache_answer(r, ctx, 2, &key, &provider, &body);
-        ngx_http_run_posted_requests(conn);
-        return;
+        ngx_http_helix_cache_answer(r, ctx, 2, &key, &res.provider,
+                                    &res.body);
+        goto done;
     }
 
-    rc = ngx_http_helix_cache_claim_key(r, ctx);
+    if (res.rc == NGX_BUSY) {
+        /* another node asks the provider: its answer will be in L2 */
+        left = ctx->deadline - ngx_current_msec;
 
-    if (rc == NGX_ERROR) {
-        ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
-
-    } else {
-        ngx_http_helix_try_next(r, ctx);
+        if ((ngx_msec_int_t) left > 0) {
+            ctx->wait_step = ctx->wait_step ? ngx_min(ctx->wait_step * 2, 100)
+                                            : 5;
+            ctx->wait.handler = ngx_http_helix_l2_wait;
+            ctx->wait.data = ctx;
+            ctx->wait.log = conn->log;
+            ngx_add_timer(&ctx->wait, ngx_min(ctx->wait_step, left));
+            goto done;
+        }
     }
+
+    ctx->locked = res.locked;
+
+    /* a miss (or Redis could not say): the providers */
+    ngx_http_helix_try_next(r, ctx);
+
+done:
 
     ngx_http_run_posted_requests(conn);
 }
 
 
-/* L2 keeps the answer for its policy's TTL; nobody waits for this */
+static void
+ngx_http_helix_l2_wait(ngx_event_t *ev)
+{
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_http_helix_gw_ctx_t  *ctx;
+
+    ctx = ev->data;
+    r = ctx->request;
+    c = r->connection;
+
+    if (!ngx_http_helix_redis_available()
+        || ngx_http_helix_l2_lookup(r, ctx) != NGX_OK)
+    {
+        /* Redis went away: this node's single flight only */
+        ngx_http_helix_try_next(r, ctx);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* L2 keeps the answer for its policy's TTL, and gives our lock back */
 
 static void
 ngx_http_helix_l2_store(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     ngx_str_t *key, ngx_str_t *provider, ngx_str_t *body)
 {
-    u_char                         *p;
-    size_t                          lens[5];
-    ngx_str_t                       value;
-    const char                     *argv[5];
     ngx_http_helix_cache_policy_t  *pol;
     ngx_http_helix_main_conf_t     *hmcf;
-    u_char                          ttl[NGX_INT_T_LEN];
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
     pol = hmcf->cache.policies.elts;
 
     if (!hmcf->cache.l2_enabled || !ngx_http_helix_redis_available()
-        || provider->len > 255 || pol[ctx->policy].ttl == 0)
+        || pol[ctx->policy].ttl == 0)
     {
         return;
     }
 
-    value.len = 3 + provider->len + body->len;
-    value.data = ngx_pnalloc(r->pool, value.len);
-    if (value.data == NULL) {
-        return;
+    if (ngx_http_helix_l2_set(r->pool, key, provider, body,
+                              pol[ctx->policy].ttl,
+                              ctx->locked ? &ctx->lock : NULL, &ctx->token)
+        == NGX_OK)
+    {
+        ctx->locked = 0;
     }
-
-    p = ngx_cpymem(value.data, "H1", 2);
-    *p++ = (u_char) provider->len;
-    p = ngx_cpymem(p, provider->data, provider->len);
-    ngx_memcpy(p, body->data, body->len);
-
-    argv[0] = "SET";
-    lens[0] = 3;
-    argv[1] = (char *) key->data;
-    lens[1] = key->len;
-    argv[2] = (char *) value.data;
-    lens[2] = value.len;
-    argv[3] = "PX";
-    lens[3] = 2;
-    argv[4] = (char *) ttl;
-    lens[4] = ngx_sprintf(ttl, "%M", pol[ctx->policy].ttl) - ttl;
-
-    /* hiredis copies the command: the pool may go */
-    (void) ngx_http_helix_redis_command(NULL, NULL, NULL, 5, argv, lens);
 }
 
 
@@ -900,8 +962,21 @@ ngx_http_helix_cache_wait(ngx_event_t *ev)
         ctx->wait_step = ngx_min(ctx->wait_step * 2, 50);
         ngx_add_timer(&ctx->wait, ctx->wait_step);
 
+    } else if (rc == NGX_DECLINED
+               && (ngx_msec_int_t) (ctx->wait_until - ngx_current_msec) > 0)
+    {
+        /* the other call failed: one of those waiting asks in its place */
+        rc = ngx_http_helix_cache_lead(r, ctx);
+
+        if (rc == NGX_ERROR) {
+            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+
+        } else if (rc == NGX_DECLINED) {
+            ngx_http_helix_try_next(r, ctx);
+        }
+
     } else if (rc != NGX_OK) {
-        /* the other call failed, or takes too long: ask ourselves */
+        /* the other call takes too long: ask ourselves */
         ngx_http_helix_try_next(r, ctx);
     }
 
@@ -914,19 +989,13 @@ ngx_http_helix_cache_done(void *data)
 {
     ngx_http_helix_gw_ctx_t *ctx = data;
 
-    ngx_http_helix_main_conf_t  *hmcf;
-
-    hmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_helix_module);
-
     if (ctx->wait.timer_set) {
         ngx_del_timer(&ctx->wait);
     }
 
     /* a claim still pending now will never be answered by this request */
 
-    if (ctx->claimed.len) {
-        ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
-    }
+    ngx_http_helix_cache_release(ctx->request, ctx);
 }
 
 
@@ -2456,14 +2525,14 @@ ngx_http_helix_keep(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 
     ngx_http_helix_l2_store(r, ctx, key, &cand->provider->name, body);
 
-    if (ctx->claimed.len
-        && (ctx->claimed.len != key->len
-            || ngx_strncmp(ctx->claimed.data, key->data, key->len) != 0))
+    if (ctx->claimed.len == key->len
+        && ngx_strncmp(ctx->claimed.data, key->data, key->len) == 0)
     {
-        ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
+        /* the store has answered the claim */
+        ngx_str_null(&ctx->claimed);
     }
 
-    ngx_str_null(&ctx->claimed);
+    ngx_http_helix_cache_release(r, ctx);
 }
 
 
@@ -2690,12 +2759,9 @@ ngx_http_helix_finalize(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         ngx_del_timer(&ctx->wait);
     }
 
-    if (ctx->claimed.len && !item->lookup_only) {
+    if (!item->lookup_only) {
         /* failed: identical requests must not wait for this one */
-        ngx_http_helix_cache_unclaim(
-            ngx_http_get_module_main_conf(r, ngx_http_helix_module),
-            &ctx->claimed);
-        ngx_str_null(&ctx->claimed);
+        ngx_http_helix_cache_release(r, ctx);
     }
 
     item->handler(item);
@@ -2813,8 +2879,7 @@ ngx_http_helix_item_start(ngx_http_helix_item_t *item)
 void
 ngx_http_helix_item_cancel(ngx_http_helix_item_t *item)
 {
-    ngx_http_helix_gw_ctx_t     *ctx;
-    ngx_http_helix_main_conf_t  *hmcf;
+    ngx_http_helix_gw_ctx_t  *ctx;
 
     ctx = item->gw;
 
@@ -2834,12 +2899,7 @@ ngx_http_helix_item_cancel(ngx_http_helix_item_t *item)
         ctx->call = NULL;
     }
 
-    if (ctx->claimed.len) {
-        hmcf = ngx_http_get_module_main_conf(ctx->request,
-                                             ngx_http_helix_module);
-        ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
-        ngx_str_null(&ctx->claimed);
-    }
+    ngx_http_helix_cache_release(ctx->request, ctx);
 }
 
 
@@ -2870,8 +2930,7 @@ ngx_http_helix_item_store(ngx_http_helix_item_t *item, ngx_str_t *provider,
                                    r->connection->log);
         ngx_http_helix_l2_store(r, ctx, &key, provider, body);
 
-        if (ctx->claimed.len
-            && ctx->claimed.len == key.len
+        if (ctx->claimed.len == key.len
             && ngx_strncmp(ctx->claimed.data, key.data, key.len) == 0)
         {
             /* the store has answered the claim */
@@ -2879,10 +2938,7 @@ ngx_http_helix_item_store(ngx_http_helix_item_t *item, ngx_str_t *provider,
         }
     }
 
-    if (ctx->claimed.len) {
-        ngx_http_helix_cache_unclaim(hmcf, &ctx->claimed);
-        ngx_str_null(&ctx->claimed);
-    }
+    ngx_http_helix_cache_release(r, ctx);
 }
 
 
