@@ -105,9 +105,11 @@ ngx_http_helix_redis_init_process(ngx_cycle_t *cycle)
                                             NGX_HTTP_HELIX_REDIS_MAX_POOL));
 
     ngx_http_helix_redis.probe.handler = ngx_http_helix_redis_probe;
+    ngx_http_helix_redis.probe.data = &ngx_http_helix_redis;
     ngx_http_helix_redis.probe.log = cycle->log;
     ngx_http_helix_redis.probe.cancelable = 1;
     ngx_http_helix_redis.close.handler = ngx_http_helix_redis_close_all;
+    ngx_http_helix_redis.close.data = &ngx_http_helix_redis;
     ngx_http_helix_redis.close.log = cycle->log;
 
     ngx_http_helix_metrics_store_state(hmcf, NGX_HTTP_HELIX_STORE_REDIS,
