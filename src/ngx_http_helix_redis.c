@@ -379,7 +379,8 @@ ngx_http_helix_redis_open(const char *what, const char *err)
 
     /*
      * Not here: a hiredis callback may be on the stack, and freeing its
-     * context under it is not safe.  Posted, it runs before any timer.
+     * context under it is not safe.  Posted: still in this cycle, before
+     * the probe's timer.
      */
     if (!rp->close.posted) {
         ngx_post_event(&rp->close, &ngx_posted_events);

@@ -108,8 +108,8 @@ static ngx_int_t ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
 static ngx_int_t ngx_http_helix_yaml_stores(ngx_http_helix_yaml_ctx_t *ctx,
     ngx_http_helix_main_conf_t *hmcf);
 static ngx_int_t ngx_http_helix_yaml_store_breaker(
-    ngx_http_helix_yaml_ctx_t *ctx, const char *block, ngx_uint_t failures, ngx_msec_t backoff,
-    ngx_msec_t max_backoff);
+    ngx_http_helix_yaml_ctx_t *ctx, const char *block, ngx_uint_t failures,
+    ngx_msec_t backoff, ngx_msec_t max_backoff);
 static ngx_int_t ngx_http_helix_yaml_resolve(ngx_http_helix_yaml_ctx_t *ctx,
     const char *key, ngx_str_t *host, ngx_uint_t port, ngx_str_t *addr);
 static ngx_int_t ngx_http_helix_provider_infer_type(ngx_str_t *name);

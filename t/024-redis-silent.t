@@ -226,3 +226,36 @@ while stopped: 200 200 200 429
 opened 1, rejected yes
 back: 200, remaining 2
 --- timeout: 90
+
+
+
+=== TEST 4: a Redis host name is resolved when the configuration loads: one that does not resolve fails nginx -t, naming the key
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+">>> helix.yaml\ncache:\n  l2:\n    enabled: true\nredis:\n  host: no-such-host.invalid\n"
+--- must_die
+--- error_log
+redis.host: cannot resolve "no-such-host.invalid"
+
+
+
+=== TEST 5: redis.breaker.failures must be at least 1
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+">>> helix.yaml\nredis:\n  host: 127.0.0.1\n  breaker:\n    failures: 0\n"
+--- must_die
+--- error_log
+redis.breaker.failures: must be at least 1
+
+
+
+=== TEST 6: database.breaker.max_backoff below backoff is refused
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+">>> helix.yaml\ndatabase:\n  host: 127.0.0.1\n  breaker:\n    backoff: 5s\n    max_backoff: 1s\n"
+--- must_die
+--- error_log
+database.breaker.max_backoff: must not be shorter than backoff (5000 ms)
