@@ -88,6 +88,11 @@ typedef struct {
     ngx_uint_t                  max_retries;
     ngx_msec_t                  timeout;
     ngx_msec_t                  idle_timeout;
+
+    ngx_str_t                   addr;       /* host, resolved at load */
+    ngx_uint_t                  breaker_failures;
+    ngx_msec_t                  breaker_backoff;
+    ngx_msec_t                  breaker_max_backoff;
 } ngx_http_helix_redis_conf_t;
 
 
@@ -116,6 +121,11 @@ typedef struct {
     size_t                      log_buffer;     /* bytes per worker */
     ngx_uint_t                  log_batch;      /* rows per INSERT */
     ngx_msec_t                  log_flush;
+
+    ngx_str_t                   addr;       /* host, resolved at load */
+    ngx_uint_t                  breaker_failures;
+    ngx_msec_t                  breaker_backoff;
+    ngx_msec_t                  breaker_max_backoff;
 } ngx_http_helix_database_conf_t;
 
 

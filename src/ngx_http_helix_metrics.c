@@ -44,6 +44,7 @@ typedef struct {
     ngx_atomic_t                 pid;
     ngx_atomic_t                 db[4];     /* busy, idle, connecting,
                                                waiting */
+    ngx_atomic_t                 store[NGX_HTTP_HELIX_STORES]; /* state */
 } ngx_http_helix_wrow_t;
 
 
@@ -71,6 +72,8 @@ typedef struct {
     ngx_atomic_t                 db_waits[NGX_HTTP_HELIX_DB_WAIT_OUTCOMES];
     ngx_atomic_t                 tasks[NGX_HTTP_HELIX_TASK_OUTCOMES];
     ngx_atomic_t                 callbacks[NGX_HTTP_HELIX_CALLBACK_OUTCOMES];
+    ngx_atomic_t                 store_opened[NGX_HTTP_HELIX_STORES];
+    ngx_atomic_t                 store_rejected[NGX_HTTP_HELIX_STORES];
     ngx_http_helix_wrow_t        rows[NGX_HTTP_HELIX_WORKERS];
 } ngx_http_helix_metrics_sh_t;
 
@@ -86,6 +89,8 @@ static ngx_int_t ngx_http_helix_metrics_log(ngx_http_request_t *r);
 static void ngx_http_helix_hist_add(ngx_http_helix_hist_t *h,
     const double *bounds, ngx_uint_t n, double v, ngx_atomic_uint_t raw);
 static ngx_uint_t ngx_http_helix_metrics_alive(ngx_pid_t pid);
+static ngx_http_helix_wrow_t *ngx_http_helix_metrics_take_row(
+    ngx_http_helix_metrics_sh_t *sh);
 
 
 static ngx_http_helix_wrow_t  *ngx_http_helix_metrics_row;
@@ -440,8 +445,6 @@ void
 ngx_http_helix_metrics_db_worker(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t live)
 {
-    ngx_pid_t                     pid;
-    ngx_uint_t                    i;
     ngx_http_helix_wrow_t        *row;
     ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
 
@@ -450,6 +453,7 @@ ngx_http_helix_metrics_db_worker(ngx_http_helix_main_conf_t *hmcf,
     if (!live) {
         if (row) {
             ngx_memzero((void *) row->db, sizeof(row->db));
+            ngx_memzero((void *) row->store, sizeof(row->store));
             ngx_memory_barrier();
             row->pid = 0;
             ngx_http_helix_metrics_row = NULL;
@@ -458,8 +462,23 @@ ngx_http_helix_metrics_db_worker(ngx_http_helix_main_conf_t *hmcf,
         return;
     }
 
-    if (sh == NULL || row) {
-        return;
+    if (sh) {
+        (void) ngx_http_helix_metrics_take_row(sh);
+    }
+}
+
+
+/* this worker's row: a free one, or one a dead worker left */
+
+static ngx_http_helix_wrow_t *
+ngx_http_helix_metrics_take_row(ngx_http_helix_metrics_sh_t *sh)
+{
+    ngx_pid_t               pid;
+    ngx_uint_t              i;
+    ngx_http_helix_wrow_t  *row;
+
+    if (ngx_http_helix_metrics_row) {
+        return ngx_http_helix_metrics_row;
     }
 
     for (i = 0; i < NGX_HTTP_HELIX_WORKERS; i++) {
@@ -474,15 +493,63 @@ ngx_http_helix_metrics_db_worker(ngx_http_helix_main_conf_t *hmcf,
                                (ngx_atomic_uint_t) ngx_pid))
         {
             ngx_memzero((void *) row->db, sizeof(row->db));
+            ngx_memzero((void *) row->store, sizeof(row->store));
             ngx_http_helix_metrics_row = row;
-            return;
+            return row;
         }
     }
 
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                   "helix: more than %d workers, this one's database "
-                  "connections are not in the metrics",
+                  "connections and breakers are not in the metrics",
                   NGX_HTTP_HELIX_WORKERS);
+
+    return NULL;
+}
+
+
+/* a plain store: this worker is the only writer of its row */
+
+void
+ngx_http_helix_metrics_store_state(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t store, ngx_uint_t state)
+{
+    ngx_http_helix_wrow_t        *row;
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh == NULL || store >= NGX_HTTP_HELIX_STORES) {
+        return;
+    }
+
+    row = ngx_http_helix_metrics_take_row(sh);
+
+    if (row) {
+        row->store[store] = state;
+    }
+}
+
+
+void
+ngx_http_helix_metrics_store_opened(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t store)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && store < NGX_HTTP_HELIX_STORES) {
+        (void) ngx_atomic_fetch_add(&sh->store_opened[store], 1);
+    }
+}
+
+
+void
+ngx_http_helix_metrics_store_rejected(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t store)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && store < NGX_HTTP_HELIX_STORES) {
+        (void) ngx_atomic_fetch_add(&sh->store_rejected[store], 1);
+    }
 }
 
 
@@ -602,6 +669,10 @@ typedef struct {
     u_char                      *end;
     ngx_uint_t                   failed;
 } ngx_http_helix_out_t;
+
+
+static void ngx_http_helix_out_store(ngx_http_helix_out_t *o,
+    ngx_http_helix_metrics_sh_t *sh, ngx_uint_t store);
 
 
 static void
@@ -761,6 +832,68 @@ ngx_http_helix_out_process(ngx_http_helix_out_t *o)
 
 
 /* the PostgreSQL pools and the background tasks */
+
+/*
+ * A breaker of Redis or PostgreSQL: how many live workers have it in
+ * each state, how often one opened, the commands it kept from being sent.
+ */
+
+static void
+ngx_http_helix_out_store(ngx_http_helix_out_t *o,
+    ngx_http_helix_metrics_sh_t *sh, ngx_uint_t store)
+{
+    ngx_pid_t               pid;
+    ngx_uint_t              i, st;
+    const char             *name, *what;
+    ngx_atomic_uint_t       n[NGX_HTTP_HELIX_STORE_STATES];
+    ngx_http_helix_wrow_t  *row;
+
+    ngx_memzero(n, sizeof(n));
+
+    for (i = 0; i < NGX_HTTP_HELIX_WORKERS; i++) {
+        row = &sh->rows[i];
+        pid = (ngx_pid_t) row->pid;
+
+        if (pid == 0
+            || (pid != ngx_pid && !ngx_http_helix_metrics_alive(pid)))
+        {
+            continue;
+        }
+
+        st = row->store[store];
+
+        if (st < NGX_HTTP_HELIX_STORE_STATES) {
+            n[st]++;
+        }
+    }
+
+    name = (store == NGX_HTTP_HELIX_STORE_REDIS) ? "redis" : "db";
+    what = (store == NGX_HTTP_HELIX_STORE_REDIS) ? "Redis" : "PostgreSQL";
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_%s_breaker_state Workers by the state of their "
+        "%s breaker: closed, open (nothing sent), half_open (one probe "
+        "out).\n"
+        "# TYPE helixagent_%s_breaker_state gauge\n"
+        "helixagent_%s_breaker_state{state=\"closed\"} %uA\n"
+        "helixagent_%s_breaker_state{state=\"open\"} %uA\n"
+        "helixagent_%s_breaker_state{state=\"half_open\"} %uA\n"
+        "# HELP helixagent_%s_breaker_opened_total Times a worker's %s "
+        "breaker opened after failures in a row.\n"
+        "# TYPE helixagent_%s_breaker_opened_total counter\n"
+        "helixagent_%s_breaker_opened_total %uA\n"
+        "# HELP helixagent_%s_breaker_rejected_total %s commands not sent: "
+        "the worker's breaker was open.\n"
+        "# TYPE helixagent_%s_breaker_rejected_total counter\n"
+        "helixagent_%s_breaker_rejected_total %uA\n",
+        name, what, name,
+        name, n[NGX_HTTP_HELIX_STORE_CLOSED],
+        name, n[NGX_HTTP_HELIX_STORE_OPEN],
+        name, n[NGX_HTTP_HELIX_STORE_HALF_OPEN],
+        name, what, name, name, sh->store_opened[store],
+        name, what, name, name, sh->store_rejected[store]);
+}
+
 
 static void
 ngx_http_helix_out_db(ngx_http_helix_out_t *o,
@@ -1094,7 +1227,9 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
                            st.inflight);
     }
 
-    if (hmcf->cache.l2_enabled) {
+    if (hmcf->redis.configured
+        && (hmcf->cache.l2_enabled || hmcf->limit_redis))
+    {
         ngx_http_helix_out(&o,
             "# HELP helixagent_redis_connections Open Redis connections, all "
             "workers.\n# TYPE helixagent_redis_connections gauge\n"
@@ -1112,6 +1247,8 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
             sh->redis[NGX_HTTP_HELIX_REDIS_TIMEOUT],
             sh->redis[NGX_HTTP_HELIX_REDIS_ERROR],
             sh->redis[NGX_HTTP_HELIX_REDIS_RETRY]);
+
+        ngx_http_helix_out_store(&o, sh, NGX_HTTP_HELIX_STORE_REDIS);
     }
 
     ngx_http_helix_out(&o,
@@ -1147,6 +1284,7 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
 
     if (hmcf->database.configured) {
         ngx_http_helix_out_db(&o, hmcf, sh);
+        ngx_http_helix_out_store(&o, sh, NGX_HTTP_HELIX_STORE_DB);
     }
 
 #if (NGX_STAT_STUB)

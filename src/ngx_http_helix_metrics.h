@@ -49,6 +49,23 @@ typedef enum {
 } ngx_http_helix_db_outcome_e;
 
 
+/* the breakers of Redis and PostgreSQL: one per worker each */
+
+typedef enum {
+    NGX_HTTP_HELIX_STORE_REDIS = 0,
+    NGX_HTTP_HELIX_STORE_DB,
+    NGX_HTTP_HELIX_STORES
+} ngx_http_helix_store_e;
+
+
+typedef enum {
+    NGX_HTTP_HELIX_STORE_CLOSED = 0,
+    NGX_HTTP_HELIX_STORE_OPEN,          /* nothing is sent */
+    NGX_HTTP_HELIX_STORE_HALF_OPEN,     /* one probe is out */
+    NGX_HTTP_HELIX_STORE_STATES
+} ngx_http_helix_store_state_e;
+
+
 typedef enum {
     NGX_HTTP_HELIX_DB_WAIT_SERVED = 0,
     NGX_HTTP_HELIX_DB_WAIT_TIMEOUT,
@@ -128,6 +145,12 @@ void ngx_http_helix_metrics_stream(ngx_http_helix_main_conf_t *hmcf,
     ngx_http_helix_provider_t *p, ngx_uint_t outcome);
 void ngx_http_helix_metrics_task_callback(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t outcome);
+void ngx_http_helix_metrics_store_state(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t store, ngx_uint_t state);
+void ngx_http_helix_metrics_store_opened(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t store);
+void ngx_http_helix_metrics_store_rejected(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t store);
 
 
 #endif /* _NGX_HTTP_HELIX_METRICS_H_INCLUDED_ */

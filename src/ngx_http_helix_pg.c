@@ -10,6 +10,16 @@
  * watched level-triggered, so libpq's "poll again" states (after
  * CONNECTION_MADE, a partial flush) never wait for an edge that already
  * passed.  libpq owns its sockets: nginx connections only watch them.
+ *
+ * A query's deadline moves with it onto its connection: a busy
+ * connection always has a timer, and when it fires the connection goes
+ * and its slot is free again, whether or not the query's owner is still
+ * there.  A breaker per worker keeps a silent server from costing each
+ * query its timeout in turn: after database.breaker.failures queries in
+ * a row timed out or lost their connection (or at once when no
+ * connection can be made) it opens, the pool's connections are closed
+ * and queries fail at once; after a backoff (doubling up to
+ * max_backoff) one new connection probes, and its login closes it.
  */
 
 
@@ -40,7 +50,8 @@ typedef struct {
     ngx_uint_t                   state;
     ngx_queue_t                  link;      /* every connection */
     ngx_queue_t                  queue;     /* idle ones */
-    ngx_event_t                  timer;     /* connect, max_idle_time */
+    ngx_event_t                  timer;     /* connect, the query's
+                                               deadline, max_idle_time */
     ngx_msec_t                   born;
     ngx_msec_t                   used;
     uint64_t                     prepared;  /* by statement index */
@@ -63,9 +74,11 @@ typedef struct {
     ngx_queue_t                  all;
     ngx_queue_t                  idle;
     ngx_queue_t                  waiting;
-    ngx_uint_t                   down;
-    ngx_uint_t                   failures;
-    ngx_msec_t                   retry_at;
+    ngx_uint_t                   state;     /* of the breaker */
+    ngx_uint_t                   failures;  /* in a row */
+    ngx_msec_t                   backoff;
+    ngx_event_t                  probe;     /* open -> half-open */
+    ngx_event_t                  close;     /* posted: the pool goes */
     ngx_uint_t                   exiting;
     ngx_uint_t                   nstmts;
     ngx_event_t                  health;
@@ -76,8 +89,8 @@ typedef struct {
     ngx_http_helix_pg_notify_pt  notify;
     void                        *notify_data;
 
-    const char                  *keywords[10];
-    const char                  *values[10];
+    const char                  *keywords[16];
+    const char                  *values[16];
     u_char                       port[NGX_INT_T_LEN + 1];
     u_char                       options[64];
 } ngx_http_helix_pg_t;
@@ -92,7 +105,12 @@ static void ngx_http_helix_pg_events(ngx_http_helix_pg_conn_t *pc,
 static void ngx_http_helix_pg_event(ngx_event_t *ev);
 static void ngx_http_helix_pg_poll(ngx_http_helix_pg_conn_t *pc);
 static void ngx_http_helix_pg_connected(ngx_http_helix_pg_conn_t *pc);
-static void ngx_http_helix_pg_failed(const char *what, const char *err);
+static void ngx_http_helix_pg_failed(const char *what, const char *err,
+    ngx_uint_t at_once);
+static void ngx_http_helix_pg_open(const char *what, const char *err);
+static void ngx_http_helix_pg_answered(void);
+static void ngx_http_helix_pg_probe(ngx_event_t *ev);
+static void ngx_http_helix_pg_close_all(ngx_event_t *ev);
 static void ngx_http_helix_pg_release(ngx_http_helix_pg_conn_t *pc);
 static void ngx_http_helix_pg_run(ngx_http_helix_pg_conn_t *pc,
     ngx_http_helix_pg_query_t *q);
@@ -157,10 +175,18 @@ ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
 
     n = 0;
 
-    /* an address needs no lookup: libpq's would block the worker */
-    pg->keywords[n] = (ngx_inet_addr(db->host.data, db->host.len)
-                       != INADDR_NONE) ? "hostaddr" : "host";
+    /*
+     * The address looked up at load: libpq's lookup would block the
+     * worker.  The name stays for TLS and .pgpass.
+     */
+    pg->keywords[n] = "host";
     pg->values[n++] = (char *) db->host.data;
+
+    if (db->addr.len) {
+        pg->keywords[n] = "hostaddr";
+        pg->values[n++] = (char *) db->addr.data;
+    }
+
     pg->keywords[n] = "port";
     pg->values[n++] = (char *) pg->port;
     pg->keywords[n] = "dbname";
@@ -179,12 +205,30 @@ ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
     pg->values[n++] = "helix";
     pg->keywords[n] = "options";
     pg->values[n++] = (char *) pg->options;
+
+    /* a server that vanished without a word is found out in time */
+    pg->keywords[n] = "keepalives";
+    pg->values[n++] = "1";
+    pg->keywords[n] = "keepalives_idle";
+    pg->values[n++] = "30";
+    pg->keywords[n] = "keepalives_interval";
+    pg->values[n++] = "10";
+    pg->keywords[n] = "keepalives_count";
+    pg->values[n++] = "3";
     pg->keywords[n] = NULL;
     pg->values[n] = NULL;
 
     pg->dispatch.handler = ngx_http_helix_pg_dispatch;
     pg->dispatch.log = cycle->log;
     pg->dispatch.data = pg;
+
+    pg->probe.handler = ngx_http_helix_pg_probe;
+    pg->probe.data = pg;
+    pg->probe.log = cycle->log;
+    pg->probe.cancelable = 1;
+    pg->close.handler = ngx_http_helix_pg_close_all;
+    pg->close.data = pg;
+    pg->close.log = cycle->log;
 
     if (db->health_check) {
         pg->health.handler = ngx_http_helix_pg_health;
@@ -196,6 +240,8 @@ ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
 
     ngx_http_helix_metrics_db_worker(hmcf, 1);
     ngx_http_helix_pg_gauge();
+    ngx_http_helix_metrics_store_state(hmcf, NGX_HTTP_HELIX_STORE_DB,
+                                       NGX_HTTP_HELIX_STORE_CLOSED);
 
     return NGX_OK;
 }
@@ -215,6 +261,14 @@ ngx_http_helix_pg_exit_process(ngx_cycle_t *cycle)
     }
 
     pg->exiting = 1;
+
+    if (pg->probe.timer_set) {
+        ngx_del_timer(&pg->probe);
+    }
+
+    if (pg->close.posted) {
+        ngx_delete_posted_event(&pg->close);
+    }
 
     while (!ngx_queue_empty(&pg->waiting)) {
         qu = ngx_queue_head(&pg->waiting);
@@ -248,9 +302,7 @@ static ngx_uint_t
 ngx_http_helix_pg_available(void)
 {
     return ngx_http_helix_pg.hmcf != NULL && !ngx_http_helix_pg.exiting
-           && (!ngx_http_helix_pg.down
-               || (ngx_msec_int_t) (ngx_current_msec
-                                    - ngx_http_helix_pg.retry_at) >= 0);
+           && ngx_http_helix_pg.state == NGX_HTTP_HELIX_STORE_CLOSED;
 }
 
 
@@ -275,6 +327,12 @@ ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
 
     if (!ngx_http_helix_pg_available()) {
         ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_ERROR);
+
+        if (pg->hmcf && pg->state != NGX_HTTP_HELIX_STORE_CLOSED) {
+            ngx_http_helix_metrics_store_rejected(pg->hmcf,
+                                                  NGX_HTTP_HELIX_STORE_DB);
+        }
+
         return NULL;
     }
 
@@ -343,9 +401,11 @@ ngx_http_helix_pg_query(ngx_pool_t *pool, ngx_http_helix_pg_stmt_t *stmt,
         q->cln->data = q;
     }
 
+    /* while it waits; on a connection, the connection's timer */
     q->timer.handler = ngx_http_helix_pg_query_timeout;
     q->timer.data = q;
     q->timer.log = pg->log;
+    q->deadline = ngx_current_msec + pg->hmcf->timeout_database;
     ngx_add_timer(&q->timer, pg->hmcf->timeout_database);
 
     /*
@@ -450,7 +510,8 @@ ngx_http_helix_pg_connect(ngx_uint_t listener)
 
     if (conn == NULL || PQstatus(conn) == CONNECTION_BAD) {
         ngx_http_helix_pg_failed("connect",
-                                 conn ? PQerrorMessage(conn) : "no memory");
+                                 conn ? PQerrorMessage(conn) : "no memory",
+                                 1);
         if (conn) {
             PQfinish(conn);
         }
@@ -634,7 +695,7 @@ ngx_http_helix_pg_poll(ngx_http_helix_pg_conn_t *pc)
     case PGRES_POLLING_READING:
     case PGRES_POLLING_WRITING:
         if (ngx_http_helix_pg_watch(pc) != NGX_OK) {
-            ngx_http_helix_pg_failed("connect", "no socket");
+            ngx_http_helix_pg_failed("connect", "no socket", 1);
             ngx_http_helix_pg_close(pc, "could not connect");
             return;
         }
@@ -647,7 +708,7 @@ ngx_http_helix_pg_poll(ngx_http_helix_pg_conn_t *pc)
         return;
 
     default:
-        ngx_http_helix_pg_failed("connect", PQerrorMessage(pc->conn));
+        ngx_http_helix_pg_failed("connect", PQerrorMessage(pc->conn), 1);
         ngx_http_helix_pg_close(pc, "could not connect");
         return;
     }
@@ -674,14 +735,9 @@ ngx_http_helix_pg_connected(ngx_http_helix_pg_conn_t *pc)
 
     pc->state = NGX_HTTP_HELIX_PG_IDLE;
 
-    if (pg->down) {
-        ngx_log_error(NGX_LOG_NOTICE, pg->log, 0,
-                      "helix: postgresql %s:%ui answers again",
-                      pg->hmcf->database.host.data, pg->hmcf->database.port);
-    }
+    /* the server ran the login: it is alive */
+    ngx_http_helix_pg_answered();
 
-    pg->down = 0;
-    pg->failures = 0;
     pc->born = ngx_current_msec;
 
     if (!pc->listener) {
@@ -710,35 +766,184 @@ ngx_http_helix_pg_connected(ngx_http_helix_pg_conn_t *pc)
 }
 
 
+/*
+ * A query timed out or lost its connection (at_once: no connection could
+ * be made).  Enough of them in a row open the breaker.
+ */
+
 static void
-ngx_http_helix_pg_failed(const char *what, const char *err)
+ngx_http_helix_pg_failed(const char *what, const char *err,
+    ngx_uint_t at_once)
 {
-    size_t                len;
-    ngx_msec_t            backoff;
     ngx_http_helix_pg_t  *pg;
 
     pg = &ngx_http_helix_pg;
 
-    pg->failures++;
-
-    backoff = ngx_min(100 << ngx_min(pg->failures, 5), 2000);
-    pg->retry_at = ngx_current_msec + backoff;
-
-    if (!pg->down && !pg->exiting) {
-        len = ngx_strlen(err);
-
-        while (len && (err[len - 1] == '\n' || err[len - 1] == ' ')) {
-            len--;
-        }
-
-        /* once per outage, not once per query */
-        ngx_log_error(NGX_LOG_ERR, pg->log, 0,
-                      "helix: postgresql %s:%ui unreachable (%s: %*s)",
-                      pg->hmcf->database.host.data, pg->hmcf->database.port,
-                      what, len, err);
+    if (pg->hmcf == NULL || pg->exiting) {
+        return;
     }
 
-    pg->down = 1;
+    pg->failures++;
+
+    if (pg->state == NGX_HTTP_HELIX_STORE_OPEN
+        || (pg->state == NGX_HTTP_HELIX_STORE_CLOSED && !at_once
+            && pg->failures < pg->hmcf->database.breaker_failures))
+    {
+        return;
+    }
+
+    ngx_http_helix_pg_open(what, err);
+}
+
+
+static void
+ngx_http_helix_pg_open(const char *what, const char *err)
+{
+    size_t                           len;
+    ngx_http_helix_pg_t             *pg;
+    ngx_http_helix_database_conf_t  *db;
+
+    pg = &ngx_http_helix_pg;
+    db = &pg->hmcf->database;
+
+    len = ngx_strlen(err);
+
+    while (len && (err[len - 1] == '\n' || err[len - 1] == ' ')) {
+        len--;
+    }
+
+    if (pg->state == NGX_HTTP_HELIX_STORE_CLOSED) {
+        pg->backoff = db->breaker_backoff;
+
+        /* once per outage, not once per query */
+        ngx_log_error(NGX_LOG_WARN, pg->log, 0,
+                      "helix: postgresql %s:%ui unreachable (%s: %*s after "
+                      "%ui failures in a row), breaker open: queries fail "
+                      "at once, probed again in %M ms", db->host.data,
+                      db->port, what, len, err, pg->failures, pg->backoff);
+
+        ngx_http_helix_metrics_store_opened(pg->hmcf,
+                                            NGX_HTTP_HELIX_STORE_DB);
+
+    } else {
+        /* the probe failed */
+        pg->backoff = ngx_min(pg->backoff * 2, db->breaker_max_backoff);
+
+        ngx_log_error(NGX_LOG_INFO, pg->log, 0,
+                      "helix: postgresql %s:%ui still unreachable (%s: %*s), "
+                      "probed again in %M ms", db->host.data, db->port,
+                      what, len, err, pg->backoff);
+    }
+
+    pg->state = NGX_HTTP_HELIX_STORE_OPEN;
+    ngx_http_helix_metrics_store_state(pg->hmcf, NGX_HTTP_HELIX_STORE_DB,
+                                       pg->state);
+
+    ngx_add_timer(&pg->probe, pg->backoff);
+
+    /* not here: the connection that failed may be on the stack */
+    if (!pg->close.posted) {
+        ngx_post_event(&pg->close, &ngx_posted_events);
+    }
+}
+
+
+/* the server answered (an SQL error too): it is alive */
+
+static void
+ngx_http_helix_pg_answered(void)
+{
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+
+    if (pg->state == NGX_HTTP_HELIX_STORE_OPEN) {
+        /* a late answer on a connection about to close: the probe decides */
+        return;
+    }
+
+    pg->failures = 0;
+
+    if (pg->state == NGX_HTTP_HELIX_STORE_HALF_OPEN && !pg->exiting) {
+        pg->state = NGX_HTTP_HELIX_STORE_CLOSED;
+        pg->backoff = 0;
+
+        ngx_log_error(NGX_LOG_NOTICE, pg->log, 0,
+                      "helix: postgresql %s:%ui answers again (breaker "
+                      "closed)", pg->hmcf->database.host.data,
+                      pg->hmcf->database.port);
+
+        ngx_http_helix_metrics_store_state(pg->hmcf, NGX_HTTP_HELIX_STORE_DB,
+                                           pg->state);
+    }
+}
+
+
+/* the backoff is over: one new connection decides */
+
+static void
+ngx_http_helix_pg_probe(ngx_event_t *ev)
+{
+    ngx_http_helix_pg_t  *pg;
+
+    pg = &ngx_http_helix_pg;
+
+    if (pg->hmcf == NULL || pg->exiting
+        || pg->state != NGX_HTTP_HELIX_STORE_OPEN)
+    {
+        return;
+    }
+
+    pg->state = NGX_HTTP_HELIX_STORE_HALF_OPEN;
+    ngx_http_helix_metrics_store_state(pg->hmcf, NGX_HTTP_HELIX_STORE_DB,
+                                       pg->state);
+
+    if (ngx_http_helix_pg_connect(0) == NULL
+        && pg->state == NGX_HTTP_HELIX_STORE_HALF_OPEN)
+    {
+        ngx_http_helix_pg_open("probe", "no connection");
+    }
+}
+
+
+/*
+ * The breaker opened: the queries waiting fail now, and the pool's
+ * connections go (the queries on them fail too); the LISTEN connection
+ * of the tasks stays, it holds no query.
+ */
+
+static void
+ngx_http_helix_pg_close_all(ngx_event_t *ev)
+{
+    ngx_queue_t               *qu, *next;
+    ngx_http_helix_pg_t       *pg;
+    ngx_http_helix_pg_conn_t  *pc;
+
+    pg = &ngx_http_helix_pg;
+
+    if (pg->hmcf == NULL || pg->exiting
+        || pg->state != NGX_HTTP_HELIX_STORE_OPEN)
+    {
+        return;
+    }
+
+    ngx_http_helix_pg_fail_waiting("PostgreSQL is unreachable");
+
+    for (qu = ngx_queue_head(&pg->all);
+         qu != ngx_queue_sentinel(&pg->all);
+         qu = next)
+    {
+        next = ngx_queue_next(qu);
+        pc = ngx_queue_data(qu, ngx_http_helix_pg_conn_t, link);
+
+        if (pc->listener) {
+            continue;
+        }
+
+        /* a query's handler may close others: start over after each */
+        ngx_http_helix_pg_close(pc, "PostgreSQL is unreachable");
+        next = ngx_queue_head(&pg->all);
+    }
 }
 
 
@@ -755,6 +960,11 @@ ngx_http_helix_pg_release(ngx_http_helix_pg_conn_t *pc)
     pg = &ngx_http_helix_pg;
     db = &pg->hmcf->database;
 
+    if (pc->timer.timer_set) {
+        ngx_del_timer(&pc->timer);
+    }
+
+    pc->timer.cancelable = 1;
     pc->q = NULL;
     pc->copy = 0;
     pc->state = NGX_HTTP_HELIX_PG_IDLE;
@@ -812,15 +1022,27 @@ ngx_http_helix_pg_run(ngx_http_helix_pg_conn_t *pc,
     int                        ok;
     uint64_t                   bit;
     ngx_uint_t                 prepare;
+    ngx_msec_int_t             left;
     ngx_http_helix_pg_t       *pg;
     ngx_http_helix_pg_stmt_t  *stmt;
 
     pg = &ngx_http_helix_pg;
     stmt = q->stmt;
 
-    if (pc->timer.timer_set) {
-        ngx_del_timer(&pc->timer);
+    /*
+     * The deadline goes with the query onto the connection: if its owner
+     * goes away, the connection still has it, and its slot comes back.
+     */
+
+    if (q->timer.timer_set) {
+        ngx_del_timer(&q->timer);
     }
+
+    left = (ngx_msec_int_t) (q->deadline - ngx_current_msec);
+
+    /* a query in flight holds a worker that is shutting down, as before */
+    pc->timer.cancelable = 0;
+    ngx_add_timer(&pc->timer, left > 0 ? (ngx_msec_t) left : 1);
 
     pc->q = q;
     q->conn = pc;
@@ -1039,6 +1261,8 @@ ngx_http_helix_pg_done(ngx_http_helix_pg_conn_t *pc)
             ngx_del_timer(&pc->timer);
         }
 
+        ngx_http_helix_pg_answered();
+
         if (res) {
             PQclear(res);
         }
@@ -1071,6 +1295,9 @@ ngx_http_helix_pg_done(ngx_http_helix_pg_conn_t *pc)
     default:
         break;
     }
+
+    /* an SQL error is an answer too */
+    ngx_http_helix_pg_answered();
 
     t = ngx_current_msec - q->sent;
 
@@ -1169,6 +1396,11 @@ ngx_http_helix_pg_lost(ngx_http_helix_pg_conn_t *pc)
     ngx_log_error(level, pg->log, 0,
                   "helix: postgresql connection lost: %*s",
                   len && msg[len - 1] == '\n' ? len - 1 : len, msg);
+
+    /* an idle one the server closed is no failure: a query's connection is */
+    if (pc->q) {
+        ngx_http_helix_pg_failed("connection lost", msg, 0);
+    }
 
     ngx_http_helix_pg_close(pc, "the connection to PostgreSQL was lost");
 }
@@ -1389,20 +1621,9 @@ ngx_http_helix_pg_query_timeout(ngx_event_t *ev)
 
         ngx_http_helix_pg_deliver(q, NULL, "no database connection in time");
         ngx_http_helix_pg_free(q);
-        return;
     }
 
-    /* libpq's cancel blocks: the connection goes, and the query with it */
-
-    ngx_log_error(NGX_LOG_WARN, pg->log, 0,
-                  "helix: postgresql query \"%s\" did not finish within "
-                  "%M ms, its connection is closed", q->stmt->name,
-                  pg->hmcf->timeout_database);
-
-    q->timedout = 1;
-    ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_TIMEOUT);
-
-    ngx_http_helix_pg_close(q->conn, "the database query timed out");
+    /* on a connection, the connection's timer has the deadline */
 }
 
 
@@ -1425,24 +1646,25 @@ ngx_http_helix_pg_query_cleanup(void *data)
         return;
     }
 
-    /* on a connection: freed when the statement has run */
-
-    if (q->timer.timer_set) {
-        ngx_del_timer(&q->timer);
-    }
+    /*
+     * On a connection: freed when the statement has run, or when the
+     * connection's timer closes it at the query's deadline.
+     */
 }
 
 
-/* connecting: timeouts.database; idle: max_idle_time */
+/* connecting, a query on it: timeouts.database; idle: max_idle_time */
 
 static void
 ngx_http_helix_pg_conn_timer(ngx_event_t *ev)
 {
     ngx_http_helix_pg_conn_t  *pc = ev->data;
 
+    ngx_http_helix_pg_query_t  *q;
+
     if (pc->state == NGX_HTTP_HELIX_PG_CONNECTING) {
-        ngx_http_helix_pg_failed("connect", "timed out");
         ngx_http_helix_pg_close(pc, "could not connect in time");
+        ngx_http_helix_pg_failed("connect", "timed out", 1);
         return;
     }
 
@@ -1451,6 +1673,26 @@ ngx_http_helix_pg_conn_timer(ngx_event_t *ev)
                       "helix: postgresql health check unanswered, "
                       "connection closed");
         ngx_http_helix_pg_close(pc, NULL);
+        ngx_http_helix_pg_failed("health check", "no answer in time", 0);
+        return;
+    }
+
+    if (pc->q) {
+        /* libpq's cancel blocks: the connection goes, the query with it */
+
+        q = pc->q;
+
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "helix: postgresql query \"%s\" did not finish "
+                      "within %M ms, its connection is closed%s",
+                      q->stmt->name, ngx_http_helix_pg.hmcf->timeout_database,
+                      q->done ? " (its owner had gone)" : "");
+
+        q->timedout = 1;
+        ngx_http_helix_pg_count(NGX_HTTP_HELIX_DB_TIMEOUT);
+
+        ngx_http_helix_pg_close(pc, "the database query timed out");
+        ngx_http_helix_pg_failed("query", "timed out", 0);
         return;
     }
 

@@ -45,10 +45,11 @@ struct ngx_http_helix_pg_query_s {
     const char                  *error;
 
     ngx_queue_t                  queue;     /* waiting for a connection */
-    ngx_event_t                  timer;     /* timeouts.database */
+    ngx_event_t                  timer;     /* while it waits */
     ngx_pool_cleanup_t          *cln;
     void                        *conn;
     ngx_msec_t                   sent;
+    ngx_msec_t                   deadline;  /* timeouts.database */
     ngx_msec_t                   queued_us; /* for the metrics */
     ngx_msec_t                   sent_us;
     int                          nparams;

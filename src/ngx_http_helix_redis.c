@@ -4,8 +4,14 @@
  * Redis for L2: hiredis's async API on nginx events, a small pool of
  * connections per worker (commands are pipelined on each), and an nginx
  * timer per command, since hiredis 0.14 has none.  Redis going away only
- * makes commands answer NULL at once: the caller carries on without L2.
- * The outage is logged once, and Redis is tried again with backoff.
+ * makes commands answer NULL: the caller carries on without L2 (and
+ * global limits with the local buckets).  A breaker per worker keeps a
+ * silent Redis from costing every request its timeout: after
+ * redis.breaker.failures commands in a row timed out or lost their
+ * connection (or at once when no connection can be made) it opens, the
+ * stuck connections are closed, and nothing is sent for a backoff that
+ * doubles up to max_backoff; then one PING probes, and its answer closes
+ * the breaker.  Opening and closing are logged once each.
  */
 
 
@@ -24,6 +30,7 @@ typedef struct {
     ngx_connection_t            *c;
     ngx_event_t                  idle;      /* redis.pool.idle_timeout */
     ngx_uint_t                   open;
+    ngx_uint_t                   lost;      /* counted by the breaker */
 } ngx_http_helix_redis_conn_t;
 
 
@@ -32,9 +39,11 @@ typedef struct {
     ngx_log_t                   *log;
     ngx_uint_t                   size;
     ngx_uint_t                   next;
-    ngx_uint_t                   down;
-    ngx_uint_t                   failures;
-    ngx_msec_t                   retry_at;
+    ngx_uint_t                   state;     /* of the breaker */
+    ngx_uint_t                   failures;  /* in a row */
+    ngx_msec_t                   backoff;
+    ngx_event_t                  probe;     /* open -> half-open */
+    ngx_event_t                  close;     /* posted: stuck ones go */
     ngx_uint_t                   exiting;
     ngx_http_helix_redis_op_t   *free;          /* ops to reuse */
     ngx_http_helix_redis_conn_t  conns[NGX_HTTP_HELIX_REDIS_MAX_POOL];
@@ -46,9 +55,16 @@ static redisAsyncContext *ngx_http_helix_redis_connect(
     ngx_http_helix_redis_conn_t *rc);
 static void ngx_http_helix_redis_connected(const redisAsyncContext *ac,
     int status);
-static void ngx_http_helix_redis_disconnected(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_helix_redis_failed(const char *what, const char *err);
+static void ngx_http_helix_redis_failed(const char *what, const char *err,
+    ngx_uint_t at_once);
+static void ngx_http_helix_redis_open(const char *what, const char *err);
+static void ngx_http_helix_redis_answered(void);
+static void ngx_http_helix_redis_probe(ngx_event_t *ev);
+static void ngx_http_helix_redis_close_all(ngx_event_t *ev);
+static ngx_http_helix_redis_op_t *ngx_http_helix_redis_send(
+    ngx_http_helix_redis_conn_t *rc, ngx_pool_t *pool,
+    ngx_http_helix_redis_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen);
 static void ngx_http_helix_redis_add_read(void *privdata);
 static void ngx_http_helix_redis_del_read(void *privdata);
 static void ngx_http_helix_redis_add_write(void *privdata);
@@ -88,6 +104,17 @@ ngx_http_helix_redis_init_process(ngx_cycle_t *cycle)
     ngx_http_helix_redis.size = ngx_max(1, ngx_min(hmcf->redis.pool_size,
                                             NGX_HTTP_HELIX_REDIS_MAX_POOL));
 
+    ngx_http_helix_redis.probe.handler = ngx_http_helix_redis_probe;
+    ngx_http_helix_redis.probe.data = &ngx_http_helix_redis;
+    ngx_http_helix_redis.probe.log = cycle->log;
+    ngx_http_helix_redis.probe.cancelable = 1;
+    ngx_http_helix_redis.close.handler = ngx_http_helix_redis_close_all;
+    ngx_http_helix_redis.close.data = &ngx_http_helix_redis;
+    ngx_http_helix_redis.close.log = cycle->log;
+
+    ngx_http_helix_metrics_store_state(hmcf, NGX_HTTP_HELIX_STORE_REDIS,
+                                       NGX_HTTP_HELIX_STORE_CLOSED);
+
     /* min_idle connections are opened now, the rest when needed */
 
     for (i = 0; i < ngx_min(hmcf->redis.min_idle, ngx_http_helix_redis.size);
@@ -107,6 +134,14 @@ ngx_http_helix_redis_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_helix_redis.exiting = 1;
 
+    if (ngx_http_helix_redis.probe.timer_set) {
+        ngx_del_timer(&ngx_http_helix_redis.probe);
+    }
+
+    if (ngx_http_helix_redis.close.posted) {
+        ngx_delete_posted_event(&ngx_http_helix_redis.close);
+    }
+
     for (i = 0; i < ngx_http_helix_redis.size; i++) {
         if (ngx_http_helix_redis.conns[i].ac) {
             redisAsyncFree(ngx_http_helix_redis.conns[i].ac);
@@ -124,13 +159,22 @@ ngx_http_helix_redis_exit_process(ngx_cycle_t *cycle)
 }
 
 
+/* asked before a command: a no while the breaker is open is counted */
+
 ngx_uint_t
 ngx_http_helix_redis_available(void)
 {
-    return ngx_http_helix_redis.hmcf != NULL
-           && (!ngx_http_helix_redis.down
-               || (ngx_msec_int_t) (ngx_current_msec
-                                    - ngx_http_helix_redis.retry_at) >= 0);
+    if (ngx_http_helix_redis.hmcf == NULL) {
+        return 0;
+    }
+
+    if (ngx_http_helix_redis.state != NGX_HTTP_HELIX_STORE_CLOSED) {
+        ngx_http_helix_metrics_store_rejected(ngx_http_helix_redis.hmcf,
+                                              NGX_HTTP_HELIX_STORE_REDIS);
+        return 0;
+    }
+
+    return 1;
 }
 
 
@@ -145,10 +189,11 @@ ngx_http_helix_redis_get(void)
     for (i = 0; i < n; i++) {
         rc = &ngx_http_helix_redis.conns[ngx_http_helix_redis.next++ % n];
 
-        if (rc->ac == NULL
-            && (!ngx_http_helix_redis_available()
-                || ngx_http_helix_redis_connect(rc) == NULL))
-        {
+        if (rc->ac == NULL && ngx_http_helix_redis_connect(rc) == NULL) {
+            if (ngx_http_helix_redis.state == NGX_HTTP_HELIX_STORE_OPEN) {
+                return NULL;
+            }
+
             continue;
         }
 
@@ -176,19 +221,27 @@ ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
 
     conf = &ngx_http_helix_redis.hmcf->redis;
 
-    /* non-blocking: the connect completes on a write event */
+    /*
+     * non-blocking: the connect completes on a write event; to the
+     * address looked up at load, so that hiredis looks nothing up
+     */
 
-    ac = redisAsyncConnect((char *) conf->host.data, (int) conf->port);
+    ac = redisAsyncConnect((char *) (conf->addr.len ? conf->addr.data
+                                                    : conf->host.data),
+                           (int) conf->port);
 
     if (ac == NULL || ac->err) {
-        ngx_http_helix_redis_failed("connect", ac ? ac->errstr : "no memory");
-
+        ngx_http_helix_redis_failed("connect", ac ? ac->errstr : "no memory",
+                                    1);
         if (ac) {
             redisAsyncFree(ac);
         }
 
         return NULL;
     }
+
+    /* a peer that vanished without a word is found out in time */
+    (void) redisEnableKeepAlive(&ac->c);
 
     c = ngx_get_connection(ac->c.fd, ngx_http_helix_redis.log);
     if (c == NULL) {
@@ -205,6 +258,7 @@ ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
     rc->ac = ac;
     rc->c = c;
     rc->open = 1;
+    rc->lost = 0;
     ngx_http_helix_metrics_redis_conns(ngx_http_helix_redis.hmcf, 1);
 
     rc->idle.handler = ngx_http_helix_redis_idle;
@@ -221,7 +275,6 @@ ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
     ac->ev.cleanup = ngx_http_helix_redis_cleanup;
 
     redisAsyncSetConnectCallback(ac, ngx_http_helix_redis_connected);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_helix_redis_disconnected);
 
     /* queued first, so every later command runs authenticated */
 
@@ -250,60 +303,199 @@ ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
 }
 
 
+/*
+ * A command timed out or lost its connection (at_once: no connection
+ * could be made).  Enough of them in a row open the breaker.
+ */
+
 static void
-ngx_http_helix_redis_failed(const char *what, const char *err)
+ngx_http_helix_redis_failed(const char *what, const char *err,
+    ngx_uint_t at_once)
 {
-    ngx_msec_t  backoff;
+    ngx_http_helix_redis_pool_t  *rp;
 
-    ngx_http_helix_redis.failures++;
+    rp = &ngx_http_helix_redis;
 
-    if (ngx_http_helix_redis.hmcf) {
-        ngx_http_helix_metrics_redis(ngx_http_helix_redis.hmcf,
+    if (rp->hmcf == NULL || rp->exiting) {
+        return;
+    }
+
+    if (at_once) {
+        ngx_http_helix_metrics_redis(rp->hmcf,
                                      NGX_HTTP_HELIX_REDIS_UNREACHABLE);
     }
 
-    backoff = ngx_min(100 << ngx_min(ngx_http_helix_redis.failures, 6),
-                      5000);
-    ngx_http_helix_redis.retry_at = ngx_current_msec + backoff;
+    rp->failures++;
 
-    if (!ngx_http_helix_redis.down && !ngx_http_helix_redis.exiting) {
-        /* once per outage, not once per request */
-        ngx_log_error(NGX_LOG_ERR, ngx_http_helix_redis.log, 0,
-                      "helix: redis %s:%ui unreachable (%s: %s), L2 is "
-                      "off until it answers again",
-                      ngx_http_helix_redis.hmcf->redis.host.data,
-                      ngx_http_helix_redis.hmcf->redis.port, what, err);
+    if (rp->state == NGX_HTTP_HELIX_STORE_OPEN
+        || (rp->state == NGX_HTTP_HELIX_STORE_CLOSED && !at_once
+            && rp->failures < rp->hmcf->redis.breaker_failures))
+    {
+        return;
     }
 
-    ngx_http_helix_redis.down = 1;
+    ngx_http_helix_redis_open(what, err);
+}
+
+
+static void
+ngx_http_helix_redis_open(const char *what, const char *err)
+{
+    ngx_http_helix_redis_pool_t  *rp;
+    ngx_http_helix_redis_conf_t  *conf;
+
+    rp = &ngx_http_helix_redis;
+    conf = &rp->hmcf->redis;
+
+    if (rp->state == NGX_HTTP_HELIX_STORE_CLOSED) {
+        rp->backoff = conf->breaker_backoff;
+
+        /* once per outage, not once per request */
+        ngx_log_error(NGX_LOG_WARN, rp->log, 0,
+                      "helix: redis %s:%ui unreachable (%s: %s after %ui "
+                      "failures in a row), breaker open: L2 and global "
+                      "limits go without it, probed again in %M ms",
+                      conf->host.data, conf->port, what, err, rp->failures,
+                      rp->backoff);
+
+        ngx_http_helix_metrics_store_opened(rp->hmcf,
+                                            NGX_HTTP_HELIX_STORE_REDIS);
+
+    } else {
+        /* the probe failed */
+        rp->backoff = ngx_min(rp->backoff * 2, conf->breaker_max_backoff);
+
+        ngx_log_error(NGX_LOG_INFO, rp->log, 0,
+                      "helix: redis %s:%ui still unreachable (%s: %s), "
+                      "probed again in %M ms", conf->host.data, conf->port,
+                      what, err, rp->backoff);
+    }
+
+    rp->state = NGX_HTTP_HELIX_STORE_OPEN;
+    ngx_http_helix_metrics_store_state(rp->hmcf, NGX_HTTP_HELIX_STORE_REDIS,
+                                       rp->state);
+
+    ngx_add_timer(&rp->probe, rp->backoff);
+
+    /*
+     * Not here: a hiredis callback may be on the stack, and freeing its
+     * context under it is not safe.  Posted: still in this cycle, before
+     * the probe's timer.
+     */
+    if (!rp->close.posted) {
+        ngx_post_event(&rp->close, &ngx_posted_events);
+    }
+}
+
+
+/* Redis answered something (an error reply too): it is alive */
+
+static void
+ngx_http_helix_redis_answered(void)
+{
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->state == NGX_HTTP_HELIX_STORE_OPEN) {
+        /* a late answer on a connection about to close: the probe decides */
+        return;
+    }
+
+    rp->failures = 0;
+
+    if (rp->state == NGX_HTTP_HELIX_STORE_HALF_OPEN && !rp->exiting) {
+        rp->state = NGX_HTTP_HELIX_STORE_CLOSED;
+        rp->backoff = 0;
+
+        ngx_log_error(NGX_LOG_NOTICE, rp->log, 0,
+                      "helix: redis %s:%ui answers again, L2 is back "
+                      "(breaker closed)", rp->hmcf->redis.host.data,
+                      rp->hmcf->redis.port);
+
+        ngx_http_helix_metrics_store_state(rp->hmcf,
+                                           NGX_HTTP_HELIX_STORE_REDIS,
+                                           rp->state);
+    }
+}
+
+
+/* the backoff is over: one PING on a new connection decides */
+
+static void
+ngx_http_helix_redis_probe(ngx_event_t *ev)
+{
+    const char                   *argv[1];
+    ngx_http_helix_redis_pool_t  *rp;
+    ngx_http_helix_redis_conn_t  *rc;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->hmcf == NULL || rp->exiting
+        || rp->state != NGX_HTTP_HELIX_STORE_OPEN)
+    {
+        return;
+    }
+
+    rp->state = NGX_HTTP_HELIX_STORE_HALF_OPEN;
+    ngx_http_helix_metrics_store_state(rp->hmcf, NGX_HTTP_HELIX_STORE_REDIS,
+                                       rp->state);
+
+    rc = ngx_http_helix_redis_get();
+
+    if (rc == NULL) {
+        if (rp->state == NGX_HTTP_HELIX_STORE_HALF_OPEN) {
+            ngx_http_helix_redis_open("probe", "no connection");
+        }
+
+        return;
+    }
+
+    argv[0] = "PING";
+
+    if (ngx_http_helix_redis_send(rc, NULL, NULL, NULL, 1, argv, NULL)
+        == NULL
+        && rp->state == NGX_HTTP_HELIX_STORE_HALF_OPEN)
+    {
+        ngx_http_helix_redis_open("probe", "not sent");
+    }
+}
+
+
+/*
+ * The breaker opened: every connection goes.  hiredis calls the replies
+ * still due with NULL as it frees them: their callers carry on without
+ * Redis now, not at their timeout (and a caller whose request is gone
+ * is not called: its op is done).
+ */
+
+static void
+ngx_http_helix_redis_close_all(ngx_event_t *ev)
+{
+    ngx_uint_t                    i;
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->hmcf == NULL || rp->state != NGX_HTTP_HELIX_STORE_OPEN) {
+        return;
+    }
+
+    for (i = 0; i < rp->size; i++) {
+        if (rp->conns[i].ac) {
+            redisAsyncFree(rp->conns[i].ac);
+        }
+    }
 }
 
 
 static void
 ngx_http_helix_redis_connected(const redisAsyncContext *ac, int status)
 {
+    /* a stopped Redis's kernel accepts too: only an answer counts */
+
     if (status != REDIS_OK) {
-        ngx_http_helix_redis_failed("connect", ac->errstr);
-        return;
-    }
-
-    if (ngx_http_helix_redis.down) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_http_helix_redis.log, 0,
-                      "helix: redis %s:%ui answers again, L2 is back",
-                      ngx_http_helix_redis.hmcf->redis.host.data,
-                      ngx_http_helix_redis.hmcf->redis.port);
-    }
-
-    ngx_http_helix_redis.down = 0;
-    ngx_http_helix_redis.failures = 0;
-}
-
-
-static void
-ngx_http_helix_redis_disconnected(const redisAsyncContext *ac, int status)
-{
-    if (status != REDIS_OK) {
-        ngx_http_helix_redis_failed("connection lost", ac->errstr);
+        ngx_http_helix_redis_failed("connect", ac->errstr, 1);
     }
 }
 
@@ -446,8 +638,9 @@ ngx_http_helix_redis_write(ngx_event_t *ev)
 
 /*
  * Sends a command.  With a pool, the op belongs to that request: if the
- * request goes first, its handler is not called.  The handler gets NULL
- * at once when Redis is down, or after redis.timeout.
+ * request goes first, its handler is not called.  NULL: not sent (the
+ * breaker is open, or no connection); the handler gets NULL when Redis
+ * goes away under the command, or after redis.timeout.
  */
 
 ngx_http_helix_redis_op_t *
@@ -455,14 +648,27 @@ ngx_http_helix_redis_command(ngx_pool_t *pool,
     ngx_http_helix_redis_pt handler, void *data, int argc,
     const char **argv, const size_t *argvlen)
 {
-    ngx_http_helix_redis_op_t    *op;
     ngx_http_helix_redis_conn_t  *rc;
+
+    /* the breaker open: the caller's failure path, at once */
 
     rc = ngx_http_helix_redis_available() ? ngx_http_helix_redis_get()
                                           : NULL;
     if (rc == NULL) {
         return NULL;
     }
+
+    return ngx_http_helix_redis_send(rc, pool, handler, data, argc, argv,
+                                     argvlen);
+}
+
+
+static ngx_http_helix_redis_op_t *
+ngx_http_helix_redis_send(ngx_http_helix_redis_conn_t *rc, ngx_pool_t *pool,
+    ngx_http_helix_redis_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_http_helix_redis_op_t  *op;
 
     op = ngx_http_helix_redis.free;
 
@@ -554,7 +760,19 @@ ngx_http_helix_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_helix_redis_op_t    *op = privdata;
     ngx_http_helix_redis_conn_t  *rc;
 
+    if (r) {
+        ngx_http_helix_redis_answered();
+
+    } else if (ac->err && !((ngx_http_helix_redis_conn_t *) ac->data)->lost) {
+        /* lost with commands on it (once per connection) */
+        ((ngx_http_helix_redis_conn_t *) ac->data)->lost = 1;
+        ngx_http_helix_redis_failed("connection lost", ac->errstr, 0);
+    }
+
+    /* a timed out command is not sent again: it was answered NULL */
+
     if (r == NULL && !op->done && !ngx_http_helix_redis.exiting
+        && ngx_http_helix_redis.state == NGX_HTTP_HELIX_STORE_CLOSED
         && op->retries < ngx_http_helix_redis.hmcf->redis.max_retries)
     {
         /* the connection went away under it: once more on another one */
@@ -596,6 +814,9 @@ ngx_http_helix_redis_timeout(ngx_event_t *ev)
                                  NGX_HTTP_HELIX_REDIS_TIMEOUT);
 
     ngx_http_helix_redis_finish(op, NULL);
+
+    /* op stays hiredis's until its reply or the connection's end */
+    ngx_http_helix_redis_failed("timeout", "no answer in time", 0);
 }
 
 

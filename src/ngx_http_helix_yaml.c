@@ -105,6 +105,13 @@ static ngx_int_t ngx_http_helix_yaml_set_metrics(
 
 static ngx_int_t ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
     ngx_http_helix_main_conf_t *hmcf);
+static ngx_int_t ngx_http_helix_yaml_stores(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_main_conf_t *hmcf);
+static ngx_int_t ngx_http_helix_yaml_store_breaker(
+    ngx_http_helix_yaml_ctx_t *ctx, const char *block, ngx_uint_t failures,
+    ngx_msec_t backoff, ngx_msec_t max_backoff);
+static ngx_int_t ngx_http_helix_yaml_resolve(ngx_http_helix_yaml_ctx_t *ctx,
+    const char *key, ngx_str_t *host, ngx_uint_t port, ngx_str_t *addr);
 static ngx_int_t ngx_http_helix_provider_infer_type(ngx_str_t *name);
 
 
@@ -252,6 +259,17 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_redis_pool[] = {
 };
 
 
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_redis_breaker[] = {
+    ngx_helix_key("failures", ngx_http_helix_yaml_set_uint, MC,
+                  redis.breaker_failures, NULL),
+    ngx_helix_key("backoff", ngx_http_helix_yaml_set_msec, MC,
+                  redis.breaker_backoff, NULL),
+    ngx_helix_key("max_backoff", ngx_http_helix_yaml_set_msec, MC,
+                  redis.breaker_max_backoff, NULL),
+    ngx_helix_key_null
+};
+
+
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_redis[] = {
     ngx_helix_key("host", ngx_http_helix_yaml_set_host, MC, redis, NULL),
     ngx_helix_key("port", ngx_http_helix_yaml_set_uint, MC,
@@ -265,6 +283,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_redis[] = {
                   redis.pool_size, NULL),
     { ngx_string("pool"), ngx_http_helix_yaml_set_map, 0,
       ngx_http_helix_yaml_redis_pool },
+    { ngx_string("breaker"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_redis_breaker },
     ngx_helix_key_null
 };
 
@@ -310,6 +330,17 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_db_log[] = {
 };
 
 
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_db_breaker[] = {
+    ngx_helix_key("failures", ngx_http_helix_yaml_set_uint, MC,
+                  database.breaker_failures, NULL),
+    ngx_helix_key("backoff", ngx_http_helix_yaml_set_msec, MC,
+                  database.breaker_backoff, NULL),
+    ngx_helix_key("max_backoff", ngx_http_helix_yaml_set_msec, MC,
+                  database.breaker_max_backoff, NULL),
+    ngx_helix_key_null
+};
+
+
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_database[] = {
     ngx_helix_key("host", ngx_http_helix_yaml_set_str, MC,
                   database.host, NULL),
@@ -329,6 +360,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_database[] = {
       ngx_http_helix_yaml_db_query },
     { ngx_string("completion_log"), ngx_http_helix_yaml_set_map, 0,
       ngx_http_helix_yaml_db_log },
+    { ngx_string("breaker"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_db_breaker },
     ngx_helix_key_null
 };
 
@@ -709,6 +742,9 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     hmcf->redis.max_retries = 3;
     hmcf->redis.timeout = 5000;
     hmcf->redis.idle_timeout = 5 * 60 * 1000;
+    hmcf->redis.breaker_failures = 3;
+    hmcf->redis.breaker_backoff = 1000;
+    hmcf->redis.breaker_max_backoff = 30 * 1000;
 
     ngx_str_set(&hmcf->database.host, "127.0.0.1");
     hmcf->database.port = 5432;
@@ -728,6 +764,9 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     hmcf->database.log_buffer = 4 * 1024 * 1024;
     hmcf->database.log_batch = 500;
     hmcf->database.log_flush = 200;
+    hmcf->database.breaker_failures = 3;
+    hmcf->database.breaker_backoff = 1000;
+    hmcf->database.breaker_max_backoff = 30 * 1000;
 
     hmcf->tasks.enabled = 1;
     hmcf->tasks.concurrency = 4;
@@ -2415,7 +2454,143 @@ ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
         return NGX_ERROR;
     }
 
+    if (ngx_http_helix_yaml_stores(ctx, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ctx->path_len = 0;
+
+    return NGX_OK;
+}
+
+
+/* Redis and PostgreSQL: their breakers, and their addresses */
+
+static ngx_int_t
+ngx_http_helix_yaml_stores(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_main_conf_t *hmcf)
+{
+    ngx_http_helix_redis_conf_t     *rc;
+    ngx_http_helix_database_conf_t  *db;
+
+    rc = &hmcf->redis;
+    db = &hmcf->database;
+
+    if (ngx_http_helix_yaml_store_breaker(ctx, "redis", rc->breaker_failures,
+                                          rc->breaker_backoff,
+                                          rc->breaker_max_backoff)
+        != NGX_OK
+        || ngx_http_helix_yaml_store_breaker(ctx, "database",
+                                             db->breaker_failures,
+                                             db->breaker_backoff,
+                                             db->breaker_max_backoff)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (rc->configured
+        && ngx_http_helix_yaml_resolve(ctx, "redis.host", &rc->host,
+                                       rc->port, &rc->addr)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* a path is libpq's Unix socket directory: nothing to look up */
+
+    if (db->configured && db->host.len && db->host.data[0] != '/'
+        && ngx_http_helix_yaml_resolve(ctx, "database.host", &db->host,
+                                       db->port, &db->addr)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_store_breaker(ngx_http_helix_yaml_ctx_t *ctx,
+    const char *block, ngx_uint_t failures, ngx_msec_t backoff,
+    ngx_msec_t max_backoff)
+{
+    ngx_str_t  name;
+
+    name.data = (u_char *) block;
+    name.len = ngx_strlen(block);
+
+    if (failures == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "", &name, ".breaker.failures");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "must be at least 1");
+        return NGX_ERROR;
+    }
+
+    if (backoff == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "", &name, ".breaker.backoff");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "must be longer than 0");
+        return NGX_ERROR;
+    }
+
+    if (max_backoff < backoff) {
+        ngx_http_helix_yaml_set_path(ctx, "", &name, ".breaker.max_backoff");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "must not be shorter than backoff (%M ms)",
+                                backoff);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A host name is looked up here, at load, as nginx does for upstream
+ * servers: a worker connects to the address, and never blocks in
+ * getaddrinfo().  A reload looks it up again.
+ */
+
+static ngx_int_t
+ngx_http_helix_yaml_resolve(ngx_http_helix_yaml_ctx_t *ctx, const char *key,
+    ngx_str_t *host, ngx_uint_t port, ngx_str_t *addr)
+{
+    u_char     *p;
+    ngx_url_t   u;
+    ngx_str_t   empty = ngx_null_string;
+
+    ngx_http_helix_yaml_set_path(ctx, key, &empty, "");
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.host = *host;
+    u.port = (in_port_t) port;
+
+    if (ngx_inet_resolve_host(ctx->cf->pool, &u) != NGX_OK
+        || u.naddrs == 0)
+    {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "cannot resolve \"%V\": %s", host,
+                                u.err ? u.err : "no address");
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(ctx->cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    addr->data = p;
+    addr->len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                              NGX_SOCKADDR_STRLEN, 0);
+    p[addr->len] = '\0';
+
+    if (u.naddrs > 1) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_NOTICE, NULL,
+                                "\"%V\" has %ui addresses, %V is used",
+                                host, u.naddrs, addr);
+    }
 
     return NGX_OK;
 }
