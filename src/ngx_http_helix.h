@@ -142,6 +142,8 @@ typedef struct {
     ngx_uint_t                  callback_retries;
     ngx_msec_t                  callback_backoff;
     ngx_msec_t                  callback_timeout;
+    size_t                      callback_max_answer;
+    ngx_array_t                *callback_allow;  /* of ngx_cidr_t, or NULL */
 } ngx_http_helix_tasks_conf_t;
 
 

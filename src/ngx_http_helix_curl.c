@@ -5,6 +5,12 @@
  * background tasks): libcurl's multi_socket API driven by nginx events
  * and one nginx timer, per worker.  curl owns its sockets: nginx only
  * watches them, through connections that are freed, never closed, here.
+ *
+ * An answer is kept up to the call's max_answer, in a buffer that
+ * doubles; past it the call ends, decided by the status already read.
+ * A guarded call (a webhook: the URL is a client's) connects only to
+ * public addresses, checked on the address curl is about to connect to,
+ * so a name that resolves elsewhere the second time gains nothing.
  */
 
 
@@ -12,6 +18,12 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_curl.h"
+
+
+/* header lines kept: enough for any sane answer's headers */
+#define NGX_HTTP_HELIX_FETCH_HEAD_MAX  32768
+
+#define NGX_HTTP_HELIX_FETCH_URL_MAX   2048
 
 
 typedef struct {
@@ -35,6 +47,11 @@ static size_t ngx_http_helix_curl_write(char *ptr, size_t size,
     size_t nmemb, void *userdata);
 static size_t ngx_http_helix_curl_header(char *ptr, size_t size,
     size_t nmemb, void *userdata);
+static curl_socket_t ngx_http_helix_curl_open(void *data,
+    curlsocktype purpose, struct curl_sockaddr *address);
+static ngx_uint_t ngx_http_helix_curl_public(struct sockaddr *sa,
+    ngx_array_t *allow);
+static ngx_uint_t ngx_http_helix_curl_v4_in_v6(u_char *p, uint32_t *v4);
 static void ngx_http_helix_fetch_cleanup(void *data);
 
 
@@ -97,8 +114,6 @@ ngx_http_helix_curl_exit_process(ngx_cycle_t *cycle)
 }
 
 
-/* starts a fetch; its handler runs once, when it has ended either way */
-
 /* "name: value", a line of f->headers, from the pool */
 
 char *
@@ -120,6 +135,95 @@ ngx_http_helix_fetch_header(ngx_pool_t *pool, const char *name,
     return (char *) p;
 }
 
+
+/*
+ * NULL when url may be fetched (http or https, printable ASCII, a host
+ * and no user name or password, not overlong); else what is wrong.
+ */
+
+const char *
+ngx_http_helix_fetch_url_check(ngx_str_t *url)
+{
+    u_char  *p, *host, *last;
+
+    if (url->len > NGX_HTTP_HELIX_FETCH_URL_MAX) {
+        return "is longer than 2048 characters";
+    }
+
+    last = url->data + url->len;
+
+    for (p = url->data; p < last; p++) {
+        if (*p <= ' ' || *p >= 0x7f) {
+            return "must not hold spaces, control or non-ASCII characters";
+        }
+    }
+
+    if (url->len > 7
+        && ngx_strncasecmp(url->data, (u_char *) "http://", 7) == 0)
+    {
+        host = url->data + 7;
+
+    } else if (url->len > 8
+               && ngx_strncasecmp(url->data, (u_char *) "https://", 8) == 0)
+    {
+        host = url->data + 8;
+
+    } else {
+        return "must be an http:// or https:// URL";
+    }
+
+    for (p = host; p < last; p++) {
+        if (*p == '/' || *p == '?' || *p == '#') {
+            break;
+        }
+
+        if (*p == '@') {
+            return "must not hold a user name or password";
+        }
+    }
+
+    if (p == host) {
+        return "has no host";
+    }
+
+    return NULL;
+}
+
+
+/* url for a log line: control and non-ASCII bytes and "\" as \xNN */
+
+u_char *
+ngx_http_helix_fetch_url_log(ngx_pool_t *pool, ngx_str_t *url)
+{
+    u_char         *p, *d, *last, *out;
+    static u_char   hex[] = "0123456789ABCDEF";
+
+    out = ngx_pnalloc(pool, url->len * 4 + 1);
+    if (out == NULL) {
+        return (u_char *) "(no memory)";
+    }
+
+    last = url->data + url->len;
+
+    for (p = url->data, d = out; p < last; p++) {
+        if (*p < ' ' || *p >= 0x7f || *p == '\\') {
+            *d++ = '\\';
+            *d++ = 'x';
+            *d++ = hex[*p >> 4];
+            *d++ = hex[*p & 0xf];
+            continue;
+        }
+
+        *d++ = *p;
+    }
+
+    *d = '\0';
+
+    return out;
+}
+
+
+/* starts a fetch; its handler runs once, when it has ended either way */
 
 ngx_int_t
 ngx_http_helix_fetch(ngx_http_helix_fetch_t *f)
@@ -178,6 +282,26 @@ ngx_http_helix_fetch(ngx_http_helix_fetch_t *f)
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) f->timeout);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
 
+    /* http(s) only, one hop: a redirect is an answer, never followed */
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+
+    if (f->max_answer) {
+        /* an announced length past the cap ends the call at once */
+        curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
+                         (curl_off_t) f->max_answer);
+    }
+
+    if (f->guard) {
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION,
+                         ngx_http_helix_curl_open);
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, f);
+
+        /* no proxy from the environment: it would be the address checked */
+        curl_easy_setopt(easy, CURLOPT_PROXY, "");
+    }
+
     if (list) {
         curl_easy_setopt(easy, CURLOPT_HTTPHEADER, list);
     }
@@ -218,25 +342,55 @@ ngx_http_helix_fetch_cleanup(void *data)
 }
 
 
+/*
+ * Appends to a buffer that doubles, up to max bytes; past them the call
+ * ends (a short count is CURLE_WRITE_ERROR to curl) with f->cut set.
+ */
+
 static size_t
 ngx_http_helix_curl_append(ngx_http_helix_fetch_t *f, ngx_str_t *s,
-    char *ptr, size_t len)
+    size_t *size, size_t max, char *ptr, size_t len)
 {
+    size_t   n, keep;
     u_char  *p;
 
-    p = ngx_pnalloc(f->pool, s->len + len + 1);
-    if (p == NULL) {
+    keep = ngx_min(len, max - s->len);
+
+    if (s->len + keep + 1 > *size) {
+        n = ngx_max(*size, 1024);
+
+        while (n < s->len + keep + 1) {
+            n *= 2;
+        }
+
+        n = ngx_min(n, max + 1);
+
+        p = ngx_pnalloc(f->pool, n);
+        if (p == NULL) {
+            return 0;
+        }
+
+        if (s->len) {
+            ngx_memcpy(p, s->data, s->len);
+        }
+
+        if (*size) {
+            /* a large block goes back at once; a small one stays */
+            (void) ngx_pfree(f->pool, s->data);
+        }
+
+        s->data = p;
+        *size = n;
+    }
+
+    ngx_memcpy(s->data + s->len, ptr, keep);
+    s->len += keep;
+    s->data[s->len] = '\0';
+
+    if (keep < len) {
+        f->cut = 1;
         return 0;
     }
-
-    if (s->len) {
-        ngx_memcpy(p, s->data, s->len);
-    }
-
-    ngx_memcpy(p + s->len, ptr, len);
-    s->data = p;
-    s->len += len;
-    p[s->len] = '\0';
 
     return len;
 }
@@ -246,10 +400,10 @@ static size_t
 ngx_http_helix_curl_write(char *ptr, size_t size, size_t nmemb,
     void *userdata)
 {
-    return ngx_http_helix_curl_append(userdata,
-                                      &((ngx_http_helix_fetch_t *)
-                                        userdata)->answer,
-                                      ptr, size * nmemb);
+    ngx_http_helix_fetch_t  *f = userdata;
+
+    return ngx_http_helix_curl_append(f, &f->answer, &f->answer_size,
+                                      f->max_answer, ptr, size * nmemb);
 }
 
 
@@ -257,10 +411,203 @@ static size_t
 ngx_http_helix_curl_header(char *ptr, size_t size, size_t nmemb,
     void *userdata)
 {
-    return ngx_http_helix_curl_append(userdata,
-                                      &((ngx_http_helix_fetch_t *)
-                                        userdata)->answer_head,
-                                      ptr, size * nmemb);
+    ngx_http_helix_fetch_t  *f = userdata;
+
+    return ngx_http_helix_curl_append(f, &f->answer_head, &f->head_size,
+                                      NGX_HTTP_HELIX_FETCH_HEAD_MAX, ptr,
+                                      size * nmemb);
+}
+
+
+/* a guarded call's socket: only for a public address, or one allowed */
+
+static curl_socket_t
+ngx_http_helix_curl_open(void *data, curlsocktype purpose,
+    struct curl_sockaddr *address)
+{
+    ngx_http_helix_fetch_t  *f = data;
+
+    u_char  text[NGX_SOCKADDR_STRLEN];
+
+    if (purpose == CURLSOCKTYPE_IPCXN
+        && ngx_http_helix_curl_public(&address->addr, f->allow))
+    {
+        return socket(address->family, address->socktype,
+                      address->protocol);
+    }
+
+    /* the first address refused is the one told */
+
+    if (f->refused.len == 0) {
+        f->refused.len = ngx_sock_ntop(&address->addr, address->addrlen,
+                                       text, NGX_SOCKADDR_STRLEN, 0);
+        f->refused.data = ngx_pnalloc(f->pool, f->refused.len);
+
+        if (f->refused.data == NULL) {
+            f->refused.len = 0;
+
+        } else {
+            ngx_memcpy(f->refused.data, text, f->refused.len);
+        }
+
+        if (f->refused.len == 0) {
+            ngx_str_set(&f->refused, "?");
+        }
+    }
+
+    return CURL_SOCKET_BAD;
+}
+
+
+/* IPv4 ranges that are not public unicast (host order) */
+
+static const struct {
+    uint32_t                     net;
+    uint32_t                     mask;
+} ngx_http_helix_curl_v4_special[] = {
+    { 0x00000000, 0xff000000 },   /* 0/8: "this network", 0.0.0.0 */
+    { 0x0a000000, 0xff000000 },   /* 10/8 */
+    { 0x64400000, 0xffc00000 },   /* 100.64/10: carrier-grade NAT */
+    { 0x7f000000, 0xff000000 },   /* 127/8: loopback */
+    { 0xa9fe0000, 0xffff0000 },   /* 169.254/16: link-local, metadata */
+    { 0xac100000, 0xfff00000 },   /* 172.16/12 */
+    { 0xc0000000, 0xffffff00 },   /* 192.0.0/24: IETF assignments */
+    { 0xc0000200, 0xffffff00 },   /* 192.0.2/24: documentation */
+    { 0xc0586300, 0xffffff00 },   /* 192.88.99/24: 6to4 relays */
+    { 0xc0a80000, 0xffff0000 },   /* 192.168/16 */
+    { 0xc6120000, 0xfffe0000 },   /* 198.18/15: benchmarking */
+    { 0xc6336400, 0xffffff00 },   /* 198.51.100/24: documentation */
+    { 0xcb007100, 0xffffff00 },   /* 203.0.113/24: documentation */
+    { 0xe0000000, 0xf0000000 },   /* 224/4: multicast */
+    { 0xf0000000, 0xf0000000 }    /* 240/4: reserved, broadcast */
+};
+
+
+/*
+ * The IPv4 address an IPv6 one stands for, if any: ::ffff:a.b.c.d
+ * (mapped), ::a.b.c.d (compatible; :: and ::1 fall here too),
+ * ::ffff:0:a.b.c.d (translated), 64:ff9b::a.b.c.d (NAT64) and
+ * 2002:aabb:ccdd::/48 (6to4).
+ */
+
+static ngx_uint_t
+ngx_http_helix_curl_v4_in_v6(u_char *p, uint32_t *v4)
+{
+    static const u_char  zero[12];
+    static const u_char  nat64[12] = { 0, 0x64, 0xff, 0x9b };
+
+    if (p[0] == 0x20 && p[1] == 0x02) {
+        *v4 = (uint32_t) p[2] << 24 | p[3] << 16 | p[4] << 8 | p[5];
+        return 1;
+    }
+
+    if ((ngx_memcmp(p, zero, 10) == 0
+         && ((p[10] == 0 && p[11] == 0) || (p[10] == 0xff && p[11] == 0xff)))
+        || (ngx_memcmp(p, zero, 8) == 0 && p[8] == 0xff && p[9] == 0xff
+            && p[10] == 0 && p[11] == 0)
+        || ngx_memcmp(p, nat64, 12) == 0)
+    {
+        *v4 = (uint32_t) p[12] << 24 | p[13] << 16 | p[14] << 8 | p[15];
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * Whether a guarded call may connect to sa: a public unicast address,
+ * or one in allow.  IPv4 inside IPv6 (mapped, compatible, translated,
+ * NAT64, 6to4) is judged as that IPv4 address.
+ */
+
+static ngx_uint_t
+ngx_http_helix_curl_public(struct sockaddr *sa, ngx_array_t *allow)
+{
+    u_char      *p;
+    uint32_t     v4;
+    ngx_uint_t   i, j, has4;
+    ngx_cidr_t  *cidr;
+
+    has4 = 0;
+    v4 = 0;
+    p = NULL;
+
+    switch (sa->sa_family) {
+
+    case AF_INET:
+        v4 = ntohl(((struct sockaddr_in *) sa)->sin_addr.s_addr);
+        has4 = 1;
+        break;
+
+    case AF_INET6:
+        p = ((struct sockaddr_in6 *) sa)->sin6_addr.s6_addr;
+        has4 = ngx_http_helix_curl_v4_in_v6(p, &v4);
+        break;
+
+    default:
+        return 0;
+    }
+
+    if (allow) {
+        cidr = allow->elts;
+
+        for (i = 0; i < allow->nelts; i++) {
+
+            if (cidr[i].family == AF_INET && has4) {
+                if ((htonl(v4) & cidr[i].u.in.mask) == cidr[i].u.in.addr) {
+                    return 1;
+                }
+
+                continue;
+            }
+
+            if (cidr[i].family == AF_INET6 && p) {
+                for (j = 0; j < 16; j++) {
+                    if ((p[j] & cidr[i].u.in6.mask.s6_addr[j])
+                        != cidr[i].u.in6.addr.s6_addr[j])
+                    {
+                        break;
+                    }
+                }
+
+                if (j == 16) {
+                    return 1;
+                }
+            }
+        }
+    }
+
+    if (has4) {
+        for (i = 0; i < sizeof(ngx_http_helix_curl_v4_special)
+                        / sizeof(ngx_http_helix_curl_v4_special[0]); i++)
+        {
+            if ((v4 & ngx_http_helix_curl_v4_special[i].mask)
+                == ngx_http_helix_curl_v4_special[i].net)
+            {
+                return 0;
+            }
+        }
+
+        return 1;
+    }
+
+    /*
+     * IPv6: global unicast (2000::/3) only, and there not the special
+     * 2001::/23 (Teredo, benchmarking, ORCHID) nor 2001:db8::/32 and
+     * 3fff::/20 (documentation); unique local, link-local, multicast,
+     * loopback and the rest lie outside 2000::/3
+     */
+
+    if ((p[0] & 0xe0) != 0x20
+        || (p[0] == 0x20 && p[1] == 0x01 && p[2] < 0x02)
+        || (p[0] == 0x20 && p[1] == 0x01 && p[2] == 0x0d && p[3] == 0xb8)
+        || (p[0] == 0x3f && p[1] == 0xff && p[2] < 0x10))
+    {
+        return 0;
+    }
+
+    return 1;
 }
 
 
@@ -272,16 +619,25 @@ ngx_http_helix_curl_socket(CURL *easy, curl_socket_t s, int what,
 {
     ngx_connection_t  *c = socketp;
 
+    ngx_uint_t  flags;
+
     if (what == CURL_POLL_REMOVE) {
         if (c) {
-            /* at exit the event loop is gone: nothing to unwatch */
+            /*
+             * at exit the event loop is gone: nothing to unwatch; a
+             * socket curl has closed already (it may say so after the
+             * close) the kernel has unwatched
+             */
+
+            flags = (fcntl(s, F_GETFD) == -1 && ngx_errno == NGX_EBADF)
+                    ? NGX_CLOSE_EVENT : 0;
 
             if (c->read->active && !ngx_http_helix_curl.exiting) {
-                ngx_del_event(c->read, NGX_READ_EVENT, 0);
+                ngx_del_event(c->read, NGX_READ_EVENT, flags);
             }
 
             if (c->write->active && !ngx_http_helix_curl.exiting) {
-                ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+                ngx_del_event(c->write, NGX_WRITE_EVENT, flags);
             }
 
             /* the socket is curl's to close */
@@ -386,6 +742,7 @@ ngx_http_helix_curl_done(void)
     long                     status;
     CURL                    *easy;
     CURLMsg                 *msg;
+    CURLcode                 rc;
     ngx_http_helix_fetch_t  *f;
 
     while ((msg = curl_multi_info_read(ngx_http_helix_curl.multi, &left))) {
@@ -399,12 +756,27 @@ ngx_http_helix_curl_done(void)
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &f);
 
         status = 0;
+        rc = msg->data.result;
 
-        if (msg->data.result == CURLE_OK) {
+        if (f && rc == CURLE_FILESIZE_EXCEEDED) {
+            f->cut = 1;
+        }
+
+        if (f && f->cut
+            && (rc == CURLE_WRITE_ERROR || rc == CURLE_FILESIZE_EXCEEDED))
+        {
+            /* a long answer ends the call, not as a failure: its status */
+            rc = CURLE_OK;
+        }
+
+        if (rc == CURLE_OK) {
             curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 
+        } else if (f && f->refused.len && rc == CURLE_COULDNT_CONNECT) {
+            ngx_str_set(&f->error, "address refused");
+
         } else if (f) {
-            f->error.data = (u_char *) curl_easy_strerror(msg->data.result);
+            f->error.data = (u_char *) curl_easy_strerror(rc);
             f->error.len = ngx_strlen(f->error.data);
         }
 

@@ -580,6 +580,7 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
     size_t                       i;
     u_char                      *p;
     json_t                      *type, *payload, *prio, *cb, *reqs, *v;
+    const char                  *why;
     json_int_t                   priority;
     ngx_http_helix_main_conf_t  *hmcf;
 
@@ -684,21 +685,22 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
     ngx_str_null(&params[3]);
 
     if (cb) {
-        if (!json_is_string(cb)
-            || (ngx_strncmp(json_string_value(cb), "http://", 7) != 0
-                && ngx_strncmp(json_string_value(cb), "https://", 8) != 0)
-            || json_string_length(cb) > 2048)
-        {
+        why = "must be an http:// or https:// URL";
+
+        if (json_is_string(cb)) {
+            params[3].data = (u_char *) json_string_value(cb);
+            params[3].len = json_string_length(cb);
+
+            why = ngx_http_helix_fetch_url_check(&params[3]);
+        }
+
+        if (why) {
             *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                              "invalid_value",
                                              "payload.callback_url",
-                                             "\"callback_url\" must be an "
-                                             "http:// or https:// URL");
+                                             "\"callback_url\" %s", why);
             return NGX_DECLINED;
         }
-
-        params[3].data = (u_char *) json_string_value(cb);
-        params[3].len = json_string_length(cb);
     }
 
     params[0].data = (u_char *) json_string_value(type);
@@ -1574,6 +1576,7 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
     f->pool = t->pool;
     f->log = t->log;
     f->timeout = tk->hmcf->tasks.timeout;
+    f->max_answer = tk->hmcf->max_response_body;
     f->handler = ngx_http_helix_task_answer;
     f->data = call;
 
@@ -2083,6 +2086,7 @@ ngx_http_helix_task_callback(ngx_event_t *ev)
     ngx_http_helix_task_t  *t = ev->data;
 
     char                   **h;
+    const char              *why;
     ngx_http_helix_fetch_t  *f;
     ngx_http_helix_tasks_t  *tk;
 
@@ -2108,6 +2112,20 @@ ngx_http_helix_task_callback(ngx_event_t *ev)
 
     *h = "Content-Type: application/json";
 
+    /* a row from before URLs were checked at POST */
+
+    why = ngx_http_helix_fetch_url_check(&t->callback_url);
+
+    if (why) {
+        ngx_log_error(NGX_LOG_WARN, t->log, 0,
+                      "helix: task %V: callback URL refused (it %s): %s",
+                      &t->id, why,
+                      ngx_http_helix_fetch_url_log(t->pool,
+                                                   &t->callback_url));
+        ngx_http_helix_task_callback_done(t, "refused");
+        return;
+    }
+
     t->callback_attempts++;
 
     f->pool = t->pool;
@@ -2115,6 +2133,9 @@ ngx_http_helix_task_callback(ngx_event_t *ev)
     f->url = t->callback_url;
     f->body = t->report;
     f->timeout = tk->hmcf->tasks.callback_timeout;
+    f->max_answer = tk->hmcf->tasks.callback_max_answer;
+    f->guard = 1;
+    f->allow = tk->hmcf->tasks.callback_allow;
     f->handler = ngx_http_helix_task_called;
     f->data = t;
 
@@ -2137,9 +2158,22 @@ ngx_http_helix_task_called(ngx_http_helix_fetch_t *f)
     if (f->status >= 200 && f->status < 300) {
         ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
                       "helix: task %V: callback delivered (HTTP %l, "
-                      "attempt %ui)", &t->id, f->status,
-                      t->callback_attempts);
+                      "attempt %ui%s)", &t->id, f->status,
+                      t->callback_attempts,
+                      f->cut ? ", its long answer cut" : "");
         ngx_http_helix_task_callback_done(t, "delivered");
+        return;
+    }
+
+    if (f->status == 0 && f->refused.len) {
+        /* the operator's rule, not a failure: trying again cannot help */
+        ngx_log_error(NGX_LOG_WARN, t->log, 0,
+                      "helix: task %V: callback address refused (%V, not "
+                      "a public address nor in tasks.callback_allow): %s",
+                      &t->id, &f->refused,
+                      ngx_http_helix_fetch_url_log(t->pool,
+                                                   &t->callback_url));
+        ngx_http_helix_task_callback_done(t, "refused");
         return;
     }
 
@@ -2147,8 +2181,10 @@ ngx_http_helix_task_called(ngx_http_helix_fetch_t *f)
         || ngx_exiting)
     {
         ngx_log_error(NGX_LOG_WARN, t->log, 0,
-                      "helix: task %V: callback to %V failed %ui times, "
-                      "given up", &t->id, &t->callback_url,
+                      "helix: task %V: callback to %s failed %ui times, "
+                      "given up", &t->id,
+                      ngx_http_helix_fetch_url_log(t->pool,
+                                                   &t->callback_url),
                       t->callback_attempts);
         ngx_http_helix_task_callback_done(t, "failed");
         return;
@@ -2158,9 +2194,10 @@ ngx_http_helix_task_called(ngx_http_helix_fetch_t *f)
               << ngx_min(t->callback_attempts - 1, 10);
 
     ngx_log_error(NGX_LOG_WARN, t->log, 0,
-                  "helix: task %V: callback to %V failed (HTTP %l%s%V), "
-                  "again in %M ms", &t->id, &t->callback_url, f->status,
-                  f->error.len ? ", " : "", &f->error, backoff);
+                  "helix: task %V: callback to %s failed (HTTP %l%s%V), "
+                  "again in %M ms", &t->id,
+                  ngx_http_helix_fetch_url_log(t->pool, &t->callback_url),
+                  f->status, f->error.len ? ", " : "", &f->error, backoff);
 
     ngx_http_helix_metrics_task_callback(tk->hmcf,
                                          NGX_HTTP_HELIX_CALLBACK_RETRIED);

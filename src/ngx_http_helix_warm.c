@@ -247,6 +247,9 @@ ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
     f->log = w->log;
     f->url = *url;
     f->timeout = 120000;
+
+    /* the gateway's own answer: no longer than it sends any */
+    f->max_answer = hmcf->max_response_body;
     f->handler = ngx_http_helix_warm_done;
     f->data = w;
 

@@ -81,6 +81,9 @@ static ngx_int_t ngx_http_helix_yaml_set_enum(ngx_http_helix_yaml_ctx_t *ctx,
 static ngx_int_t ngx_http_helix_yaml_set_str_list(
     ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
     const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_cidr_list(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
 static ngx_int_t ngx_http_helix_yaml_set_notice(
     ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
     const ngx_http_helix_yaml_key_t *key);
@@ -642,6 +645,10 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_tasks[] = {
                   tasks.callback_backoff, NULL),
     ngx_helix_key("callback_timeout", ngx_http_helix_yaml_set_msec, MC,
                   tasks.callback_timeout, NULL),
+    ngx_helix_key("callback_max_answer", ngx_http_helix_yaml_set_size, MC,
+                  tasks.callback_max_answer, NULL),
+    ngx_helix_key("callback_allow", ngx_http_helix_yaml_set_cidr_list, MC,
+                  tasks.callback_allow, NULL),
     ngx_helix_key_null
 };
 
@@ -777,6 +784,7 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     hmcf->tasks.callback_retries = 5;
     hmcf->tasks.callback_backoff = 1000;
     hmcf->tasks.callback_timeout = 10 * 1000;
+    hmcf->tasks.callback_max_answer = 64 * 1024;
 
     hmcf->http_client.max_connections = 100;
     hmcf->http_client.max_idle_connections = 20;
@@ -1706,6 +1714,120 @@ ngx_http_helix_yaml_set_str_list(ngx_http_helix_yaml_ctx_t *ctx,
 
         ctx->path_len = old;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Networks as CIDRs ("10.0.0.0/8", "fd00::/8", an address alone): a list,
+ * or one value of them separated by commas or spaces, so that a single
+ * ${VAR} can give them; empty is none.
+ */
+
+static ngx_int_t
+ngx_http_helix_yaml_cidr(ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node,
+    ngx_str_t *v, ngx_array_t *a)
+{
+    u_char      *p, *last;
+    ngx_str_t    one;
+    ngx_cidr_t  *cidr;
+
+    last = v->data + v->len;
+
+    for (p = v->data; p < last; /* void */) {
+
+        if (*p == ',' || *p == ' ' || *p == '\t') {
+            p++;
+            continue;
+        }
+
+        one.data = p;
+
+        while (p < last && *p != ',' && *p != ' ' && *p != '\t') {
+            p++;
+        }
+
+        one.len = p - one.data;
+
+        cidr = ngx_array_push(a);
+        if (cidr == NULL) {
+            return NGX_ERROR;
+        }
+
+        switch (ngx_ptocidr(&one, cidr)) {
+
+        case NGX_OK:
+            break;
+
+        case NGX_DONE:
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_WARN, node,
+                                    "low address bits of \"%V\" are "
+                                    "meaningless", &one);
+            break;
+
+        default:
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                    "invalid network \"%V\" (write an "
+                                    "address with a prefix length, e.g. "
+                                    "\"10.0.0.0/8\" or \"fd00::/8\")",
+                                    &one);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_cidr_list(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    size_t              old;
+    ngx_str_t           v;
+    ngx_array_t        *a;
+    yaml_node_t        *item;
+    yaml_node_item_t   *i;
+
+    a = ngx_array_create(ctx->cf->pool, 4, sizeof(ngx_cidr_t));
+    if (a == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        if (ngx_http_helix_yaml_is_null(node)) {
+            ngx_str_null(&v);
+
+        } else if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_helix_yaml_cidr(ctx, node, &v, a) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        for (i = node->data.sequence.items.start;
+             i < node->data.sequence.items.top;
+             i++)
+        {
+            item = yaml_document_get_node(ctx->doc, *i);
+
+            old = ngx_http_helix_yaml_push(ctx, NULL,
+                                       i - node->data.sequence.items.start);
+
+            if (ngx_http_helix_yaml_scalar(ctx, item, &v) != NGX_OK
+                || ngx_http_helix_yaml_cidr(ctx, item, &v, a) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ctx->path_len = old;
+        }
+    }
+
+    *(ngx_array_t **) ((u_char *) base + key->offset) = a->nelts ? a : NULL;
 
     return NGX_OK;
 }

@@ -28,7 +28,8 @@ _EOC_
 sub yaml {
     my ($tasks) = @_;
     return ">>> helix.yaml\n$Helix::Providers" . HelixPg::yaml()
-        . "tasks:\n  poll_interval: 300ms\n" . ($tasks // '');
+        . "tasks:\n  poll_interval: 300ms\n  callback_allow: [127.0.0.0/8]\n"
+        . ($tasks // '');
 }
 
 sub error_log {

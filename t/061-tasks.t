@@ -33,7 +33,8 @@ _EOC_
 sub yaml {
     my ($tasks) = @_;
     return ">>> helix.yaml\n$Helix::Providers" . HelixPg::yaml()
-        . "tasks:\n  poll_interval: 300ms\n  callback_backoff: 100ms\n" . ($tasks // '');
+        . "tasks:\n  poll_interval: 300ms\n  callback_backoff: 100ms\n"
+        . "  callback_allow: [127.0.0.0/8]\n" . ($tasks // '');
 }
 
 sub post_task {

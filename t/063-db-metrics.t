@@ -311,7 +311,7 @@ after: busy 0, idle 2, waiting 0
 === TEST 5: a task's lifecycle: submitted, completed, its callback retried once then delivered
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
---- user_files eval: main::yaml("", "tasks:\n  poll_interval: 300ms\n  callback_backoff: 100ms\n")
+--- user_files eval: main::yaml("", "tasks:\n  poll_interval: 300ms\n  callback_backoff: 100ms\n  callback_allow: [127.0.0.0/8]\n")
 --- request eval
 ["POST /mock/reset", "POST /mock/openai/faults\n" . '{"route": "GET /v1/models", "status": 503, "count": 1}',
  "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "metrics lifecycle", "callback_url": "$::Base/callback"}})]
@@ -334,7 +334,7 @@ after: busy 0, idle 2, waiting 0
 === TEST 6: a task whose provider keeps failing: retried, then failed at max_attempts; a callback given up is counted failed
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
---- user_files eval: main::yaml("", "tasks:\n  poll_interval: 300ms\n  max_attempts: 2\n  callback_backoff: 100ms\n  callback_retries: 1\n")
+--- user_files eval: main::yaml("", "tasks:\n  poll_interval: 300ms\n  max_attempts: 2\n  callback_backoff: 100ms\n  callback_retries: 1\n  callback_allow: [127.0.0.0/8]\n")
 --- request eval
 ["POST /mock/reset", "POST /mock/openai/faults\n" . '{"status": 500, "count": 1000}',
  "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "metrics failing", "model": "gpt-4o", "callback_url": "$::Base/callback"}}),
