@@ -11,13 +11,17 @@
  * completes once.  Tasks run through the gateway's own endpoints over
  * the loopback (libcurl multi_socket, _curl.c), so the cache, the
  * limits, fallback and metrics apply to them as to any client.  The
- * result is then POSTed to callback_url, with retries and backoff.
+ * result is then POSTed to callback_url, with retries and backoff, signed
+ * with tasks.callback_secret; the run's slot is free by then, and the
+ * callback takes one of tasks.callback_concurrency of its own (none
+ * free: left in the table for the next claim).  Finished tasks are
+ * purged after tasks.retention by worker 0.
  *
  * A task remembers the name of the API key that posted it (never the
  * key): its calls are made on that key's behalf (X-Helix-Key-Name, which
  * the auth module believes only next to the internal secret), so they
- * are charged to its limits and logged under its name, and with auth on
- * only that key sees or cancels the task (others get 404).  A call that
+ * are charged to its limits and logged under its name, and only that
+ * key sees or cancels the task (others get 404).  A call that
  * finds the key at its limit (429 with retry-after-ms) is not a failure
  * and does not count as an attempt; the task waits, as follows:
  *
@@ -41,7 +45,9 @@
  * the address it was posted from instead, and its calls name it
  * (X-Helix-Client-Addr, believed likewise only behind the secret): they
  * are charged to that address's bucket, and a 429 makes the task wait as
- * above, the address's other pending tasks pushed back with it.  Cache
+ * above, the address's other pending tasks pushed back with it.  Only
+ * that address sees or cancels it, or whoever shows the task_token its
+ * 202 carried (X-Helix-Task-Token; the table keeps its SHA-256).  Cache
  * warming names neither and is not limited.
  */
 
@@ -1667,6 +1673,14 @@ ngx_http_helix_task_callback_start(PGresult *res, int row)
 
     if (ngx_http_helix_task_report(t) != NGX_OK) {
         ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    if (t->callback_attempts
+        > ngx_http_helix_tasks.hmcf->tasks.callback_retries)
+    {
+        /* the worker that went away had made the last one */
+        ngx_http_helix_task_callback_done(t, "failed");
         return;
     }
 
