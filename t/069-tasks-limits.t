@@ -304,3 +304,32 @@ stored: 32 true
 --- response_body eval
 ["", "", "next completed while the callback was pending\ncallback then failed 2\n"]
 --- timeout: 30
+
+
+
+=== TEST 8: callback slots full (tasks.callback_concurrency: 1): the next callback is left in the table and the next claim delivers it once the slot is free
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("  concurrency: 1\n  callback_concurrency: 1\n  callback_backoff: 1s\n")
+--- request eval
+["POST /mock/reset",
+ "POST /mock/openai/faults\n" . '{"route": "GET /v1/models", "status": 503, "count": 1}',
+ "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "first $$", "model": "gpt-4o", "callback_url": "$::Base/callback"}})]
+--- error_code eval: [200, 200, 202]
+--- response_body_filters eval
+[sub { "" }, sub { "" }, sub {
+    my ($a) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
+    HelixPg::wait_sql("SELECT callback_attempts FROM background_tasks WHERE id = '$a'", qr/^1$/);
+    my ($c, $b) = main::post(undef, qq({"type": "completion", "payload": {"prompt": "second $$", "model": "gpt-4o", "callback_url": "$::Base/callback"}}));
+    my ($n) = $b =~ /"task_id":"([^"]+)"/ or return "bad answer: $b";
+    my $st = HelixPg::wait_sql("SELECT string_agg(id || ' ' || callback_status || ' ' || callback_attempts, ',' "
+        . "ORDER BY created_at) FROM background_tasks WHERE id IN ('$a', '$n')", qr/^[^,]+ delivered 2,[^,]+ delivered 1$/);
+    $st =~ s/\Q$a\E/first/;
+    $st =~ s/\Q$n\E/second/;
+    my $left = Helix::log_count(qr/task \Q$n\E: callback left to the next claim \(1 being delivered here\)/);
+    my $taken = Helix::log_count(qr/task \Q$n\E: callback taken up \(its worker went away or had no room\), 0 attempts made/);
+    return "$st\nleft $left, taken up $taken\n";
+}]
+--- response_body eval
+["", "", "first delivered 2,second delivered 1\nleft 1, taken up 1\n"]
+--- timeout: 30
