@@ -144,6 +144,14 @@ typedef struct {
     ngx_msec_t                  callback_timeout;
     size_t                      callback_max_answer;
     ngx_array_t                *callback_allow;  /* of ngx_cidr_t, or NULL */
+    ngx_uint_t                  callback_concurrency; /* per worker */
+    ngx_str_t                   callback_secret;  /* HMAC, "" none */
+    size_t                      max_payload;    /* POST body */
+    ngx_uint_t                  max_pending;    /* per key/address */
+    ngx_uint_t                  max_priority;   /* unless the key says */
+    ngx_msec_t                  retention;      /* finished, 0 = keep */
+    ngx_msec_t                  purge_interval;
+    ngx_uint_t                  purge_batch;
 } ngx_http_helix_tasks_conf_t;
 
 
@@ -211,6 +219,7 @@ typedef struct {
     ngx_str_t                   key;
     ngx_http_helix_limits_t     limits;
     ngx_flag_t                  unlimited;
+    ngx_uint_t                  max_task_priority;  /* 0: tasks' */
     uint32_t                    hash;           /* ngx_hash_key of key */
     ngx_str_t                   id;             /* "k:<name>", limits */
     uint32_t                    id_hash;

@@ -11,13 +11,17 @@
  * completes once.  Tasks run through the gateway's own endpoints over
  * the loopback (libcurl multi_socket, _curl.c), so the cache, the
  * limits, fallback and metrics apply to them as to any client.  The
- * result is then POSTed to callback_url, with retries and backoff.
+ * result is then POSTed to callback_url, with retries and backoff, signed
+ * with tasks.callback_secret; the run's slot is free by then, and the
+ * callback takes one of tasks.callback_concurrency of its own (none
+ * free: left in the table for the next claim).  Finished tasks are
+ * purged after tasks.retention by worker 0.
  *
  * A task remembers the name of the API key that posted it (never the
  * key): its calls are made on that key's behalf (X-Helix-Key-Name, which
  * the auth module believes only next to the internal secret), so they
- * are charged to its limits and logged under its name, and with auth on
- * only that key sees or cancels the task (others get 404).  A call that
+ * are charged to its limits and logged under its name, and only that
+ * key sees or cancels the task (others get 404).  A call that
  * finds the key at its limit (429 with retry-after-ms) is not a failure
  * and does not count as an attempt; the task waits, as follows:
  *
@@ -41,10 +45,15 @@
  * the address it was posted from instead, and its calls name it
  * (X-Helix-Client-Addr, believed likewise only behind the secret): they
  * are charged to that address's bucket, and a 429 makes the task wait as
- * above, the address's other pending tasks pushed back with it.  Cache
+ * above, the address's other pending tasks pushed back with it.  Only
+ * that address sees or cancels it, or whoever shows the task_token its
+ * 202 carried (X-Helix-Task-Token; the table keeps its SHA-256).  Cache
  * warming names neither and is not limited.
  */
 
+
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_json.h"
@@ -55,6 +64,9 @@
 
 
 #define NGX_HTTP_HELIX_TASK_ID_LEN  64
+
+/* a lease, or an anonymous task's token: 128 random bits in hex */
+#define NGX_HTTP_HELIX_TASK_TOKEN_LEN  32
 
 
 typedef struct ngx_http_helix_task_s  ngx_http_helix_task_t;
@@ -97,6 +109,8 @@ struct ngx_http_helix_task_s {
     ngx_msec_t                   wait;      /* the key has room again in */
     ngx_uint_t                   callback_attempts;
     unsigned                     finishing:1;
+    unsigned                     callback:1;  /* a callback slot, not a
+                                                 run's */
 };
 
 
@@ -110,8 +124,11 @@ typedef struct {
     ngx_uint_t                   running;
     ngx_uint_t                   claiming;
     ngx_uint_t                   again;
-    ngx_uint_t                   seq;
+    ngx_uint_t                   callbacks; /* being delivered here */
+    ngx_event_t                  purge;     /* finished tasks, worker 0 */
+    ngx_uint_t                   purging;
     ngx_str_t                    base;      /* loopback URL */
+    u_char                       lease[NGX_HTTP_HELIX_TASK_TOKEN_LEN];
 } ngx_http_helix_tasks_t;
 
 
@@ -128,6 +145,9 @@ static void ngx_http_helix_tasks_cancelled(ngx_http_helix_pg_query_t *q,
     PGresult *res);
 static ngx_int_t ngx_http_helix_tasks_unavailable(ngx_http_request_t *r,
     const char *why);
+static ngx_str_t ngx_http_helix_tasks_token(ngx_http_request_t *r);
+static ngx_http_helix_api_key_t *ngx_http_helix_tasks_key(
+    ngx_http_request_t *r);
 
 static void ngx_http_helix_tasks_tick(ngx_event_t *ev);
 static void ngx_http_helix_tasks_notified(void *data);
@@ -138,11 +158,16 @@ static void ngx_http_helix_tasks_claimed(ngx_http_helix_pg_query_t *q,
     PGresult *res);
 static void ngx_http_helix_tasks_callbacks_got(ngx_http_helix_pg_query_t *q,
     PGresult *res);
-static void ngx_http_helix_tasks_lease_params(ngx_http_helix_tasks_t *tk,
-    ngx_str_t *params, u_char buf[3][NGX_INT_T_LEN + 256]);
+static ngx_int_t ngx_http_helix_tasks_lease_params(
+    ngx_http_helix_tasks_t *tk, ngx_str_t *params,
+    u_char buf[3][NGX_INT_T_LEN + 256]);
+static ngx_int_t ngx_http_helix_tasks_random(u_char *hex);
+static void ngx_http_helix_tasks_purge(ngx_event_t *ev);
+static void ngx_http_helix_tasks_purged(ngx_http_helix_pg_query_t *q,
+    PGresult *res);
 static void ngx_http_helix_task_start(PGresult *res, int row);
 static ngx_http_helix_task_t *ngx_http_helix_task_new(PGresult *res,
-    int row, int cb);
+    int row, int cb, ngx_uint_t callback);
 static void ngx_http_helix_task_callback_start(PGresult *res, int row);
 static void ngx_http_helix_task_cleanup(void *data);
 static void ngx_http_helix_task_more(ngx_http_helix_task_t *t);
@@ -164,23 +189,47 @@ static void ngx_http_helix_task_callback(ngx_event_t *ev);
 static void ngx_http_helix_task_called(ngx_http_helix_fetch_t *f);
 static void ngx_http_helix_task_callback_done(ngx_http_helix_task_t *t,
     const char *status);
+static char **ngx_http_helix_task_callback_headers(ngx_http_helix_task_t *t,
+    ngx_array_t *headers);
 static ngx_int_t ngx_http_helix_tasks_base(ngx_http_helix_tasks_t *tk);
 
 
 static ngx_http_helix_tasks_t  ngx_http_helix_tasks;
 
 
+/*
+ * No row: the key ($6), or the address ($7) of an anonymous task, has
+ * $8 tasks pending or running already (0: no cap).  One statement, no
+ * lock: posts of one owner at the same instant may pass the cap by as
+ * many as are at once in flight.  $9: an anonymous task's token (hex),
+ * kept as its SHA-256.
+ */
+
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_insert = {
     "helix_tasks_insert",
     "WITH t AS (INSERT INTO background_tasks (type, payload, priority, "
-    "callback_url, max_attempts, api_key_name, client_addr) VALUES ($1, "
-    "$2::jsonb, $3::int, $4, $5::int, $6, $7) RETURNING id) "
+    "callback_url, max_attempts, api_key_name, client_addr, task_token) "
+    "SELECT $1, $2::jsonb, $3::int, $4, $5::int, $6, $7, "
+    "sha256(decode($9, 'hex')) "
+    "WHERE $8::int = 0 OR (SELECT count(*) FROM (SELECT 1 "
+    "FROM background_tasks WHERE status IN ('pending', 'running') "
+    "AND (api_key_name = $6 OR ($6 IS NULL AND api_key_name IS NULL "
+    "AND client_addr = $7)) LIMIT $8::int) o) < $8::int "
+    "RETURNING id) "
     "SELECT id, pg_notify('helix_tasks', id) FROM t",
-    7, 0, 0
+    9, 0, 0
 };
 
 
-/* $2: the asking key's name, NULL when anyone may (auth off) */
+/*
+ * Who may see or cancel a task: the admin token ($5); a key's task, that
+ * key ($2); an anonymous task, its address ($3) or whoever holds its
+ * token ($4, hex).  A task with neither (from before 006): the admin.
+ */
+
+#define NGX_HTTP_HELIX_TASK_OWNED                                           \
+    "($5::bool OR api_key_name = $2 OR (api_key_name IS NULL "              \
+    "AND (client_addr = $3 OR task_token = sha256(decode($4, 'hex')))))"
 
 
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_get = {
@@ -192,9 +241,8 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_get = {
     "'updated_at', updated_at, 'started_at', started_at, "
     "'completed_at', completed_at, 'not_before', not_before, "
     "'api_key_name', api_key_name)::text "
-    "FROM background_tasks WHERE id = $1 "
-    "AND ($2::text IS NULL OR api_key_name = $2)",
-    2, 0, 0
+    "FROM background_tasks WHERE id = $1 AND " NGX_HTTP_HELIX_TASK_OWNED,
+    5, 0, 0
 };
 
 
@@ -203,10 +251,10 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_cancel = {
     "WITH c AS (UPDATE background_tasks SET status = 'cancelled', "
     "updated_at = now(), completed_at = now() "
     "WHERE id = $1 AND status = 'pending' "
-    "AND ($2::text IS NULL OR api_key_name = $2) RETURNING id) "
+    "AND " NGX_HTTP_HELIX_TASK_OWNED " RETURNING id) "
     "SELECT (SELECT count(*) FROM c), status FROM background_tasks "
-    "WHERE id = $1 AND ($2::text IS NULL OR api_key_name = $2)",
-    2, 0, 0
+    "WHERE id = $1 AND " NGX_HTTP_HELIX_TASK_OWNED,
+    5, 0, 0
 };
 
 
@@ -308,14 +356,54 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_later = {
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_callback_stmt = {
     "helix_tasks_callback",
     "UPDATE background_tasks SET callback_status = $2, "
-    "callback_attempts = callback_attempts + $3::int, "
+    "callback_attempts = $3::int, "
     "lease_owner = NULL, lease_expires_at = NULL, updated_at = now() "
     "WHERE id = $1 AND callback_status = 'pending'",
     3, 0, 0
 };
 
 
-/* callbacks left pending by a worker that went away */
+/* an attempt about to be made: whoever takes the callback up goes on */
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_callback_try = {
+    "helix_tasks_callback_try",
+    "UPDATE background_tasks SET callback_attempts = $3::int "
+    "WHERE id = $1 AND lease_owner = $2 AND callback_status = 'pending'",
+    3, 0, 0
+};
+
+
+/* no room for one more callback here: any worker's next claim takes it */
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_callback_leave = {
+    "helix_tasks_callback_leave",
+    "UPDATE background_tasks SET lease_owner = NULL, "
+    "lease_expires_at = NULL "
+    "WHERE id = $1 AND lease_owner = $2 AND callback_status = 'pending'",
+    2, 0, 0
+};
+
+
+/*
+ * Finished tasks older than tasks.retention ($1 ms), $2 at a time; not
+ * one whose callback is still to go, nor one another node is deleting
+ */
+
+static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_purge_stmt = {
+    "helix_tasks_purge",
+    "DELETE FROM background_tasks WHERE id IN (SELECT id "
+    "FROM background_tasks WHERE status IN ('completed', 'failed', "
+    "'cancelled') AND updated_at < now() - $1::bigint * interval "
+    "'1 millisecond' AND callback_status IS DISTINCT FROM 'pending' "
+    "LIMIT $2::int FOR UPDATE SKIP LOCKED)",
+    2, 0, 0
+};
+
+
+/*
+ * callbacks left pending by a worker that went away, or that had no
+ * room for them: with the attempts made so far
+ */
 
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_callbacks = {
     "helix_tasks_callbacks",
@@ -326,7 +414,8 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_tasks_callbacks = {
     "'pending' AND (lease_expires_at IS NULL OR lease_expires_at < now()) "
     "LIMIT $3::int FOR UPDATE SKIP LOCKED) c "
     "WHERE t.id = c.id "
-    "RETURNING t.id, t.status, t.result::text, t.error, t.callback_url",
+    "RETURNING t.id, t.status, t.result::text, t.error, t.callback_url, "
+    "t.callback_attempts",
     3, 0, 0
 };
 
@@ -339,7 +428,7 @@ ngx_http_helix_tasks_handler(ngx_http_request_t *r)
 {
     u_char                      *p, *last;
     ngx_int_t                    rc;
-    ngx_str_t                    id, *name, params[2];
+    ngx_str_t                    id, *name, params[5];
     ngx_http_helix_pg_stmt_t    *stmt;
     ngx_http_helix_pg_pt         handler;
     ngx_http_helix_main_conf_t  *hmcf;
@@ -374,6 +463,23 @@ ngx_http_helix_tasks_handler(ngx_http_request_t *r)
 
         if (rc != NGX_DECLINED) {
             return rc;
+        }
+
+        if (r->headers_in.content_length_n
+            > (off_t) hmcf->tasks.max_payload)
+        {
+            rc = ngx_http_discard_request_body(r);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            return ngx_http_helix_send_error(r,
+                                      NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      "request_too_large", NULL,
+                                      "a task of %O bytes is larger than "
+                                      "tasks.max_payload (%uz bytes)",
+                                      r->headers_in.content_length_n,
+                                      hmcf->tasks.max_payload);
         }
 
         return ngx_http_helix_body_read_start(r, ngx_http_helix_tasks_post);
@@ -425,14 +531,22 @@ ngx_http_helix_tasks_handler(ngx_http_request_t *r)
     }
 
     /*
-     * with auth on, a task is its key's alone (and the admin token's): to
-     * any other it does not exist (404, so that ids say nothing)
+     * a task is its key's alone, an anonymous one its address's and its
+     * token holder's (and any task the admin token's): to any other it
+     * does not exist (404, so that ids say nothing)
      */
 
     params[0] = id;
     ngx_str_null(&params[1]);
+    params[2] = r->connection->addr_text;
+    params[3] = ngx_http_helix_tasks_token(r);
 
-    if (hmcf->auth_enabled && !ngx_http_helix_auth_admin(r)) {
+    if (ngx_http_helix_auth_admin(r)) {
+        ngx_str_set(&params[4], "t");
+
+    } else {
+        ngx_str_set(&params[4], "f");
+
         name = ngx_http_helix_auth_key_name(r);
 
         if (name) {
@@ -461,12 +575,61 @@ ngx_http_helix_tasks_unavailable(ngx_http_request_t *r, const char *why)
 }
 
 
+/* X-Helix-Task-Token, if it is one (32 hex digits): else none */
+
+static ngx_str_t
+ngx_http_helix_tasks_token(ngx_http_request_t *r)
+{
+    ngx_str_t         none = ngx_null_string;
+    ngx_uint_t        i, j;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return none;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("X-Helix-Task-Token") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "X-Helix-Task-Token",
+                               sizeof("X-Helix-Task-Token") - 1)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (h[i].value.len != NGX_HTTP_HELIX_TASK_TOKEN_LEN) {
+        return none;
+    }
+
+    for (j = 0; j < h[i].value.len; j++) {
+        if (ngx_hextoi(&h[i].value.data[j], 1) == NGX_ERROR) {
+            return none;
+        }
+    }
+
+    return h[i].value;
+}
+
+
 static void
 ngx_http_helix_tasks_post(ngx_http_request_t *r)
 {
+    u_char                      *p;
     json_t                      *req;
     ngx_int_t                    rc;
-    ngx_str_t                    body, *name, params[7];
+    ngx_str_t                    body, *name, params[9];
     json_error_t                 jerr;
     ngx_http_helix_main_conf_t  *hmcf;
 
@@ -497,6 +660,17 @@ ngx_http_helix_tasks_post(ngx_http_request_t *r)
         return;
     }
 
+    if (body.len > hmcf->tasks.max_payload) {
+        /* chunked: its length was not announced */
+        ngx_http_finalize_request(r,
+            ngx_http_helix_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      "request_too_large", NULL,
+                                      "a task of %uz bytes is larger than "
+                                      "tasks.max_payload (%uz bytes)",
+                                      body.len, hmcf->tasks.max_payload));
+        return;
+    }
+
     req = json_loadb((char *) body.data, body.len, 0, &jerr);
 
     if (req == NULL || ngx_http_helix_json_pool(r->pool, req) != NGX_OK) {
@@ -515,20 +689,41 @@ ngx_http_helix_tasks_post(ngx_http_request_t *r)
 
     /*
      * the key's name, never the key: its calls are made on its behalf;
-     * no key: the calls are charged to the address, as its own would be
+     * no key: the calls are charged to the address, as its own would be,
+     * and the task gets a token for reading it from elsewhere
      */
 
     name = ngx_http_helix_auth_key_name(r);
 
     ngx_str_null(&params[5]);
     ngx_str_null(&params[6]);
+    ngx_str_null(&params[8]);
 
     if (name) {
         params[5] = *name;
 
     } else {
         params[6] = r->connection->addr_text;
+
+        p = ngx_pnalloc(r->pool, NGX_HTTP_HELIX_TASK_TOKEN_LEN);
+
+        if (p == NULL || ngx_http_helix_tasks_random(p) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        params[8].data = p;
+        params[8].len = NGX_HTTP_HELIX_TASK_TOKEN_LEN;
     }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    params[7].data = p;
+    params[7].len = ngx_sprintf(p, "%ui", hmcf->tasks.max_pending) - p;
 
     if (ngx_http_helix_pg_query(r->pool, &ngx_http_helix_tasks_insert,
                                 params, ngx_http_helix_tasks_inserted, r)
@@ -582,6 +777,8 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
     json_t                      *type, *payload, *prio, *cb, *reqs, *v;
     const char                  *why;
     json_int_t                   priority;
+    ngx_uint_t                   max;
+    ngx_http_helix_api_key_t    *key;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
@@ -674,6 +871,26 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
         }
 
         priority = json_integer_value(prio);
+
+        /* the queue's order is shared: above the cap only if the key may */
+
+        key = ngx_http_helix_tasks_key(r);
+
+        max = (key && key->max_task_priority) ? key->max_task_priority
+                                              : hmcf->tasks.max_priority;
+
+        if (priority > (json_int_t) max) {
+            *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "invalid_value", "priority",
+                                             "\"priority\" may be at most "
+                                             "%ui for %s (%s)", max,
+                                             key ? "this key"
+                                                 : "an anonymous client",
+                                             (key && key->max_task_priority)
+                                             ? "its max_task_priority"
+                                             : "tasks.max_priority");
+            return NGX_DECLINED;
+        }
     }
 
     cb = json_object_get(payload, "callback_url");
@@ -742,37 +959,86 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
 }
 
 
+/* the API key the request came with, NULL: none */
+
+static ngx_http_helix_api_key_t *
+ngx_http_helix_tasks_key(ngx_http_request_t *r)
+{
+    ngx_str_t                   *name;
+    ngx_uint_t                   i;
+    ngx_http_helix_api_key_t    *key;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    name = ngx_http_helix_auth_key_name(r);
+
+    if (name == NULL) {
+        return NULL;
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    key = hmcf->api_keys.elts;
+
+    for (i = 0; i < hmcf->api_keys.nelts; i++) {
+        if (&key[i].name == name) {
+            return &key[i];
+        }
+    }
+
+    return NULL;
+}
+
+
 static void
 ngx_http_helix_tasks_inserted(ngx_http_helix_pg_query_t *q, PGresult *res)
 {
     ngx_http_request_t  *r = q->data;
 
-    u_char     *p;
-    ngx_str_t   body;
+    u_char                      *p;
+    ngx_str_t                    body;
+    ngx_http_helix_main_conf_t  *hmcf;
 
-    if (res == NULL || PQntuples(res) != 1) {
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (res == NULL) {
         ngx_http_finalize_request(r,
-            ngx_http_helix_tasks_unavailable(r, q->error ? q->error
-                                                         : "no row"));
+            ngx_http_helix_tasks_unavailable(r, q->error));
+        return;
+    }
+
+    if (PQntuples(res) != 1) {
+        ngx_http_finalize_request(r,
+            ngx_http_helix_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                      "too_many_pending_tasks", NULL,
+                                      "%s %s has %ui tasks pending or "
+                                      "running already (tasks.max_pending)",
+                                      q->values[5] ? "the key" : "the address",
+                                      q->values[5] ? q->values[5]
+                                                   : q->values[6],
+                                      hmcf->tasks.max_pending));
         return;
     }
 
     /* the row has committed: the server was ready for the next query */
 
-    ngx_http_helix_metrics_task(
-        ngx_http_get_module_main_conf(r, ngx_http_helix_module),
-        NGX_HTTP_HELIX_TASK_SUBMITTED);
+    ngx_http_helix_metrics_task(hmcf, NGX_HTTP_HELIX_TASK_SUBMITTED);
 
-    p = ngx_pnalloc(r->pool, PQgetlength(res, 0, 0) + 64);
+    p = ngx_pnalloc(r->pool, PQgetlength(res, 0, 0) + 128);
     if (p == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
     body.data = p;
-    body.len = ngx_sprintf(p, "{\"task_id\":\"%s\",\"status\":\"pending\"}",
-                           PQgetvalue(res, 0, 0))
-               - p;
+    p = ngx_sprintf(p, "{\"task_id\":\"%s\",\"status\":\"pending\"",
+                    PQgetvalue(res, 0, 0));
+
+    if (q->values[8]) {
+        /* an anonymous task: who holds this may read or cancel it */
+        p = ngx_sprintf(p, ",\"task_token\":\"%s\"", q->values[8]);
+    }
+
+    *p++ = '}';
+    body.len = p - body.data;
 
     ngx_http_finalize_request(r,
                               ngx_http_helix_send_json(r, NGX_HTTP_ACCEPTED,
@@ -908,6 +1174,17 @@ ngx_http_helix_tasks_init_process(ngx_cycle_t *cycle)
     /* after the workers are up; then every poll_interval */
     ngx_add_timer(&tk->poll, 100);
 
+    /* one worker of each nginx purges (the others' deletes skip its rows) */
+
+    if (ngx_worker == 0 && hmcf->tasks.retention) {
+        tk->purge.handler = ngx_http_helix_tasks_purge;
+        tk->purge.log = cycle->log;
+        tk->purge.data = tk;
+        tk->purge.cancelable = 1;
+
+        ngx_add_timer(&tk->purge, hmcf->tasks.purge_interval);
+    }
+
     return NGX_OK;
 }
 
@@ -933,6 +1210,10 @@ ngx_http_helix_tasks_exit_process(ngx_cycle_t *cycle)
 
     if (tk->later.timer_set) {
         ngx_del_timer(&tk->later);
+    }
+
+    if (tk->purge.timer_set) {
+        ngx_del_timer(&tk->purge);
     }
 
     if (tk->wake.posted) {
@@ -1019,15 +1300,26 @@ ngx_http_helix_tasks_reclaimed(ngx_http_helix_pg_query_t *q, PGresult *res)
                                     : NGX_HTTP_HELIX_TASK_RETRIED);
     }
 
-    /* then callbacks whose worker went away, then pending tasks */
+    /*
+     * then callbacks whose worker went away (or had no room), as many as
+     * this worker's callback slots allow, then pending tasks
+     */
 
-    if (tk->hmcf == NULL || ngx_exiting
-        || tk->running >= tk->hmcf->tasks.concurrency)
-    {
+    if (tk->hmcf == NULL || ngx_exiting) {
         return;
     }
 
-    ngx_http_helix_tasks_lease_params(tk, params, buf);
+    if (tk->callbacks >= tk->hmcf->tasks.callback_concurrency
+        || ngx_http_helix_tasks_lease_params(tk, params, buf) != NGX_OK)
+    {
+        ngx_http_helix_tasks_claim(&tk->wake);
+        return;
+    }
+
+    params[2].len = ngx_sprintf(buf[2], "%ui",
+                                tk->hmcf->tasks.callback_concurrency
+                                - tk->callbacks)
+                    - buf[2];
 
     tk->claiming = 1;
 
@@ -1064,18 +1356,21 @@ ngx_http_helix_tasks_callbacks_got(ngx_http_helix_pg_query_t *q,
 }
 
 
-/* a claim's lease token (hostname:pid:seq), lease time and how many */
+/*
+ * a claim's lease token (random: hosts, containers and pids repeat),
+ * lease time and how many
+ */
 
-static void
+static ngx_int_t
 ngx_http_helix_tasks_lease_params(ngx_http_helix_tasks_t *tk,
     ngx_str_t *params, u_char buf[3][NGX_INT_T_LEN + 256])
 {
-    u_char  *p;
+    if (ngx_http_helix_tasks_random(tk->lease) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
-    p = ngx_snprintf(buf[0], NGX_INT_T_LEN + 256, "%V:%P:%ui",
-                     &ngx_cycle->hostname, ngx_pid, ++tk->seq);
-    params[0].data = buf[0];
-    params[0].len = p - buf[0];
+    params[0].data = tk->lease;
+    params[0].len = NGX_HTTP_HELIX_TASK_TOKEN_LEN;
 
     params[1].data = buf[1];
     params[1].len = ngx_sprintf(buf[1], "%M", tk->hmcf->tasks.lease)
@@ -1085,6 +1380,27 @@ ngx_http_helix_tasks_lease_params(ngx_http_helix_tasks_t *tk,
     params[2].len = ngx_sprintf(buf[2], "%ui",
                                 tk->hmcf->tasks.concurrency - tk->running)
                     - buf[2];
+
+    return NGX_OK;
+}
+
+
+/* 128 bits from OpenSSL's generator (seeded once), in hex */
+
+static ngx_int_t
+ngx_http_helix_tasks_random(u_char *hex)
+{
+    u_char  bin[NGX_HTTP_HELIX_TASK_TOKEN_LEN / 2];
+
+    if (RAND_bytes(bin, sizeof(bin)) != 1) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "helix: RAND_bytes() failed");
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(hex, bin, sizeof(bin));
+
+    return NGX_OK;
 }
 
 
@@ -1108,11 +1424,11 @@ ngx_http_helix_tasks_claim(ngx_event_t *ev)
 
     free = tk->hmcf->tasks.concurrency - tk->running;
 
-    if (free == 0) {
+    if (free == 0
+        || ngx_http_helix_tasks_lease_params(tk, params, buf) != NGX_OK)
+    {
         return;
     }
-
-    ngx_http_helix_tasks_lease_params(tk, params, buf);
 
     tk->claiming = 1;
     tk->again = 0;
@@ -1152,13 +1468,86 @@ ngx_http_helix_tasks_claimed(ngx_http_helix_pg_query_t *q, PGresult *res)
 }
 
 
+/* finished tasks past tasks.retention, a batch at a time */
+
+static void
+ngx_http_helix_tasks_purge(ngx_event_t *ev)
+{
+    ngx_http_helix_tasks_t  *tk = ev->data;
+
+    u_char      buf[2][NGX_INT_T_LEN];
+    ngx_str_t   params[2];
+
+    if (tk->hmcf == NULL || ngx_exiting) {
+        return;
+    }
+
+    if (tk->purging) {
+        ngx_add_timer(&tk->purge, tk->hmcf->tasks.purge_interval);
+        return;
+    }
+
+    params[0].data = buf[0];
+    params[0].len = ngx_sprintf(buf[0], "%M", tk->hmcf->tasks.retention)
+                    - buf[0];
+    params[1].data = buf[1];
+    params[1].len = ngx_sprintf(buf[1], "%ui", tk->hmcf->tasks.purge_batch)
+                    - buf[1];
+
+    tk->purging = 1;
+
+    if (ngx_http_helix_pg_query(NULL, &ngx_http_helix_tasks_purge_stmt,
+                                params, ngx_http_helix_tasks_purged, tk)
+        == NULL)
+    {
+        tk->purging = 0;
+        ngx_add_timer(&tk->purge, tk->hmcf->tasks.purge_interval);
+    }
+}
+
+
+static void
+ngx_http_helix_tasks_purged(ngx_http_helix_pg_query_t *q, PGresult *res)
+{
+    ngx_http_helix_tasks_t  *tk = q->data;
+
+    ngx_int_t  n;
+
+    tk->purging = 0;
+
+    if (tk->hmcf == NULL || ngx_exiting) {
+        return;
+    }
+
+    n = 0;
+
+    if (res) {
+        n = ngx_atoi((u_char *) PQcmdTuples(res),
+                     ngx_strlen(PQcmdTuples(res)));
+
+        if (n > 0) {
+            ngx_log_error(NGX_LOG_NOTICE, tk->log, 0,
+                          "helix: purged %i finished tasks older than "
+                          "tasks.retention (%M ms)", n,
+                          tk->hmcf->tasks.retention);
+        }
+    }
+
+    /* a full batch: there may be more, after what else is waiting */
+
+    ngx_add_timer(&tk->purge, (ngx_uint_t) n == tk->hmcf->tasks.purge_batch
+                              ? 1 : tk->hmcf->tasks.purge_interval);
+}
+
+
 /*
  * A task of this worker, under the lease the last claim took: its pool
- * owns it, queries and calls included.  cb: the column of callback_url.
+ * owns it, queries and calls included.  cb: the column of callback_url;
+ * callback: it takes a callback slot, not a run's.
  */
 
 static ngx_http_helix_task_t *
-ngx_http_helix_task_new(PGresult *res, int row, int cb)
+ngx_http_helix_task_new(PGresult *res, int row, int cb, ngx_uint_t callback)
 {
     ngx_pool_t              *pool;
     ngx_pool_cleanup_t      *cln;
@@ -1187,7 +1576,7 @@ ngx_http_helix_task_new(PGresult *res, int row, int cb)
     t->id.data = ngx_pnalloc(pool, t->id.len + 1);
     t->callback_url.len = PQgetlength(res, row, cb);
     t->callback_url.data = ngx_pnalloc(pool, t->callback_url.len + 1);
-    t->lease.data = ngx_pnalloc(pool, NGX_INT_T_LEN + 256);
+    t->lease.data = ngx_pnalloc(pool, NGX_HTTP_HELIX_TASK_TOKEN_LEN);
 
     if (t->id.data == NULL || t->callback_url.data == NULL
         || t->lease.data == NULL)
@@ -1203,16 +1592,21 @@ ngx_http_helix_task_new(PGresult *res, int row, int cb)
 
     /* the claim's lease token, as the claim sent it */
 
-    t->lease.len = ngx_snprintf(t->lease.data, NGX_INT_T_LEN + 256,
-                                "%V:%P:%ui", &ngx_cycle->hostname, ngx_pid,
-                                tk->seq)
-                   - t->lease.data;
+    t->lease.len = NGX_HTTP_HELIX_TASK_TOKEN_LEN;
+    ngx_memcpy(t->lease.data, tk->lease, NGX_HTTP_HELIX_TASK_TOKEN_LEN);
 
     cln->handler = ngx_http_helix_task_cleanup;
     cln->data = t;
 
     ngx_queue_insert_tail(&tk->tasks, &t->queue);
-    tk->running++;
+
+    if (callback) {
+        t->callback = 1;
+        tk->callbacks++;
+
+    } else {
+        tk->running++;
+    }
 
     t->renew.handler = ngx_http_helix_task_renew;
     t->renew.data = t;
@@ -1243,12 +1637,20 @@ ngx_http_helix_task_callback_start(PGresult *res, int row)
     ngx_uint_t               i;
     ngx_http_helix_task_t   *t;
 
-    t = ngx_http_helix_task_new(res, row, 4);
+    t = ngx_http_helix_task_new(res, row, 4, 1);
     if (t == NULL) {
         return;
     }
 
     t->finishing = 1;
+
+    /* on from the attempts made before */
+    t->callback_attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 5),
+                                    PQgetlength(res, row, 5));
+
+    if (t->callback_attempts == (ngx_uint_t) NGX_ERROR) {
+        t->callback_attempts = 0;
+    }
 
     v[0] = &t->status;
     v[1] = &t->result;
@@ -1268,10 +1670,19 @@ ngx_http_helix_task_callback_start(PGresult *res, int row)
 
     ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
                   "helix: task %V: callback taken up (its worker went "
-                  "away)", &t->id);
+                  "away or had no room), %ui attempts made", &t->id,
+                  t->callback_attempts);
 
     if (ngx_http_helix_task_report(t) != NGX_OK) {
         ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    if (t->callback_attempts
+        > ngx_http_helix_tasks.hmcf->tasks.callback_retries)
+    {
+        /* the worker that went away had made the last one */
+        ngx_http_helix_task_callback_done(t, "failed");
         return;
     }
 
@@ -1288,7 +1699,7 @@ ngx_http_helix_task_start(PGresult *res, int row)
     json_error_t             jerr;
     ngx_http_helix_task_t   *t;
 
-    t = ngx_http_helix_task_new(res, row, 3);
+    t = ngx_http_helix_task_new(res, row, 3, 0);
     if (t == NULL) {
         return;
     }
@@ -1431,6 +1842,13 @@ ngx_http_helix_task_cleanup(void *data)
     }
 
     ngx_queue_remove(&t->queue);
+
+    if (t->callback) {
+        /* a callback's slot: the next poll fills it */
+        tk->callbacks--;
+        return;
+    }
+
     tk->running--;
 
     if (tk->hmcf && !ngx_exiting) {
@@ -1941,6 +2359,7 @@ ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
 {
     ngx_http_helix_task_t  *t = q->data;
 
+    ngx_str_t                params[2];
     ngx_http_helix_tasks_t  *tk;
 
     if (res == NULL) {
@@ -1996,7 +2415,39 @@ ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
         return;
     }
 
-    /* the lease now covers the callback: renewed until it is delivered */
+    /*
+     * the lease now covers the callback: renewed until it is delivered;
+     * the run's slot goes to the next task, the callback takes one of
+     * its own, or, with none free here, is left to the next claim
+     */
+
+    tk = &ngx_http_helix_tasks;
+
+    tk->running--;
+    t->callback = 1;
+
+    if (!ngx_exiting) {
+        ngx_http_helix_tasks_notified(tk);
+    }
+
+    if (tk->callbacks >= tk->hmcf->tasks.callback_concurrency) {
+        ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
+                      "helix: task %V: callback left to the next claim "
+                      "(%ui being delivered here)", &t->id, tk->callbacks);
+
+        params[0] = t->id;
+        params[1] = t->lease;
+
+        (void) ngx_http_helix_pg_query(NULL,
+                                       &ngx_http_helix_tasks_callback_leave,
+                                       params, NULL, NULL);
+
+        tk->callbacks++;  /* the cleanup takes it back */
+        ngx_destroy_pool(t->pool);
+        return;
+    }
+
+    tk->callbacks++;
 
     if (ngx_http_helix_task_report(t) != NGX_OK) {
         ngx_destroy_pool(t->pool);
@@ -2085,8 +2536,9 @@ ngx_http_helix_task_callback(ngx_event_t *ev)
 {
     ngx_http_helix_task_t  *t = ev->data;
 
-    char                   **h;
     const char              *why;
+    u_char                   buf[NGX_INT_T_LEN];
+    ngx_str_t                params[3];
     ngx_http_helix_fetch_t  *f;
     ngx_http_helix_tasks_t  *tk;
 
@@ -2098,19 +2550,13 @@ ngx_http_helix_task_callback(ngx_event_t *ev)
         return;
     }
 
-    f->headers = ngx_array_create(t->pool, 1, sizeof(char *));
-    if (f->headers == NULL) {
+    f->headers = ngx_array_create(t->pool, 4, sizeof(char *));
+    if (f->headers == NULL
+        || ngx_http_helix_task_callback_headers(t, f->headers) == NULL)
+    {
         ngx_destroy_pool(t->pool);
         return;
     }
-
-    h = ngx_array_push(f->headers);
-    if (h == NULL) {
-        ngx_destroy_pool(t->pool);
-        return;
-    }
-
-    *h = "Content-Type: application/json";
 
     /* a row from before URLs were checked at POST */
 
@@ -2126,7 +2572,17 @@ ngx_http_helix_task_callback(ngx_event_t *ev)
         return;
     }
 
+    /* counted before it is made: a worker that dies in it still used it */
+
     t->callback_attempts++;
+
+    params[0] = t->id;
+    params[1] = t->lease;
+    params[2].data = buf;
+    params[2].len = ngx_sprintf(buf, "%ui", t->callback_attempts) - buf;
+
+    (void) ngx_http_helix_pg_query(NULL, &ngx_http_helix_tasks_callback_try,
+                                   params, NULL, NULL);
 
     f->pool = t->pool;
     f->log = t->log;
@@ -2229,6 +2685,82 @@ ngx_http_helix_task_callback_done(ngx_http_helix_task_t *t,
                                    params, NULL, NULL);
 
     ngx_destroy_pool(t->pool);
+}
+
+
+/*
+ * A callback's headers: the body's type; the task id as the idempotency
+ * key (one task, one result: the same at every attempt, from any
+ * worker); with tasks.callback_secret, the time and
+ * "sha256=" HMAC-SHA256(secret, "<time>.<body>") in hex, so that the
+ * receiver knows the sender and can refuse a replay.  NULL: no memory.
+ */
+
+static char **
+ngx_http_helix_task_callback_headers(ngx_http_helix_task_t *t,
+    ngx_array_t *headers)
+{
+    char                        **h;
+    u_char                       *msg, *p;
+    ngx_str_t                     v, secret;
+    unsigned int                  len;
+    u_char                        md[EVP_MAX_MD_SIZE];
+    u_char                        hex[sizeof("sha256=") - 1
+                                      + 2 * EVP_MAX_MD_SIZE];
+    u_char                        ts[NGX_TIME_T_LEN];
+
+    secret = ngx_http_helix_tasks.hmcf->tasks.callback_secret;
+
+    h = ngx_array_push_n(headers, secret.len ? 4 : 2);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h[0] = "Content-Type: application/json";
+    h[1] = ngx_http_helix_fetch_header(t->pool, "Idempotency-Key", &t->id);
+
+    if (h[1] == NULL) {
+        return NULL;
+    }
+
+    if (secret.len == 0) {
+        return h;
+    }
+
+    v.data = ts;
+    v.len = ngx_sprintf(ts, "%T", ngx_time()) - ts;
+
+    msg = ngx_pnalloc(t->pool, v.len + 1 + t->report.len);
+    if (msg == NULL) {
+        return NULL;
+    }
+
+    p = ngx_cpymem(msg, v.data, v.len);
+    *p++ = '.';
+    p = ngx_cpymem(p, t->report.data, t->report.len);
+
+    if (HMAC(EVP_sha256(), secret.data, (int) secret.len, msg, p - msg,
+             md, &len)
+        == NULL)
+    {
+        return NULL;
+    }
+
+    h[2] = ngx_http_helix_fetch_header(t->pool, "X-Helix-Timestamp", &v);
+
+    p = ngx_cpymem(hex, "sha256=", sizeof("sha256=") - 1);
+    p = ngx_hex_dump(p, md, len);
+
+    v.data = hex;
+    v.len = p - hex;
+
+    h[3] = ngx_http_helix_fetch_header(t->pool, "X-Helix-Signature", &v);
+
+    if (h[2] == NULL || h[3] == NULL) {
+        return NULL;
+    }
+
+    return h;
 }
 
 

@@ -115,6 +115,8 @@ static ngx_int_t ngx_http_helix_yaml_store_breaker(
     ngx_msec_t backoff, ngx_msec_t max_backoff);
 static ngx_int_t ngx_http_helix_yaml_resolve(ngx_http_helix_yaml_ctx_t *ctx,
     const char *key, ngx_str_t *host, ngx_uint_t port, ngx_str_t *addr);
+static ngx_int_t ngx_http_helix_yaml_validate_tasks(
+    ngx_http_helix_yaml_ctx_t *ctx, ngx_http_helix_main_conf_t *hmcf);
 static ngx_int_t ngx_http_helix_provider_infer_type(ngx_str_t *name);
 
 
@@ -579,6 +581,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_api_key[] = {
                   limits.tokens_per_minute, NULL),
     ngx_helix_key("unlimited", ngx_http_helix_yaml_set_flag, AK,
                   unlimited, NULL),
+    ngx_helix_key("max_task_priority", ngx_http_helix_yaml_set_uint, AK,
+                  max_task_priority, NULL),
     ngx_helix_key_null
 };
 
@@ -649,6 +653,22 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_tasks[] = {
                   tasks.callback_max_answer, NULL),
     ngx_helix_key("callback_allow", ngx_http_helix_yaml_set_cidr_list, MC,
                   tasks.callback_allow, NULL),
+    ngx_helix_key("callback_concurrency", ngx_http_helix_yaml_set_uint, MC,
+                  tasks.callback_concurrency, NULL),
+    ngx_helix_key("callback_secret", ngx_http_helix_yaml_set_str, MC,
+                  tasks.callback_secret, NULL),
+    ngx_helix_key("max_payload", ngx_http_helix_yaml_set_size, MC,
+                  tasks.max_payload, NULL),
+    ngx_helix_key("max_pending", ngx_http_helix_yaml_set_uint, MC,
+                  tasks.max_pending, NULL),
+    ngx_helix_key("max_priority", ngx_http_helix_yaml_set_uint, MC,
+                  tasks.max_priority, NULL),
+    ngx_helix_key("retention", ngx_http_helix_yaml_set_msec, MC,
+                  tasks.retention, NULL),
+    ngx_helix_key("purge_interval", ngx_http_helix_yaml_set_msec, MC,
+                  tasks.purge_interval, NULL),
+    ngx_helix_key("purge_batch", ngx_http_helix_yaml_set_uint, MC,
+                  tasks.purge_batch, NULL),
     ngx_helix_key_null
 };
 
@@ -785,6 +805,13 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     hmcf->tasks.callback_backoff = 1000;
     hmcf->tasks.callback_timeout = 10 * 1000;
     hmcf->tasks.callback_max_answer = 64 * 1024;
+    hmcf->tasks.callback_concurrency = 16;
+    hmcf->tasks.max_payload = 1024 * 1024;
+    hmcf->tasks.max_pending = 100;
+    hmcf->tasks.max_priority = 10;
+    hmcf->tasks.retention = (ngx_msec_t) 7 * 24 * 60 * 60 * 1000;
+    hmcf->tasks.purge_interval = 10 * 60 * 1000;
+    hmcf->tasks.purge_batch = 1000;
 
     hmcf->http_client.max_connections = 100;
     hmcf->http_client.max_idle_connections = 20;
@@ -2569,6 +2596,10 @@ ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
         return NGX_ERROR;
     }
 
+    if (ngx_http_helix_yaml_validate_tasks(ctx, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (hmcf->auth_enabled && hmcf->api_keys.nelts == 0) {
         ngx_http_helix_yaml_set_path(ctx, "auth.enabled", &empty, "");
         ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
@@ -2584,6 +2615,69 @@ ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
 
     return NGX_OK;
 }
+
+
+/* the tasks' bounds, and the keys' own priority caps */
+
+static ngx_int_t
+ngx_http_helix_yaml_validate_tasks(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_main_conf_t *hmcf)
+{
+    ngx_str_t                  empty = ngx_null_string;
+    ngx_uint_t                 i;
+    ngx_http_helix_api_key_t  *key;
+
+    if (hmcf->tasks.max_priority > 1000) {
+        ngx_http_helix_yaml_set_path(ctx, "tasks.max_priority", &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "must be at most 1000");
+        return NGX_ERROR;
+    }
+
+    if (hmcf->tasks.max_payload == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "tasks.max_payload", &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "must be larger than 0");
+        return NGX_ERROR;
+    }
+
+    if (hmcf->tasks.callback_concurrency == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "tasks.callback_concurrency",
+                                     &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "must be at least 1");
+        return NGX_ERROR;
+    }
+
+    if (hmcf->tasks.retention
+        && (hmcf->tasks.purge_interval == 0 || hmcf->tasks.purge_batch == 0))
+    {
+        ngx_http_helix_yaml_set_path(ctx, hmcf->tasks.purge_batch
+                                          ? "tasks.purge_interval"
+                                          : "tasks.purge_batch",
+                                     &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "must be larger than 0 (tasks.retention: 0 "
+                                "keeps finished tasks)");
+        return NGX_ERROR;
+    }
+
+    key = hmcf->api_keys.elts;
+
+    for (i = 0; i < hmcf->api_keys.nelts; i++) {
+        if (key[i].max_task_priority > 1000) {
+            ngx_http_helix_yaml_set_path(ctx, "auth.keys", &empty, "");
+            ngx_http_helix_yaml_push(ctx, NULL, i);
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, key[i].line,
+                                    "\"max_task_priority\" must be at most "
+                                    "1000");
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
 
 
 /* Redis and PostgreSQL: their breakers, and their addresses */

@@ -136,7 +136,7 @@ __DATA__
 
 
 
-=== TEST 1b: the worker retrying a callback is killed: another one takes the callback up after the lease
+=== TEST 1b: the worker retrying a callback is killed: another one takes the callback up after the lease, and goes on counting its attempts
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: main::yaml("  lease: 1500ms\n  callback_backoff: 3s\n")
@@ -151,12 +151,12 @@ __DATA__
     main::wait_log(qr/task \Q$id\E: callback to \S+ failed \(HTTP 503\), again in 3000 ms/) or return "no failed callback";
     main::kill_workers();
     HelixPg::wait_sql("SELECT callback_status FROM background_tasks WHERE id = '$id'", qr/delivered|failed/, 30)
-        . " " . HelixPg::psql("SELECT status, attempts FROM background_tasks WHERE id = '$id'");
+        . " " . HelixPg::psql("SELECT status, attempts, callback_attempts FROM background_tasks WHERE id = '$id'");
 }]
 --- response_body eval
-["", "", "delivered completed|1"]
+["", "", "delivered completed|1|3"]
 --- error_log eval
-[qr/callback taken up \(its worker went away\)/, qr/callback delivered \(HTTP 200, attempt 2\)/]
+[qr/callback taken up \(its worker went away or had no room\), 1 attempts made/, qr/callback delivered \(HTTP 200, attempt 3\)/]
 --- ignore_alerts
 --- timeout: 40
 

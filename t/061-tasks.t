@@ -101,7 +101,7 @@ __DATA__
 --- error_code: 202
 --- response_body_filters eval
 sub {
-    my ($id) = $_[0] =~ /^\{"task_id":"(task-[0-9a-f-]+)","status":"pending"\}$/ or return "bad answer: $_[0]";
+    my ($id) = $_[0] =~ /^\{"task_id":"(task-[0-9a-f-]+)","status":"pending","task_token":"[0-9a-f]{32}"\}$/ or return "bad answer: $_[0]";
     my $st = main::wait_status($id, qr/completed|failed/);
     my ($code, $get) = HelixPg::curl('GET', "$::Base/v1/tasks/$id");
     my $cb = main::wait_file($::CbLog, qr/\Q$id\E/);

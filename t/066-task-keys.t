@@ -205,7 +205,7 @@ now cancelled"
 
 
 
-=== TEST 4: auth off: an anonymous task has no owner and anyone reads it; a known key's task is still its own
+=== TEST 4: auth off: an anonymous task has no key and is read from its address, whatever key comes along; a known key's task is still its own
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: main::yaml(auth => 'false', tasks => "  enabled: false\n")
