@@ -25,7 +25,7 @@ auth:
   enabled: true
   keys:
     - name: one
-      key: sk-one
+      key: sk-one-0123456789abcdef0123456789abcdef
       requests_per_minute: 2
 rate_limit:
   window: 1h
@@ -44,7 +44,7 @@ __DATA__
 ["POST /v1/tasks\n" . '{"type": "completion", "payload": {"prompt": "internal task", "model": "gpt-4o"}}',
  "POST /v1/chat/completions\n" . '{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}']
 --- more_headers eval
-["Authorization: Bearer sk-one", "Authorization: Bearer sk-one"]
+["Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef", "Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef"]
 --- error_code eval
 [202, 429]
 --- response_body_filters eval
@@ -53,7 +53,7 @@ __DATA__
        # the key has used both its requests: the POST and the task's call
        my ($code) = HelixPg::curl('POST', "$::Base/v1/chat/completions",
            '{"model": "gpt-4o", "messages": [{"role": "user", "content": "y"}]}',
-           'Authorization: Bearer sk-one', 'Content-Type: application/json');
+           'Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef', 'Content-Type: application/json');
        "task $st, then $code" },
  sub { "" }]
 --- response_body eval
