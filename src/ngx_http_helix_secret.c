@@ -12,8 +12,8 @@
  * start, so the calls and what they carry never go anywhere else).  Such
  * a call carries "X-Helix-Internal: v1.<expiry>.<hex HMAC-SHA256>" over
  * its method, URI, task id, the key or address it is made for, and the
- * expiry (unix seconds: the call's own timeout and a minute): a header
- * seen once is no use for another call, nor after its call.  The HMAC
+ * expiry (unix seconds: the call's own timeout and a few seconds): a
+ * header seen once is no use for another call, nor after its call.  The HMAC
  * key is made from the OpenSSL random generator once per master process
  * (all its workers share it, and it stays the same across reloads); it
  * never leaves the process.
@@ -30,7 +30,8 @@
 
 
 #define NGX_HTTP_HELIX_MAC_LEN   32     /* SHA-256 */
-#define NGX_HTTP_HELIX_SLACK     60     /* seconds past a call's timeout */
+#define NGX_HTTP_HELIX_SLACK     5      /* seconds past a call's timeout:
+                                           its way here, a cached clock */
 
 
 static ngx_int_t ngx_http_helix_internal_mac(ngx_pool_t *pool,
