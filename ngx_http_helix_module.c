@@ -19,6 +19,7 @@
 #include "ngx_http_helix_pg.h"
 #include "ngx_http_helix_log.h"
 #include "ngx_http_helix_tasks.h"
+#include "ngx_http_helix_secret.h"
 
 
 typedef struct {
@@ -92,6 +93,13 @@ static ngx_command_t  ngx_http_helix_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_helix_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("helix_loopback"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_helix_loopback,
+      NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
@@ -280,6 +288,10 @@ ngx_http_helix_postconfiguration(ngx_conf_t *cf)
     hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_helix_module);
 
     hmcf->loaded = ngx_time();
+
+    if (ngx_http_helix_loopback_check(cf, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (ngx_http_helix_upstream_init_zone(cf, hmcf) != NGX_OK) {
         return NGX_ERROR;

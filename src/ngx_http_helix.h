@@ -71,7 +71,6 @@ typedef struct {
 
     ngx_flag_t                  warming_enabled;
     ngx_flag_t                  warming_on_startup;
-    ngx_str_t                   warming_endpoint;
     ngx_array_t                 warming_queries; /* warm_query_t */
 } ngx_http_helix_cache_conf_t;
 
@@ -137,7 +136,6 @@ typedef struct {
     ngx_msec_t                  lease;
     ngx_msec_t                  poll_interval;
     ngx_uint_t                  max_attempts;
-    ngx_str_t                   endpoint;       /* loopback base URL */
     ngx_msec_t                  timeout;        /* one loopback call */
     ngx_uint_t                  callback_retries;
     ngx_msec_t                  callback_backoff;
@@ -274,6 +272,9 @@ typedef struct {
 
     ngx_str_t                   admin_token;
 
+    ngx_str_t                   loopback;       /* "http://127.0.0.1:80" */
+    ngx_addr_t                  loopback_addr;  /* helix_loopback */
+
     ngx_flag_t                  auth_enabled;
     ngx_array_t                 api_keys;       /* of api_key_t */
     ngx_http_helix_limits_t     default_limits;
@@ -282,7 +283,6 @@ typedef struct {
     ngx_flag_t                  limit_global;   /* through Redis */
     ngx_flag_t                  limit_redis;    /* global and configured */
     ngx_str_t                   limit_text[2];  /* default_limits */
-    ngx_str_t                   internal_token; /* X-Helix-Internal */
     ngx_shm_zone_t             *limit_zone;
     void                       *limit_sh;
 
@@ -338,7 +338,6 @@ ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
 ngx_str_t *ngx_http_helix_auth_key_name(ngx_http_request_t *r);
 ngx_uint_t ngx_http_helix_auth_admin(ngx_http_request_t *r);
-ngx_uint_t ngx_http_helix_token_equal(ngx_str_t *a, ngx_str_t *b);
 /* what the completion log wants of a gateway request */
 
 typedef struct {

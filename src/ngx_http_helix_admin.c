@@ -13,6 +13,7 @@
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_redis.h"
+#include "ngx_http_helix_secret.h"
 
 
 typedef struct {
@@ -92,24 +93,6 @@ ngx_http_helix_admin_handler(ngx_http_request_t *r)
  * NGX_HTTP_FORBIDDEN (wrong), NGX_DECLINED (no admin token configured).
  */
 
-/* a comparison whose time does not tell how much of the token matched */
-
-ngx_uint_t
-ngx_http_helix_token_equal(ngx_str_t *a, ngx_str_t *b)
-{
-    size_t  i;
-    u_char  diff;
-
-    diff = (a->len != b->len);
-
-    for (i = 0; i < a->len; i++) {
-        diff |= a->data[i] ^ b->data[i % (b->len ? b->len : 1)];
-    }
-
-    return diff == 0 && b->len != 0;
-}
-
-
 static ngx_int_t
 ngx_http_helix_admin_auth(ngx_http_request_t *r)
 {
@@ -134,7 +117,7 @@ ngx_http_helix_admin_auth(ngx_http_request_t *r)
     token.data = h->value.data + sizeof("Bearer ") - 1;
     token.len = h->value.len - (sizeof("Bearer ") - 1);
 
-    if (!ngx_http_helix_token_equal(&token, &hmcf->admin_token)) {
+    if (!ngx_http_helix_secret_equal(&token, &hmcf->admin_token)) {
         return NGX_HTTP_FORBIDDEN;
     }
 

@@ -10,8 +10,9 @@
  * The client found (a key, or the address when auth is off) is then held
  * to its rate limits (ngx_http_helix_limit.c).
  *
- * The module's own requests (tasks, cache warming) carry the internal
- * secret (X-Helix-Internal).  A task's calls also name the key that
+ * The module's own requests (tasks, cache warming) carry an HMAC made
+ * with the internal secret (X-Helix-Internal, _secret.c), good for that
+ * call only and for a short time.  A task's calls also name the key that
  * posted the task (X-Helix-Key-Name): such a request is that key, its
  * limits and its name in the completion log.  An anonymous task's calls
  * name instead the address it was posted from (X-Helix-Client-Addr):
@@ -26,6 +27,7 @@
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_limit.h"
 #include "ngx_http_helix_metrics.h"
+#include "ngx_http_helix_secret.h"
 
 
 #define NGX_HTTP_HELIX_AUTH_CLIENT     0
@@ -39,11 +41,9 @@ static ngx_int_t ngx_http_helix_auth_handler(ngx_http_request_t *r);
 static ngx_http_helix_api_key_t *ngx_http_helix_auth_key(
     ngx_http_request_t *r, ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *given, ngx_uint_t *internal);
-static ngx_http_helix_api_key_t *ngx_http_helix_auth_on_behalf(
+static ngx_http_helix_api_key_t *ngx_http_helix_auth_internal(
     ngx_http_request_t *r, ngx_http_helix_main_conf_t *hmcf,
-    ngx_str_t *given, ngx_uint_t *internal);
-static ngx_int_t ngx_http_helix_auth_token(ngx_conf_t *cf,
-    ngx_http_helix_main_conf_t *hmcf);
+    ngx_str_t *secret, ngx_str_t *given, ngx_uint_t *internal);
 static ngx_int_t ngx_http_helix_auth_init(ngx_conf_t *cf);
 
 
@@ -296,15 +296,14 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
                 && ngx_strncasecmp(h[i].key.data,
                                    (u_char *) "X-Helix-Internal",
                                    sizeof("X-Helix-Internal") - 1)
-                   == 0
-                && h[i].value.len == hmcf->internal_token.len
-                && hmcf->internal_token.len
-                && ngx_memcmp(h[i].value.data, hmcf->internal_token.data,
-                              h[i].value.len)
                    == 0)
             {
-                return ngx_http_helix_auth_on_behalf(r, hmcf, given,
-                                                     internal);
+                key = ngx_http_helix_auth_internal(r, hmcf, &h[i].value,
+                                                   given, internal);
+
+                if (*internal != NGX_HTTP_HELIX_AUTH_CLIENT) {
+                    return key;
+                }
             }
         }
     }
@@ -313,14 +312,17 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
         return NULL;
     }
 
-    /* by hash first: a wrong key says little through its timing */
+    /*
+     * by hash first, then in constant time: what the timing tells is at
+     * most a key's hash, which gives nothing of the key away
+     */
 
     hash = ngx_hash_key(given->data, given->len);
     key = hmcf->api_keys.elts;
 
     for (i = 0; i < hmcf->api_keys.nelts; i++) {
-        if (key[i].hash == hash && key[i].key.len == given->len
-            && ngx_memcmp(key[i].key.data, given->data, given->len) == 0)
+        if (key[i].hash == hash
+            && ngx_http_helix_secret_equal(given, &key[i].key))
         {
             return &key[i];
         }
@@ -331,22 +333,29 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
 
 
 /*
- * A request with the internal secret: the key named by X-Helix-Key-Name
- * (a task's calls), else none; without that name, the address named by
- * X-Helix-Client-Addr (an anonymous task's calls) is *given.  Only here,
- * behind the secret, are those headers read.
+ * A request with X-Helix-Internal: made by this nginx for this call (the
+ * secret's HMAC covers the task, and the key named by X-Helix-Key-Name or
+ * else the address named by X-Helix-Client-Addr), it is the module's
+ * own, on behalf of that key (found, or NULL) or address (*given), or of
+ * none.  Only here, behind the secret, are those headers read.  Refused,
+ * it is an ordinary client's header: *internal stays CLIENT.
  */
 
 static ngx_http_helix_api_key_t *
-ngx_http_helix_auth_on_behalf(ngx_http_request_t *r,
-    ngx_http_helix_main_conf_t *hmcf, ngx_str_t *given, ngx_uint_t *internal)
+ngx_http_helix_auth_internal(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, ngx_str_t *secret, ngx_str_t *given,
+    ngx_uint_t *internal)
 {
+    ngx_int_t                  rc;
+    ngx_str_t                  task, name, addr;
     ngx_uint_t                 i;
     ngx_list_part_t           *part;
     ngx_table_elt_t           *h;
     ngx_http_helix_api_key_t  *key;
 
-    *internal = NGX_HTTP_HELIX_AUTH_INTERNAL;
+    ngx_str_null(&task);
+    ngx_str_null(&name);
+    ngx_str_null(&addr);
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -355,7 +364,7 @@ ngx_http_helix_auth_on_behalf(ngx_http_request_t *r,
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return NULL;
+                break;
             }
 
             part = part->next;
@@ -363,35 +372,78 @@ ngx_http_helix_auth_on_behalf(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("X-Helix-Key-Name") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "X-Helix-Key-Name",
-                               sizeof("X-Helix-Key-Name") - 1)
+        if (task.data == NULL
+            && h[i].key.len == sizeof("X-Helix-Task") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "X-Helix-Task",
+                               sizeof("X-Helix-Task") - 1)
                == 0)
         {
-            break;
-        }
+            task = h[i].value;
 
-        if (h[i].key.len == sizeof("X-Helix-Client-Addr") - 1
-            && ngx_strncasecmp(h[i].key.data,
-                               (u_char *) "X-Helix-Client-Addr",
-                               sizeof("X-Helix-Client-Addr") - 1)
-               == 0
-            && h[i].value.len)
+        } else if (name.data == NULL
+                   && h[i].key.len == sizeof("X-Helix-Key-Name") - 1
+                   && ngx_strncasecmp(h[i].key.data,
+                                      (u_char *) "X-Helix-Key-Name",
+                                      sizeof("X-Helix-Key-Name") - 1)
+                      == 0)
         {
-            /* a key's name, should one follow, would still win */
-            *internal = NGX_HTTP_HELIX_AUTH_FOR_ADDR;
-            *given = h[i].value;
+            name = h[i].value;
+
+        } else if (addr.data == NULL
+                   && h[i].key.len == sizeof("X-Helix-Client-Addr") - 1
+                   && ngx_strncasecmp(h[i].key.data,
+                                      (u_char *) "X-Helix-Client-Addr",
+                                      sizeof("X-Helix-Client-Addr") - 1)
+                      == 0)
+        {
+            addr = h[i].value;
         }
     }
 
+    /* a key's name, when there is one, wins over an address */
+
+    if (task.data == NULL) {
+        ngx_str_set(&task, "");
+    }
+
+    if (name.data == NULL) {
+        ngx_str_set(&name, "");
+    }
+
+    if (addr.data == NULL || name.len) {
+        ngx_str_set(&addr, "");
+    }
+
+    rc = ngx_http_helix_internal_verify(r, secret, &task, &name, &addr);
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "helix: X-Helix-Internal refused (%s), the request "
+                      "is a client's",
+                      rc == NGX_DECLINED ? "expired"
+                                         : "not made here for this call");
+        return NULL;
+    }
+
+    if (addr.len) {
+        *internal = NGX_HTTP_HELIX_AUTH_FOR_ADDR;
+        *given = addr;
+        return NULL;
+    }
+
+    if (name.len == 0) {
+        *internal = NGX_HTTP_HELIX_AUTH_INTERNAL;
+        return NULL;
+    }
+
     *internal = NGX_HTTP_HELIX_AUTH_ON_BEHALF;
-    *given = h[i].value;
+    *given = name;
 
     key = hmcf->api_keys.elts;
 
     for (i = 0; i < hmcf->api_keys.nelts; i++) {
-        if (key[i].name.len == given->len
-            && ngx_memcmp(key[i].name.data, given->data, given->len) == 0)
+        if (key[i].name.len == name.len
+            && ngx_memcmp(key[i].name.data, name.data, name.len) == 0)
         {
             return &key[i];
         }
@@ -432,7 +484,7 @@ ngx_http_helix_auth_admin(ngx_http_request_t *r)
     token.data = h->value.data + sizeof("Bearer ") - 1;
     token.len = h->value.len - (sizeof("Bearer ") - 1);
 
-    return ngx_http_helix_token_equal(&token, &hmcf->admin_token);
+    return ngx_http_helix_secret_equal(&token, &hmcf->admin_token);
 }
 
 
@@ -469,7 +521,7 @@ ngx_http_helix_auth_init(ngx_conf_t *cf)
 
     hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_helix_module);
 
-    if (ngx_http_helix_auth_token(cf, hmcf) != NGX_OK) {
+    if (ngx_http_helix_internal_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -545,48 +597,6 @@ ngx_http_helix_auth_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_helix_auth_handler;
-
-    return NGX_OK;
-}
-
-
-/*
- * A secret for the module's own requests to its endpoints (tasks, cache
- * warming): made once per master process, so that it stays the same
- * across reloads, from /dev/urandom.
- */
-
-static ngx_int_t
-ngx_http_helix_auth_token(ngx_conf_t *cf, ngx_http_helix_main_conf_t *hmcf)
-{
-    ssize_t     n;
-    ngx_fd_t    fd;
-    u_char      raw[16];
-
-    static u_char  token[32];
-
-    if (token[0] == '\0') {
-        fd = ngx_open_file("/dev/urandom", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-        if (fd == NGX_INVALID_FILE) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                               "helix: cannot open /dev/urandom");
-            return NGX_ERROR;
-        }
-
-        n = read(fd, raw, sizeof(raw));
-        (void) ngx_close_file(fd);
-
-        if (n != (ssize_t) sizeof(raw)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                               "helix: cannot read /dev/urandom");
-            return NGX_ERROR;
-        }
-
-        ngx_hex_dump(token, raw, sizeof(raw));
-    }
-
-    hmcf->internal_token.data = token;
-    hmcf->internal_token.len = sizeof(token);
 
     return NGX_OK;
 }

@@ -60,6 +60,7 @@
 #include "ngx_http_helix_curl.h"
 #include "ngx_http_helix_pg.h"
 #include "ngx_http_helix_metrics.h"
+#include "ngx_http_helix_secret.h"
 #include "ngx_http_helix_tasks.h"
 
 
@@ -1895,6 +1896,7 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
     char                        *s, **h;
     u_char                      *p;
     json_t                      *req;
+    ngx_str_t                    uri, secret;
     ngx_http_helix_fetch_t      *f;
     ngx_http_helix_tasks_t      *tk;
     ngx_http_helix_task_call_t  *call;
@@ -1949,6 +1951,9 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
                     ? "/v1/chat/completions" : "/v1/completions");
     f->url.len = p - f->url.data - 1;
 
+    uri.data = f->url.data + tk->base.len;
+    uri.len = f->url.len - tk->base.len;
+
     f->headers = ngx_array_create(t->pool, 4, sizeof(char *));
     if (f->headers == NULL) {
         return NGX_ERROR;
@@ -1970,8 +1975,15 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
      * were kept) it passes limits, admitted when it was posted
      */
 
-    h[2] = ngx_http_helix_fetch_header(t->pool, "X-Helix-Internal",
-                                       &tk->hmcf->internal_token);
+    if (ngx_http_helix_internal_sign(t->pool, &uri, &t->id, &t->key_name,
+                                     &t->addr, tk->hmcf->tasks.timeout,
+                                     &secret)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    h[2] = ngx_http_helix_fetch_header(t->pool, "X-Helix-Internal", &secret);
 
     if (t->key_name.len) {
         h[3] = ngx_http_helix_fetch_header(t->pool, "X-Helix-Key-Name",
@@ -2764,50 +2776,12 @@ ngx_http_helix_task_callback_headers(ngx_http_helix_task_t *t,
 }
 
 
-/* the gateway's own address, as a client reaches it */
+/* the gateway's own address (helix_loopback), as a client reaches it */
 
 static ngx_int_t
 ngx_http_helix_tasks_base(ngx_http_helix_tasks_t *tk)
 {
-    u_char           *p;
-    ngx_str_t         url;
-    ngx_listening_t  *ls;
+    tk->base = tk->hmcf->loopback;
 
-    url = tk->hmcf->tasks.endpoint;
-
-    if (url.len) {
-        while (url.len && url.data[url.len - 1] == '/') {
-            url.len--;
-        }
-
-        tk->base = url;
-        return NGX_OK;
-    }
-
-    ls = ngx_cycle->listening.elts;
-
-    if (ngx_cycle->listening.nelts == 0) {
-        return NGX_ERROR;
-    }
-
-    url.data = ngx_pnalloc(ngx_cycle->pool, ls[0].addr_text.len + 16);
-    if (url.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_sprintf(url.data, "http://%V", &ls[0].addr_text);
-    url.len = p - url.data;
-
-    /* a wildcard listener is reached on the loopback */
-    p = ngx_strlcasestrn(url.data, url.data + url.len,
-                         (u_char *) "0.0.0.0", 7 - 1);
-    if (p) {
-        ngx_memmove(p + 9, p + 7, url.data + url.len - (p + 7));
-        ngx_memcpy(p, "127.0.0.1", 9);
-        url.len += 2;
-    }
-
-    tk->base = url;
-
-    return NGX_OK;
+    return tk->base.len ? NGX_OK : NGX_ERROR;
 }

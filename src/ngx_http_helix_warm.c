@@ -14,6 +14,7 @@
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_curl.h"
+#include "ngx_http_helix_secret.h"
 
 
 typedef struct {
@@ -69,42 +70,24 @@ ngx_http_helix_warm_start(ngx_event_t *ev)
     ngx_str_t                     url, *prov, none = ngx_null_string;
     ngx_uint_t                    i, j;
     ngx_pool_t                   *pool;
-    ngx_listening_t              *ls;
     ngx_http_helix_warm_t        *w;
     ngx_http_helix_warm_query_t  *q;
     ngx_http_helix_main_conf_t   *hmcf = ev->data;
 
-    if (!ngx_http_helix_cache_warm_claim(hmcf)) {
+    if (hmcf->loopback.len == 0 || !ngx_http_helix_cache_warm_claim(hmcf)) {
         return;
     }
 
-    url = hmcf->cache.warming_endpoint;
+    /* the gateway's own /v1/completions (helix_loopback) */
 
-    if (url.len == 0) {
-        ls = ngx_cycle->listening.elts;
-
-        if (ngx_cycle->listening.nelts == 0) {
-            return;
-        }
-
-        url.data = ngx_pnalloc(ngx_cycle->pool, ls[0].addr_text.len + 32);
-        if (url.data == NULL) {
-            return;
-        }
-
-        p = ngx_sprintf(url.data, "http://%V/v1/completions%Z",
-                        &ls[0].addr_text);
-        url.len = p - url.data - 1;
-
-        /* a wildcard listener is reached on the loopback */
-        p = ngx_strlcasestrn(url.data, url.data + url.len,
-                             (u_char *) "0.0.0.0", 7 - 1);
-        if (p) {
-            ngx_memcpy(p, "127.0.0.1", 9);
-            ngx_memmove(p + 9, p + 7, url.data + url.len + 1 - (p + 7));
-            url.len += 2;
-        }
+    url.data = ngx_pnalloc(ngx_cycle->pool,
+                           hmcf->loopback.len + sizeof("/v1/completions"));
+    if (url.data == NULL) {
+        return;
     }
+
+    p = ngx_sprintf(url.data, "%V/v1/completions%Z", &hmcf->loopback);
+    url.len = p - url.data - 1;
 
     pool = ngx_create_pool(4096, ev->log);
     if (pool == NULL) {
@@ -176,6 +159,7 @@ ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
 {
     char                        *s, **h;
     json_t                      *req;
+    ngx_str_t                    uri, secret, none = ngx_string("");
     ngx_http_helix_fetch_t      *f;
     ngx_http_helix_main_conf_t  *hmcf;
 
@@ -236,13 +220,6 @@ ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
 
     h[0] = "Content-Type: application/json";
 
-    /* past API keys and rate limits */
-    h[1] = ngx_http_helix_fetch_header(w->pool, "X-Helix-Internal",
-                                       &hmcf->internal_token);
-    if (h[1] == NULL) {
-        return NGX_ERROR;
-    }
-
     f->pool = w->pool;
     f->log = w->log;
     f->url = *url;
@@ -250,6 +227,23 @@ ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
 
     /* the gateway's own answer: no longer than it sends any */
     f->max_answer = hmcf->max_response_body;
+    /* past API keys and rate limits */
+
+    uri.data = url->data + hmcf->loopback.len;
+    uri.len = url->len - hmcf->loopback.len;
+
+    if (ngx_http_helix_internal_sign(w->pool, &uri, &none, &none, &none,
+                                     f->timeout, &secret)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    h[1] = ngx_http_helix_fetch_header(w->pool, "X-Helix-Internal", &secret);
+    if (h[1] == NULL) {
+        return NGX_ERROR;
+    }
+
     f->handler = ngx_http_helix_warm_done;
     f->data = w;
 

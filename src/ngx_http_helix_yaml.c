@@ -11,6 +11,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_yaml.h"
+#include "ngx_http_helix_secret.h"
 
 
 #define NGX_HTTP_HELIX_YAML_PATH  256
@@ -87,6 +88,11 @@ static ngx_int_t ngx_http_helix_yaml_set_cidr_list(
 static ngx_int_t ngx_http_helix_yaml_set_notice(
     ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
     const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_gone(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_secret(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
 static ngx_int_t ngx_http_helix_yaml_set_host(ngx_http_helix_yaml_ctx_t *ctx,
     yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
 static ngx_int_t ngx_http_helix_yaml_set_l2(ngx_http_helix_yaml_ctx_t *ctx,
@@ -136,6 +142,11 @@ static const char  ngx_http_helix_no_nginx_memory[] =
 static const char  ngx_http_helix_no_nginx_cpu[] =
     "it has no meaning inside nginx; set worker_processes (\"auto\" uses "
     "every CPU) in nginx.conf";
+
+static const char  ngx_http_helix_loopback_moved[] =
+    "is no longer read: the module's own calls (tasks, warming) go to the "
+    "address of \"helix_loopback\" in nginx.conf (as "
+    "\"helix_loopback 127.0.0.1:8080;\" in http{})";
 
 static const char  ngx_http_helix_server_timeout[] =
     "server timeouts are nginx's own: set client_header_timeout and "
@@ -227,8 +238,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_warming[] = {
                   cache.warming_enabled, NULL),
     ngx_helix_key("on_startup", ngx_http_helix_yaml_set_flag, MC,
                   cache.warming_on_startup, NULL),
-    ngx_helix_key("endpoint", ngx_http_helix_yaml_set_str, MC,
-                  cache.warming_endpoint, NULL),
+    { ngx_string("endpoint"), ngx_http_helix_yaml_set_gone, 0,
+      ngx_http_helix_loopback_moved },
     { ngx_string("queries"), ngx_http_helix_yaml_set_seq, 0,
       &ngx_http_helix_yaml_warm_seq },
     ngx_helix_key_null
@@ -564,7 +575,7 @@ static const ngx_http_helix_yaml_seq_t  ngx_http_helix_yaml_alert_seq = {
 
 
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_admin[] = {
-    ngx_helix_key("token", ngx_http_helix_yaml_set_str, MC,
+    ngx_helix_key("token", ngx_http_helix_yaml_set_secret, MC,
                   admin_token, NULL),
     ngx_helix_key_null
 };
@@ -574,7 +585,7 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_admin[] = {
 
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_api_key[] = {
     ngx_helix_key("name", ngx_http_helix_yaml_set_str, AK, name, NULL),
-    ngx_helix_key("key", ngx_http_helix_yaml_set_str, AK, key, NULL),
+    ngx_helix_key("key", ngx_http_helix_yaml_set_secret, AK, key, NULL),
     ngx_helix_key("requests_per_minute", ngx_http_helix_yaml_set_uint, AK,
                   limits.requests_per_minute, NULL),
     ngx_helix_key("tokens_per_minute", ngx_http_helix_yaml_set_uint, AK,
@@ -639,8 +650,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_tasks[] = {
                   tasks.poll_interval, NULL),
     ngx_helix_key("max_attempts", ngx_http_helix_yaml_set_uint, MC,
                   tasks.max_attempts, NULL),
-    ngx_helix_key("endpoint", ngx_http_helix_yaml_set_str, MC,
-                  tasks.endpoint, NULL),
+    { ngx_string("endpoint"), ngx_http_helix_yaml_set_gone, 0,
+      ngx_http_helix_loopback_moved },
     ngx_helix_key("timeout", ngx_http_helix_yaml_set_msec, MC,
                   tasks.timeout, NULL),
     ngx_helix_key("callback_retries", ngx_http_helix_yaml_set_uint, MC,
@@ -1878,6 +1889,45 @@ ngx_http_helix_yaml_set_notice(ngx_http_helix_yaml_ctx_t *ctx,
 
     ngx_http_helix_yaml_log(ctx, NGX_LOG_NOTICE, node, "accepted, but %s",
                             key->post);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_set_gone(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node, "%s",
+                            (const char *) key->post);
+    return NGX_ERROR;
+}
+
+
+/* an API key or the admin token: long enough not to be guessed */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_secret(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_str_t  *v;
+
+    v = (ngx_str_t *) ((u_char *) base + key->offset);
+
+    if (ngx_http_helix_yaml_scalar(ctx, node, v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* an empty one is refused later, or means none */
+
+    if (v->len && v->len < NGX_HTTP_HELIX_SECRET_MIN_LEN) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "too short: %uz characters, a secret needs "
+                                "at least %d (make one with \"openssl rand "
+                                "-hex 24\")", v->len,
+                                NGX_HTTP_HELIX_SECRET_MIN_LEN);
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }

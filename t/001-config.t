@@ -5,8 +5,9 @@ use Test::Nginx::Socket 'no_plan';
 $ENV{HELIX_TEST_MODEL} = 'env-model-7';
 delete $ENV{HELIX_TEST_UNSET};
 
-our $HttpConfig = <<'_EOC_';
+our $HttpConfig = <<"_EOC_";
     helix_config ../html/helix.yaml;
+    helix_loopback 127.0.0.1:$ENV{TEST_NGINX_SERVER_PORT};
 _EOC_
 
 no_shuffle();
@@ -429,9 +430,9 @@ auth:
   enabled: true
   keys:
     - name: a
-      key: k1
+      key: k1-0123456789abcdef0123456789abcdef
     - name: b
-      key: k1
+      key: k1-0123456789abcdef0123456789abcdef
 --- must_die
 --- error_log
 helix.yaml:6: auth.keys[1]: key of "b" is the same as the key of "a"

@@ -37,7 +37,7 @@ our $Config = Helix::config(extra => <<'_EOC_');
     }
 _EOC_
 
-our $Yaml = ">>> helix.yaml\n$Helix::Providers\nadmin:\n  token: adm1n\n";
+our $Yaml = ">>> helix.yaml\n$Helix::Providers\nadmin:\n  token: adm1n-0123456789abcdef0123456789abcdef\n";
 
 sub chat {
     my ($params, $content) = @_;
@@ -296,7 +296,7 @@ providers:
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers eval
-["", "Authorization: Bearer nope", "Authorization: Basic YWRtMW4=", "Authorization: Bearer adm1n"]
+["", "Authorization: Bearer nope", "Authorization: Basic YWRtMW4tMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "Authorization: Bearer adm1n-0123456789abcdef0123456789abcdef"]
 --- request eval
 [("POST /v1/admin/cache/clear") x 4]
 --- error_code eval: [401, 403, 401, 200]
@@ -310,7 +310,7 @@ providers:
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers eval
-["", "", "", "Authorization: Bearer adm1n", "", "", "Authorization: Bearer adm1n", ""]
+["", "", "", "Authorization: Bearer adm1n-0123456789abcdef0123456789abcdef", "", "", "Authorization: Bearer adm1n-0123456789abcdef0123456789abcdef", ""]
 --- request eval
 [main::chat(),
  'POST /v1/chat/completions
@@ -333,9 +333,9 @@ providers:
 === TEST 19: cleanup drops the expired entries and says how many
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
---- user_files eval: ">>> helix.yaml\n$Helix::Providers\nadmin:\n  token: adm1n\ncache:\n  policies:\n    completions:\n      ttl: 200ms\n"
+--- user_files eval: ">>> helix.yaml\n$Helix::Providers\nadmin:\n  token: adm1n-0123456789abcdef0123456789abcdef\ncache:\n  policies:\n    completions:\n      ttl: 200ms\n"
 --- more_headers eval
-["", "", "", "Authorization: Bearer adm1n"]
+["", "", "", "Authorization: Bearer adm1n-0123456789abcdef0123456789abcdef"]
 --- request eval
 [main::chat(undef, "a"), main::chat(undef, "b"),
  'POST /v1/embeddings
@@ -351,7 +351,7 @@ providers:
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers eval
-["", "", "", "Authorization: Bearer adm1n", ""]
+["", "", "", "Authorization: Bearer adm1n-0123456789abcdef0123456789abcdef", ""]
 --- request eval
 ["POST /mock/reset", main::chat(undef, "fast"), main::chat(undef, "fast"),
  "POST /v1/admin/cache/clear\n" . '{"pattern": "completion:openai:*"}',

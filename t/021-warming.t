@@ -21,7 +21,6 @@ cache:
   warming:
     enabled: true
     on_startup: true
-    endpoint: http://127.0.0.1:$ENV{TEST_NGINX_SERVER_PORT}/v1/completions
     queries:
       - prompt: "Hello, how can I help?"
         providers: ["claude", "gemini"]

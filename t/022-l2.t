@@ -21,7 +21,7 @@ redis:
     min_idle: 1
     timeout: 2s
 admin:
-  token: adm1n
+  token: adm1n-0123456789abcdef0123456789abcdef
 _EOC_
 
 # something that accepts Redis connections and never answers
@@ -103,7 +103,7 @@ redis 127.0.0.1:1 unreachable
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers eval
-["", "Authorization: Bearer adm1n"]
+["", "Authorization: Bearer adm1n-0123456789abcdef0123456789abcdef"]
 --- request eval
 [$::Chat, "POST /v1/admin/cache/clear\n" . '{"pattern": "completion:openai:gpt-4o:*"}']
 --- response_headers eval

@@ -53,7 +53,7 @@ our $Key = "completion:openai:gpt-4o:*";
 
 sub yaml {
     my ($redis) = @_;
-    return ">>> helix.yaml\n$Helix::Providers\nadmin:\n  token: adm1n\ncache:\n  l2:\n    enabled: true\n"
+    return ">>> helix.yaml\n$Helix::Providers\nadmin:\n  token: adm1n-0123456789abcdef0123456789abcdef\ncache:\n  l2:\n    enabled: true\n"
         . "  policies:\n    completions:\n      ttl: 90s\n$redis";
 }
 
@@ -75,7 +75,7 @@ sub second_node {
     print $fh "load_module $ENV{TEST_NGINX_LOAD_MODULES};\npid logs/nginx.pid;\n"
         . "error_log logs/error.log;\nevents {}\nhttp {\n"
         . "client_body_temp_path $dir/body;\nproxy_temp_path $dir/proxy;\n"
-        . Helix::http_config() =~ s{\.\./html/helix\.yaml}{$yaml}r
+        . Helix::http_config(loopback => $port) =~ s{\.\./html/helix\.yaml}{$yaml}r
         . "server {\nlisten 127.0.0.1:$port;\n" . Helix::config() . "}\n}\n";
     close $fh;
     system("$ENV{TEST_NGINX_BINARY} -p $dir/ -c conf/nginx.conf") == 0
@@ -152,7 +152,7 @@ undecodable L2 value
 --- config eval: $::Config
 --- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n")
 --- more_headers eval
-["", "", "Authorization: Bearer adm1n"]
+["", "", "Authorization: Bearer adm1n-0123456789abcdef0123456789abcdef"]
 --- request eval
 ["GET /v1/models", main::chat("clear me"), "POST /v1/admin/cache/clear\n" . '{"pattern": "completion:openai:*"}']
 --- response_body_filters eval

@@ -14,14 +14,14 @@ _EOC_
 
 our $Yaml = ">>> helix.yaml\n$Helix::Providers" . <<'_EOC_';
 admin:
-  token: adm1n-token
+  token: adm1n-token-0123456789abcdef0123456789abcdef
 auth:
   enabled: true
   keys:
     - name: team-a
-      key: sk-team-a
+      key: sk-team-a-0123456789abcdef0123456789abcdef
     - name: team-b
-      key: ${HELIX_TEST_NO_SUCH_VAR:-sk-team-b}
+      key: ${HELIX_TEST_NO_SUCH_VAR:-sk-team-b-0123456789abcdef0123456789abcdef}
 _EOC_
 
 our $Chat = "POST /v1/chat/completions\n"
@@ -76,7 +76,7 @@ Authorization: Bearer sk-team-
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers
-Authorization: Bearer sk-team-a
+Authorization: Bearer sk-team-a-0123456789abcdef0123456789abcdef
 --- request eval: $::Chat
 --- error_code: 200
 --- response_body_like
@@ -89,7 +89,7 @@ Authorization: Bearer sk-team-a
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers
-x-api-key: sk-team-b
+x-api-key: sk-team-b-0123456789abcdef0123456789abcdef
 --- request eval: $::Chat
 --- error_code: 200
 --- response_body_like
@@ -102,7 +102,7 @@ x-api-key: sk-team-b
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers eval
-["Authorization: Bearer adm1n-token", "x-api-key: adm1n-token", "Authorization: Bearer adm1n-token"]
+["Authorization: Bearer adm1n-token-0123456789abcdef0123456789abcdef", "x-api-key: adm1n-token-0123456789abcdef0123456789abcdef", "Authorization: Bearer adm1n-token-0123456789abcdef0123456789abcdef"]
 --- request eval
 [$::Chat, $::Chat, "POST /v1/admin/cache/clear\n{}"]
 --- error_code eval
@@ -115,7 +115,7 @@ x-api-key: sk-team-b
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers
-Authorization: Bearer sk-team-a
+Authorization: Bearer sk-team-a-0123456789abcdef0123456789abcdef
 --- request
 POST /v1/admin/cache/clear
 {}
@@ -128,7 +128,7 @@ POST /v1/admin/cache/clear
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers eval
-["", "Authorization: Bearer sk-team-a", "", ""]
+["", "Authorization: Bearer sk-team-a-0123456789abcdef0123456789abcdef", "", ""]
 --- request eval
 ["GET /v1/models", "GET /v1/models", "GET /v1/health", "GET /metrics"]
 --- error_code eval
@@ -178,7 +178,7 @@ Authorization: Basic c2stdGVhbS1hOg==
 --- config eval: $::Config
 --- user_files eval: $::Yaml
 --- more_headers eval
-["", "Authorization: Bearer sk-wrong", "Authorization: Bearer sk-wrong", "Authorization: Bearer sk-team-a", ""]
+["", "Authorization: Bearer sk-wrong", "Authorization: Bearer sk-wrong", "Authorization: Bearer sk-team-a-0123456789abcdef0123456789abcdef", ""]
 --- request eval
 [$::Chat, $::Chat, $::Chat, $::Chat, "GET /metrics"]
 --- error_code eval

@@ -46,7 +46,7 @@ our $Config = Helix::config(cache => 0, extra => <<'_EOC_');
         proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
         proxy_method POST;
         proxy_set_header Content-Type application/json;
-        proxy_set_header Authorization "Bearer sk-small";
+        proxy_set_header Authorization "Bearer sk-small-0123456789abcdef0123456789abcdef";
         proxy_set_body '{"model": "gpt-4o", "messages": [{"role": "user", "content": "in parallel"}]}';
     }
 _EOC_
@@ -64,7 +64,7 @@ auth:
   enabled: true
   keys:
     - name: small-$$-$n
-      key: sk-small
+      key: sk-small-0123456789abcdef0123456789abcdef
 $limits
 rate_limit:
   window: 1h
@@ -78,7 +78,7 @@ sub chat { my ($c, $max) = @_; my $m = defined $max ? qq(, "max_tokens": $max) :
 # one request with curl to a port: "status" plus the headers asked for
 sub curl {
     my ($port, $body, @want) = @_;
-    my $res = `curl -s -D - -o /dev/null -H 'Authorization: Bearer sk-small' -H 'Content-Type: application/json' --data-binary '$body' http://127.0.0.1:$port/v1/chat/completions`;
+    my $res = `curl -s -D - -o /dev/null -H 'Authorization: Bearer sk-small-0123456789abcdef0123456789abcdef' -H 'Content-Type: application/json' --data-binary '$body' http://127.0.0.1:$port/v1/chat/completions`;
     my ($status) = $res =~ m{^HTTP/\S+ (\d+)};
     my @out = ($status // '-');
     for my $h (@want) {
@@ -99,7 +99,7 @@ sub second_node {
     print $fh "load_module $ENV{TEST_NGINX_LOAD_MODULES};\npid logs/nginx.pid;\n"
         . "error_log logs/error.log;\nevents {}\nhttp {\n"
         . "client_body_temp_path $dir/body;\nproxy_temp_path $dir/proxy;\n"
-        . Helix::http_config() =~ s{\.\./html/helix\.yaml}{$yaml}r
+        . Helix::http_config(loopback => $port) =~ s{\.\./html/helix\.yaml}{$yaml}r
         . "server {\nlisten 127.0.0.1:$port;\n" . Helix::config() . "}\n}\n";
     close $fh;
     system("$ENV{TEST_NGINX_BINARY} -p $dir/ -c conf/nginx.conf") == 0
@@ -151,7 +151,7 @@ main::yaml(2, $::Redis, "      requests_per_minute: 3")
 ["POST /v1/chat/completions\n" . main::chat("first 1"), "POST /v1/chat/completions\n" . main::chat("first 2"),
  "GET /v1/health", "POST /v1/chat/completions\n" . main::chat("first 3")]
 --- more_headers
-Authorization: Bearer sk-small
+Authorization: Bearer sk-small-0123456789abcdef0123456789abcdef
 --- response_body_filters eval
 [sub { "" }, sub { "" }, sub { main::second_node(2) }, sub { "" }]
 --- response_body eval
@@ -190,7 +190,7 @@ main::yaml(3, $::Redis, "      tokens_per_minute: 800")
 --- user_files eval
 main::yaml(4, $::Redis, "      requests_per_minute: 5")
 --- more_headers
-Authorization: Bearer sk-small
+Authorization: Bearer sk-small-0123456789abcdef0123456789abcdef
 --- request eval
 ["POST /v1/chat/completions\n" . main::chat("s1"), "POST /v1/chat/completions\n" . main::chat("s2")]
 --- response_body_filters eval
@@ -210,7 +210,7 @@ Authorization: Bearer sk-small
 --- user_files eval
 main::start_private(); main::yaml(5, $::Private, "      requests_per_minute: 2")
 --- more_headers
-Authorization: Bearer sk-small
+Authorization: Bearer sk-small-0123456789abcdef0123456789abcdef
 --- request eval
 ["POST /v1/chat/completions\n" . main::chat("k1"), "POST /v1/chat/completions\n" . main::chat("k2"),
  "POST /v1/chat/completions\n" . main::chat("k3"), "POST /v1/chat/completions\n" . main::chat("k4")]
@@ -235,7 +235,7 @@ qr/redis 127.0.0.1:\d+ unreachable/
 --- user_files eval
 main::yaml(6, $::Redis, "      requests_per_minute: 2", "  global: false")
 --- more_headers
-Authorization: Bearer sk-small
+Authorization: Bearer sk-small-0123456789abcdef0123456789abcdef
 --- request eval
 ["POST /v1/chat/completions\n" . main::chat("l1")]
 --- response_body_filters eval
@@ -250,7 +250,7 @@ sub { "in redis " . main::redis_cli($::Redis, 'EXISTS', "helix:rl:{k:small-$$-6}
 --- user_files eval
 main::yaml(7, $ENV{TEST_NGINX_GEMINI_PORT}, "      requests_per_minute: 1") =~ s/timeout: 500ms/timeout: 300ms/r
 --- more_headers
-Authorization: Bearer sk-small
+Authorization: Bearer sk-small-0123456789abcdef0123456789abcdef
 --- request eval
 ["POST /v1/chat/completions\n" . main::chat("t1"), "POST /v1/chat/completions\n" . main::chat("t2")]
 --- error_code eval

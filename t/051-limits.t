@@ -22,7 +22,7 @@ our $Config = Helix::config(cache => 0, extra => <<'_EOC_');
         proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
         proxy_method POST;
         proxy_set_header Content-Type application/json;
-        proxy_set_header Authorization "Bearer sk-small";
+        proxy_set_header Authorization "Bearer sk-small-0123456789abcdef0123456789abcdef";
         proxy_set_body '{"model": "gpt-4o", "messages": [{"role": "user", "content": "in parallel"}]}';
     }
     location = /metrics { helix_endpoint metrics; }
@@ -67,7 +67,7 @@ auth:
   enabled: true
   keys:
     - name: small
-      key: sk-small
+      key: sk-small-0123456789abcdef0123456789abcdef
       requests_per_minute: 3
 rate_limit:
   window: 1h
@@ -96,12 +96,12 @@ auth:
   enabled: true
   keys:
     - name: hdr
-      key: sk-hdr
+      key: sk-hdr-0123456789abcdef0123456789abcdef
       requests_per_minute: 5
       tokens_per_minute: 6000
 _EOY_
 --- more_headers
-Authorization: Bearer sk-hdr
+Authorization: Bearer sk-hdr-0123456789abcdef0123456789abcdef
 --- request eval
 "POST /v1/chat/completions\n" . main::chat("12345678", 98)
 --- response_headers
@@ -174,7 +174,7 @@ auth:
   enabled: true
   keys:
     - name: tok
-      key: sk-tok
+      key: sk-tok-0123456789abcdef0123456789abcdef
       tokens_per_minute: 1000
 rate_limit:
   window: 1h
@@ -183,10 +183,10 @@ _EOY_
 "GET /v1/health"
 --- response_body_filters eval
 sub {
-    my $body = `curl -s -H 'Authorization: Bearer sk-tok' -H 'Content-Type: application/json' --data-binary '${\ main::chat("usage", 500)}' http://127.0.0.1:$::Port/v1/chat/completions`;
+    my $body = `curl -s -H 'Authorization: Bearer sk-tok-0123456789abcdef0123456789abcdef' -H 'Content-Type: application/json' --data-binary '${\ main::chat("usage", 500)}' http://127.0.0.1:$::Port/v1/chat/completions`;
     my ($used) = $body =~ /"total_tokens":(\d+)/;
     # max_tokens 500 again: passes only if about 500 - used came back
-    my $r = main::curl(main::chat("usage", 500), 'sk-tok', 'x-ratelimit-remaining-tokens');
+    my $r = main::curl(main::chat("usage", 500), 'sk-tok-0123456789abcdef0123456789abcdef', 'x-ratelimit-remaining-tokens');
     my ($left) = $r =~ /remaining-tokens=(\d+)/;
     my $expect = 1000 - $used - (500 + 2);
     ($used && $used < 100 && $r =~ /^200/ && $left == $expect)
@@ -209,7 +209,7 @@ auth:
   enabled: true
   keys:
     - name: refund
-      key: sk-refund
+      key: sk-refund-0123456789abcdef0123456789abcdef
       tokens_per_minute: 800
 rate_limit:
   window: 1h
@@ -218,7 +218,7 @@ _EOY_
 ["POST /mock/reset", main::fault(500), "GET /v1/health"]
 --- response_body_filters eval
 [sub { "" }, sub { "" },
- sub { join "\n", map { main::curl(main::chat("refund $_", 500), 'sk-refund', 'x-ratelimit-remaining-tokens') } 1 .. 2 }]
+ sub { join "\n", map { main::curl(main::chat("refund $_", 500), 'sk-refund-0123456789abcdef0123456789abcdef', 'x-ratelimit-remaining-tokens') } 1 .. 2 }]
 --- response_body eval
 ["", "", "502 x-ratelimit-remaining-tokens=298\n200 x-ratelimit-remaining-tokens=298"]
 
@@ -250,16 +250,16 @@ auth:
   enabled: true
   keys:
     - name: bench
-      key: sk-bench
+      key: sk-bench-0123456789abcdef0123456789abcdef
       unlimited: true
     - name: other
-      key: sk-other
+      key: sk-other-0123456789abcdef0123456789abcdef
 rate_limit:
   requests_per_minute: 1
 _EOY_
 --- more_headers eval
-["Authorization: Bearer sk-bench", "Authorization: Bearer sk-bench", "Authorization: Bearer sk-bench",
- "Authorization: Bearer sk-other", "Authorization: Bearer sk-other"]
+["Authorization: Bearer sk-bench-0123456789abcdef0123456789abcdef", "Authorization: Bearer sk-bench-0123456789abcdef0123456789abcdef", "Authorization: Bearer sk-bench-0123456789abcdef0123456789abcdef",
+ "Authorization: Bearer sk-other-0123456789abcdef0123456789abcdef", "Authorization: Bearer sk-other-0123456789abcdef0123456789abcdef"]
 --- request eval
 [map { "POST /v1/chat/completions\n" . main::chat("u$_") } 1 .. 5]
 --- error_code eval
@@ -279,14 +279,14 @@ auth:
   enabled: true
   keys:
     - name: one
-      key: sk-one
+      key: sk-one-0123456789abcdef0123456789abcdef
       requests_per_minute: 1
     - name: two
-      key: sk-two
+      key: sk-two-0123456789abcdef0123456789abcdef
       requests_per_minute: 1
 _EOY_
 --- more_headers eval
-["Authorization: Bearer sk-one", "Authorization: Bearer sk-one", "x-api-key: sk-two"]
+["Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef", "Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef", "x-api-key: sk-two-0123456789abcdef0123456789abcdef"]
 --- request eval
 [map { "POST /v1/chat/completions\n" . main::chat("k$_") } 1 .. 3]
 --- error_code eval
@@ -314,13 +314,13 @@ auth:
   enabled: false
   keys:
     - name: bench
-      key: ${HELIX_TEST_NO_SUCH_VAR:-sk-helix-bench}
+      key: ${HELIX_TEST_NO_SUCH_VAR:-sk-helix-bench-0123456789abcdef0123456789abcdef}
       unlimited: true
 rate_limit:
   requests_per_minute: 1
 _EOY_
 --- more_headers eval
-["", "", "Authorization: Bearer sk-helix-bench", "Authorization: Bearer sk-helix-bench",
+["", "", "Authorization: Bearer sk-helix-bench-0123456789abcdef0123456789abcdef", "Authorization: Bearer sk-helix-bench-0123456789abcdef0123456789abcdef",
  "Authorization: Bearer sk-unknown"]
 --- request eval
 [map { "POST /v1/chat/completions\n" . main::chat("d$_") } 1 .. 5]
@@ -342,13 +342,13 @@ auth:
   enabled: true
   keys:
     - name: gone
-      key: sk-gone
+      key: sk-gone-0123456789abcdef0123456789abcdef
       tokens_per_minute: 800
 rate_limit:
   window: 1h
 _EOY_
 --- more_headers
-Authorization: Bearer sk-gone
+Authorization: Bearer sk-gone-0123456789abcdef0123456789abcdef
 --- request eval
 ["POST /mock/reset", 'POST /mock/openai/faults
 {"latency_ms": 20000, "count": 1}',
@@ -374,7 +374,7 @@ auth:
   enabled: true
   keys:
     - name: stream
-      key: sk-stream
+      key: sk-stream-0123456789abcdef0123456789abcdef
       tokens_per_minute: 1000
 rate_limit:
   window: 1h
@@ -383,10 +383,10 @@ _EOY_
 "GET /v1/health"
 --- response_body_filters eval
 sub {
-    my $s = `curl -s -N -H 'Authorization: Bearer sk-stream' -H 'Content-Type: application/json' --data-binary '{"model": "gpt-4o", "stream": true, "max_tokens": 500, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "stream"}]}' http://127.0.0.1:$::Port/v1/chat/completions`;
+    my $s = `curl -s -N -H 'Authorization: Bearer sk-stream-0123456789abcdef0123456789abcdef' -H 'Content-Type: application/json' --data-binary '{"model": "gpt-4o", "stream": true, "max_tokens": 500, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "stream"}]}' http://127.0.0.1:$::Port/v1/chat/completions`;
     my ($used) = $s =~ /"total_tokens":(\d+)/;
     # 500 + 2 again: fits only if the stream's 500 + 2 became its usage
-    my $r = main::curl(main::chat("after", 500), 'sk-stream', 'x-ratelimit-remaining-tokens');
+    my $r = main::curl(main::chat("after", 500), 'sk-stream-0123456789abcdef0123456789abcdef', 'x-ratelimit-remaining-tokens');
     my ($left) = $r =~ /remaining-tokens=(\d+)/;
     ($s =~ /\[DONE\]/ && $used && $r =~ /^200/ && $left == 1000 - $used - 502)
         ? "stream charged" : "stream used " . ($used // '-') . ", then: $r";
@@ -404,7 +404,7 @@ auth:
   enabled: true
   keys:
     - name: batch
-      key: sk-batch
+      key: sk-batch-0123456789abcdef0123456789abcdef
       requests_per_minute: 10
       tokens_per_minute: 1000
 rate_limit:
@@ -414,11 +414,11 @@ _EOY_
 "GET /v1/health"
 --- response_body_filters eval
 sub {
-    my $b = `curl -s -D - -H 'Authorization: Bearer sk-batch' -H 'Content-Type: application/json' --data-binary '{"requests": [{"model": "gpt-4o", "prompt": "one", "max_tokens": 5}, {"model": "gpt-4o", "prompt": "two", "max_tokens": 5}]}' http://127.0.0.1:$::Port/v1/completions/batch`;
+    my $b = `curl -s -D - -H 'Authorization: Bearer sk-batch-0123456789abcdef0123456789abcdef' -H 'Content-Type: application/json' --data-binary '{"requests": [{"model": "gpt-4o", "prompt": "one", "max_tokens": 5}, {"model": "gpt-4o", "prompt": "two", "max_tokens": 5}]}' http://127.0.0.1:$::Port/v1/completions/batch`;
     my ($req) = $b =~ /x-ratelimit-remaining-requests: (\d+)/;
     my $used = 0;
     $used += $1 while $b =~ /"total_tokens":(\d+)/g;
-    my $r = main::curl(main::chat("z", 1), 'sk-batch', 'x-ratelimit-remaining-requests', 'x-ratelimit-remaining-tokens');
+    my $r = main::curl(main::chat("z", 1), 'sk-batch-0123456789abcdef0123456789abcdef', 'x-ratelimit-remaining-requests', 'x-ratelimit-remaining-tokens');
     my ($left) = $r =~ /remaining-tokens=(\d+)/;
     ($req == 9 && $used > 0 && $r =~ /^200 x-ratelimit-remaining-requests=8 / && $left == 1000 - $used - 2)
         ? "batch charged" : "batch: requests left $req, used $used; then: $r";

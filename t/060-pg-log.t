@@ -114,9 +114,9 @@ X-Session-ID: sess-2b
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval
-main::yaml() . "auth:\n  enabled: false\n  keys:\n    - name: team-blue\n      key: sk-team-blue-1\n      unlimited: true\n"
+main::yaml() . "auth:\n  enabled: false\n  keys:\n    - name: team-blue\n      key: sk-team-blue-1-0123456789abcdef0123456789abcdef\n      unlimited: true\n"
 --- more_headers eval
-["X-Session-ID: sess-key\nAuthorization: Bearer sk-team-blue-1", "X-Session-ID: sess-key"]
+["X-Session-ID: sess-key\nAuthorization: Bearer sk-team-blue-1-0123456789abcdef0123456789abcdef", "X-Session-ID: sess-key"]
 --- request eval
 [main::chat("keyed"), main::chat("anonymous")]
 --- response_body_filters eval

@@ -82,7 +82,7 @@ sub start_second {
     print $fh "load_module $ENV{TEST_NGINX_LOAD_MODULES};\npid logs/nginx.pid;\n"
         . "error_log logs/error.log notice;\nworker_processes 2;\nevents {}\nhttp {\n"
         . "client_body_temp_path $Second/body;\nproxy_temp_path $Second/proxy;\n"
-        . Helix::http_config() =~ s{\.\./html/helix\.yaml}{$yaml}r
+        . Helix::http_config(loopback => $port) =~ s{\.\./html/helix\.yaml}{$yaml}r
         . "server {\nlisten 127.0.0.1:$port;\n" . $Config . "}\n}\n";
     close $fh;
     system("$ENV{TEST_NGINX_BINARY} -p $Second/ -c conf/nginx.conf") == 0 or return 0;

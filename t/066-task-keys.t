@@ -38,7 +38,7 @@ $tasks
 batch:
   max_concurrent: 1
 admin:
-  token: adm1n-token
+  token: adm1n-token-0123456789abcdef0123456789abcdef
 resources:
   requests:
     max_request_body: 2KB
@@ -46,10 +46,10 @@ auth:
   enabled: $auth
   keys:
     - name: one
-      key: sk-one
+      key: sk-one-0123456789abcdef0123456789abcdef
       requests_per_minute: $rpm
     - name: two
-      key: sk-two
+      key: sk-two-0123456789abcdef0123456789abcdef
       requests_per_minute: 100
 rate_limit:
   window: $window
@@ -88,7 +88,7 @@ __DATA__
 --- config eval: $::Config
 --- user_files eval: main::yaml(rpm => 3)
 --- more_headers
-Authorization: Bearer sk-one
+Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef
 --- request eval
 "POST /v1/tasks\n" . Helix::task_json("charged to one")
 --- error_code: 202
@@ -101,8 +101,8 @@ sub {
     my $st = HelixPg::wait_sql("SELECT status FROM background_tasks WHERE id = '$id'", qr/completed|failed/);
     my $owner = HelixPg::psql("SELECT api_key_name FROM background_tasks WHERE id = '$id'");
     # the POST and the task's call took two of three: one left, then none
-    my $c1 = main::chat('sk-one');
-    my $c2 = main::chat('sk-one');
+    my $c1 = main::chat('sk-one-0123456789abcdef0123456789abcdef');
+    my $c2 = main::chat('sk-one-0123456789abcdef0123456789abcdef');
     my $rows = HelixPg::wait_sql("SELECT count(*) FROM completions WHERE api_key_name = 'one' "
         . "AND endpoint = 'completions' AND status = 200", qr/^1$/);
     my $anon = HelixPg::psql("SELECT count(*) FROM completions WHERE api_key_name IS NULL");
@@ -126,8 +126,8 @@ sub {
 --- more_headers eval
 ["X-Helix-Key-Name: one",
  "X-Helix-Key-Name: one\nX-Helix-Internal: 00000000000000000000000000000000",
- "Authorization: Bearer sk-two\nX-Helix-Key-Name: one\nX-Helix-Internal: 00000000000000000000000000000000",
- "Authorization: Bearer sk-two\nX-Helix-Key-Name: one"]
+ "Authorization: Bearer sk-two-0123456789abcdef0123456789abcdef\nX-Helix-Key-Name: one\nX-Helix-Internal: 00000000000000000000000000000000",
+ "Authorization: Bearer sk-two-0123456789abcdef0123456789abcdef\nX-Helix-Key-Name: one"]
 --- error_code eval
 [401, 401, 200, 202]
 --- response_headers eval
@@ -140,7 +140,7 @@ sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
     HelixPg::wait_sql("SELECT status FROM background_tasks WHERE id = '$id'", qr/completed|failed/);
     # "one" (one request a window) has not been touched by any of this
-    my $c = main::chat('sk-one');
+    my $c = main::chat('sk-one-0123456789abcdef0123456789abcdef');
     # two's chat and the task's call
     my $rows = HelixPg::wait_sql("SELECT count(*) FROM completions WHERE status = 200 "
         . "AND api_key_name = 'two'", qr/^2$/);
@@ -157,7 +157,7 @@ sub {
 --- config eval: $::Config
 --- user_files eval: main::yaml(rpm => 100, tasks => "  enabled: false\n")
 --- more_headers
-Authorization: Bearer sk-one
+Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef
 --- request eval
 "POST /v1/tasks\n" . Helix::task_json("one's own")
 --- error_code: 202
@@ -166,26 +166,26 @@ sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
     my $u = "$::Base/v1/tasks/$id";
     my @r;
-    my ($c, $b) = HelixPg::curl('GET', $u, undef, 'Authorization: Bearer sk-two');
+    my ($c, $b) = HelixPg::curl('GET', $u, undef, 'Authorization: Bearer sk-two-0123456789abcdef0123456789abcdef');
     push @r, "two GET $c " . ($b =~ /"code":"task_not_found"/ ? "task_not_found" : $b);
     ($c, $b) = HelixPg::curl('GET', "$::Base/v1/tasks/task-00000000-0000-0000-0000-000000000000",
-        undef, 'Authorization: Bearer sk-two');
+        undef, 'Authorization: Bearer sk-two-0123456789abcdef0123456789abcdef');
     push @r, "two GET of no task $c " . ($b =~ /"code":"task_not_found"/ ? "task_not_found" : $b);
-    ($c, $b) = HelixPg::curl('DELETE', $u, undef, 'Authorization: Bearer sk-two');
+    ($c, $b) = HelixPg::curl('DELETE', $u, undef, 'Authorization: Bearer sk-two-0123456789abcdef0123456789abcdef');
     push @r, "two DELETE $c " . ($b =~ /"code":"task_not_found"/ ? "task_not_found" : $b);
     push @r, "still " . main::status($id);
     ($c, $b) = HelixPg::curl('GET', $u);
     push @r, "no key GET $c";
     ($c, $b) = HelixPg::curl('GET', $u, undef, 'X-Helix-Key-Name: one');
     push @r, "spoofed GET $c";
-    ($c, $b) = HelixPg::curl('GET', $u, undef, 'Authorization: Bearer adm1n-token');
+    ($c, $b) = HelixPg::curl('GET', $u, undef, 'Authorization: Bearer adm1n-token-0123456789abcdef0123456789abcdef');
     push @r, "admin GET $c " . ($b =~ /"api_key_name" ?: ?"one"/ ? "one's" : $b);
     ($c, $b) = HelixPg::curl('POST', "$::Base/v1/tasks", Helix::task_json("by admin"),
-        'Authorization: Bearer adm1n-token');
+        'Authorization: Bearer adm1n-token-0123456789abcdef0123456789abcdef');
     push @r, "admin POST $c";
-    ($c, $b) = HelixPg::curl('GET', $u, undef, 'Authorization: Bearer sk-one');
+    ($c, $b) = HelixPg::curl('GET', $u, undef, 'Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef');
     push @r, "one GET $c " . ($b =~ /"status" ?: ?"pending"/ && $b =~ /"api_key_name" ?: ?"one"/ ? "pending, one's" : $b);
-    ($c, $b) = HelixPg::curl('DELETE', $u, undef, 'Authorization: Bearer sk-one');
+    ($c, $b) = HelixPg::curl('DELETE', $u, undef, 'Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef');
     push @r, "one DELETE $c " . ($b =~ /"status":"cancelled"/ ? "cancelled" : $b);
     push @r, "now " . main::status($id);
     return join "\n", @r;
@@ -216,8 +216,8 @@ now cancelled"
 sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
     my ($c, $b) = HelixPg::curl('GET', "$::Base/v1/tasks/$id");
-    my ($c2) = HelixPg::curl('GET', "$::Base/v1/tasks/$id", undef, 'Authorization: Bearer sk-two');
-    my ($kc, $kid) = main::post_task('sk-one', Helix::task_json("one, auth off"));
+    my ($c2) = HelixPg::curl('GET', "$::Base/v1/tasks/$id", undef, 'Authorization: Bearer sk-two-0123456789abcdef0123456789abcdef');
+    my ($kc, $kid) = main::post_task('sk-one-0123456789abcdef0123456789abcdef', Helix::task_json("one, auth off"));
     return join "\n", "anyone GET $c " . ($b =~ /"api_key_name" ?: ?null/ ? "no owner" : $b),
         "two GET $c2",
         "owners " . HelixPg::psql("SELECT coalesce(api_key_name, '-') FROM background_tasks "
@@ -235,12 +235,12 @@ sub {
 --- request eval
 "GET /v1/models"
 --- more_headers
-Authorization: Bearer sk-one
+Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef
 --- response_body_filters eval
 sub {
     HelixPg::psql("UPDATE background_tasks SET status = 'cancelled' WHERE status = 'pending'");
     $::Mark = HelixPg::psql("SELECT now()::text");
-    @::Ids = map { (main::post_task('sk-one', Helix::task_json("waits $_")))[1] } 1 .. 5;
+    @::Ids = map { (main::post_task('sk-one-0123456789abcdef0123456789abcdef', Helix::task_json("waits $_")))[1] } 1 .. 5;
     return HelixPg::psql("SELECT count(*) FROM background_tasks WHERE status = 'pending' AND api_key_name = 'one'");
 }
 --- response_body: 5
@@ -344,7 +344,7 @@ completed 1 times
 ["POST /v1/tasks\n" . ('x' x 3000),
  "POST /v1/tasks\n" . Helix::task_json('y' x 2500)]
 --- more_headers
-Authorization: Bearer sk-two
+Authorization: Bearer sk-two-0123456789abcdef0123456789abcdef
 --- error_code eval
 [413, 413]
 --- response_body_like eval
@@ -375,9 +375,9 @@ auth:
   enabled: true
   keys:
     - name: one
-      key: sk-one
+      key: sk-one-0123456789abcdef0123456789abcdef
     - name: one
-      key: sk-other
+      key: sk-other-0123456789abcdef0123456789abcdef
 _EOY_
 --- must_die
 --- error_log

@@ -51,7 +51,7 @@ auth:
   enabled: $auth
   keys:
     - name: one
-      key: sk-one
+      key: sk-one-0123456789abcdef0123456789abcdef
       requests_per_minute: 100
 rate_limit:
   requests_per_minute: $rpm
@@ -324,7 +324,6 @@ cache:
   warming:
     enabled: true
     on_startup: true
-    endpoint: http://127.0.0.1:$ENV{TEST_NGINX_SERVER_PORT}/v1/completions
     queries:
       - prompt: "Warm one"
         providers: ["claude", "gemini"]

@@ -49,13 +49,22 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-for k in none sk-helix-bench sk-limited; do
+# keys of this run only, 32+ characters as nginx -t wants
+bench_key=sk-bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+limited_key=sk-limited-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+
+for k in none bench limited; do
+    case $k in
+    bench)   v=$bench_key ;;
+    limited) v=$limited_key ;;
+    *)       v= ;;
+    esac
     {
         echo 'wrk.method = "POST"'
         echo "wrk.body = '$body'"
         echo 'wrk.headers["Content-Type"] = "application/json"'
-        [ "$k" = none ] \
-            || echo "wrk.headers[\"Authorization\"] = \"Bearer $k\""
+        [ -z "$v" ] \
+            || echo "wrk.headers[\"Authorization\"] = \"Bearer $v\""
     } > "$dir/$k.lua"
 done
 
@@ -99,10 +108,10 @@ instance keyed $((port + 1)) 'auth:
   enabled: true
   keys:
     - name: bench
-      key: sk-helix-bench
+      key: $bench_key
       unlimited: true
     - name: limited
-      key: sk-limited
+      key: $limited_key
       requests_per_minute: 1000000000
       tokens_per_minute: 1000000000'
 instance anon $((port + 2)) 'rate_limit:
@@ -111,7 +120,7 @@ instance anon $((port + 2)) 'rate_limit:
 
 for p in "$port" $((port + 1)) $((port + 2)); do
     for _ in $(seq 1 100); do
-        curl -s -o /dev/null -H "Authorization: Bearer sk-helix-bench" \
+        curl -s -o /dev/null -H "Authorization: Bearer $bench_key" \
             "http://127.0.0.1:$p/cached" -d "$body" && break
         sleep 0.1
     done
@@ -147,8 +156,8 @@ run() {   # case instance port wrk-script
 echo "wrk -t$threads -c$conns -d${secs}s, $rounds rounds, 2 workers each"
 
 cases=("plain plain $port none"
-       "bench_key keyed $((port + 1)) sk-helix-bench"
-       "limited keyed $((port + 1)) sk-limited"
+       "bench_key keyed $((port + 1)) bench"
+       "limited keyed $((port + 1)) limited"
        "anon_limited anon $((port + 2)) none")
 
 # each round starts with the next case: none is always first

@@ -101,6 +101,7 @@ http {
     access_log off;
     client_body_temp_path $d/tmp;
     helix_config $d/conf/helix.yaml;
+    helix_loopback 127.0.0.1:$2;
     upstream helix_openai { server 127.0.0.1:$standin; keepalive 256; }
     server {
         listen 127.0.0.1:$2 backlog=4096;

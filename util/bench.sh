@@ -29,8 +29,8 @@
 # Output: a table on stdout and build/bench/results.json.
 #
 #   BENCH_SECONDS (5), BENCH_CONNECTIONS (50), BENCH_THREADS (2),
-#   HELIX_BENCH_KEY (sk-helix-bench), SOAK=1 (about a million L1 hits and
-#   a hundred thousand misses, worker RSS at the start and the end),
+#   HELIX_BENCH_KEY (default: a random one), SOAK=1 (about a million L1
+#   hits and a hundred thousand misses, worker RSS at the start and the end),
 #   BENCH_LOG=1 (the demo's completion log on: every completion written
 #   to PostgreSQL on these same cores, which then costs about a third of
 #   the throughput; off by default, its own bench is util/bench-pg.sh).
@@ -42,7 +42,9 @@ nginx=${NGINX:-/usr/sbin/nginx}
 secs=${BENCH_SECONDS:-5}
 conns=${BENCH_CONNECTIONS:-50}
 threads=${BENCH_THREADS:-2}
-key=${HELIX_BENCH_KEY:-sk-helix-bench}
+# no key known outside this run (32+ characters, as nginx -t wants)
+key=${HELIX_BENCH_KEY:-sk-bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')}
+admin=admin-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 log=${BENCH_LOG:-0}  # 1: the demo's completion log on, PostgreSQL here
 port=18480
 mock=18481          # 18481-18483: openai, anthropic, gemini
@@ -240,7 +242,7 @@ start() {
             sleep 0.1
         done
     fi
-    ADMIN_TOKEN=bench-admin REDIS_PORT=$redis DB_PORT=$pg \
+    ADMIN_TOKEN=$admin REDIS_PORT=$redis DB_PORT=$pg \
     HELIX_BENCH_KEY=$key "$nginx" -p "$dir/" -c conf/nginx.conf
     for _ in $(seq 1 100); do
         curl -s -o /dev/null "http://127.0.0.1:$port/health" && return 0

@@ -88,6 +88,17 @@ start() {
     fi
     export ADMIN_TOKEN
 
+    # the demo's unlimited key: never one written in a file of the repo
+    if [ -z "${HELIX_BENCH_KEY:-}" ]; then
+        if [ ! -s "$run/bench_key" ]; then
+            (umask 077 && printf 'sk-helix-%s' \
+                "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" \
+                > "$run/bench_key")
+        fi
+        HELIX_BENCH_KEY=$(cat "$run/bench_key")
+    fi
+    export HELIX_BENCH_KEY
+
     echo "services:"
     "$top/util/services.sh" start redis 6379 "$run/redis" | sed 's/^/  /'
     "$top/util/services.sh" start postgres 5432 "$run/postgres" \
@@ -134,6 +145,7 @@ gateway: http://127.0.0.1:$port  (nginx -p $run/, logs in $run/logs)
   curl http://127.0.0.1:$port/health
   curl http://127.0.0.1:$port/v1/models
 admin token: $ADMIN_TOKEN
+bench key (unlimited): $HELIX_BENCH_KEY
 stop everything with: make stop
 MSG
 }

@@ -12,8 +12,11 @@ sub http_config {
     my (%o) = @_;
     my $keepalive = $o{keepalive} // 32;
     my $extra = $o{extra} // '';
+    # where tasks and warming call the gateway: this nginx's own listen
+    my $loopback = $o{loopback} // $ENV{TEST_NGINX_SERVER_PORT};
     return <<"_EOC_";
     helix_config ../html/helix.yaml;
+    helix_loopback 127.0.0.1:$loopback;
 
     upstream helix_openai {
         server 127.0.0.1:$ENV{TEST_NGINX_OPENAI_PORT};
