@@ -702,8 +702,11 @@ ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
         return;
     }
 
+    /* a Redis that answers more than was asked: never past candidates */
+
     for (i = 0;
-         reply && reply->type == REDIS_REPLY_ARRAY && i < reply->elements;
+         reply && reply->type == REDIS_REPLY_ARRAY && i < reply->elements
+         && i < ctx->candidates.nelts;
          i++)
     {
         if (reply->element[i]->type != REDIS_REPLY_STRING) {
