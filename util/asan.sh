@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# "make test-asan": nginx 1.22.1 built from Debian's own source package
+# (Debian's patches and configure flags) and the module built in the same
+# tree, both with AddressSanitizer, in build/asan/; then the whole suite
+# (or the prove arguments given) against that nginx and that module.
+#
+# Usage: util/asan.sh build          build only
+#        util/asan.sh [prove args]   build, then run util/test.sh
+#
+# The source comes from util/nginx-src.sh (which installs what it needs).
+# ASan reports go to build/asan/logs/asan.PID (ASAN_OPTIONS
+# log_path); the test runner fails the test block during which one
+# appeared (TEST_NGINX_ASAN_LOGS).  Leak checking is off: nginx's master
+# and workers exit without freeing their pools by design.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+asan=$top/build/asan
+
+build() {
+    local ngx=$asan/nginx flags src
+
+    src=$("$top/util/nginx-src.sh")
+
+    if [ ! -f "$ngx/debian/changelog" ]; then
+        rm -rf "$ngx"
+        mkdir -p "$asan"
+        cp -a "$src" "$ngx"
+    fi
+
+    flags="-g -O1 -fno-omit-frame-pointer -fsanitize=address"
+    flags="$flags -fstack-protector-strong -Wformat -Werror=format-security"
+    flags="$flags -fPIC"
+
+    if [ ! -f "$ngx/objs/Makefile" ] || [ "$top/config" -nt "$ngx/objs/Makefile" ]
+    then
+        # Debian's own configure flags (nginx-dev's conf_flags)
+        # shellcheck disable=SC1091
+        . /usr/share/nginx/src/conf_flags
+        ( cd "$ngx" && ./configure "${NGX_CONF_FLAGS[@]}" \
+              --with-cc-opt="$flags" \
+              --with-ld-opt="-fsanitize=address" \
+              --add-dynamic-module="$top" ) > "$asan/configure.log" 2>&1 || {
+            tail -20 "$asan/configure.log" >&2
+            exit 1
+        }
+    fi
+
+    make -C "$ngx" -f objs/Makefile -j"$(nproc)" binary modules \
+        > "$asan/make.log" 2>&1 || { tail -40 "$asan/make.log" >&2; exit 1; }
+
+    echo "asan: $ngx/objs/nginx and ngx_http_helix_module.so built" >&2
+}
+
+build
+
+if [ "${1:-}" = "build" ]; then
+    exit 0
+fi
+
+mkdir -p "$asan/logs"
+rm -f "$asan"/logs/asan.*
+
+export TEST_NGINX_BINARY=$asan/nginx/objs/nginx
+export TEST_NGINX_LOAD_MODULES=$asan/nginx/objs/ngx_http_helix_module.so
+export TEST_NGINX_ASAN_LOGS=$asan/logs
+export ASAN_OPTIONS="detect_leaks=0:log_path=$asan/logs/asan:abort_on_error=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+
+if [ $# -eq 0 ]; then
+    set -- -r t/
+fi
+
+rc=0
+"$top/util/test.sh" "$@" || rc=$?
+
+if ls "$asan"/logs/asan.* >/dev/null 2>&1; then
+    echo "asan: AddressSanitizer reports:" >&2
+    for f in "$asan"/logs/asan.*; do
+        echo "== $f" >&2
+        head -60 "$f" >&2
+    done
+    rc=1
+fi
+
+exit $rc
