@@ -64,7 +64,9 @@ rm -f "$asan"/logs/asan.*
 export TEST_NGINX_BINARY=$asan/nginx/objs/nginx
 export TEST_NGINX_LOAD_MODULES=$asan/nginx/objs/ngx_http_helix_module.so
 export TEST_NGINX_ASAN_LOGS=$asan/logs
-export ASAN_OPTIONS="detect_leaks=0:log_path=$asan/logs/asan:abort_on_error=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+# detect_odr_violation=0: nginx and every dynamic module each define
+# ngx_modules and ngx_module_names, by design
+export ASAN_OPTIONS="detect_leaks=0:detect_odr_violation=0:log_path=$asan/logs/asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 
 if [ $# -eq 0 ]; then
     set -- -r t/
