@@ -14,6 +14,16 @@
 #include "ngx_http_helix_yaml.h"
 
 
+static u_char  fuzz_yaml_name[64];
+
+
+static void
+fuzz_yaml_unlink(void)
+{
+    (void) unlink((char *) fuzz_yaml_name);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -23,15 +33,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_pool_t                  *pool;
     ngx_http_helix_main_conf_t  *hmcf;
 
-    static u_char                name[64];
-
     fuzz_init();
 
-    if (name[0] == '\0') {
-        ngx_sprintf(name, "/tmp/helix-fuzz-yaml.%P%Z", ngx_pid);
+    if (fuzz_yaml_name[0] == '\0') {
+        ngx_sprintf(fuzz_yaml_name, "/tmp/helix-fuzz-yaml.%P%Z", ngx_pid);
+        atexit(fuzz_yaml_unlink);
     }
 
-    fp = fopen((char *) name, "wb");
+    fp = fopen((char *) fuzz_yaml_name, "wb");
     if (fp == NULL) {
         abort();
     }
@@ -53,8 +62,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hmcf = ngx_pcalloc(pool, sizeof(ngx_http_helix_main_conf_t));
 
     if (ngx_http_helix_yaml_defaults(pool, hmcf) == NGX_OK) {
-        file.data = name;
-        file.len = ngx_strlen(name);
+        file.data = fuzz_yaml_name;
+        file.len = ngx_strlen(fuzz_yaml_name);
 
         (void) ngx_http_helix_yaml_load(&cf, hmcf, &file);
     }
