@@ -5,6 +5,10 @@
 #   make stop       stop everything "make run" started
 #   make test       install what is missing, build, run the whole suite
 #   make test-valgrind   the same suite with nginx under valgrind
+#   make test-asan  the same suite against nginx 1.22.1 and the module
+#                   built with AddressSanitizer from Debian's source package
+#   make fuzz       each libFuzzer harness of util/fuzz/ for FUZZ_SECONDS
+#                   (default 60) from its seed corpus
 #   make bench      helix next to plain nginx, same run, as ratios
 #   make install    put the module where Debian's nginx loads it
 #   make migrate    apply sql/ to PostgreSQL (PGHOST, PGPORT, PGDATABASE,
@@ -30,7 +34,8 @@ CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
 MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
-.PHONY: all deps run stop test test-valgrind check-json bench install migrate clean
+.PHONY: all deps run stop test test-valgrind test-asan fuzz check-json bench \
+        install migrate clean
 
 all: $(MODULE)
 
@@ -69,6 +74,14 @@ test: deps $(MODULE)
 
 test-valgrind: deps $(MODULE)
 	@TEST_NGINX_USE_VALGRIND=1 util/test.sh $(PROVE_ARGS)
+
+# ASan reports fail the test block they appear in (util/asan.sh)
+test-asan: deps
+	@util/asan.sh $(PROVE_ARGS)
+
+# one minute a target by default; a crash fails the run (util/fuzz.sh)
+fuzz: deps
+	@util/fuzz.sh
 
 # the JSON scanner against jansson's parser on 200k mutated documents
 check-json: $(MODULE)

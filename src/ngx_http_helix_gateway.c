@@ -235,7 +235,9 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
     }
 
     if (rc == NGX_OK) {
-        req = ngx_http_helix_jload(r->pool, body.data, body.len, 0, &doc);
+        /* duplicate keys: 400, the provider may read them otherwise */
+        req = ngx_http_helix_jload(r->pool, body.data, body.len,
+                                   NGX_HTTP_HELIX_JSCAN_UNIQUE, &doc);
 
         if (req == NULL && doc.nomem) {
             rc = NGX_ERROR;

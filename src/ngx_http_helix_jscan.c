@@ -29,6 +29,15 @@ typedef struct {
 } ngx_http_helix_jlit_t;
 
 
+/* an object's key, unescaped, for the duplicate check */
+
+typedef struct {
+    u_char                 *data;
+    size_t                  len;
+    uint32_t                tok;
+} ngx_http_helix_jkey_t;
+
+
 static ngx_http_helix_jlit_t  ngx_http_helix_jliterals[] = {
     { ngx_string("true"), NGX_HTTP_HELIX_JTRUE },
     { ngx_string("false"), NGX_HTTP_HELIX_JFALSE },
@@ -57,6 +66,11 @@ static u_char *ngx_http_helix_jscan_string(ngx_http_helix_jdoc_t *doc,
 static u_char *ngx_http_helix_jscan_number(ngx_http_helix_jdoc_t *doc,
     u_char *p, u_char *end, ngx_uint_t *real);
 static ngx_int_t ngx_http_helix_jscan_hex(u_char *p, uint32_t *cp);
+static ngx_int_t ngx_http_helix_jscan_unique(ngx_http_helix_jdoc_t *doc,
+    ngx_pool_t *pool, ngx_uint_t obj, ngx_http_helix_jkey_t **keys,
+    ngx_uint_t *nkeys);
+static int ngx_libc_cdecl ngx_http_helix_jkey_cmp(const void *one,
+    const void *two);
 static ngx_int_t ngx_http_helix_jscan_fail(ngx_http_helix_jdoc_t *doc,
     u_char *p, const char *err);
 static size_t ngx_http_helix_junescape(u_char *dst, u_char *src, size_t len);
@@ -76,11 +90,16 @@ ngx_http_helix_jscan(ngx_pool_t *pool, u_char *data, size_t len,
 {
     u_char                 *p, *end;
     uint32_t                stack[NGX_HTTP_HELIX_JSCAN_MAX_DEPTH];
-    ngx_uint_t              depth, cap, escaped, real, top;
+    ngx_int_t               rc;
+    ngx_uint_t              depth, cap, escaped, real, top, nkeys;
     ngx_http_helix_jtok_t  *t;
     ngx_http_helix_jlit_t  *lit;
+    ngx_http_helix_jkey_t  *keys;
 
     ngx_memzero(doc, sizeof(ngx_http_helix_jdoc_t));
+
+    keys = NULL;
+    nkeys = 0;
 
     doc->data = data;
     doc->len = len;
@@ -257,6 +276,15 @@ close:
                                 : "',' or ']' expected");
     }
 
+    if ((flags & NGX_HTTP_HELIX_JSCAN_UNIQUE)
+        && doc->tok[top].type == NGX_HTTP_HELIX_JOBJECT)
+    {
+        rc = ngx_http_helix_jscan_unique(doc, pool, top, &keys, &nkeys);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     p++;
     doc->tok[top].len = (uint32_t) (p - data) - doc->tok[top].start;
     doc->tok[top].next = (uint32_t) doc->ntok;
@@ -281,7 +309,14 @@ key:
         return NGX_ERROR;
     }
 
-    p = ngx_http_helix_jscan_string(doc, p + 1, end, flags, &escaped);
+    /*
+     * never "\u0000" in a key, whatever the flags (as jansson): code that
+     * reads keys as C strings would take "model\u0000x" for "model"
+     */
+
+    p = ngx_http_helix_jscan_string(doc, p + 1, end,
+                                    flags & ~NGX_HTTP_HELIX_JSCAN_ALLOW_NUL,
+                                    &escaped);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -639,6 +674,115 @@ ngx_http_helix_jscan_hex(u_char *p, uint32_t *cp)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The object at index obj, complete: NGX_DECLINED when two of its keys
+ * are equal once unescaped.  A client's {"model":"a","model":"b"} would
+ * otherwise be read one way here (the last one) and maybe another way by
+ * a provider that gets the bytes as they came.  keys is scratch space
+ * kept across the objects of one document.
+ */
+
+static ngx_int_t
+ngx_http_helix_jscan_unique(ngx_http_helix_jdoc_t *doc, ngx_pool_t *pool,
+    ngx_uint_t obj, ngx_http_helix_jkey_t **keys, ngx_uint_t *nkeys)
+{
+    u_char                 *buf;
+    uint32_t                e, m, n, dup;
+    ngx_http_helix_jkey_t  *k;
+    ngx_http_helix_jtok_t  *t;
+
+    n = doc->tok[obj].size;
+
+    if (n < 2) {
+        return NGX_OK;
+    }
+
+    if (n > *nkeys) {
+        k = ngx_palloc(pool, n * sizeof(ngx_http_helix_jkey_t));
+        if (k == NULL) {
+            doc->nomem = 1;
+            return NGX_ERROR;
+        }
+
+        *keys = k;
+        *nkeys = n;
+    }
+
+    k = *keys;
+    e = (uint32_t) obj + 1;
+
+    for (m = 0; m < n; m++) {
+        t = &doc->tok[e];
+
+        k[m].tok = e;
+
+        if (t->escaped) {
+            buf = ngx_pnalloc(pool, t->len);
+            if (buf == NULL) {
+                doc->nomem = 1;
+                return NGX_ERROR;
+            }
+
+            k[m].data = buf;
+            k[m].len = ngx_http_helix_junescape(buf, doc->data + t->start,
+                                                t->len);
+
+        } else {
+            k[m].data = doc->data + t->start;
+            k[m].len = t->len;
+        }
+
+        e = doc->tok[e + 1].next;
+    }
+
+    ngx_qsort(k, n, sizeof(ngx_http_helix_jkey_t), ngx_http_helix_jkey_cmp);
+
+    /* equal keys sort in document order: report the first repeat */
+
+    dup = 0;
+
+    for (m = 1; m < n; m++) {
+        if (k[m].len == k[m - 1].len
+            && ngx_memcmp(k[m].data, k[m - 1].data, k[m].len) == 0
+            && (dup == 0 || k[m].tok < dup))
+        {
+            dup = k[m].tok;
+        }
+    }
+
+    if (dup) {
+        return ngx_http_helix_jscan_fail(doc,
+                                         doc->data + doc->tok[dup].start - 1,
+                                         "duplicate object key");
+    }
+
+    return NGX_OK;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_helix_jkey_cmp(const void *one, const void *two)
+{
+    int                           rc;
+    const ngx_http_helix_jkey_t  *a, *b;
+
+    a = one;
+    b = two;
+
+    rc = ngx_memcmp(a->data, b->data, ngx_min(a->len, b->len));
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (a->len != b->len) {
+        return a->len < b->len ? -1 : 1;
+    }
+
+    return a->tok < b->tok ? -1 : (a->tok > b->tok);
 }
 
 

@@ -16,6 +16,7 @@
 
 /* flags */
 #define NGX_HTTP_HELIX_JSCAN_ALLOW_NUL  0x01   /* "\u0000" in strings */
+#define NGX_HTTP_HELIX_JSCAN_UNIQUE     0x02   /* refuse duplicate keys */
 
 
 typedef enum {

@@ -299,3 +299,45 @@ not json at all',
  '"message":"request body is not valid JSON: control character in string \(line 1, column 15\)"']
 --- no_error_log
 [alert]
+
+
+
+=== TEST 20: duplicate keys are refused, escaped or nested, and reach no provider
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- request eval
+["POST /mock/openai/reset",
+ 'POST /v1/chat/completions
+{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
+ 'POST /v1/chat/completions
+{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "m\u006fdel": "x"}',
+ 'POST /v1/chat/completions
+{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi", "role": "system"}]}',
+ 'POST /v1/chat/completions
+{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "model\u0000x": "y"}',
+ "GET /mock/openai/stats"]
+--- error_code eval: [200, 400, 400, 400, 400, 200]
+--- response_body_like eval
+['ok',
+ '"message":"request body is not valid JSON: duplicate object key \(line 1, column 21\)"',
+ '"message":"request body is not valid JSON: duplicate object key \(line 1, column 70\)"',
+ '"message":"request body is not valid JSON: duplicate object key \(line 1, column 68\)"',
+ '"message":"request body is not valid JSON: \\\\\\\\u0000 is not allowed \(line 1, column 76\)',
+ '"requests":\{\},"total":0']
+--- no_error_log
+[alert]
+
+
+
+=== TEST 21: the same key in different objects is fine
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- request
+POST /v1/chat/completions
+{"model": "gpt-4o", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}
+--- error_code: 200
+--- response_body_like: "object":"chat.completion"
+--- no_error_log
+[error]

@@ -46,6 +46,9 @@ sub stop_auth_redis {
 start_auth_redis();
 add_cleanup_handler(sub { stop_auth_redis(); system("rm -rf $Dir"); });
 
+our $Second = "/tmp/helix-second-$$";
+add_cleanup_handler(sub { Helix::stop_nginx_in($Second); system("rm -rf $Second"); });
+
 our $HttpConfig = Helix::http_config();
 our $Config = Helix::config(extra => "    location = /v1/admin/cache/clear { helix_endpoint cache_clear; }\n");
 
@@ -68,7 +71,7 @@ sub second_node {
     my ($req) = @_;
     main::wait_keys($Port, 'completion:openai:gpt-4o:*');
     my $port = $ENV{TEST_NGINX_SERVER_PORT} + 1;
-    my $dir = "/tmp/helix-second-$$";
+    my $dir = $Second;
     my $yaml = "$ENV{TEST_NGINX_HTML_DIR}/helix.yaml";
     system("mkdir -p $dir/conf $dir/logs");
     open my $fh, '>', "$dir/conf/nginx.conf" or die;
@@ -88,8 +91,7 @@ sub second_node {
         last if $res =~ /^HTTP/;
         select(undef, undef, undef, 0.05);
     }
-    system("kill -QUIT `cat $dir/logs/nginx.pid`");
-    for (1 .. 100) { last unless -e "$dir/logs/nginx.pid"; select(undef, undef, undef, 0.05); }
+    Helix::stop_nginx_in($dir, kill => 0);
     system("rm -rf $dir");
     my ($xc) = $res =~ /^X-Cache: (\w+)/mi;
     my ($tier) = $res =~ /^X-Cache-Tier: (\w+)/mi;

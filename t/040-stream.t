@@ -14,15 +14,19 @@ sub fault { my ($p, $json) = @_; return "POST /mock/$p/faults\n$json"; }
 sub chat {
     my ($model, $extra) = @_;
     $extra //= '';
+    # an $extra max_tokens replaces the default: duplicate keys are a 400
+    my $max = $extra =~ /"max_tokens"/ ? '' : ', "max_tokens": 3';
     return qq{POST /v1/chat/completions
-{"model": "$model", "stream": true, "max_tokens": 3$extra, "messages": [{"role": "user", "content": "Hello"}]}};
+{"model": "$model", "stream": true$max$extra, "messages": [{"role": "user", "content": "Hello"}]}};
 }
 
 sub completion {
     my ($model, $extra) = @_;
     $extra //= '';
+    # an $extra max_tokens replaces the default: duplicate keys are a 400
+    my $max = $extra =~ /"max_tokens"/ ? '' : ', "max_tokens": 3';
     return qq{POST /v1/completions
-{"model": "$model", "stream": true, "max_tokens": 3$extra, "prompt": "Hello"}};
+{"model": "$model", "stream": true$max$extra, "prompt": "Hello"}};
 }
 
 our $Usage = '\{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6\}';

@@ -34,6 +34,9 @@ sub stop_private {
 
 add_cleanup_handler(sub { stop_private(); system("rm -rf $Dir"); });
 
+our $Second = "/tmp/helix-second-limits-$$";
+add_cleanup_handler(sub { Helix::stop_nginx_in($Second); system("rm -rf $Second"); });
+
 our $HttpConfig = Helix::http_config();
 our $Config = Helix::config(cache => 0, extra => <<'_EOC_');
     location = /six {
@@ -92,7 +95,7 @@ sub curl {
 sub second_node {
     my ($n) = @_;
     my $port = $Port + 1;
-    my $dir = "/tmp/helix-second-limits-$$";
+    my $dir = $Second;
     my $yaml = "$ENV{TEST_NGINX_HTML_DIR}/helix.yaml";
     system("mkdir -p $dir/conf $dir/logs");
     open my $fh, '>', "$dir/conf/nginx.conf" or die;
@@ -109,8 +112,7 @@ sub second_node {
         select(undef, undef, undef, 0.05);
     }
     my @r = map { curl($port, chat("second $_"), 'x-ratelimit-remaining-requests') } 1 .. $n;
-    system("kill -QUIT `cat $dir/logs/nginx.pid`");
-    for (1 .. 100) { last unless -e "$dir/logs/nginx.pid"; select(undef, undef, undef, 0.05); }
+    Helix::stop_nginx_in($dir, kill => 0);
     system("rm -rf $dir");
     return "second node: " . join(', ', @r);
 }

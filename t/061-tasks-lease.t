@@ -93,12 +93,9 @@ sub start_second {
     return 0;
 }
 
-sub stop_second {
-    system("kill -QUIT `cat $Second/logs/nginx.pid`");
-    for (1 .. 200) { last unless -e "$Second/logs/nginx.pid"; select(undef, undef, undef, 0.05); }
-}
+sub stop_second { Helix::stop_nginx_in($Second, kill => 0); }
 
-add_cleanup_handler(sub { stop_second() if -e "$Second/logs/nginx.pid"; system("rm -rf $Second"); });
+add_cleanup_handler(sub { Helix::stop_nginx_in($Second); system("rm -rf $Second"); });
 
 no_shuffle();
 run_tests();

@@ -22,6 +22,10 @@ our $Tmp = "/tmp/helix-db-metrics-$$";
 system("mkdir -p $Tmp");
 add_cleanup_handler(sub { system("rm -rf $Tmp") });
 
+# PostgreSQL processes a test stopped (SIGSTOP): never left stopped
+our @Stopped;
+add_cleanup_handler(sub { kill 'CONT', @Stopped if @Stopped; });
+
 our $HttpConfig = Helix::http_config(extra => <<'_EOC_');
     log_format helix_cb '$request_body';
 _EOC_
@@ -236,6 +240,7 @@ sub {
     return "no backend: $backend" unless $backend =~ /^\d+$/;
     my $postmaster = `ps -o ppid= -p $backend`;
     $postmaster =~ s/\s+//g;
+    @::Stopped = ($postmaster, $backend);
     kill 'STOP', $backend, $postmaster;
     unlink "$::Tmp/codes";
     main::post_bg(1);
@@ -247,6 +252,7 @@ sub {
     push @r, main::codes(2);
     my $a = main::wait_metrics(sub { main::qn($_[0], 'timeout') >= main::qn($b, 'timeout') + 2 });
     kill 'CONT', $postmaster, $backend;
+    @::Stopped = ();
     push @r, "timeout +" . (main::qn($a, 'timeout') - main::qn($b, 'timeout'))
         . ", error +" . (main::qn($a, 'error') - main::qn($b, 'error'))
         . ", ok +" . (main::qn($a, 'ok') - main::qn($b, 'ok'));

@@ -39,6 +39,13 @@ ngx_palloc(ngx_pool_t *pool, size_t size)
 
 
 void *
+ngx_pnalloc(ngx_pool_t *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
+void *
 ngx_alloc(size_t size, ngx_log_t *log)
 {
     return malloc(size);
@@ -80,6 +87,8 @@ static const char  *seeds[] = {
         "[0.1,-0.2,3e-5]}],\"usage\":{\"prompt_tokens\":3}}",
     "{\"big\":12345678901234567890, \"real\":1e400}",
     "{\"nul\":\"a\\u0000b\"}",
+    "{\"model\":\"a\",\"model\\u0000x\":\"b\",\"m\\u006fdel\":1}",
+    "{\"o\":{\"k\":1,\"j\":{\"k\":2}},\"p\":[{\"k\":1},{\"k\":2}]}",
     "{\"deep\":[[[[[[[[[[[[[[[[[[[[{\"x\":[1]}]]]]]]]]]]]]]]]]]]]]}",
 };
 
@@ -106,15 +115,20 @@ static ngx_uint_t  accepted;
 
 
 static int
-check(ngx_pool_t *pool, u_char *data, size_t len, ngx_uint_t nul)
+check(ngx_pool_t *pool, u_char *data, size_t len, ngx_uint_t flags)
 {
     json_t                 *a, *b;
     json_error_t            e;
+    ngx_uint_t              nul;
     ngx_http_helix_jdoc_t   doc;
 
-    a = json_loadb((char *) data, len, nul ? JSON_ALLOW_NUL : 0, &e);
-    b = ngx_http_helix_jload(pool, data, len,
-                             nul ? NGX_HTTP_HELIX_JSCAN_ALLOW_NUL : 0, &doc);
+    nul = flags & NGX_HTTP_HELIX_JSCAN_ALLOW_NUL;
+
+    a = json_loadb((char *) data, len,
+                   (nul ? JSON_ALLOW_NUL : 0)
+                   | ((flags & NGX_HTTP_HELIX_JSCAN_UNIQUE)
+                      ? JSON_REJECT_DUPLICATES : 0), &e);
+    b = ngx_http_helix_jload(pool, data, len, flags, &doc);
 
     /* jansson reads past a raw NUL byte; RFC 8259 does not allow one */
     if (a && b == NULL && memchr(data, '\0', len) != NULL) {
@@ -124,9 +138,9 @@ check(ngx_pool_t *pool, u_char *data, size_t len, ngx_uint_t nul)
     }
 
     if ((a == NULL) != (b == NULL) || (a && !json_equal(a, b))) {
-        fprintf(stderr, "MISMATCH (allow_nul %d): jansson %s (%s), "
+        fprintf(stderr, "MISMATCH (flags %d): jansson %s (%s), "
                 "jscan %s (%s at %d)\n  input (%d bytes): ",
-                (int) nul, a ? "ok" : "refused", a ? "" : e.text,
+                (int) flags, a ? "ok" : "refused", a ? "" : e.text,
                 b ? "ok" : "refused", b ? "" : doc.err, (int) doc.pos,
                 (int) len);
         fwrite(data, 1, len, stderr);
@@ -168,9 +182,11 @@ main(int argc, char **argv)
 
         /* every prefix: truncations at every byte */
         for (len = 0; len <= slen; len++) {
-            failures += check(&pool, (u_char *) seeds[s], len, 0);
-            failures += check(&pool, (u_char *) seeds[s], len, 1);
-            checked += 2;
+            /* ALLOW_NUL and UNIQUE, each way */
+            for (k = 0; k < 4; k++) {
+                failures += check(&pool, (u_char *) seeds[s], len, k);
+                checked++;
+            }
         }
     }
 
@@ -211,7 +227,7 @@ main(int argc, char **argv)
             }
         }
 
-        failures += check(&pool, buf, len, rnd() % 2);
+        failures += check(&pool, buf, len, rnd() % 4);
         checked++;
     }
 

@@ -132,4 +132,27 @@ sub log_count {
     return $n;
 }
 
+# stops the nginx a test started itself with prefix $dir (a second node):
+# QUIT, and KILL for it and its workers if it is still there after 10 s
+# (unless kill => 0: then it only waits those 10 s, as tests did before).
+# Tests call it from a cleanup handler too, so that a test file that dies
+# half-way leaves no nginx behind to serve (or claim tasks in) later runs.
+sub stop_nginx_in {
+    my ($dir, %o) = @_;
+    my $kill = $o{kill} // 1;
+    open my $fh, '<', "$dir/logs/nginx.pid" or return;
+    my $pid = <$fh> // '';
+    close $fh;
+    chomp $pid;
+    return unless $pid =~ /^\d+$/;
+    kill 'QUIT', $pid;
+    for (1 .. 200) {
+        return unless kill(0, $pid) && -e "$dir/logs/nginx.pid";
+        select(undef, undef, undef, 0.05);
+    }
+    return unless $kill;
+    system("pkill -KILL -P $pid");
+    kill 'KILL', $pid;
+}
+
 1;

@@ -197,7 +197,12 @@ parallel runs), TEST_NGINX_USE_VALGRIND=1 (nginx runs
 under memcheck in the foreground; startup allowed 60s, timeouts x5; after
 each block nginx is stopped and every valgrind.PID.log is checked; uses
 t/valgrind.suppress or TEST_NGINX_VALGRIND_SUPPRESS), TEST_NGINX_STOP_TIMEOUT
-(seconds to wait after SIGQUIT, default 5).
+(seconds to wait after SIGQUIT, default 5), TEST_NGINX_ASAN_LOGS (the
+directory of ASAN_OPTIONS' log_path=DIR/asan: an asan.PID file that appears
+during a block fails it; util/asan.sh sets both).
+
+add_cleanup_handler() subs run once, at the end of run_tests() or, when the
+test file dies or is interrupted half-way, from END or the INT/TERM handler.
 
 nginx is restarted for every block (and every repeat_each repetition) with a
 freshly wiped servroot, and stopped (SIGQUIT, bounded wait) at the end of it.
@@ -889,6 +894,44 @@ sub _check_valgrind {
     }
 }
 
+# TEST_NGINX_ASAN_LOGS: the directory of ASAN_OPTIONS' log_path (asan.PID
+# files); a report that appeared during a block fails it
+my %AsanSeen;
+
+# reports there before this test file started are not its own (util/asan.sh
+# shows every report at the end of the run)
+if (my $d = $ENV{TEST_NGINX_ASAN_LOGS}) {
+    if (opendir my $dh, $d) {
+        $AsanSeen{$_} = 1 for grep { /^asan\.\d+$/ } readdir $dh;
+        closedir $dh;
+    }
+}
+
+sub _check_asan {
+    my ($b, $sfx) = @_;
+    my $dir = $ENV{TEST_NGINX_ASAN_LOGS} or return;
+    opendir my $dh, $dir or return;
+    my @new = sort grep { /^asan\.\d+$/ && !$AsanSeen{$_}++ } readdir $dh;
+    closedir $dh;
+    for my $f (@new) {
+        my @l = split /\n/, Test::Nginx::Util::slurp("$dir/$f");
+        Test::More::fail("$b->{name} - AddressSanitizer: $dir/$f$sfx");
+        Test::More::diag(join "\n", @l[0 .. ($#l < 60 ? $#l : 60)]);
+    }
+}
+
+# cleanup handlers run once: at the end of run_tests, or when the test
+# file dies or is interrupted half-way (END, signal handler), so that what
+# a test started (a second nginx, a private Redis) never outlives it
+my $CleanedUp = 0;
+
+sub _run_cleanup {
+    return if $CleanedUp++;
+    for my $h (@CleanupHandlers) {
+        eval { $h->(); 1 } or Test::More::diag("cleanup handler: $@");
+    }
+}
+
 sub _run_block_once {
     my ($b, $rep) = @_;
     my $name = $b->{name};
@@ -927,6 +970,7 @@ sub _run_block_once {
         _check_error_log($b, $rsfx, 0, $text);
         _check_no_error_log($b, $rsfx, $text->());
         _check_valgrind($b, $rsfx, ignore_leaks => 1);
+        _check_asan($b, $rsfx);
         return;
     }
 
@@ -940,6 +984,7 @@ sub _run_block_once {
         Test::More::diag("error.log: $_") for @l[0 .. ($#l < 20 ? $#l : 20)];
         Test::Nginx::Util::stop_nginx();
         _check_valgrind($b, $rsfx, ignore_leaks => 1);
+        _check_asan($b, $rsfx);
         return;
     }
 
@@ -1002,11 +1047,13 @@ sub _run_block_once {
     _check_grep_error_log($b, $rsfx, $log, $rep);
     _check_alerts($b, $rsfx, $log);
     _check_valgrind($b, $rsfx);
+    _check_asan($b, $rsfx);
 }
 
 sub _sig_handler {
     my ($sig) = @_;
     Test::Nginx::Util::stop_nginx();
+    _run_cleanup();
     $SIG{$sig} = 'DEFAULT';
     kill $sig, $$;
 }
@@ -1029,7 +1076,7 @@ sub run_tests {
         }
     }
     Test::Nginx::Util::stop_nginx();
-    $_->() for @CleanupHandlers;
+    _run_cleanup();
 }
 
 # ------------------------------------------------------------------------
@@ -1091,6 +1138,7 @@ END {
     local $?;
     if ($$ == $MainPid) {
         Test::Nginx::Util::stop_nginx();
+        _run_cleanup();
         Test::Nginx::Util::cleanup_servroot();
         my $tb = Test::More->builder;
         if ($tb->current_test > 0 && !$tb->has_plan) {
