@@ -54,7 +54,7 @@ our $L2 = ">>> helix.yaml\n$Helix::Providers"
 
 our $Limits = ">>> helix.yaml\n$Helix::Providers"
     . "redis:\n  host: 127.0.0.1\n  port: $RPort\n$Breaker"
-    . "auth:\n  enabled: true\n  keys:\n    - name: silent-$$\n      key: sk-silent\n"
+    . "auth:\n  enabled: true\n  keys:\n    - name: silent-$$\n      key: sk-silent-0123456789abcdef0123456789abcdef\n"
     . "      requests_per_minute: 3\n"
     . "rate_limit:\n  window: 1h\n";
 
@@ -191,7 +191,7 @@ X-Cache-Tier: L2
 --- config eval: $::Config
 --- user_files eval: $::Limits
 --- more_headers
-Authorization: Bearer sk-silent
+Authorization: Bearer sk-silent-0123456789abcdef0123456789abcdef
 --- request eval
 "POST /v1/chat/completions\n" . main::chat_body("limit")
 --- response_headers
@@ -203,7 +203,7 @@ sub {
     main::redis_stop();
     my @codes;
     for my $i (1 .. 12) {
-        my ($code) = main::chat("limited $i", 'Authorization: Bearer sk-silent');
+        my ($code) = main::chat("limited $i", 'Authorization: Bearer sk-silent-0123456789abcdef0123456789abcdef');
         push @codes, $code;
         last if $code == 429 && main::opened(main::metrics()) >= 1;
     }
@@ -216,7 +216,7 @@ sub {
     # a fresh bucket in Redis (the stopped one ran what its sockets held);
     # the local one is empty: an answer with room comes from Redis
     main::redis_cli('DEL', "helix:rl:{k:silent-$$}:r", "helix:rl:{k:silent-$$}:t");
-    my ($code, $h) = main::chat("back", 'Authorization: Bearer sk-silent');
+    my ($code, $h) = main::chat("back", 'Authorization: Bearer sk-silent-0123456789abcdef0123456789abcdef');
     push @r, "back: $code, remaining " . ($h =~ /^x-ratelimit-remaining-requests: (\d+)/mi ? $1 : '-');
     return join("\n", @r) . "\n";
 }

@@ -92,7 +92,7 @@ sub start_second {
     print $fh "load_module $ENV{TEST_NGINX_LOAD_MODULES};\npid logs/nginx.pid;\n"
         . "worker_processes 2;\nerror_log logs/error.log;\nevents {}\nhttp {\n"
         . "client_body_temp_path $Dir2/body;\nproxy_temp_path $Dir2/proxy;\n"
-        . Helix::http_config(keepalive => 256) =~ s{\.\./html/helix\.yaml}{$yaml}r
+        . Helix::http_config(keepalive => 256, loopback => $Port2) =~ s{\.\./html/helix\.yaml}{$yaml}r
         . "server {\nlisten 127.0.0.1:$Port2;\n" . Helix::config() . "}\n}\n";
     close $fh;
     system("$ENV{TEST_NGINX_BINARY} -p $Dir2/ -c conf/nginx.conf") == 0

@@ -45,7 +45,8 @@ _EOC_
 sub yaml {
     my ($secret, $tasks) = @_;
     return ">>> helix.yaml\n$Helix::Providers" . HelixPg::yaml()
-        . "tasks:\n  poll_interval: 300ms\n  callback_secret: $secret\n" . ($tasks // '');
+        . "tasks:\n  poll_interval: 300ms\n  callback_allow: [127.0.0.0/8]\n"
+        . "  callback_secret: $secret\n" . ($tasks // '');
 }
 
 sub task {

@@ -35,12 +35,13 @@ auth:
   enabled: false
   keys:
     - name: one
-      key: sk-one
+      key: sk-one-0123456789abcdef0123456789abcdef
     - name: vip
-      key: sk-vip
+      key: sk-vip-0123456789abcdef0123456789abcdef
       max_task_priority: 500
 tasks:
   poll_interval: 300ms
+  callback_allow: [127.0.0.0/8]
 _EOY_
 }
 
@@ -118,7 +119,7 @@ sub {
     my ($c) = main::post('127.0.0.2', Helix::task_json("other address"));
     push @out, "127.0.0.2: $c";
     for my $i (1 .. 3) {
-        my ($c, $b) = main::post(undef, Helix::task_json("key $i"), 'Authorization: Bearer sk-one');
+        my ($c, $b) = main::post(undef, Helix::task_json("key $i"), 'Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef');
         push @out, "one $i: $c" . ($c == 429 && $b =~ /the key one has 2 tasks/ ? " key" : "");
     }
     # a running task counts as one pending
@@ -157,7 +158,7 @@ cancel: 200
  "POST /v1/tasks\n" . '{"type": "completion", "priority": 500, "payload": {"prompt": "vip p500"}}',
  "POST /v1/tasks\n" . '{"type": "completion", "priority": 501, "payload": {"prompt": "vip p501"}}']
 --- more_headers eval
-["", "", "", "Authorization: Bearer sk-one", "Authorization: Bearer sk-vip", "Authorization: Bearer sk-vip"]
+["", "", "", "Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef", "Authorization: Bearer sk-vip-0123456789abcdef0123456789abcdef", "Authorization: Bearer sk-vip-0123456789abcdef0123456789abcdef"]
 --- error_code eval
 [400, 202, 202, 400, 202, 400]
 --- response_body_like eval
@@ -178,7 +179,7 @@ cancel: 200
 auth:
   keys:
     - name: one
-      key: sk-one
+      key: sk-one-0123456789abcdef0123456789abcdef
       max_task_priority: 1001
 _EOY_
 --- must_die
@@ -254,12 +255,12 @@ sub {
     ($c, $b) = main::curl_from('127.0.0.2', 'DELETE', "/v1/tasks/$id", undef, "X-Helix-Task-Token: $token");
     push @out, "other DELETE, token $c" . ($b =~ /"status":"cancelled"/ ? " cancelled" : " $b");
     # a key's task has no token, and its key is who may read it
-    ($c, $b) = main::post(undef, Helix::task_json("the key one"), 'Authorization: Bearer sk-one');
+    ($c, $b) = main::post(undef, Helix::task_json("the key one"), 'Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef');
     my ($kid) = $b =~ /"task_id":"([^"]+)"/;
     push @out, "key's task token: " . ($b =~ /task_token/ ? "yes" : "no");
     ($c) = main::curl_from(undef, 'GET', "/v1/tasks/$kid");
     push @out, "key's task, no key GET $c";
-    ($c) = main::curl_from('127.0.0.2', 'GET', "/v1/tasks/$kid", undef, 'Authorization: Bearer sk-one');
+    ($c) = main::curl_from('127.0.0.2', 'GET', "/v1/tasks/$kid", undef, 'Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef');
     push @out, "key's task, key GET $c";
     push @out, "stored: " . HelixPg::psql("SELECT length(task_token) || ' ' || (task_token <> decode('$token', 'hex')) "
         . "FROM background_tasks WHERE id = '$id'");
