@@ -66,6 +66,7 @@ typedef struct {
     ngx_str_t                   l1_eviction;
 
     ngx_flag_t                  l2_enabled;
+    ngx_str_t                   l2_secret;      /* MAC of L2 values */
 
     ngx_array_t                 policies;       /* cache_policy_t */
 

@@ -721,8 +721,8 @@ ngx_http_helix_l2_lookup(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 static void
 ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
 {
-    ngx_str_t                    key, copy;
-    ngx_uint_t                   n;
+    ngx_str_t                    key, copy, *keys;
+    ngx_uint_t                   i, n;
     ngx_msec_t                   left;
     ngx_connection_t            *conn;
     ngx_http_request_t          *r;
@@ -742,7 +742,26 @@ ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
         return;
     }
 
-    ngx_http_helix_l2_result(reply, n, ctx->claimed.len != 0, &res);
+    /* a value is checked against the key it was read under */
+
+    keys = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
+    if (keys == NULL) {
+        ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        goto done;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
+                                     &c[i].provider->name, &c[i].model,
+                                     ctx->hash, &keys[i])
+            != NGX_OK)
+        {
+            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            goto done;
+        }
+    }
+
+    ngx_http_helix_l2_result(reply, keys, n, ctx->claimed.len != 0, &res);
 
     if (res.rc == NGX_AGAIN && !ctx->eval) {
         /* a Redis without the script (restarted, flushed): send it */
@@ -754,14 +773,20 @@ ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
     }
 
     if (res.rc == NGX_OK || res.bad) {
-        if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
-                                     &c[res.index].provider->name,
-                                     &c[res.index].model, ctx->hash, &key)
-            != NGX_OK)
-        {
-            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            goto done;
-        }
+        key = keys[res.index];
+    }
+
+    /* the provider the key names, not a header of Redis's choosing */
+
+    if (res.rc == NGX_OK
+        && (res.provider.len != c[res.index].provider->name.len
+            || ngx_strncmp(res.provider.data,
+                           c[res.index].provider->name.data,
+                           res.provider.len)
+               != 0))
+    {
+        res.rc = NGX_DECLINED;
+        res.bad = 1;
     }
 
     if (res.bad) {

@@ -7,17 +7,25 @@
  * one Redis one asks the provider; the others poll until the answer is
  * there or the lock is gone.  The answer's store gives the lock back in
  * the same script, so nobody can see the lock gone before the answer.
+ *
+ * Whoever can write Redis must not be able to serve answers: with
+ * cache.l2.secret, a value carries an HMAC-SHA256 over its key and its
+ * bytes, and one that fails it is never served.
  */
 
 
 #include <sys/random.h>
 #include <ngx_sha1.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/core_names.h>
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_l2.h"
 
 
 #define NGX_HTTP_HELIX_L2_LOCK  "helix:sf:"
+#define NGX_HTTP_HELIX_L2_MAC   32
 
 
 /*
@@ -57,14 +65,50 @@ static char  ngx_http_helix_l2_release_script[] =
 static u_char      ngx_http_helix_l2_get_sha[40];
 static u_char      ngx_http_helix_l2_node[32];      /* random per worker */
 static ngx_uint_t  ngx_http_helix_l2_seq;
+static ngx_str_t     ngx_http_helix_l2_secret;
+static EVP_MAC_CTX  *ngx_http_helix_l2_hmac;    /* keyed with the secret */
+
+
+static ngx_int_t ngx_http_helix_l2_mac(ngx_str_t *key, u_char *data,
+    size_t len, u_char *mac);
 
 
 ngx_int_t
-ngx_http_helix_l2_init(void)
+ngx_http_helix_l2_init(ngx_cycle_t *cycle)
 {
-    u_char      digest[20], rnd[16];
-    ssize_t     n;
-    ngx_sha1_t  sha1;
+    u_char                       digest[20], rnd[16];
+    ssize_t                      n;
+    EVP_MAC                     *mac;
+    ngx_sha1_t                   sha1;
+    OSSL_PARAM                   params[2];
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_helix_module);
+
+    if (hmcf && hmcf->cache.l2_secret.len && ngx_http_helix_l2_hmac == NULL)
+    {
+        ngx_http_helix_l2_secret = hmcf->cache.l2_secret;
+
+        mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        if (mac == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_helix_l2_hmac = EVP_MAC_CTX_new(mac);
+        EVP_MAC_free(mac);
+
+        params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                     "SHA256", 0);
+        params[1] = OSSL_PARAM_construct_end();
+
+        if (ngx_http_helix_l2_hmac == NULL
+            || !EVP_MAC_init(ngx_http_helix_l2_hmac,
+                             ngx_http_helix_l2_secret.data,
+                             ngx_http_helix_l2_secret.len, params))
+        {
+            return NGX_ERROR;
+        }
+    }
 
     ngx_sha1_init(&sha1);
     ngx_sha1_update(&sha1, ngx_http_helix_l2_get_script,
@@ -198,8 +242,8 @@ ngx_http_helix_l2_get(ngx_pool_t *pool, ngx_str_t *keys, ngx_uint_t n,
 
 
 void
-ngx_http_helix_l2_result(redisReply *reply, ngx_uint_t n, ngx_uint_t locking,
-    ngx_http_helix_l2_result_t *res)
+ngx_http_helix_l2_result(redisReply *reply, ngx_str_t *keys, ngx_uint_t n,
+    ngx_uint_t locking, ngx_http_helix_l2_result_t *res)
 {
     size_t       i;
     redisReply  *v;
@@ -269,8 +313,8 @@ ngx_http_helix_l2_result(redisReply *reply, ngx_uint_t n, ngx_uint_t locking,
         v = reply->element[1];
     }
 
-    if (ngx_http_helix_l2_decode((u_char *) v->str, v->len, &res->provider,
-                                 &res->body)
+    if (ngx_http_helix_l2_decode(&keys[res->index], (u_char *) v->str,
+                                 v->len, &res->provider, &res->body)
         != NGX_OK)
     {
         res->bad = 1;
@@ -282,18 +326,54 @@ ngx_http_helix_l2_result(redisReply *reply, ngx_uint_t n, ngx_uint_t locking,
 }
 
 
-/* the value: "H1", provider length, provider, body; anything else is bad */
+/*
+ * The value: "H1", provider length, provider, body; with a secret "H2",
+ * then the MAC of what follows it, then the same.  Anything else is bad.
+ */
 
 ngx_int_t
-ngx_http_helix_l2_decode(u_char *data, size_t len, ngx_str_t *provider,
-    ngx_str_t *body)
+ngx_http_helix_l2_decode(ngx_str_t *key, u_char *data, size_t len,
+    ngx_str_t *provider, ngx_str_t *body)
 {
     size_t  plen;
+    u_char  mac[NGX_HTTP_HELIX_L2_MAC];
 
-    if (len < 3 || data[0] != 'H' || data[1] != '1') {
+    if (len < 3 || data[0] != 'H') {
         return NGX_DECLINED;
     }
 
+    if (ngx_http_helix_l2_secret.len == 0) {
+        if (data[1] != '1') {
+            return NGX_DECLINED;
+        }
+
+        data += 2;
+        len -= 2;
+
+    } else {
+        if (data[1] != '2' || len < 2 + NGX_HTTP_HELIX_L2_MAC + 1) {
+            return NGX_DECLINED;
+        }
+
+        data += 2;
+        len -= 2;
+
+        if (ngx_http_helix_l2_mac(key, data + NGX_HTTP_HELIX_L2_MAC,
+                                  len - NGX_HTTP_HELIX_L2_MAC, mac)
+            != NGX_OK
+            || CRYPTO_memcmp(mac, data, NGX_HTTP_HELIX_L2_MAC) != 0)
+        {
+            return NGX_DECLINED;
+        }
+
+        data += NGX_HTTP_HELIX_L2_MAC;
+        len -= NGX_HTTP_HELIX_L2_MAC;
+    }
+
+    /* data: provider length, provider, body */
+
+    data -= 2;
+    len += 2;
     plen = data[2];
 
     if (plen == 0 || len < 3 + plen + 2) {
@@ -326,20 +406,33 @@ ngx_http_helix_l2_set(ngx_pool_t *pool, ngx_str_t *key, ngx_str_t *provider,
     const char  *argv[8];
     u_char       ms[NGX_INT_T_LEN];
 
+    size_t       mac;
+
     if (provider->len == 0 || provider->len > 255) {
         return NGX_DECLINED;
     }
 
-    value.len = 3 + provider->len + body->len;
+    mac = ngx_http_helix_l2_secret.len ? NGX_HTTP_HELIX_L2_MAC : 0;
+
+    value.len = 3 + mac + provider->len + body->len;
     value.data = ngx_pnalloc(pool, value.len);
     if (value.data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(value.data, "H1", 2);
+    p = ngx_cpymem(value.data, mac ? "H2" : "H1", 2);
+    p += mac;
     *p++ = (u_char) provider->len;
     p = ngx_cpymem(p, provider->data, provider->len);
     ngx_memcpy(p, body->data, body->len);
+
+    if (mac
+        && ngx_http_helix_l2_mac(key, value.data + 2 + mac,
+                                 value.len - 2 - mac, value.data + 2)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     if (lock == NULL) {
         argv[0] = "SET";
@@ -413,4 +506,37 @@ ngx_http_helix_l2_delete(ngx_str_t *key)
     lens[1] = key->len;
 
     (void) ngx_http_helix_redis_command(NULL, NULL, NULL, 2, argv, lens);
+}
+
+
+/* HMAC-SHA256(secret, key "\0" bytes): a value is good for its key only */
+
+static ngx_int_t
+ngx_http_helix_l2_mac(ngx_str_t *key, u_char *data, size_t len, u_char *mac)
+{
+    int            ok;
+    size_t         n;
+    EVP_MAC_CTX   *h;
+
+    if (ngx_http_helix_l2_hmac == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* a copy of the one keyed at start: no key schedule per value */
+
+    h = EVP_MAC_CTX_dup(ngx_http_helix_l2_hmac);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    ok = EVP_MAC_update(h, key->data, key->len)
+         && EVP_MAC_update(h, (u_char *) "", 1)
+         && EVP_MAC_update(h, data, len)
+         && EVP_MAC_final(h, mac, &n, NGX_HTTP_HELIX_L2_MAC);
+
+    EVP_MAC_CTX_free(h);
+
+    return (ok && n == NGX_HTTP_HELIX_L2_MAC) ? NGX_OK : NGX_ERROR;
 }

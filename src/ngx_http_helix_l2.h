@@ -29,7 +29,7 @@ typedef struct {
 } ngx_http_helix_l2_result_t;
 
 
-ngx_int_t ngx_http_helix_l2_init(void);
+ngx_int_t ngx_http_helix_l2_init(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_http_helix_l2_token(ngx_pool_t *pool, ngx_str_t *token);
 ngx_int_t ngx_http_helix_l2_lock_key(ngx_pool_t *pool, ngx_str_t *key,
@@ -39,10 +39,10 @@ ngx_http_helix_redis_op_t *ngx_http_helix_l2_get(ngx_pool_t *pool,
     ngx_str_t *keys, ngx_uint_t n, ngx_str_t *lock, ngx_str_t *token,
     ngx_msec_t lock_ttl, ngx_uint_t eval, ngx_http_helix_redis_pt handler,
     void *data);
-void ngx_http_helix_l2_result(redisReply *reply, ngx_uint_t n,
-    ngx_uint_t locking, ngx_http_helix_l2_result_t *res);
+void ngx_http_helix_l2_result(redisReply *reply, ngx_str_t *keys,
+    ngx_uint_t n, ngx_uint_t locking, ngx_http_helix_l2_result_t *res);
 
-ngx_int_t ngx_http_helix_l2_decode(u_char *data, size_t len,
+ngx_int_t ngx_http_helix_l2_decode(ngx_str_t *key, u_char *data, size_t len,
     ngx_str_t *provider, ngx_str_t *body);
 ngx_int_t ngx_http_helix_l2_set(ngx_pool_t *pool, ngx_str_t *key,
     ngx_str_t *provider, ngx_str_t *body, ngx_msec_t ttl, ngx_str_t *lock,

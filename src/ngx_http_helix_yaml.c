@@ -179,6 +179,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_l1[] = {
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_l2[] = {
     ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
                   cache.l2_enabled, NULL),
+    ngx_helix_key("secret", ngx_http_helix_yaml_set_secret, MC,
+                  cache.l2_secret, NULL),
     ngx_helix_key("host", ngx_http_helix_yaml_set_host, MC,
                   redis, NULL),
     ngx_helix_key("port", ngx_http_helix_yaml_set_uint, MC,

@@ -214,3 +214,89 @@ NOAUTH
 [sub { "" }, sub { main::second_node(main::chat("two nodes")) }, sub { $_[0] =~ /"total":1,/ ? "one call" : $_[0] }]
 --- response_body eval
 ["", "second node: HIT L2", "one call"]
+
+
+
+=== TEST 6: a value whose provider is not the one its key names is never served (no header of Redis's choosing)
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n")
+--- request eval
+["GET /v1/models", main::chat("provider swap")]
+--- response_body_filters eval
+[sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:gpt-4o:*"); "" },
+ sub { my @k = grep { /gpt-4o/ } split /\n/, main::wait_keys($::Port, "completion:openai:gpt-4o:*");
+       my $v = main::redis_cli($::Port, 'GET', $k[0]);
+       $v =~ s/^H1\x06openai/H1\x0dX-Injected: 1/ or return "not an H1 value: $v";
+       open my $fh, '|-', "redis-cli -p $::Port -x SET '$k[0]' >/dev/null" or die; print $fh $v; close $fh;
+       "swapped " . scalar(@k) }]
+--- response_body_like eval
+["", '^swapped 1$']
+
+
+
+=== TEST 6b: ... a new nginx misses, deletes it, and sends no such header
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n")
+--- request eval
+[main::chat("provider swap")]
+--- response_headers
+X-Cache: MISS
+X-Injected:
+--- response_body_like: "object":"chat.completion"
+--- error_log
+undecodable L2 value
+
+
+
+=== TEST 7: cache.l2.secret: values carry a MAC ("H2"), and a new nginx with the same secret is served from L2
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n") =~ s/  l2:\n    enabled: true\n/  l2:\n    enabled: true\n    secret: l2-secret-0123456789abcdef0123456789\n/r
+--- request eval
+["GET /v1/models", main::chat("signed"), main::chat("signed")]
+--- response_body_filters eval
+[sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:gpt-4o:*"); "" },
+ sub { my @k = grep { /gpt-4o/ } split /\n/, main::wait_keys($::Port, "completion:openai:gpt-4o:*");
+       my $v = main::redis_cli($::Port, 'GET', $k[0]); $v =~ /^H2/ ? "signed" : "not signed: " . substr($v, 0, 8) },
+ sub { "" }]
+--- response_body eval
+["", "signed", ""]
+
+
+
+=== TEST 7b: ... same secret: an L2 hit
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n") =~ s/  l2:\n    enabled: true\n/  l2:\n    enabled: true\n    secret: l2-secret-0123456789abcdef0123456789\n/r
+--- request eval
+[main::chat("signed")]
+--- response_headers
+X-Cache: HIT
+X-Cache-Tier: L2
+--- no_error_log
+undecodable
+
+
+
+=== TEST 7c: ... another secret (whoever wrote Redis without it): never served, deleted, a miss
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n") =~ s/  l2:\n    enabled: true\n/  l2:\n    enabled: true\n    secret: other-secret-0123456789abcdef01234567\n/r
+--- request eval
+[main::chat("signed")]
+--- response_headers
+X-Cache: MISS
+--- error_log
+undecodable L2 value
+
+
+
+=== TEST 7d: cache.l2.secret shorter than 32 characters fails nginx -t
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml("redis:\n  host: 127.0.0.1\n  port: $::Port\n") =~ s/  l2:\n    enabled: true\n/  l2:\n    enabled: true\n    secret: short\n/r
+--- must_die
+--- error_log eval
+qr/cache\.l2\.secret: too short/

@@ -18,13 +18,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     u_char     *v;
     ngx_str_t   provider, body;
 
+    static ngx_str_t  key = ngx_string("completion:openai:gpt-4o:0123");
+
     fuzz_init();
 
     /* an exact copy: ASan sees any read past the value */
     v = malloc(size ? size : 1);
     memcpy(v, data, size);
 
-    if (ngx_http_helix_l2_decode(v, size, &provider, &body) == NGX_OK) {
+    if (ngx_http_helix_l2_decode(&key, v, size, &provider, &body) == NGX_OK) {
         /* what is served must lie inside the value */
         if (provider.data < v || provider.data + provider.len > v + size
             || body.data < v || body.data + body.len > v + size)

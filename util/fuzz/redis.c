@@ -55,6 +55,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     void                           *reply;
     size_t                          piece, i, n, off;
     ngx_http_helix_l2_result_t      l2;
+    ngx_str_t                       keys[8];
     ngx_uint_t                      candidates;
     redisReply                     *r;
     redisReader                    *reader;
@@ -68,6 +69,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     piece = (data[0] & 0x1f) + 1;
     candidates = (data[0] >> 5) + 1;
+
+    for (i = 0; i < candidates; i++) {
+        ngx_str_set(&keys[i], "completion:openai:gpt-4o:0123");
+    }
+
     data++;
     size--;
 
@@ -107,8 +113,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             /* as ngx_http_helix_l2_done reads an MGET or the lookup
                script's answer */
 
-            ngx_http_helix_l2_result(r, candidates, 0, &l2);
-            ngx_http_helix_l2_result(r, candidates, 1, &l2);
+            ngx_http_helix_l2_result(r, keys, candidates, 0, &l2);
+            ngx_http_helix_l2_result(r, keys, candidates, 1, &l2);
 
             freeReplyObject(reply);
         }
