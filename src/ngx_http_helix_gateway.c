@@ -85,6 +85,7 @@ typedef struct {
     ngx_str_t                   claimed;
     ngx_str_t                   alias;          /* raw bytes -> key */
     ngx_str_t                   lock;           /* claimed's, in Redis */
+    ngx_str_t                  *l2_keys;        /* the candidates' */
     ngx_str_t                   token;          /* our lock's value */
     ngx_event_t                 wait;
     ngx_msec_t                  wait_until;
@@ -675,25 +676,28 @@ ngx_http_helix_cache_release(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_helix_l2_lookup(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 {
-    ngx_str_t                   *keys;
     ngx_uint_t                   i, n;
     ngx_http_helix_candidate_t  *c;
 
     c = ctx->candidates.elts;
     n = ctx->provider ? 1 : ctx->candidates.nelts;
 
-    keys = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
-    if (keys == NULL) {
-        return NGX_ERROR;
-    }
+    /* once: the answer, a poll and NOSCRIPT's resend use them again */
 
-    for (i = 0; i < n; i++) {
-        if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
-                                     &c[i].provider->name, &c[i].model,
-                                     ctx->hash, &keys[i])
-            != NGX_OK)
-        {
+    if (ctx->l2_keys == NULL) {
+        ctx->l2_keys = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
+        if (ctx->l2_keys == NULL) {
             return NGX_ERROR;
+        }
+
+        for (i = 0; i < n; i++) {
+            if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
+                                         &c[i].provider->name, &c[i].model,
+                                         ctx->hash, &ctx->l2_keys[i])
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
         }
     }
 
@@ -705,7 +709,7 @@ ngx_http_helix_l2_lookup(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (ngx_http_helix_l2_get(r->pool, keys, n,
+    if (ngx_http_helix_l2_get(r->pool, ctx->l2_keys, n,
                               ctx->claimed.len ? &ctx->lock : NULL,
                               &ctx->token, ctx->deadline - ngx_current_msec,
                               ctx->eval, ngx_http_helix_l2_done, ctx)
@@ -721,8 +725,8 @@ ngx_http_helix_l2_lookup(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 static void
 ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
 {
-    ngx_str_t                    key, copy, *keys;
-    ngx_uint_t                   i, n;
+    ngx_str_t                    key, copy;
+    ngx_uint_t                   n;
     ngx_msec_t                   left;
     ngx_connection_t            *conn;
     ngx_http_request_t          *r;
@@ -744,24 +748,8 @@ ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
 
     /* a value is checked against the key it was read under */
 
-    keys = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
-    if (keys == NULL) {
-        ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        goto done;
-    }
-
-    for (i = 0; i < n; i++) {
-        if (ngx_http_helix_cache_key(r->pool, ctx->endpoint,
-                                     &c[i].provider->name, &c[i].model,
-                                     ctx->hash, &keys[i])
-            != NGX_OK)
-        {
-            ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            goto done;
-        }
-    }
-
-    ngx_http_helix_l2_result(reply, keys, n, ctx->claimed.len != 0, &res);
+    ngx_http_helix_l2_result(reply, ctx->l2_keys, n, ctx->claimed.len != 0,
+                             &res);
 
     if (res.rc == NGX_AGAIN && !ctx->eval) {
         /* a Redis without the script (restarted, flushed): send it */
@@ -773,7 +761,7 @@ ngx_http_helix_l2_done(ngx_http_helix_redis_op_t *op, redisReply *reply)
     }
 
     if (res.rc == NGX_OK || res.bad) {
-        key = keys[res.index];
+        key = ctx->l2_keys[res.index];
     }
 
     /* the provider the key names, not a header of Redis's choosing */

@@ -335,45 +335,27 @@ ngx_int_t
 ngx_http_helix_l2_decode(ngx_str_t *key, u_char *data, size_t len,
     ngx_str_t *provider, ngx_str_t *body)
 {
-    size_t  plen;
-    u_char  mac[NGX_HTTP_HELIX_L2_MAC];
+    size_t  plen, mac;
+    u_char  sum[NGX_HTTP_HELIX_L2_MAC];
 
-    if (len < 3 || data[0] != 'H') {
+    mac = ngx_http_helix_l2_secret.len ? NGX_HTTP_HELIX_L2_MAC : 0;
+
+    if (len < 3 + mac || data[0] != 'H' || data[1] != (mac ? '2' : '1')) {
         return NGX_DECLINED;
     }
 
-    if (ngx_http_helix_l2_secret.len == 0) {
-        if (data[1] != '1') {
-            return NGX_DECLINED;
-        }
-
-        data += 2;
-        len -= 2;
-
-    } else {
-        if (data[1] != '2' || len < 2 + NGX_HTTP_HELIX_L2_MAC + 1) {
-            return NGX_DECLINED;
-        }
-
-        data += 2;
-        len -= 2;
-
-        if (ngx_http_helix_l2_mac(key, data + NGX_HTTP_HELIX_L2_MAC,
-                                  len - NGX_HTTP_HELIX_L2_MAC, mac)
+    if (mac
+        && (ngx_http_helix_l2_mac(key, data + 2 + mac, len - 2 - mac, sum)
             != NGX_OK
-            || CRYPTO_memcmp(mac, data, NGX_HTTP_HELIX_L2_MAC) != 0)
-        {
-            return NGX_DECLINED;
-        }
-
-        data += NGX_HTTP_HELIX_L2_MAC;
-        len -= NGX_HTTP_HELIX_L2_MAC;
+            || CRYPTO_memcmp(sum, data + 2, mac) != 0))
+    {
+        return NGX_DECLINED;
     }
 
-    /* data: provider length, provider, body */
+    /* past the MAC: provider length, provider, body, as in "H1" */
 
-    data -= 2;
-    len += 2;
+    data += mac;
+    len -= mac;
     plen = data[2];
 
     if (plen == 0 || len < 3 + plen + 2) {
