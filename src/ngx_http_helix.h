@@ -46,6 +46,8 @@ typedef struct {
     ngx_msec_t                  ttl;
     ngx_uint_t                  max_size;
     ngx_uint_t                  slot;           /* in the cache zone */
+    ngx_flag_t                  shared;         /* one entry for all
+                                                   tenants */
 } ngx_http_helix_cache_policy_t;
 
 
@@ -53,6 +55,7 @@ typedef struct {
     ngx_str_t                   prompt;
     ngx_str_t                   model;
     ngx_array_t                 providers;      /* of ngx_str_t */
+    ngx_str_t                   tenant;         /* empty: every tenant */
     ngx_uint_t                  line;
 } ngx_http_helix_warm_query_t;
 
@@ -216,6 +219,9 @@ typedef struct {
 typedef struct {
     ngx_str_t                   name;
     ngx_str_t                   key;
+    ngx_str_t                   tenant;         /* default: name */
+    ngx_str_t                   scope;          /* "t:<tenant>", cache */
+    ngx_uint_t                  first_of_tenant;  /* unsigned  1 */
     ngx_http_helix_limits_t     limits;
     ngx_flag_t                  unlimited;
     ngx_uint_t                  max_task_priority;  /* 0: tasks' */
@@ -315,6 +321,7 @@ typedef struct {
     ngx_uint_t                  endpoint;       /* endpoint_e */
     ngx_str_t                   cache_policy_name;
     ngx_int_t                   cache_policy;   /* index, DEFAULT, OFF */
+    ngx_flag_t                  cache_key_header;  /* X-Cache-Key */
 } ngx_http_helix_loc_conf_t;
 
 
@@ -338,6 +345,7 @@ ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
 ngx_str_t *ngx_http_helix_auth_key_name(ngx_http_request_t *r);
+ngx_str_t *ngx_http_helix_auth_scope(ngx_http_request_t *r);
 ngx_uint_t ngx_http_helix_auth_admin(ngx_http_request_t *r);
 /* what the completion log wants of a gateway request */
 

@@ -18,7 +18,8 @@
  * name instead the address it was posted from (X-Helix-Client-Addr):
  * such a request is limited as that address's own would be (its bucket,
  * the default limits), so that posting tasks is no way around them.
- * Both are believed only together with the secret; from anyone else they
+ * Cache warming names the tenant whose cache it fills (X-Helix-Tenant).
+ * All are believed only together with the secret; from anyone else they
  * are unknown headers.  The secret alone (cache warming) is not limited.
  */
 
@@ -347,7 +348,7 @@ ngx_http_helix_auth_internal(ngx_http_request_t *r,
     ngx_uint_t *internal)
 {
     ngx_int_t                  rc;
-    ngx_str_t                  task, name, addr;
+    ngx_str_t                  task, name, addr, tenant;
     ngx_uint_t                 i;
     ngx_list_part_t           *part;
     ngx_table_elt_t           *h;
@@ -356,6 +357,7 @@ ngx_http_helix_auth_internal(ngx_http_request_t *r,
     ngx_str_null(&task);
     ngx_str_null(&name);
     ngx_str_null(&addr);
+    ngx_str_null(&tenant);
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -397,6 +399,15 @@ ngx_http_helix_auth_internal(ngx_http_request_t *r,
                       == 0)
         {
             addr = h[i].value;
+
+        } else if (tenant.data == NULL
+                   && h[i].key.len == sizeof("X-Helix-Tenant") - 1
+                   && ngx_strncasecmp(h[i].key.data,
+                                      (u_char *) "X-Helix-Tenant",
+                                      sizeof("X-Helix-Tenant") - 1)
+                      == 0)
+        {
+            tenant = h[i].value;
         }
     }
 
@@ -414,7 +425,12 @@ ngx_http_helix_auth_internal(ngx_http_request_t *r,
         ngx_str_set(&addr, "");
     }
 
-    rc = ngx_http_helix_internal_verify(r, secret, &task, &name, &addr);
+    if (tenant.data == NULL || name.len || addr.len) {
+        ngx_str_set(&tenant, "");
+    }
+
+    rc = ngx_http_helix_internal_verify(r, secret, &task, &name, &addr,
+                                        &tenant);
 
     if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -432,7 +448,9 @@ ngx_http_helix_auth_internal(ngx_http_request_t *r,
     }
 
     if (name.len == 0) {
+        /* cache warming: for the tenant it names, if any */
         *internal = NGX_HTTP_HELIX_AUTH_INTERNAL;
+        *given = tenant;
         return NULL;
     }
 
@@ -507,6 +525,52 @@ ngx_http_helix_auth_key_name(ngx_http_request_t *r)
     key = ngx_http_helix_auth_key(r, hmcf, &given, &internal);
 
     return key ? &key->name : NULL;
+}
+
+
+/*
+ * Whose cache entries a request's answers are: its key's tenant ("t:"
+ * and the name), or, for a client with no key (auth off, or a task posted
+ * without one), the one tenant all such clients share ("a:").  Cache
+ * warming for a tenant is that tenant's.
+ */
+
+ngx_str_t *
+ngx_http_helix_auth_scope(ngx_http_request_t *r)
+{
+    ngx_str_t                    given;
+    ngx_uint_t                   i, internal;
+    ngx_http_helix_api_key_t    *key;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    static ngx_str_t  anonymous = ngx_string("a:");
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (hmcf->api_keys.nelts == 0) {
+        return &anonymous;
+    }
+
+    key = ngx_http_helix_auth_key(r, hmcf, &given, &internal);
+
+    if (key) {
+        return &key->scope;
+    }
+
+    if (internal == NGX_HTTP_HELIX_AUTH_INTERNAL && given.len) {
+        key = hmcf->api_keys.elts;
+
+        for (i = 0; i < hmcf->api_keys.nelts; i++) {
+            if (key[i].tenant.len == given.len
+                && ngx_memcmp(key[i].tenant.data, given.data, given.len)
+                   == 0)
+            {
+                return &key[i].scope;
+            }
+        }
+    }
+
+    return &anonymous;
 }
 
 

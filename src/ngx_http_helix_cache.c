@@ -260,14 +260,18 @@ ngx_http_helix_cache_policy(ngx_http_helix_main_conf_t *hmcf,
 
 
 /*
- * The hash of everything that changes the answer: the request as
- * canonical JSON (keys sorted, no whitespace) without the fields that do
- * not, and the endpoint (its answers differ in shape).
+ * The hash of everything that changes the answer, and of whose answer it
+ * is: the endpoint (its answers differ in shape), the scope (the tenant's,
+ * from ngx_http_helix_auth_scope(); empty under a shared policy: one entry
+ * for all), and the request as canonical JSON (keys sorted, no whitespace)
+ * without the fields that do not change the answer.  A scope ends with a
+ * zero byte, which canonical JSON never holds: no request of one tenant
+ * hashes as another tenant's.
  */
 
 ngx_int_t
-ngx_http_helix_cache_hash(ngx_pool_t *pool, ngx_uint_t endpoint, json_t *req,
-    u_char *hash)
+ngx_http_helix_cache_hash(ngx_pool_t *pool, ngx_uint_t endpoint,
+    ngx_str_t *scope, json_t *req, u_char *hash)
 {
     char       *s;
     json_t     *copy;
@@ -301,6 +305,12 @@ ngx_http_helix_cache_hash(ngx_pool_t *pool, ngx_uint_t endpoint, json_t *req,
 
     ngx_md5_init(&ctx);
     ngx_md5_update(&ctx, &tag, 1);
+
+    if (scope->len) {
+        ngx_md5_update(&ctx, scope->data, scope->len);
+        ngx_md5_update(&ctx, "", 1);
+    }
+
     ngx_md5_update(&ctx, s, ngx_strlen(s));
     ngx_md5_final(md5, &ctx);
 
@@ -874,7 +884,8 @@ ngx_http_helix_cache_stats(ngx_http_helix_main_conf_t *hmcf,
 
 ngx_int_t
 ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
-    ngx_uint_t endpoint, ngx_uint_t policy, ngx_str_t *raw, ngx_str_t *alias)
+    ngx_uint_t endpoint, ngx_uint_t policy, ngx_str_t *scope, ngx_str_t *raw,
+    ngx_str_t *alias)
 {
     u_char      md5[16], tag[2 + sizeof(time_t)];
     ngx_md5_t   ctx;
@@ -887,6 +898,14 @@ ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
 
     ngx_md5_init(&ctx);
     ngx_md5_update(&ctx, tag, sizeof(tag));
+
+    /* the same bytes from another tenant are another request */
+
+    if (scope->len) {
+        ngx_md5_update(&ctx, scope->data, scope->len);
+        ngx_md5_update(&ctx, "", 1);
+    }
+
     ngx_md5_update(&ctx, raw->data, raw->len);
     ngx_md5_final(md5, &ctx);
 

@@ -29,7 +29,7 @@ ngx_int_t ngx_http_helix_cache_init_zone(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);
 
 ngx_int_t ngx_http_helix_cache_hash(ngx_pool_t *pool, ngx_uint_t endpoint,
-    json_t *req, u_char *hash);
+    ngx_str_t *scope, json_t *req, u_char *hash);
 ngx_int_t ngx_http_helix_cache_key(ngx_pool_t *pool, ngx_uint_t endpoint,
     ngx_str_t *provider, ngx_str_t *model, u_char *hash, ngx_str_t *key);
 
@@ -47,7 +47,7 @@ void ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf,
 #define NGX_HTTP_HELIX_CACHE_ALIAS_LEN  (sizeof("alias:") - 1 + 32)
 
 ngx_int_t ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
-    ngx_uint_t endpoint, ngx_uint_t policy, ngx_str_t *raw,
+    ngx_uint_t endpoint, ngx_uint_t policy, ngx_str_t *scope, ngx_str_t *raw,
     ngx_str_t *alias);
 ngx_int_t ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *alias, ngx_pool_t *pool, ngx_str_t *key, ngx_str_t *provider,

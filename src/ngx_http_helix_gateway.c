@@ -81,6 +81,7 @@ typedef struct {
 
     /* L1 */
     ngx_int_t                   policy;         /* index, -1: no cache */
+    ngx_str_t                  *scope;          /* tenant's, or shared */
     u_char                      hash[NGX_HTTP_HELIX_CACHE_HASH_LEN];
     ngx_str_t                   claimed;
     ngx_str_t                   alias;          /* raw bytes -> key */
@@ -375,11 +376,13 @@ static void
 ngx_http_helix_cache_policy_of(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx)
 {
-    ngx_http_helix_loc_conf_t   *hlcf;
-    ngx_http_helix_main_conf_t  *hmcf;
+    ngx_http_helix_loc_conf_t      *hlcf;
+    ngx_http_helix_main_conf_t     *hmcf;
+    ngx_http_helix_cache_policy_t  *pol;
 
     static ngx_str_t  completions = ngx_string("completions");
     static ngx_str_t  embeddings = ngx_string("embeddings");
+    static ngx_str_t  shared = ngx_string("");
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
@@ -404,11 +407,35 @@ ngx_http_helix_cache_policy_of(ngx_http_request_t *r,
         }
     }
 
+    /* one tenant's answers are not another's, unless the policy says */
+
+    pol = hmcf->cache.policies.elts;
+
+    ctx->scope = pol[ctx->policy].shared ? &shared
+                                         : ngx_http_helix_auth_scope(r);
+
     ctx->cache_read = !ngx_http_helix_header_says(r, "Cache-Control",
                                                   "no-cache")
                       && !ngx_http_helix_header_says(r, "Pragma", "no-cache");
     ctx->cache_write = !ngx_http_helix_header_says(r, "Cache-Control",
                                                    "no-store");
+}
+
+
+/*
+ * X-Cache-Key, only where "helix_cache_key_header on" asks for it: the
+ * key names the provider and model and the hash of a tenant's request,
+ * which is for an operator debugging the cache, not for clients
+ */
+
+static ngx_uint_t
+ngx_http_helix_key_header(ngx_http_request_t *r)
+{
+    ngx_http_helix_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
+
+    return hlcf->cache_key_header == 1;
 }
 
 
@@ -446,7 +473,8 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
     if (ngx_http_helix_add_header(r, "X-Cache", &hit) != NGX_OK
         || ngx_http_helix_add_header(r, "X-Cache-Tier", &tiers[tier])
            != NGX_OK
-        || ngx_http_helix_add_header(r, "X-Cache-Key", key) != NGX_OK
+        || (ngx_http_helix_key_header(r)
+            && ngx_http_helix_add_header(r, "X-Cache-Key", key) != NGX_OK)
         || ngx_http_helix_add_header(r, "X-Helix-Provider", provider)
            != NGX_OK)
     {
@@ -492,8 +520,8 @@ ngx_http_helix_cache_fast(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ngx_http_helix_cache_alias(hmcf, ctx->endpoint, ctx->policy, raw,
-                               &ctx->alias);
+    ngx_http_helix_cache_alias(hmcf, ctx->endpoint, ctx->policy, ctx->scope,
+                               raw, &ctx->alias);
 
     us = ngx_http_helix_metrics_now_us();
 
@@ -523,8 +551,8 @@ ngx_http_helix_cache_begin(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_helix_cache_hash(r->pool, ctx->endpoint, ctx->req,
-                                  ctx->hash)
+    if (ngx_http_helix_cache_hash(r->pool, ctx->endpoint, ctx->scope,
+                                  ctx->req, ctx->hash)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -1946,6 +1974,10 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
                                 : NGX_HTTP_HELIX_LOG_BYPASS;
             ctx->served_by = c->provider->name;
 
+            if (!ngx_http_helix_key_header(r)) {
+                ngx_str_null(&key);
+            }
+
             if (ngx_http_helix_stream_attach(ctx->stream, call, &c->model,
                                              &key,
                                              ctx->policy >= 0
@@ -2474,7 +2506,7 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
                                      &cand->provider->name, &cand->model,
                                      ctx->hash, &key)
             != NGX_OK
-            || (ctx->item == NULL
+            || (ctx->item == NULL && ngx_http_helix_key_header(r)
                 && ngx_http_helix_add_header(r, "X-Cache-Key", &key)
                    != NGX_OK))
         {

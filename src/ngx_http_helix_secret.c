@@ -11,7 +11,9 @@
  * which must be one this nginx listens on in plain HTTP (checked at
  * start, so the calls and what they carry never go anywhere else).  Such
  * a call carries "X-Helix-Internal: v1.<expiry>.<hex HMAC-SHA256>" over
- * its method, URI, task id, the key or address it is made for, and the
+ * its method, URI, task id, the key, address or tenant it is made for
+ * (a task's calls: the key or address that posted it; cache warming: the
+ * tenant whose cache it fills), and the
  * expiry (unix seconds: the call's own timeout and a few seconds): a
  * header seen once is no use for another call, nor after its call.  The HMAC
  * key is made from the OpenSSL random generator once per master process
@@ -36,7 +38,7 @@
 
 static ngx_int_t ngx_http_helix_internal_mac(ngx_pool_t *pool,
     ngx_str_t *method, ngx_str_t *uri, ngx_str_t *task, ngx_str_t *key_name,
-    ngx_str_t *addr, time_t expiry, u_char *mac);
+    ngx_str_t *addr, ngx_str_t *tenant, time_t expiry, u_char *mac);
 static ngx_int_t ngx_http_helix_hex(u_char c);
 
 
@@ -89,11 +91,14 @@ ngx_http_helix_internal_init(ngx_conf_t *cf)
 }
 
 
-/* the X-Helix-Internal value of a POST to uri, for a task's key or address */
+/*
+ * The X-Helix-Internal value of a POST to uri, for a task's key or
+ * address, or for a tenant (at most one of the three is not empty).
+ */
 
 ngx_int_t
 ngx_http_helix_internal_sign(ngx_pool_t *pool, ngx_str_t *uri,
-    ngx_str_t *task, ngx_str_t *key_name, ngx_str_t *addr,
+    ngx_str_t *task, ngx_str_t *key_name, ngx_str_t *addr, ngx_str_t *tenant,
     ngx_msec_t lifetime, ngx_str_t *value)
 {
     u_char     *p;
@@ -104,7 +109,7 @@ ngx_http_helix_internal_sign(ngx_pool_t *pool, ngx_str_t *uri,
     expiry = ngx_time() + lifetime / 1000 + NGX_HTTP_HELIX_SLACK;
 
     if (ngx_http_helix_internal_mac(pool, &method, uri, task, key_name, addr,
-                                    expiry, mac)
+                                    tenant, expiry, mac)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -134,7 +139,7 @@ ngx_http_helix_internal_sign(ngx_pool_t *pool, ngx_str_t *uri,
 
 ngx_int_t
 ngx_http_helix_internal_verify(ngx_http_request_t *r, ngx_str_t *value,
-    ngx_str_t *task, ngx_str_t *key_name, ngx_str_t *addr)
+    ngx_str_t *task, ngx_str_t *key_name, ngx_str_t *addr, ngx_str_t *tenant)
 {
     u_char      *p, *dot, *last;
     time_t       expiry;
@@ -181,7 +186,7 @@ ngx_http_helix_internal_verify(ngx_http_request_t *r, ngx_str_t *value,
 
     if (ngx_http_helix_internal_mac(r->pool, &r->method_name,
                                     &r->unparsed_uri, task, key_name, addr,
-                                    expiry, mac)
+                                    tenant, expiry, mac)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -200,14 +205,15 @@ ngx_http_helix_internal_verify(ngx_http_request_t *r, ngx_str_t *value,
 static ngx_int_t
 ngx_http_helix_internal_mac(ngx_pool_t *pool, ngx_str_t *method,
     ngx_str_t *uri, ngx_str_t *task, ngx_str_t *key_name, ngx_str_t *addr,
-    time_t expiry, u_char *mac)
+    ngx_str_t *tenant, time_t expiry, u_char *mac)
 {
     u_char        *msg, *p;
     size_t         len;
     unsigned int   n;
 
     len = sizeof("v1\n\n\n\nk:\n") - 1 + method->len + uri->len + task->len
-          + ngx_max(key_name->len, addr->len) + NGX_TIME_T_LEN;
+          + ngx_max(ngx_max(key_name->len, addr->len), tenant->len)
+          + NGX_TIME_T_LEN;
 
     msg = ngx_pnalloc(pool, len);
     if (msg == NULL) {
@@ -221,6 +227,9 @@ ngx_http_helix_internal_mac(ngx_pool_t *pool, ngx_str_t *method,
 
     } else if (addr->len) {
         p = ngx_sprintf(p, "a:%V", addr);
+
+    } else if (tenant->len) {
+        p = ngx_sprintf(p, "t:%V", tenant);
     }
 
     p = ngx_sprintf(p, "\n%T", expiry);

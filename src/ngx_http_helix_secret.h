@@ -18,10 +18,11 @@ ngx_uint_t ngx_http_helix_secret_equal(ngx_str_t *given, ngx_str_t *secret);
 
 ngx_int_t ngx_http_helix_internal_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_helix_internal_sign(ngx_pool_t *pool, ngx_str_t *uri,
-    ngx_str_t *task, ngx_str_t *key_name, ngx_str_t *addr,
+    ngx_str_t *task, ngx_str_t *key_name, ngx_str_t *addr, ngx_str_t *tenant,
     ngx_msec_t lifetime, ngx_str_t *value);
 ngx_int_t ngx_http_helix_internal_verify(ngx_http_request_t *r,
-    ngx_str_t *value, ngx_str_t *task, ngx_str_t *key_name, ngx_str_t *addr);
+    ngx_str_t *value, ngx_str_t *task, ngx_str_t *key_name, ngx_str_t *addr,
+    ngx_str_t *tenant);
 
 char *ngx_http_helix_loopback(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

@@ -196,6 +196,7 @@ static ngx_int_t ngx_http_helix_tasks_base(ngx_http_helix_tasks_t *tk);
 
 
 static ngx_http_helix_tasks_t  ngx_http_helix_tasks;
+static ngx_str_t               ngx_http_helix_tasks_none = ngx_string("");
 
 
 /*
@@ -1976,8 +1977,8 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
      */
 
     if (ngx_http_helix_internal_sign(t->pool, &uri, &t->id, &t->key_name,
-                                     &t->addr, tk->hmcf->tasks.timeout,
-                                     &secret)
+                                     &t->addr, &ngx_http_helix_tasks_none,
+                                     tk->hmcf->tasks.timeout, &secret)
         != NGX_OK)
     {
         return NGX_ERROR;

@@ -4,8 +4,10 @@
  * Cache warming (cache.warming): once per nginx start, not per worker or
  * reload, the first worker up sends each query to each listed provider
  * through the gateway's own endpoint, so the answers land in the cache
- * as any client's would.  Startup never waits for it, and a provider
- * that is down only costs a log line.
+ * as any client's would.  Cache entries belong to a tenant: a query
+ * warms the tenant it names, or else every tenant (each one of auth.keys,
+ * and the anonymous one while auth is off).  Startup never waits for it,
+ * and a provider that is down only costs a log line.
  */
 
 
@@ -27,8 +29,11 @@ typedef struct {
 
 
 static void ngx_http_helix_warm_start(ngx_event_t *ev);
-static ngx_int_t ngx_http_helix_warm_one(ngx_http_helix_warm_t *w,
+static void ngx_http_helix_warm_query(ngx_http_helix_warm_t *w,
     ngx_str_t *url, ngx_http_helix_warm_query_t *q, ngx_str_t *provider);
+static ngx_int_t ngx_http_helix_warm_one(ngx_http_helix_warm_t *w,
+    ngx_str_t *url, ngx_http_helix_warm_query_t *q, ngx_str_t *provider,
+    ngx_str_t *tenant);
 static void ngx_http_helix_warm_done(ngx_http_helix_fetch_t *f);
 
 
@@ -113,21 +118,12 @@ ngx_http_helix_warm_start(ngx_event_t *ev)
         prov = q[i].providers.elts;
 
         if (q[i].providers.nelts == 0) {
-            w->total++;
-
-            if (ngx_http_helix_warm_one(w, &url, &q[i], &none) == NGX_OK) {
-                w->pending++;
-            }
-
+            ngx_http_helix_warm_query(w, &url, &q[i], &none);
             continue;
         }
 
         for (j = 0; j < q[i].providers.nelts; j++) {
-            w->total++;
-
-            if (ngx_http_helix_warm_one(w, &url, &q[i], &prov[j]) == NGX_OK) {
-                w->pending++;
-            }
+            ngx_http_helix_warm_query(w, &url, &q[i], &prov[j]);
         }
     }
 
@@ -137,6 +133,58 @@ ngx_http_helix_warm_start(ngx_event_t *ev)
                       w->total);
         ngx_http_helix_warm_running = NULL;
         ngx_destroy_pool(w->pool);
+    }
+}
+
+
+/* a query to a provider, for its tenant or for each */
+
+static void
+ngx_http_helix_warm_query(ngx_http_helix_warm_t *w, ngx_str_t *url,
+    ngx_http_helix_warm_query_t *q, ngx_str_t *provider)
+{
+    ngx_str_t                    none = ngx_string("");
+    ngx_uint_t                   i;
+    ngx_http_helix_api_key_t    *key;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_helix_module);
+
+    if (q->tenant.len) {
+        w->total++;
+
+        if (ngx_http_helix_warm_one(w, url, q, provider, &q->tenant)
+            == NGX_OK)
+        {
+            w->pending++;
+        }
+
+        return;
+    }
+
+    key = hmcf->api_keys.elts;
+
+    for (i = 0; i < hmcf->api_keys.nelts; i++) {
+        if (!key[i].first_of_tenant) {
+            continue;
+        }
+
+        w->total++;
+
+        if (ngx_http_helix_warm_one(w, url, q, provider, &key[i].tenant)
+            == NGX_OK)
+        {
+            w->pending++;
+        }
+    }
+
+    if (!hmcf->auth_enabled) {
+        w->total++;
+
+        if (ngx_http_helix_warm_one(w, url, q, provider, &none) == NGX_OK) {
+            w->pending++;
+        }
     }
 }
 
@@ -155,7 +203,7 @@ ngx_http_helix_warm_exit_process(ngx_cycle_t *cycle)
 
 static ngx_int_t
 ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
-    ngx_http_helix_warm_query_t *q, ngx_str_t *provider)
+    ngx_http_helix_warm_query_t *q, ngx_str_t *provider, ngx_str_t *tenant)
 {
     char                        *s, **h;
     json_t                      *req;
@@ -208,12 +256,12 @@ ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
     ngx_memcpy(f->body.data, s, f->body.len + 1);
     free(s);
 
-    f->headers = ngx_array_create(w->pool, 2, sizeof(char *));
+    f->headers = ngx_array_create(w->pool, 3, sizeof(char *));
     if (f->headers == NULL) {
         return NGX_ERROR;
     }
 
-    h = ngx_array_push_n(f->headers, 2);
+    h = ngx_array_push_n(f->headers, tenant->len ? 3 : 2);
     if (h == NULL) {
         return NGX_ERROR;
     }
@@ -233,7 +281,7 @@ ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
     uri.len = url->len - hmcf->loopback.len;
 
     if (ngx_http_helix_internal_sign(w->pool, &uri, &none, &none, &none,
-                                     f->timeout, &secret)
+                                     tenant, f->timeout, &secret)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -242,6 +290,13 @@ ngx_http_helix_warm_one(ngx_http_helix_warm_t *w, ngx_str_t *url,
     h[1] = ngx_http_helix_fetch_header(w->pool, "X-Helix-Internal", &secret);
     if (h[1] == NULL) {
         return NGX_ERROR;
+    }
+
+    if (tenant->len) {
+        h[2] = ngx_http_helix_fetch_header(w->pool, "X-Helix-Tenant", tenant);
+        if (h[2] == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     f->handler = ngx_http_helix_warm_done;

@@ -206,6 +206,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_policy[] = {
                   ngx_http_helix_cache_policy_t, ttl, NULL),
     ngx_helix_key("max_size", ngx_http_helix_yaml_set_uint,
                   ngx_http_helix_cache_policy_t, max_size, NULL),
+    ngx_helix_key("shared", ngx_http_helix_yaml_set_flag,
+                  ngx_http_helix_cache_policy_t, shared, NULL),
     ngx_helix_key_null
 };
 
@@ -217,6 +219,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_warm_query[] = {
                   ngx_http_helix_warm_query_t, model, NULL),
     ngx_helix_key("providers", ngx_http_helix_yaml_set_str_list,
                   ngx_http_helix_warm_query_t, providers, NULL),
+    ngx_helix_key("tenant", ngx_http_helix_yaml_set_str,
+                  ngx_http_helix_warm_query_t, tenant, NULL),
     ngx_helix_key_null
 };
 
@@ -588,6 +592,7 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_admin[] = {
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_api_key[] = {
     ngx_helix_key("name", ngx_http_helix_yaml_set_str, AK, name, NULL),
     ngx_helix_key("key", ngx_http_helix_yaml_set_secret, AK, key, NULL),
+    ngx_helix_key("tenant", ngx_http_helix_yaml_set_str, AK, tenant, NULL),
     ngx_helix_key("requests_per_minute", ngx_http_helix_yaml_set_uint, AK,
                   limits.requests_per_minute, NULL),
     ngx_helix_key("tokens_per_minute", ngx_http_helix_yaml_set_uint, AK,
@@ -729,9 +734,9 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     ngx_http_helix_cache_policy_t  *p;
 
     static ngx_http_helix_cache_policy_t  policies[] = {
-        { ngx_string("completions"), 30 * 60 * 1000, 5000, 0 },
-        { ngx_string("embeddings"), 24 * 60 * 60 * 1000, 50000, 0 },
-        { ngx_string("debates"), 60 * 60 * 1000, 1000, 0 }
+        { ngx_string("completions"), 30 * 60 * 1000, 5000, 0, 0 },
+        { ngx_string("embeddings"), 24 * 60 * 60 * 1000, 50000, 0, 0 },
+        { ngx_string("debates"), 60 * 60 * 1000, 1000, 0, 0 }
     };
 
     if (ngx_array_init(&hmcf->cache.policies, pool, 4,
@@ -2616,7 +2621,38 @@ ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
             }
         }
 
+        /* the tenant: whose cache entries the key's answers are */
+
+        if (key[i].tenant.data == NULL) {
+            key[i].tenant = key[i].name;
+
+        } else if (!ngx_http_helix_yaml_name_ok(&key[i].tenant)) {
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, key[i].line,
+                                    "invalid \"tenant\" \"%V\" (use up to "
+                                    "64 letters, digits, \"_\", \"-\" and "
+                                    "\".\")", &key[i].tenant);
+            return NGX_ERROR;
+        }
+
+        key[i].scope.len = 2 + key[i].tenant.len;
+        key[i].scope.data = ngx_pnalloc(ctx->cf->pool, key[i].scope.len);
+        if (key[i].scope.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(key[i].scope.data, "t:", 2),
+                   key[i].tenant.data, key[i].tenant.len);
+
+        key[i].first_of_tenant = 1;
+
         for (j = 0; j < i; j++) {
+            if (key[j].tenant.len == key[i].tenant.len
+                && ngx_strncmp(key[j].tenant.data, key[i].tenant.data,
+                               key[i].tenant.len) == 0)
+            {
+                key[i].first_of_tenant = 0;
+            }
+
             if (key[j].name.len == key[i].name.len
                 && ngx_strncmp(key[j].name.data, key[i].name.data,
                                key[i].name.len) == 0)
@@ -2638,6 +2674,35 @@ ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
                                         &key[j].name);
                 return NGX_ERROR;
             }
+        }
+    }
+
+    /* a warming query for one tenant: one that a key has */
+
+    q = hmcf->cache.warming_queries.elts;
+
+    for (i = 0; i < hmcf->cache.warming_queries.nelts; i++) {
+        if (q[i].tenant.len == 0) {
+            continue;
+        }
+
+        for (j = 0; j < hmcf->api_keys.nelts; j++) {
+            if (key[j].tenant.len == q[i].tenant.len
+                && ngx_strncmp(key[j].tenant.data, q[i].tenant.data,
+                               q[i].tenant.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == hmcf->api_keys.nelts) {
+            ngx_http_helix_yaml_set_path(ctx, "cache.warming.queries",
+                                         &empty, "");
+            ngx_http_helix_yaml_push(ctx, NULL, i);
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, q[i].line,
+                                    "unknown tenant \"%V\" (no key in "
+                                    "auth.keys has it)", &q[i].tenant);
+            return NGX_ERROR;
         }
     }
 

@@ -3,7 +3,8 @@ use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 
-our $HttpConfig = Helix::http_config();
+# X-Cache-Key is a debugging header: on here, to see the keys
+our $HttpConfig = Helix::http_config() . "    helix_cache_key_header on;\n";
 our $Config = Helix::config(extra => <<'_EOC_');
     location = /v1/admin/cache/clear { helix_endpoint cache_clear; }
     location = /v1/admin/cache/cleanup { helix_endpoint cache_cleanup; }

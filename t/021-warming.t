@@ -71,3 +71,64 @@ my $y = $::Warm; $y =~ s/providers: \["claude"\]/providers: ["dead"]/; $y
 ["", "X-Cache: HIT"]
 --- error_log eval
 [qr/cache warming \{"prompt":"What is HelixAgent\?","provider":"dead"\}: HTTP 502/]
+
+
+
+=== TEST 3: cache entries are a tenant's: a query warms every tenant of auth.keys (two keys of one tenant: one call), or only the one it names
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+$::Warm . <<'_EOY_';
+      - prompt: "Only for acme"
+        providers: ["gemini"]
+        tenant: acme
+auth:
+  enabled: true
+  keys:
+    - name: a1
+      key: sk-warm-a1-0123456789abcdef0123456789abcdef
+      tenant: acme
+    - name: a2
+      key: sk-warm-a2-0123456789abcdef0123456789abcdef
+      tenant: acme
+    - name: b
+      key: sk-warm-b-0123456789abcdef0123456789abcdef
+_EOY_
+--- wait_for_log eval
+["cache warming done: 7 of 7 warmed", undef, undef, undef, undef]
+--- more_headers eval
+["Authorization: Bearer sk-warm-a2-0123456789abcdef0123456789abcdef",
+ "Authorization: Bearer sk-warm-b-0123456789abcdef0123456789abcdef",
+ "Authorization: Bearer sk-warm-a1-0123456789abcdef0123456789abcdef",
+ "Authorization: Bearer sk-warm-b-0123456789abcdef0123456789abcdef",
+ "Authorization: Bearer sk-warm-b-0123456789abcdef0123456789abcdef"]
+--- request eval
+['POST /v1/completions
+{"prompt": "What is HelixAgent?", "provider": "claude"}',
+ 'POST /v1/completions
+{"prompt": "What is HelixAgent?", "provider": "claude"}',
+ 'POST /v1/completions
+{"prompt": "Only for acme", "provider": "gemini"}',
+ 'POST /v1/completions
+{"prompt": "Only for acme", "provider": "gemini"}',
+ 'POST /v1/completions
+{"prompt": "Only for acme", "provider": "gemini"}']
+--- response_headers eval
+["X-Cache: HIT", "X-Cache: HIT", "X-Cache: HIT", "X-Cache: MISS", "X-Cache: HIT"]
+
+
+
+=== TEST 4: a query's tenant must be one that a key has
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+$::Warm . <<'_EOY_';
+        tenant: nobody
+auth:
+  keys:
+    - name: a1
+      key: sk-warm-a1-0123456789abcdef0123456789abcdef
+_EOY_
+--- must_die
+--- error_log eval
+qr/helix\.yaml:\d+: cache\.warming\.queries\[1\]: unknown tenant "nobody" \(no key in auth\.keys has it\)/

@@ -369,7 +369,7 @@ helix: provider "openai" timed out after
 
 
 === TEST 13: a completed stream is cached as its non-streaming twin; a cached answer asked as a stream is replayed as frames
---- http_config eval: $::HttpConfig
+--- http_config eval: $::HttpConfig . "    helix_cache_key_header on;\n"
 --- config eval: Helix::config()
 --- user_files eval: $::Yaml
 --- request eval

@@ -382,3 +382,29 @@ _EOY_
 --- must_die
 --- error_log
 two keys are named "one": a key's name is its limits and its tasks
+
+
+
+=== TEST 12: a task's answer is cached for its key's tenant: a hit for that key, a miss for another
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml(rpm => 100)
+--- more_headers
+Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef
+--- request eval
+"POST /v1/tasks\n" . Helix::task_json("tenant of one")
+--- error_code: 202
+--- response_body_filters eval
+sub {
+    my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
+    my $st = HelixPg::wait_sql("SELECT status FROM background_tasks WHERE id = '$id'", qr/completed|failed/);
+    my @out = ("task $st");
+    for my $key ('sk-two-0123456789abcdef0123456789abcdef', 'sk-one-0123456789abcdef0123456789abcdef') {
+        my $h = `curl -s -m 30 -D - -o /dev/null -H 'Content-Type: application/json' -H 'Authorization: Bearer $key' --data-binary '{"prompt": "tenant of one", "model": "gpt-4o"}' $::Base/v1/completions`;
+        my ($cache) = $h =~ /^X-Cache: (\w+)/mi;
+        push @out, ($key =~ /one/ ? "one" : "two") . " " . ($cache // "none");
+    }
+    return join "\n", @out;
+}
+--- response_body eval
+"task completed\ntwo MISS\none HIT"
