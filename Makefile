@@ -3,7 +3,8 @@
 #   make            build build/ngx_http_helix_module.so (Debian's nginx-dev)
 #   make run        install what is missing, build, start the demo gateway
 #   make stop       stop everything "make run" started
-#   make test       install what is missing, build, run the whole suite
+#   make test       install what is missing, check src/'s layers, build,
+#                   run the whole suite
 #   make test-valgrind   the same suite with nginx under valgrind
 #   make test-asan  the same suite against nginx 1.22.1 and the module
 #                   built with AddressSanitizer from Debian's source package
@@ -26,7 +27,8 @@ PROVE_ARGS      ?= -r t/
 
 NGX_BUILD       := $(BUILD)/nginx
 MODULE          := $(BUILD)/ngx_http_helix_module.so
-SOURCES         := ngx_http_helix_module.c $(wildcard src/*.c src/*.h)
+SOURCES         := ngx_http_helix_module.c $(wildcard src/*/*.c src/*/*.h)
+LAYERS          := core clients formats policy api
 CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
                    -fstack-protector-strong -Wformat \
                    -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2
@@ -34,7 +36,7 @@ CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
 MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
-.PHONY: all deps run stop test test-valgrind test-asan fuzz check-json bench \
+.PHONY: FORCE all deps layers run stop test test-valgrind test-asan fuzz check-json bench \
         install migrate clean
 
 all: $(MODULE)
@@ -42,7 +44,12 @@ all: $(MODULE)
 deps:
 	@util/deps.sh
 
-$(NGX_BUILD)/Makefile: config Makefile
+# a file added to or taken from src/ configures again ("config" lists them)
+$(BUILD)/sources: FORCE
+	@mkdir -p $(BUILD)
+	@echo "$(sort $(SOURCES))" | cmp -s - $@ || echo "$(sort $(SOURCES))" > $@
+
+$(NGX_BUILD)/Makefile: config Makefile $(BUILD)/sources
 	@test -d "$(NGINX_SRC)/auto" || { echo "no nginx source tree at" \
 	    "$(NGINX_SRC): run 'make deps' (nginx-dev) or set NGINX_SRC"; \
 	    exit 1; }
@@ -69,8 +76,12 @@ run: deps $(MODULE)
 stop:
 	@util/run.sh stop
 
-test: deps $(MODULE)
+test: deps layers $(MODULE)
 	@util/test.sh $(PROVE_ARGS)
+
+# src/'s layers: no file uses one above its own, no cycle (config's order)
+layers:
+	@python3 util/layers.py
 
 test-valgrind: deps $(MODULE)
 	@TEST_NGINX_USE_VALGRIND=1 util/test.sh $(PROVE_ARGS)
@@ -86,9 +97,9 @@ fuzz: deps
 # the JSON scanner against jansson's parser on 200k mutated documents
 check-json: $(MODULE)
 	cd $(NGX_BUILD) && $(CC) -O1 -g -I src/core -I src/event \
-	    -I src/event/modules -I src/os/unix -I objs -I $(CURDIR)/src \
+	    -I src/event/modules -I src/os/unix -I objs -I $(CURDIR)/src/core \
 	    -o $(BUILD)/jscan-fuzz $(CURDIR)/util/jscan-fuzz.c \
-	    $(CURDIR)/src/ngx_http_helix_jscan.c -ljansson
+	    $(CURDIR)/src/core/ngx_http_helix_jscan.c -ljansson
 	$(BUILD)/jscan-fuzz 200000
 
 bench: deps $(MODULE)

@@ -18,6 +18,14 @@
 #include "ngx_http_helix_l2.h"
 #include "ngx_http_helix_pg.h"
 #include "ngx_http_helix_log.h"
+#include "ngx_http_helix_gateway.h"
+#include "ngx_http_helix_admin.h"
+#include "ngx_http_helix_batch.h"
+#include "ngx_http_helix_ensemble.h"
+#include "ngx_http_helix_info.h"
+#include "ngx_http_helix_prometheus.h"
+#include "ngx_http_helix_warm.h"
+#include "ngx_http_helix_auth.h"
 #include "ngx_http_helix_tasks.h"
 #include "ngx_http_helix_secret.h"
 
@@ -309,6 +317,14 @@ ngx_http_helix_postconfiguration(ngx_conf_t *cf)
     {
         return NGX_ERROR;
     }
+
+    /*
+     * lower layers learn of the ones above here, at the top: the
+     * completion log what a gateway request answered, the batch
+     * scheduler how an ensemble starts
+     */
+    ngx_http_helix_log_summary = ngx_http_helix_gateway_summary;
+    ngx_http_helix_batch_ensemble = ngx_http_helix_ensemble;
 
     if (ngx_http_helix_metrics_init(cf, hmcf) != NGX_OK
         || ngx_http_helix_log_init(cf, hmcf) != NGX_OK)

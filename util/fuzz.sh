@@ -84,7 +84,7 @@ build_target() {
     local t=$1 h=$top/util/fuzz/$1.c inc objs libs
 
     # the module's .c files the harness includes: their objects stay out
-    inc=$(sed -n 's|^#include "\.\./\.\./src/\(ngx_http_helix_[a-z_0-9]*\)\.c"|\1.o|p' "$h" \
+    inc=$(sed -n 's|^#include "\.\./\.\./src/[a-z]*/\(ngx_http_helix_[a-z_0-9]*\)\.c"|\1.o|p' "$h" \
           | tr '\n' ' ')
 
     objs=$(find "$ngx/objs" -name '*.o' ! -path '*/src/core/nginx.o' \
@@ -100,7 +100,9 @@ build_target() {
     clang $CFLAGS -fsanitize=fuzzer,address \
         -I "$ngx/src/core" -I "$ngx/src/event" -I "$ngx/src/event/modules" \
         -I "$ngx/src/os/unix" -I "$ngx/objs" -I "$ngx/src/http" \
-        -I "$ngx/src/http/modules" -I "$top/src" \
+        -I "$ngx/src/http/modules" \
+        -I "$top/src/core" -I "$top/src/clients" -I "$top/src/formats" \
+        -I "$top/src/policy" -I "$top/src/api" \
         -I "$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" \
         -o "$fz/bin/$t" "$h" "$fz/nginx-nomain.o" $objs $libs -lm \
         2> "$fz/bin/$t.log" || { cat "$fz/bin/$t.log" >&2; exit 1; }

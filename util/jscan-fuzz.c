@@ -1,7 +1,7 @@
 /*
  * Copyright (C) helix authors
  *
- * Differential check of src/ngx_http_helix_jscan.c against jansson's own
+ * Differential check of src/core/ngx_http_helix_jscan.c against jansson's own
  * parser: every seed document and a few hundred thousand mutations of
  * them must be accepted or refused by both, and when accepted give equal
  * trees.  Run by "make check-json" (a development tool, not a test).

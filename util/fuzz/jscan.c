@@ -1,7 +1,7 @@
 /*
  * Copyright (C) helix authors
  *
- * The JSON scanner (src/ngx_http_helix_jscan.c): a document in every mode
+ * The JSON scanner (src/core/ngx_http_helix_jscan.c): a document in every mode
  * (flags from the first byte), then lookups and the jansson tree of what
  * it accepted.  util/jscan-fuzz.c ("make check-json") compares its
  * verdicts with jansson's; this one looks for memory errors.

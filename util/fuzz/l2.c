@@ -2,14 +2,14 @@
  * Copyright (C) helix authors
  *
  * The L2 value decoder (ngx_http_helix_l2_decode in
- * src/ngx_http_helix_l2.c): whatever Redis holds under a cache key, as
+ * src/policy/ngx_http_helix_l2.c): whatever Redis holds under a cache key, as
  * one string reply.  Thin on purpose: when the value format changes,
  * only the call below does.
  */
 
 
 #include "fuzz.h"
-#include "../../src/ngx_http_helix_l2.c"
+#include "../../src/policy/ngx_http_helix_l2.c"
 
 
 int

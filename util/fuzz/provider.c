@@ -1,7 +1,7 @@
 /*
  * Copyright (C) helix authors
  *
- * The provider answer translators (src/ngx_http_helix_provider.c): an
+ * The provider answer translators (src/formats/ngx_http_helix_provider.c): an
  * OpenAI, Anthropic or Gemini answer, as a provider sends it, into the
  * OpenAI objects the client gets (chat and completions, embeddings), the
  * checks of OpenAI answers passed on as they came, and providers' error

@@ -14,8 +14,8 @@
 
 #include "fuzz.h"
 #include <hiredis/hiredis.h>
-#include "../../src/ngx_http_helix_limit.c"
-#include "../../src/ngx_http_helix_l2.c"
+#include "../../src/policy/ngx_http_helix_limit.c"
+#include "../../src/policy/ngx_http_helix_l2.c"
 
 
 /*

@@ -1,7 +1,7 @@
 /*
  * Copyright (C) helix authors
  *
- * The streaming side (src/ngx_http_helix_stream.c): a provider's SSE
+ * The streaming side (src/api/ngx_http_helix_stream.c): a provider's SSE
  * stream in OpenAI, Anthropic or Gemini format, cut into pieces of a
  * chosen size, through the SSE parser and the event translators, then the
  * end frames and the answer assembled for the cache; and a cached answer
@@ -12,7 +12,7 @@
 
 
 #include "fuzz.h"
-#include "../../src/ngx_http_helix_stream.c"
+#include "../../src/api/ngx_http_helix_stream.c"
 
 
 int

@@ -1,7 +1,7 @@
 /*
  * Copyright (C) helix authors
  *
- * The helix.yaml loader (src/ngx_http_helix_yaml.c) as "helix_config"
+ * The helix.yaml loader (src/core/ngx_http_helix_yaml.c) as "helix_config"
  * runs it: the input is written to a file and loaded into a main
  * configuration with the defaults, under a configuration context that has
  * what the loader uses (pools, a log, the cycle).  Messages about a bad

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "ngx_http_helix.h"
+#include "ngx_http_helix_warm.h"
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_curl.h"
 #include "ngx_http_helix_secret.h"

@@ -56,6 +56,7 @@
 #include <openssl/rand.h>
 
 #include "ngx_http_helix.h"
+#include "ngx_http_helix_auth.h"
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_curl.h"
 #include "ngx_http_helix_pg.h"

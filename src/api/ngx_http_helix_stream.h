@@ -62,8 +62,7 @@ ngx_int_t ngx_http_helix_stream_replay(ngx_http_helix_stream_t *st,
     ngx_str_t *provider, ngx_str_t *body);
 
 
-/* the stream of a client request (gateway.c), NULL if none */
-ngx_http_helix_stream_t *ngx_http_helix_gateway_stream(ngx_http_request_t *r);
+extern ngx_module_t  ngx_http_helix_stream_module;
 
 
 #endif /* _NGX_HTTP_HELIX_STREAM_H_INCLUDED_ */

@@ -41,6 +41,11 @@ typedef enum {
 } ngx_http_helix_endpoint_e;
 
 
+/* bounds of helix.yaml that size the shared memory zones */
+#define NGX_HTTP_HELIX_MAX_PROVIDERS   64
+#define NGX_HTTP_HELIX_CACHE_POLICIES  16
+
+
 typedef struct {
     ngx_str_t                   name;
     ngx_msec_t                  ttl;
@@ -339,38 +344,6 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_helix_module;
-
-
-ngx_int_t ngx_http_helix_health_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
-ngx_str_t *ngx_http_helix_auth_key_name(ngx_http_request_t *r);
-ngx_str_t *ngx_http_helix_auth_scope(ngx_http_request_t *r);
-ngx_uint_t ngx_http_helix_auth_admin(ngx_http_request_t *r);
-/* what the completion log wants of a gateway request */
-
-typedef struct {
-    ngx_str_t                      model;       /* asked for */
-    ngx_str_t                      answer;
-    ngx_http_helix_answer_meta_t  *meta;        /* of the answer, or NULL */
-    ngx_str_t                      provider;    /* who answered */
-    ngx_uint_t                     cache;       /* log.h's cache results */
-    unsigned                       stream:1;
-    unsigned                       served:1;    /* provider, cache: an
-                                                   answer went */
-} ngx_http_helix_summary_t;
-
-
-ngx_int_t ngx_http_helix_gateway_summary(ngx_http_request_t *r,
-    ngx_http_helix_summary_t *s);
-void ngx_http_helix_answer_meta(ngx_str_t *answer,
-    ngx_http_helix_answer_meta_t *meta);
-ngx_int_t ngx_http_helix_provider_health_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_helix_admin_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_helix_metrics_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_helix_models_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_helix_models_init(ngx_conf_t *cf,
-    ngx_http_helix_main_conf_t *hmcf);
 
 
 #endif /* _NGX_HTTP_HELIX_H_INCLUDED_ */

@@ -101,9 +101,84 @@ typedef enum {
 } ngx_http_helix_callback_outcome_e;
 
 
+/* what went wrong with Redis, counted in shared memory */
+typedef enum {
+    NGX_HTTP_HELIX_REDIS_UNREACHABLE = 0,
+    NGX_HTTP_HELIX_REDIS_TIMEOUT,
+    NGX_HTTP_HELIX_REDIS_ERROR,
+    NGX_HTTP_HELIX_REDIS_RETRY,
+    NGX_HTTP_HELIX_REDIS_EVENTS
+} ngx_http_helix_redis_event_e;
+
+
+/* the zone: written by every layer, read by GET /metrics */
+
+#define NGX_HTTP_HELIX_EPS        (NGX_HTTP_HELIX_EP_METRICS + 1)
+#define NGX_HTTP_HELIX_TIME_BKTS  14
+#define NGX_HTTP_HELIX_SIZE_BKTS  8
+#define NGX_HTTP_HELIX_FAST_BKTS  8
+#define NGX_HTTP_HELIX_WORKERS    128
+
+
+typedef struct {
+    ngx_atomic_t                 bucket[NGX_HTTP_HELIX_TIME_BKTS];
+    ngx_atomic_t                 count;
+    ngx_atomic_t                 sum;       /* microseconds or bytes */
+} ngx_http_helix_hist_t;
+
+
+/*
+ * A worker's own gauges: only it writes them, GET /metrics sums the rows
+ * of live workers, so a crashed worker's connections do not linger.
+ */
+
+typedef struct {
+    ngx_atomic_t                 pid;
+    ngx_atomic_t                 db[4];     /* busy, idle, connecting,
+                                               waiting */
+    ngx_atomic_t                 store[NGX_HTTP_HELIX_STORES]; /* state */
+} ngx_http_helix_wrow_t;
+
+
+typedef struct {
+    ngx_http_helix_hist_t        duration[NGX_HTTP_HELIX_EPS][5];
+    ngx_http_helix_hist_t        request_size[NGX_HTTP_HELIX_EPS];
+    ngx_http_helix_hist_t        response_size[NGX_HTTP_HELIX_EPS];
+    ngx_atomic_t                 cache_hits[NGX_HTTP_HELIX_CACHE_POLICIES];
+    ngx_atomic_t                 cache_misses[NGX_HTTP_HELIX_CACHE_POLICIES];
+    ngx_http_helix_hist_t        cache_latency;
+    ngx_http_helix_hist_t        provider_latency[NGX_HTTP_HELIX_MAX_PROVIDERS];
+    ngx_atomic_t                 tokens[NGX_HTTP_HELIX_MAX_PROVIDERS][2];
+    ngx_http_helix_hist_t        stream_first[NGX_HTTP_HELIX_MAX_PROVIDERS];
+    ngx_atomic_t                 streams[NGX_HTTP_HELIX_MAX_PROVIDERS]
+                                        [NGX_HTTP_HELIX_STREAM_OUTCOMES];
+    ngx_atomic_t                 errors[NGX_HTTP_HELIX_MAX_PROVIDERS]
+                                       [NGX_HTTP_HELIX_ERR_REASONS];
+    ngx_atomic_t                 redis[NGX_HTTP_HELIX_REDIS_EVENTS];
+    ngx_atomic_t                 redis_conns;
+    ngx_atomic_t                 rejected[NGX_HTTP_HELIX_REJECT_REASONS];
+    ngx_atomic_t                 log_rows[NGX_HTTP_HELIX_LOG_OUTCOMES];
+    ngx_atomic_t                 db_queries[NGX_HTTP_HELIX_DB_OUTCOMES];
+    ngx_http_helix_hist_t        db_query_time;
+    ngx_http_helix_hist_t        db_wait;
+    ngx_atomic_t                 db_waits[NGX_HTTP_HELIX_DB_WAIT_OUTCOMES];
+    ngx_atomic_t                 tasks[NGX_HTTP_HELIX_TASK_OUTCOMES];
+    ngx_atomic_t                 callbacks[NGX_HTTP_HELIX_CALLBACK_OUTCOMES];
+    ngx_atomic_t                 store_opened[NGX_HTTP_HELIX_STORES];
+    ngx_atomic_t                 store_rejected[NGX_HTTP_HELIX_STORES];
+    ngx_http_helix_wrow_t        rows[NGX_HTTP_HELIX_WORKERS];
+} ngx_http_helix_metrics_sh_t;
+
+
+extern const double  ngx_http_helix_metrics_time_bounds[];
+extern const double  ngx_http_helix_metrics_fast_bounds[];
+extern const double  ngx_http_helix_metrics_size_bounds[];
+
+ngx_uint_t ngx_http_helix_metrics_alive(ngx_pid_t pid);
+
+
 ngx_int_t ngx_http_helix_metrics_init(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);
-ngx_int_t ngx_http_helix_metrics_handler(ngx_http_request_t *r);
 
 void ngx_http_helix_metrics_provider(ngx_http_helix_main_conf_t *hmcf,
     ngx_http_helix_provider_t *p, ngx_msec_t latency, uint64_t prompt,

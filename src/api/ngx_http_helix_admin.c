@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "ngx_http_helix.h"
+#include "ngx_http_helix_admin.h"
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_redis.h"

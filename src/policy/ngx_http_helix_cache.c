@@ -19,6 +19,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_cache.h"
+#include "ngx_http_helix_log.h"
 
 
 typedef struct {

@@ -28,6 +28,8 @@ static void ngx_http_helix_batch_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_helix_batch_read(ngx_http_request_t *r,
     ngx_str_t *body);
 static void ngx_http_helix_batch_item_done(ngx_http_helix_item_t *item);
+static void ngx_http_helix_batch_log(ngx_http_helix_batch_t *b, ngx_uint_t k,
+    ngx_http_helix_item_t *item);
 static void ngx_http_helix_batch_cleanup(void *data);
 
 static ngx_int_t ngx_http_helix_completions_batch(ngx_http_helix_batch_t *b,
@@ -40,6 +42,9 @@ static void ngx_http_helix_embeddings_looked_up(ngx_http_helix_batch_t *b);
 static void ngx_http_helix_embeddings_chunk(ngx_http_helix_batch_t *b,
     ngx_http_helix_item_t *item);
 static void ngx_http_helix_embeddings_answer(ngx_http_helix_batch_t *b);
+
+
+ngx_http_helix_batch_start_pt  ngx_http_helix_batch_ensemble;
 
 
 ngx_int_t
@@ -130,7 +135,9 @@ ngx_http_helix_batch_body(ngx_http_request_t *r)
         break;
 
     default:
-        rc = ngx_http_helix_ensemble(b, req);
+        rc = ngx_http_helix_batch_ensemble
+             ? ngx_http_helix_batch_ensemble(b, req)
+             : NGX_HTTP_NOT_IMPLEMENTED;
     }
 
     if (rc != NGX_OK) {
@@ -301,6 +308,55 @@ ngx_http_helix_batch_run(ngx_http_helix_batch_t *b)
 }
 
 
+/* an item's row in the completion log: what it was, where it came from */
+
+static void
+ngx_http_helix_batch_log(ngx_http_helix_batch_t *b, ngx_uint_t k,
+    ngx_http_helix_item_t *item)
+{
+    ngx_http_helix_log_row_t  row;
+
+    if (item->status == 0) {
+        return;
+    }
+
+    ngx_memzero(&row, sizeof(ngx_http_helix_log_row_t));
+
+    row.provider = item->provider;
+    row.status = item->status;
+    row.latency = item->latency;
+
+    if (item->status == NGX_HTTP_OK) {
+        row.answer = item->body;
+    }
+
+    if (item->tier == 1) {
+        row.cache = NGX_HTTP_HELIX_LOG_HIT_L1;
+
+    } else if (item->tier == 2) {
+        row.cache = NGX_HTTP_HELIX_LOG_HIT_L2;
+
+    } else if (item->provider.len) {
+        row.cache = item->no_cache ? NGX_HTTP_HELIX_LOG_BYPASS
+                                   : NGX_HTTP_HELIX_LOG_MISS;
+    } else {
+        row.cache = NGX_HTTP_HELIX_LOG_NONE;
+    }
+
+    if (item->req) {
+        row.model.data = (u_char *) json_string_value(
+                                        json_object_get(item->req, "model"));
+        row.model.len = row.model.data ? ngx_strlen(row.model.data) : 0;
+    }
+
+    ngx_http_helix_log_item(b->request, &b->log_id, k,
+                            b->endpoint == NGX_HTTP_HELIX_EP_ENSEMBLE
+                            ? NGX_HTTP_HELIX_LOG_ENSEMBLE_MEMBER
+                            : NGX_HTTP_HELIX_LOG_BATCH_ITEM,
+                            &row);
+}
+
+
 static void
 ngx_http_helix_batch_item_done(ngx_http_helix_item_t *item)
 {
@@ -339,10 +395,7 @@ ngx_http_helix_batch_item_done(ngx_http_helix_item_t *item)
     if (b->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS_BATCH
         || b->endpoint == NGX_HTTP_HELIX_EP_ENSEMBLE)
     {
-        ngx_http_helix_log_item(b->request, &b->log_id, i, item,
-                                b->endpoint == NGX_HTTP_HELIX_EP_ENSEMBLE
-                                ? NGX_HTTP_HELIX_LOG_ENSEMBLE_MEMBER
-                                : NGX_HTTP_HELIX_LOG_BATCH_ITEM);
+        ngx_http_helix_batch_log(b, i, item);
     }
 
     if (b->item_done) {

@@ -8,7 +8,6 @@
 
 
 #include "ngx_http_helix.h"
-#include "ngx_http_helix_gateway.h"
 
 
 /* where an answer came from, as the row's cache_result says it */
@@ -45,12 +44,39 @@ typedef struct {
 } ngx_http_helix_log_row_t;
 
 
+/* what the completion log wants of a gateway request */
+
+typedef struct {
+    ngx_str_t                      model;       /* asked for */
+    ngx_str_t                      answer;
+    ngx_http_helix_answer_meta_t  *meta;        /* of the answer, or NULL */
+    ngx_str_t                      provider;    /* who answered */
+    ngx_uint_t                     cache;       /* the results above */
+    unsigned                       stream:1;
+    unsigned                       served:1;    /* provider, cache: an
+                                                   answer went */
+} ngx_http_helix_summary_t;
+
+
+/*
+ * Who tells the log, in the LOG phase, what a request of the endpoints
+ * answered: set by ngx_http_helix_module.c (the gateway's summary), so
+ * that the log needs nothing of the layer above it.
+ */
+typedef ngx_int_t (*ngx_http_helix_log_summary_pt)(ngx_http_request_t *r,
+    ngx_http_helix_summary_t *s);
+
+extern ngx_http_helix_log_summary_pt  ngx_http_helix_log_summary;
+
+
 ngx_int_t ngx_http_helix_log_init(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);
 ngx_int_t ngx_http_helix_log_init_process(ngx_cycle_t *cycle);
 void ngx_http_helix_log_exit_process(ngx_cycle_t *cycle);
 void ngx_http_helix_log_item(ngx_http_request_t *r, ngx_str_t *batch_id,
-    ngx_uint_t k, ngx_http_helix_item_t *item, ngx_uint_t kind);
+    ngx_uint_t k, ngx_uint_t kind, ngx_http_helix_log_row_t *row);
+void ngx_http_helix_answer_meta(ngx_str_t *answer,
+    ngx_http_helix_answer_meta_t *meta);
 
 
 #endif /* _NGX_HTTP_HELIX_LOG_H_INCLUDED_ */

@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "ngx_http_helix.h"
+#include "ngx_http_helix_info.h"
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_cache.h"

@@ -10,7 +10,6 @@
 #include "ngx_http_helix.h"
 
 
-#define NGX_HTTP_HELIX_MAX_PROVIDERS  64
 
 
 typedef enum {

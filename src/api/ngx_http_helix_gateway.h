@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "ngx_http_helix.h"
+#include "ngx_http_helix_log.h"
 
 
 typedef struct ngx_http_helix_item_s  ngx_http_helix_item_t;
@@ -52,6 +53,12 @@ struct ngx_http_helix_item_s {
     unsigned                         done:1;
 };
 
+
+ngx_int_t ngx_http_helix_gateway_handler(ngx_http_request_t *r);
+
+/* for the completion log, in the LOG phase: the answer sent, if any */
+ngx_int_t ngx_http_helix_gateway_summary(ngx_http_request_t *r,
+    ngx_http_helix_summary_t *s);
 
 ngx_int_t ngx_http_helix_item_start(ngx_http_helix_item_t *item);
 void ngx_http_helix_item_cancel(ngx_http_helix_item_t *item);

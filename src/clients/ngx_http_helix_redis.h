@@ -41,14 +41,6 @@ ngx_http_helix_redis_op_t *ngx_http_helix_redis_command(ngx_pool_t *pool,
 ngx_uint_t ngx_http_helix_redis_available(void);
 
 
-/* for metrics: what went wrong with Redis, counted in shared memory */
-typedef enum {
-    NGX_HTTP_HELIX_REDIS_UNREACHABLE = 0,
-    NGX_HTTP_HELIX_REDIS_TIMEOUT,
-    NGX_HTTP_HELIX_REDIS_ERROR,
-    NGX_HTTP_HELIX_REDIS_RETRY,
-    NGX_HTTP_HELIX_REDIS_EVENTS
-} ngx_http_helix_redis_event_e;
 
 
 #endif /* _NGX_HTTP_HELIX_REDIS_H_INCLUDED_ */

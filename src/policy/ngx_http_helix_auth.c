@@ -25,6 +25,7 @@
 
 
 #include "ngx_http_helix.h"
+#include "ngx_http_helix_auth.h"
 #include "ngx_http_helix_json.h"
 #include "ngx_http_helix_limit.h"
 #include "ngx_http_helix_metrics.h"
@@ -110,7 +111,7 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_auth_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_limit_module);
 
     if (ctx == NULL) {
         hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
@@ -228,7 +229,7 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
             ctx->id_hash = ngx_hash_key(ctx->id.data, ctx->id.len);
         }
 
-        ngx_http_set_ctx(r, ctx, ngx_http_helix_auth_module);
+        ngx_http_set_ctx(r, ctx, ngx_http_helix_limit_module);
     }
 
     return ngx_http_helix_limit_access(r, ctx);

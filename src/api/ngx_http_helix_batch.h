@@ -63,7 +63,17 @@ ngx_int_t ngx_http_helix_batch_send(ngx_http_helix_batch_t *b, json_t *out);
 json_t *ngx_http_helix_batch_error(ngx_http_helix_item_t *item);
 json_t *ngx_http_helix_batch_answer(ngx_http_helix_item_t *item);
 
-ngx_int_t ngx_http_helix_ensemble(ngx_http_helix_batch_t *b, json_t *req);
+/*
+ * The ensemble's start (ngx_http_helix_ensemble.c, which runs on this
+ * file's scheduler): set by ngx_http_helix_module.c, so that batch.c
+ * needs nothing of the file that uses it.
+ */
+typedef ngx_int_t (*ngx_http_helix_batch_start_pt)(ngx_http_helix_batch_t *b,
+    json_t *req);
+
+extern ngx_http_helix_batch_start_pt  ngx_http_helix_batch_ensemble;
+
+ngx_int_t ngx_http_helix_batch_handler(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_HELIX_BATCH_H_INCLUDED_ */

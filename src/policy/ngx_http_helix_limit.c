@@ -138,6 +138,42 @@ static char  ngx_http_helix_limit_script[] =
 static u_char  ngx_http_helix_limit_sha[40];
 
 
+/*
+ * The limits' own module: the slot of a request's context (limit_ctx_t,
+ * set by the API keys' access handler) and the tag of their zone.
+ */
+
+static ngx_http_module_t  ngx_http_helix_limit_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_helix_limit_module = {
+    NGX_MODULE_V1,
+    &ngx_http_helix_limit_module_ctx,      /* module context */
+    NULL,                                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
 ngx_int_t
 ngx_http_helix_limit_init_zone(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf)
@@ -148,7 +184,7 @@ ngx_http_helix_limit_init_zone(ngx_conf_t *cf,
 
     hmcf->limit_zone = ngx_shared_memory_add(cf, &name,
                                              NGX_HTTP_HELIX_LIMIT_ZONE,
-                                             &ngx_http_helix_auth_module);
+                                             &ngx_http_helix_limit_module);
     if (hmcf->limit_zone == NULL) {
         return NGX_ERROR;
     }
@@ -263,7 +299,7 @@ ngx_http_helix_limit_reserve(ngx_http_request_t *r, size_t prompt_tokens,
     ngx_http_helix_limit_ctx_t    *ctx;
     ngx_http_helix_limit_result_t  res;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_auth_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_limit_module);
 
     if (ctx == NULL || ctx->limits.tokens_per_minute == 0
         || ctx->reserve_done)
@@ -343,7 +379,7 @@ ngx_http_helix_limit_charge(ngx_http_request_t *r, ngx_uint_t tokens)
     ngx_http_helix_main_conf_t    *hmcf;
     ngx_http_helix_limit_result_t  res;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_auth_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_limit_module);
 
     if (ctx == NULL || ctx->limits.tokens_per_minute == 0) {
         return;
@@ -684,7 +720,7 @@ ngx_http_helix_limit_redis_done(ngx_http_helix_redis_op_t *op,
 
     r = op->data;
     c = r->connection;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_auth_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_limit_module);
 
     n[NGX_HTTP_HELIX_LIMIT_REQ] = ctx->waiting ? 1 : 0;
     n[NGX_HTTP_HELIX_LIMIT_TOK] = ctx->waiting ? 0 : (int64_t) ctx->reserved;

@@ -164,6 +164,39 @@ static void ngx_http_helix_stream_abort_handler(ngx_event_t *ev);
 static ngx_str_t  ngx_http_helix_sse_type = ngx_string("text/event-stream");
 
 
+/* the streams' own module: the slot of a client request's stream */
+
+static ngx_http_module_t  ngx_http_helix_stream_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_helix_stream_module = {
+    NGX_MODULE_V1,
+    &ngx_http_helix_stream_module_ctx,     /* module context */
+    NULL,                                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
 ngx_http_helix_stream_t *
 ngx_http_helix_stream_create(ngx_http_request_t *r, ngx_uint_t endpoint,
     json_t *req)
@@ -188,6 +221,9 @@ ngx_http_helix_stream_create(ngx_http_request_t *r, ngx_uint_t endpoint,
     cln->data = st;
 
     st->request = r;
+
+    /* its writer finds it here: nginx gives a write handler only r */
+    ngx_http_set_ctx(r, st, ngx_http_helix_stream_module);
     st->endpoint = endpoint;
     st->include_usage = json_is_true(json_object_get(
                             json_object_get(req, "stream_options"),
@@ -1776,7 +1812,7 @@ ngx_http_helix_stream_writer(ngx_http_request_t *r)
     } else if (ngx_http_output_filter(r, NULL) != NGX_ERROR
                && ngx_http_helix_stream_arm(r) == NGX_OK)
     {
-        st = ngx_http_helix_gateway_stream(r);
+        st = ngx_http_get_module_ctx(r, ngx_http_helix_stream_module);
 
         if (st && st->held && !(c->buffered & NGX_HTTP_WRITE_BUFFERED)
             && st->call && !st->call->done)

@@ -62,7 +62,7 @@ ngx_int_t ngx_http_helix_limit_reserve(ngx_http_request_t *r,
 void ngx_http_helix_limit_charge(ngx_http_request_t *r, ngx_uint_t tokens);
 
 
-extern ngx_module_t  ngx_http_helix_auth_module;
+extern ngx_module_t  ngx_http_helix_limit_module;
 
 
 #endif /* _NGX_HTTP_HELIX_LIMIT_H_INCLUDED_ */

@@ -16,6 +16,7 @@
 
 
 #include "ngx_http_helix.h"
+#include "ngx_http_helix_auth.h"
 #include "ngx_http_helix_pg.h"
 #include "ngx_http_helix_log.h"
 #include "ngx_http_helix_metrics.h"
@@ -95,6 +96,8 @@ static u_char  ngx_http_helix_log_digits[513] =
     "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
 static ngx_http_helix_log_t  ngx_http_helix_log;
+
+ngx_http_helix_log_summary_pt  ngx_http_helix_log_summary;
 static ngx_int_t             ngx_http_helix_log_request_id = NGX_ERROR;
 static ngx_uint_t            ngx_http_helix_log_session_hash;
 
@@ -266,7 +269,9 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     ngx_memzero(&row, sizeof(ngx_http_helix_log_row_t));
     ngx_memzero(&sum, sizeof(ngx_http_helix_summary_t));
 
-    (void) ngx_http_helix_gateway_summary(r, &sum);
+    if (ngx_http_helix_log_summary) {
+        (void) ngx_http_helix_log_summary(r, &sum);
+    }
 
     row.endpoint = &ngx_http_helix_log_endpoints[ep];
     row.model = sum.model;
@@ -344,22 +349,25 @@ ngx_http_helix_log_request(ngx_http_request_t *r,
 }
 
 
-/* one item of a batch or one member of an ensemble: a row of its own */
+/*
+ * One item of a batch or one member of an ensemble: a row of its own.
+ * The caller says what it was (provider, model, answer, status, latency,
+ * cache); the row's id is the batch's and k, its client the batch's.
+ */
 
 void
 ngx_http_helix_log_item(ngx_http_request_t *r, ngx_str_t *batch_id,
-    ngx_uint_t k, ngx_http_helix_item_t *item, ngx_uint_t kind)
+    ngx_uint_t k, ngx_uint_t kind, ngx_http_helix_log_row_t *row)
 {
-    u_char                    *p;
-    ngx_str_t                  rid;
-    ngx_http_helix_log_t      *lg;
-    ngx_http_helix_log_row_t   row;
+    u_char                *p;
+    ngx_str_t              rid;
+    ngx_http_helix_log_t  *lg;
 
     static ngx_str_t  kinds[] = { ngx_string("completions_batch"),
                                   ngx_string("ensemble") };
 
     lg = &ngx_http_helix_log;
-    if (lg->hmcf == NULL || item->status == 0) {
+    if (lg->hmcf == NULL || row->status == 0) {
         return;
     }
 
@@ -379,39 +387,12 @@ ngx_http_helix_log_item(ngx_http_request_t *r, ngx_str_t *batch_id,
     rid.data = p;
     rid.len = ngx_sprintf(p, "%V-%ui", batch_id, k) - p;
 
-    ngx_memzero(&row, sizeof(ngx_http_helix_log_row_t));
+    ngx_http_helix_log_request(r, row);
 
-    ngx_http_helix_log_request(r, &row);
+    row->request_id = rid;
+    row->endpoint = &kinds[kind];
 
-    row.request_id = rid;
-    row.endpoint = &kinds[kind];
-    row.provider = item->provider;
-    row.answer = item->status == NGX_HTTP_OK ? item->body
-                                             : (ngx_str_t) ngx_null_string;
-    row.status = item->status;
-    row.latency = item->latency;
-
-    if (item->tier == 1) {
-        row.cache = NGX_HTTP_HELIX_LOG_HIT_L1;
-
-    } else if (item->tier == 2) {
-        row.cache = NGX_HTTP_HELIX_LOG_HIT_L2;
-
-    } else if (item->provider.len) {
-        row.cache = item->no_cache ? NGX_HTTP_HELIX_LOG_BYPASS
-                                   : NGX_HTTP_HELIX_LOG_MISS;
-    } else {
-        row.cache = NGX_HTTP_HELIX_LOG_NONE;
-    }
-
-    if (item->req) {
-        row.model.data = (u_char *) json_string_value(
-                                        json_object_get(item->req, "model"));
-        row.model.len = row.model.data
-                        ? ngx_strlen(row.model.data) : 0;
-    }
-
-    ngx_http_helix_log_add(&row, r->connection->log);
+    ngx_http_helix_log_add(row, r->connection->log);
 }
 
 

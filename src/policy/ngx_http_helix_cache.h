@@ -12,7 +12,6 @@
 #include "ngx_http_helix.h"
 
 
-#define NGX_HTTP_HELIX_CACHE_POLICIES  16
 #define NGX_HTTP_HELIX_CACHE_HASH_LEN  32
 
 
@@ -62,8 +61,6 @@ void ngx_http_helix_cache_stats(ngx_http_helix_main_conf_t *hmcf,
     ngx_http_helix_cache_stats_t *st);
 
 ngx_uint_t ngx_http_helix_cache_warm_claim(ngx_http_helix_main_conf_t *hmcf);
-ngx_int_t ngx_http_helix_warm_init_process(ngx_cycle_t *cycle);
-void ngx_http_helix_warm_exit_process(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_http_helix_cache_policy(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *name);

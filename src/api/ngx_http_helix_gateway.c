@@ -25,6 +25,7 @@
 #include "ngx_http_helix_log.h"
 #include "ngx_http_helix_stream.h"
 #include "ngx_http_helix_limit.h"
+#include "ngx_http_helix_auth.h"
 
 
 #define NGX_HTTP_HELIX_MAX_STOP     4
@@ -2580,17 +2581,6 @@ ngx_http_helix_keep(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     }
 
     ngx_http_helix_cache_release(r, ctx);
-}
-
-
-ngx_http_helix_stream_t *
-ngx_http_helix_gateway_stream(ngx_http_request_t *r)
-{
-    ngx_http_helix_gw_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
-
-    return ctx ? ctx->stream : NULL;
 }
 
 

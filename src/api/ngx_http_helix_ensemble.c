@@ -23,6 +23,7 @@
 #include "ngx_http_helix_gateway.h"
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_batch.h"
+#include "ngx_http_helix_ensemble.h"
 
 
 typedef enum {
