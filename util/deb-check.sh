@@ -79,6 +79,9 @@ ok "$link -> $avail: $(cat "$avail")"
 
 # the system's own configuration, which includes modules-enabled
 "${SUDO[@]}" "$nginx" -t -q || fail "nginx -t with the module enabled"
+"${SUDO[@]}" "$nginx" -T 2>/dev/null \
+    | grep -x "# configuration file $link:" >/dev/null \
+    || fail "/etc/nginx/nginx.conf does not include $link"
 ok "nginx -t (/etc/nginx/nginx.conf, the module from modules-enabled)"
 
 # a private nginx with the package's module: helix.yaml without Redis or
