@@ -22,8 +22,8 @@ upstream=${version%-*}
 module=$(sed -n 's/^#define NGX_HTTP_HELIX_VERSION *"\(.*\)"$/\1/p' \
          src/ngx_http_helix.h)
 if [[ $upstream != "$module" ]]; then
-    echo "deb: debian/changelog says $version, the module says $module;" \
-         "add a changelog entry (dch -v $module)" >&2
+    echo "deb: debian/changelog says $version, the module says $module" \
+         "(src/ngx_http_helix.h); a release changes both (dch -v)" >&2
     exit 1
 fi
 
