@@ -12,6 +12,11 @@
 #                   (default 60) from its seed corpus
 #   make bench      helix next to plain nginx, same run, as ratios
 #   make install    put the module where Debian's nginx loads it
+#   make deb        the Debian package build/libnginx-mod-http-helix_*.deb
+#                   (debian/, dh_nginx; util/deb.sh)
+#   make test-deb   build it, install it into the system nginx, serve a
+#                   request on 127.0.0.1:2150, purge it (util/deb-check.sh;
+#                   root)
 #   make migrate    apply sql/ to PostgreSQL (PGHOST, PGPORT, PGDATABASE,
 #                   PGUSER; default 127.0.0.1:5432 helixagent postgres)
 #
@@ -36,8 +41,8 @@ CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
 MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
-.PHONY: FORCE all deps layers run stop test test-valgrind test-asan fuzz check-json bench \
-        install migrate clean
+.PHONY: FORCE all deps layers run stop test test-valgrind test-asan fuzz \
+        check-json bench install deb test-deb migrate clean
 
 all: $(MODULE)
 
@@ -112,6 +117,13 @@ install: $(MODULE)
 	    > $(DESTDIR)$(MODULES_AVAIL)/mod-http-helix.conf
 	@echo "enable with: ln -s $(MODULES_AVAIL)/mod-http-helix.conf" \
 	    "/etc/nginx/modules-enabled/50-mod-http-helix.conf"
+
+# the package build compiles on its own (nginx_mod) and runs no tests
+deb: deps
+	@util/deb.sh
+
+test-deb: deps
+	@util/deb-check.sh
 
 migrate:
 	@util/migrate.sh

@@ -29,6 +29,11 @@ PACKAGES=(
   procps
   iproute2
   ca-certificates
+  debhelper
+  dpkg-dev
+  fakeroot
+  libssl-dev
+  lintian
 )
 
 missing=()

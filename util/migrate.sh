@@ -8,9 +8,13 @@
 # Connection: the usual libpq variables (PGHOST, PGPORT, PGDATABASE,
 # PGUSER, PGPASSWORD); defaults 127.0.0.1:5432, helixagent, postgres.
 # --reset drops the tables first (tests only).
+# The migrations are sql/ beside this script (the Debian package's
+# /usr/share/libnginx-mod-http-helix/) or in the tree above it (util/).
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+sql=$here/sql
+[[ -d $sql ]] || sql=$here/../sql
 
 export PGHOST=${PGHOST:-127.0.0.1}
 export PGPORT=${PGPORT:-5432}
@@ -30,7 +34,7 @@ psql_ -c "CREATE TABLE IF NOT EXISTS schema_migrations (
             version text PRIMARY KEY,
             applied_at timestamptz NOT NULL DEFAULT now())"
 
-for f in "$top"/sql/[0-9]*.sql; do
+for f in "$sql"/[0-9]*.sql; do
     v=$(basename "$f" .sql)
     done_=$(psql_ -tAc "SELECT 1 FROM schema_migrations WHERE version = '$v'")
     [[ $done_ == 1 ]] && continue
