@@ -132,6 +132,13 @@ static ngx_command_t  ngx_http_helix_commands[] = {
       offsetof(ngx_http_helix_loc_conf_t, cache_key_header),
       NULL },
 
+    { ngx_string("helix_server_timing"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_helix_loc_conf_t, server_timing),
+      NULL },
+
       ngx_null_command
 };
 
@@ -401,6 +408,7 @@ ngx_http_helix_create_loc_conf(ngx_conf_t *cf)
     hlcf->endpoint = NGX_CONF_UNSET_UINT;
     hlcf->cache_policy = NGX_CONF_UNSET;
     hlcf->cache_key_header = NGX_CONF_UNSET;
+    hlcf->server_timing = NGX_CONF_UNSET;
 
     return hlcf;
 }
@@ -423,6 +431,7 @@ ngx_http_helix_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->cache_policy_name,
                              prev->cache_policy_name, "");
     ngx_conf_merge_value(conf->cache_key_header, prev->cache_key_header, 0);
+    ngx_conf_merge_value(conf->server_timing, prev->server_timing, 1);
 
     if (conf->cache_policy_name.len == 0) {
         conf->cache_policy = NGX_HTTP_HELIX_CACHE_DEFAULT;

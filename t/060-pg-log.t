@@ -110,6 +110,24 @@ X-Session-ID: sess-2b
 
 
 
+=== TEST 2bb: the row has the gateway's own time and the provider's (us), as Server-Timing said them; a hit has no provider time
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- more_headers
+X-Session-ID: sess-2bb
+--- request eval
+[main::chat("timed"), main::chat("timed")]
+--- response_headers_like eval
+['Server-Timing: ^cache;desc="MISS", gw;dur=\d+\.\d{3}, provider;dur=\d+\.\d{3}$', 'Server-Timing: ^cache;desc="L1", gw;dur=\d+\.\d{3}$']
+--- response_body_filters eval
+[sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2bb'", qr/^2$/);
+    HelixPg::psql("SELECT cache_result, gateway_us >= 0, provider_us > 0, provider_us IS NULL FROM completions WHERE session_id = 'sess-2bb' ORDER BY created_at, request_id") }]
+--- response_body eval
+["", "miss|t|t|f\nhit_l1|t||t"]
+
+
+
 === TEST 2c: the API key's name is in the row; an anonymous request has none
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config

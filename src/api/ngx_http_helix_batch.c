@@ -322,6 +322,8 @@ ngx_http_helix_batch_log(ngx_http_helix_batch_t *b, ngx_uint_t k,
 
     ngx_memzero(&row, sizeof(ngx_http_helix_log_row_t));
 
+    row.gateway_us = -1;
+    row.provider_us = -1;
     row.provider = item->provider;
     row.status = item->status;
     row.latency = item->latency;

@@ -104,6 +104,11 @@ typedef struct {
     ngx_str_t                   served_by;      /* a stream's: when its
                                                    header has gone */
 
+    ngx_msec_t                  start_us;       /* the request read */
+    ngx_msec_t                  provider_us;    /* calls that ended */
+    ngx_msec_t                  gw_us;          /* the gateway's own */
+    unsigned                    timed:1;        /* gw_us is set */
+
     ngx_str_t                   answer;         /* for the completion log */
     ngx_http_helix_answer_meta_t  meta;         /* of an L1 hit's answer */
 } ngx_http_helix_gw_ctx_t;
@@ -141,6 +146,9 @@ static ngx_int_t ngx_http_helix_cache_begin(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static ngx_int_t ngx_http_helix_cache_fast(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *raw);
+static ngx_int_t ngx_http_helix_timing(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_uint_t served);
+static ngx_uint_t ngx_http_helix_timing_header(ngx_http_request_t *r);
 static void ngx_http_helix_cache_answer(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_uint_t tier, ngx_str_t *key,
     ngx_str_t *provider, ngx_str_t *body);
@@ -225,6 +233,7 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
     rc = ngx_http_helix_read_body(r, ctx, &body);
 
     if (rc == NGX_OK) {
+        ctx->start_us = ngx_http_helix_metrics_now_us();
         ctx->raw = body;
         rc = ngx_http_helix_cache_fast(r, ctx, &body);
 
@@ -440,6 +449,57 @@ ngx_http_helix_key_header(ngx_http_request_t *r)
 }
 
 
+/*
+ * The gateway's own time in an answer: from the whole request read to its
+ * header, less the provider calls' time.  Counted by where the answer
+ * came from, kept for the completion log, and said in Server-Timing
+ * unless "helix_server_timing off".
+ */
+
+static ngx_int_t
+ngx_http_helix_timing(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    ngx_uint_t served)
+{
+    ngx_msec_t                   total;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    static ngx_str_t  descs[] = { ngx_string("NONE"), ngx_string("L1"),
+                                  ngx_string("L2"), ngx_string("MISS"),
+                                  ngx_string("BYPASS") };
+
+    if (ctx->start_us == 0 || served >= NGX_HTTP_HELIX_SERVED) {
+        return NGX_OK;
+    }
+
+    total = ngx_http_helix_metrics_now_us() - ctx->start_us;
+
+    ctx->gw_us = (total > ctx->provider_us) ? total - ctx->provider_us : 0;
+    ctx->timed = 1;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    ngx_http_helix_metrics_overhead(hmcf, served, ctx->gw_us);
+
+    if (!ngx_http_helix_timing_header(r)) {
+        return NGX_OK;
+    }
+
+    return ngx_http_helix_server_timing(r, &descs[served], ctx->gw_us,
+                                        ctx->provider_us,
+                                        served >= NGX_HTTP_HELIX_LOG_MISS);
+}
+
+
+static ngx_uint_t
+ngx_http_helix_timing_header(ngx_http_request_t *r)
+{
+    ngx_http_helix_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
+
+    return hlcf->server_timing == 1;
+}
+
+
 /* a hit from either tier: counted, said in the headers, sent */
 
 static void
@@ -477,7 +537,8 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
         || (ngx_http_helix_key_header(r)
             && ngx_http_helix_add_header(r, "X-Cache-Key", key) != NGX_OK)
         || ngx_http_helix_add_header(r, "X-Helix-Provider", provider)
-           != NGX_OK)
+           != NGX_OK
+        || ngx_http_helix_timing(r, ctx, ctx->served_cache) != NGX_OK)
     {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
@@ -1979,6 +2040,11 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
                 ngx_str_null(&key);
             }
 
+            ngx_http_helix_stream_timing_start(ctx->stream, ctx->start_us,
+                                               ctx->provider_us,
+                                               ctx->served_cache,
+                                               ngx_http_helix_timing_header(r));
+
             if (ngx_http_helix_stream_attach(ctx->stream, call, &c->model,
                                              &key,
                                              ctx->policy >= 0
@@ -2106,6 +2172,7 @@ ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
     ctx = call->data;
     status = call->status;
     ctx->call = NULL;
+    ctx->provider_us += call->latency_us;
 
     if (ctx->stream
         && (call->outcome == NGX_HTTP_HELIX_CALL_OK
@@ -2541,7 +2608,12 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
                             ? NGX_HTTP_HELIX_LOG_MISS
                             : NGX_HTTP_HELIX_LOG_BYPASS;
         ctx->served_by = cand->provider->name;
-        rc = ngx_http_helix_send_json(r, NGX_HTTP_OK, body);
+
+        rc = ngx_http_helix_timing(r, ctx, ctx->served_cache);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_helix_send_json(r, NGX_HTTP_OK, body);
+        }
     }
 
     if (key.len && rc != NGX_ERROR) {
@@ -3004,6 +3076,20 @@ ngx_http_helix_gateway_summary(ngx_http_request_t *r,
         s->served = 1;
         s->provider = ctx->served_by;
         s->cache = ctx->served_cache;
+    }
+
+    if (ctx->timed) {
+        s->timed = 1;
+        s->gw_us = ctx->gw_us;
+        s->provider_us = ctx->provider_us;
+
+    } else if (ctx->stream
+               && ngx_http_helix_stream_timing(ctx->stream, &s->gw_us,
+                                               &s->provider_us)
+                  == NGX_OK)
+    {
+        /* a stream's: to its first frame */
+        s->timed = 1;
     }
 
     return NGX_OK;

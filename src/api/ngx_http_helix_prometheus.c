@@ -220,7 +220,7 @@ ngx_http_helix_out_store(ngx_http_helix_out_t *o,
     ngx_uint_t              i, st;
     const char             *name, *what;
     ngx_atomic_uint_t       n[NGX_HTTP_HELIX_STORE_STATES];
-    ngx_http_helix_wrow_t  *row;
+    ngx_http_helix_metrics_wrow_t  *row;
 
     ngx_memzero(n, sizeof(n));
 
@@ -276,7 +276,7 @@ ngx_http_helix_out_db(ngx_http_helix_out_t *o,
     ngx_pid_t               pid;
     ngx_uint_t              i, j;
     ngx_atomic_uint_t       db[4];
-    ngx_http_helix_wrow_t  *row;
+    ngx_http_helix_metrics_wrow_t  *row;
 
     ngx_memzero(db, sizeof(db));
 
@@ -396,6 +396,9 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
     static ngx_str_t  type = ngx_string("text/plain; version=0.0.4");
 
     static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+    static const char  *served[] = { "", "cache=\"l1\"", "cache=\"l2\"",
+                                     "cache=\"miss\"",
+                                     "cache=\"bypass\"" };
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
@@ -492,6 +495,19 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
                             "tier=\"l1\"", &sh->cache_latency,
                             ngx_http_helix_metrics_fast_bounds,
                             NGX_HTTP_HELIX_FAST_BKTS, 1e-6);
+
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_gateway_overhead_seconds The gateway's own time "
+        "in an answer: from the whole request read to the answer's header, "
+        "less the provider's time (a stream's: to its first frame).\n"
+        "# TYPE helixagent_gateway_overhead_seconds histogram\n");
+
+    for (i = 1; i < NGX_HTTP_HELIX_SERVED; i++) {
+        ngx_http_helix_out_hist(&o, "helixagent_gateway_overhead_seconds",
+                                served[i], &sh->overhead[i],
+                                ngx_http_helix_metrics_overhead_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+    }
 
     ngx_http_helix_cache_stats(hmcf, &cs);
 

@@ -65,6 +65,15 @@ struct ngx_http_helix_stream_s {
     time_t                      created;
     ngx_str_t                   cache_key;
     ngx_str_t                  *cache_state;
+
+    /* Server-Timing, from the gateway (stream_timing_start) */
+    ngx_msec_t                  start_us;   /* the request read */
+    ngx_msec_t                  before_us;  /* earlier attempts' calls */
+    ngx_msec_t                  gw_us;      /* at the first frame */
+    ngx_msec_t                  ttfb_us;    /* the call's, to it */
+    ngx_uint_t                  served;     /* log.h's cache results */
+    unsigned                    timing:1;   /* the header too */
+    unsigned                    timed:1;
     ngx_msec_t                  deadline;
     size_t                      max_body;
     size_t                      received;       /* this attempt's bytes */
@@ -113,6 +122,7 @@ struct ngx_http_helix_stream_s {
 };
 
 
+static void ngx_http_helix_stream_timed(ngx_http_helix_stream_t *st);
 static ngx_int_t ngx_http_helix_stream_consume(ngx_http_helix_call_t *call,
     u_char *data, size_t len);
 static ngx_int_t ngx_http_helix_sse_parse(ngx_http_helix_stream_t *st,
@@ -319,6 +329,64 @@ ngx_http_helix_stream_request(ngx_http_helix_stream_t *st,
     if (json_object_set_new(so, "include_usage", json_true()) != 0) {
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * What Server-Timing and the overhead histogram say of a stream, given by
+ * the gateway before each attempt: when the request was read, the time
+ * of earlier attempts' calls, where the answer comes from, and whether
+ * the header is wanted ("helix_server_timing").
+ */
+
+void
+ngx_http_helix_stream_timing_start(ngx_http_helix_stream_t *st,
+    ngx_msec_t start_us, ngx_msec_t before_us, ngx_uint_t served,
+    ngx_uint_t header)
+{
+    st->start_us = start_us;
+    st->before_us = before_us;
+    st->served = served;
+    st->timing = header ? 1 : 0;
+    st->timed = 0;
+}
+
+
+/* at the first frame: the provider's time to it, the gateway's own */
+
+static void
+ngx_http_helix_stream_timed(ngx_http_helix_stream_t *st)
+{
+    ngx_msec_t                   now, total;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    now = ngx_http_helix_metrics_now_us();
+    total = now - st->start_us;
+
+    st->ttfb_us = now - st->call->start_us;
+    st->gw_us = (total > st->before_us + st->ttfb_us)
+                ? total - st->before_us - st->ttfb_us : 0;
+    st->timed = 1;
+
+    hmcf = ngx_http_get_module_main_conf(st->request, ngx_http_helix_module);
+    ngx_http_helix_metrics_overhead(hmcf, st->served, st->gw_us);
+}
+
+
+/* for the completion log: NGX_OK and the figures once the first frame went */
+
+ngx_int_t
+ngx_http_helix_stream_timing(ngx_http_helix_stream_t *st, ngx_msec_t *gw_us,
+    ngx_msec_t *ttfb_us)
+{
+    if (!st->timed) {
+        return NGX_DECLINED;
+    }
+
+    *gw_us = st->gw_us;
+    *ttfb_us = st->ttfb_us;
 
     return NGX_OK;
 }
@@ -1648,6 +1716,18 @@ ngx_http_helix_stream_header(ngx_http_helix_stream_t *st)
                    != NGX_OK)))
     {
         return NGX_ERROR;
+    }
+
+    if (st->call && st->start_us) {
+        ngx_http_helix_stream_timed(st);
+
+        if (st->timing
+            && ngx_http_helix_server_timing(r, st->cache_state, st->gw_us,
+                                            st->ttfb_us, 1)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     st->header_sent = 1;

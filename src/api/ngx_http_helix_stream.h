@@ -62,6 +62,13 @@ ngx_int_t ngx_http_helix_stream_replay(ngx_http_helix_stream_t *st,
     ngx_str_t *provider, ngx_str_t *body);
 
 
+void ngx_http_helix_stream_timing_start(ngx_http_helix_stream_t *st,
+    ngx_msec_t start_us, ngx_msec_t before_us, ngx_uint_t served,
+    ngx_uint_t header);
+ngx_int_t ngx_http_helix_stream_timing(ngx_http_helix_stream_t *st,
+    ngx_msec_t *gw_us, ngx_msec_t *ttfb_us);
+
+
 extern ngx_module_t  ngx_http_helix_stream_module;
 
 

@@ -327,6 +327,7 @@ typedef struct {
     ngx_str_t                   cache_policy_name;
     ngx_int_t                   cache_policy;   /* index, DEFAULT, OFF */
     ngx_flag_t                  cache_key_header;  /* X-Cache-Key */
+    ngx_flag_t                  server_timing;  /* Server-Timing */
 } ngx_http_helix_loc_conf_t;
 
 

@@ -441,3 +441,39 @@ ngx_http_helix_body_read(ngx_http_request_t *r, size_t len, ngx_str_t *body)
 
     return NGX_OK;
 }
+
+
+/*
+ * Server-Timing (W3C): where the answer came from, the gateway's own time
+ * and the provider's, in milliseconds, e.g.
+ * cache;desc="MISS", gw;dur=0.041, provider;dur=812.500
+ */
+
+ngx_int_t
+ngx_http_helix_server_timing(ngx_http_request_t *r, ngx_str_t *cache,
+    ngx_msec_t gw_us, ngx_msec_t provider_us, ngx_uint_t provider)
+{
+    u_char     *p;
+    ngx_str_t   v;
+
+    p = ngx_pnalloc(r->pool, sizeof("cache;desc=\"\", gw;dur=."
+                                    ", provider;dur=.") - 1
+                             + cache->len + 2 * (NGX_INT_T_LEN + 3));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v.data = p;
+    p = ngx_sprintf(p, "cache;desc=\"%V\", gw;dur=%ui.%03ui", cache,
+                    (ngx_uint_t) (gw_us / 1000), (ngx_uint_t) (gw_us % 1000));
+
+    if (provider) {
+        p = ngx_sprintf(p, ", provider;dur=%ui.%03ui",
+                        (ngx_uint_t) (provider_us / 1000),
+                        (ngx_uint_t) (provider_us % 1000));
+    }
+
+    v.len = p - v.data;
+
+    return ngx_http_helix_add_header(r, "Server-Timing", &v);
+}

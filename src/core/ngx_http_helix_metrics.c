@@ -23,11 +23,11 @@ static ngx_int_t ngx_http_helix_metrics_init_zone(ngx_shm_zone_t *shm_zone,
 static ngx_int_t ngx_http_helix_metrics_log(ngx_http_request_t *r);
 static void ngx_http_helix_hist_add(ngx_http_helix_hist_t *h,
     const double *bounds, ngx_uint_t n, double v, ngx_atomic_uint_t raw);
-static ngx_http_helix_wrow_t *ngx_http_helix_metrics_take_row(
+static ngx_http_helix_metrics_wrow_t *ngx_http_helix_metrics_take_row(
     ngx_http_helix_metrics_sh_t *sh);
 
 
-static ngx_http_helix_wrow_t  *ngx_http_helix_metrics_row;
+static ngx_http_helix_metrics_wrow_t  *ngx_http_helix_metrics_row;
 
 
 /* seconds */
@@ -37,6 +37,14 @@ const double  ngx_http_helix_metrics_time_bounds[NGX_HTTP_HELIX_TIME_BKTS] = {
 };
 
 /* lookups: microseconds matter */
+/* the gateway's own time in an answer: tens of microseconds to a JSON
+   translation of a large answer */
+const double  ngx_http_helix_metrics_overhead_bounds[NGX_HTTP_HELIX_TIME_BKTS]
+    = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25
+};
+
 const double  ngx_http_helix_metrics_fast_bounds[NGX_HTTP_HELIX_FAST_BKTS] = {
     0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001
 };
@@ -264,6 +272,22 @@ ngx_http_helix_metrics_cache(ngx_http_helix_main_conf_t *hmcf,
 }
 
 
+/* the gateway's own time in an answer, by where the answer came from */
+
+void
+ngx_http_helix_metrics_overhead(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t served, ngx_msec_t us)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh && served < NGX_HTTP_HELIX_SERVED) {
+        ngx_http_helix_hist_add(&sh->overhead[served],
+                                ngx_http_helix_metrics_overhead_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, us / 1e6, us);
+    }
+}
+
+
 void
 ngx_http_helix_metrics_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
     ngx_msec_t us)
@@ -367,7 +391,7 @@ void
 ngx_http_helix_metrics_db_worker(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t live)
 {
-    ngx_http_helix_wrow_t        *row;
+    ngx_http_helix_metrics_wrow_t        *row;
     ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
 
     row = ngx_http_helix_metrics_row;
@@ -392,12 +416,12 @@ ngx_http_helix_metrics_db_worker(ngx_http_helix_main_conf_t *hmcf,
 
 /* this worker's row: a free one, or one a dead worker left */
 
-static ngx_http_helix_wrow_t *
+static ngx_http_helix_metrics_wrow_t *
 ngx_http_helix_metrics_take_row(ngx_http_helix_metrics_sh_t *sh)
 {
     ngx_pid_t               pid;
     ngx_uint_t              i;
-    ngx_http_helix_wrow_t  *row;
+    ngx_http_helix_metrics_wrow_t  *row;
 
     if (ngx_http_helix_metrics_row) {
         return ngx_http_helix_metrics_row;
@@ -436,7 +460,7 @@ void
 ngx_http_helix_metrics_store_state(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t store, ngx_uint_t state)
 {
-    ngx_http_helix_wrow_t        *row;
+    ngx_http_helix_metrics_wrow_t        *row;
     ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
 
     if (sh == NULL || store >= NGX_HTTP_HELIX_STORES) {
@@ -488,7 +512,7 @@ void
 ngx_http_helix_metrics_db_pool(ngx_uint_t busy, ngx_uint_t idle,
     ngx_uint_t connecting, ngx_uint_t waiting)
 {
-    ngx_http_helix_wrow_t  *row = ngx_http_helix_metrics_row;
+    ngx_http_helix_metrics_wrow_t  *row = ngx_http_helix_metrics_row;
 
     if (row) {
         row->db[0] = busy;

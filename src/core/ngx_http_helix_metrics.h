@@ -115,6 +115,9 @@ typedef enum {
 
 #define NGX_HTTP_HELIX_EPS        (NGX_HTTP_HELIX_EP_METRICS + 1)
 #define NGX_HTTP_HELIX_TIME_BKTS  14
+/* where an answer came from: the completion log's cache results
+   (policy/log.h: none, L1, L2, miss, bypass) */
+#define NGX_HTTP_HELIX_SERVED     5
 #define NGX_HTTP_HELIX_SIZE_BKTS  8
 #define NGX_HTTP_HELIX_FAST_BKTS  8
 #define NGX_HTTP_HELIX_WORKERS    128
@@ -137,7 +140,7 @@ typedef struct {
     ngx_atomic_t                 db[4];     /* busy, idle, connecting,
                                                waiting */
     ngx_atomic_t                 store[NGX_HTTP_HELIX_STORES]; /* state */
-} ngx_http_helix_wrow_t;
+} ngx_http_helix_metrics_wrow_t;
 
 
 typedef struct {
@@ -147,6 +150,7 @@ typedef struct {
     ngx_atomic_t                 cache_hits[NGX_HTTP_HELIX_CACHE_POLICIES];
     ngx_atomic_t                 cache_misses[NGX_HTTP_HELIX_CACHE_POLICIES];
     ngx_http_helix_hist_t        cache_latency;
+    ngx_http_helix_hist_t        overhead[NGX_HTTP_HELIX_SERVED];
     ngx_http_helix_hist_t        provider_latency[NGX_HTTP_HELIX_MAX_PROVIDERS];
     ngx_atomic_t                 tokens[NGX_HTTP_HELIX_MAX_PROVIDERS][2];
     ngx_http_helix_hist_t        stream_first[NGX_HTTP_HELIX_MAX_PROVIDERS];
@@ -166,12 +170,13 @@ typedef struct {
     ngx_atomic_t                 callbacks[NGX_HTTP_HELIX_CALLBACK_OUTCOMES];
     ngx_atomic_t                 store_opened[NGX_HTTP_HELIX_STORES];
     ngx_atomic_t                 store_rejected[NGX_HTTP_HELIX_STORES];
-    ngx_http_helix_wrow_t        rows[NGX_HTTP_HELIX_WORKERS];
+    ngx_http_helix_metrics_wrow_t        rows[NGX_HTTP_HELIX_WORKERS];
 } ngx_http_helix_metrics_sh_t;
 
 
 extern const double  ngx_http_helix_metrics_time_bounds[];
 extern const double  ngx_http_helix_metrics_fast_bounds[];
+extern const double  ngx_http_helix_metrics_overhead_bounds[];
 extern const double  ngx_http_helix_metrics_size_bounds[];
 
 ngx_uint_t ngx_http_helix_metrics_alive(ngx_pid_t pid);
@@ -187,6 +192,8 @@ void ngx_http_helix_metrics_provider_error(ngx_http_helix_main_conf_t *hmcf,
     ngx_http_helix_provider_t *p, ngx_uint_t reason);
 void ngx_http_helix_metrics_cache(ngx_http_helix_main_conf_t *hmcf,
     ngx_int_t policy, ngx_uint_t hit);
+void ngx_http_helix_metrics_overhead(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t served, ngx_msec_t us);
 void ngx_http_helix_metrics_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
     ngx_msec_t us);
 ngx_msec_t ngx_http_helix_request_time(ngx_http_request_t *r);

@@ -33,7 +33,7 @@ typedef struct {
 
 #define NGX_HTTP_HELIX_LOG_HEADER   19
 #define NGX_HTTP_HELIX_LOG_ID_LEN   32
-#define NGX_HTTP_HELIX_LOG_FIELDS   13
+#define NGX_HTTP_HELIX_LOG_FIELDS   15
 
 /* timestamptz: microseconds since 2000-01-01 00:00:00 UTC */
 #define NGX_HTTP_HELIX_LOG_PG_EPOCH  946684800
@@ -106,7 +106,8 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_log_insert = {
     "helix_completions_copy",
     "COPY completions (request_id, session_id, api_key_name, provider_id, "
     "model, endpoint, cache_result, stream, prompt_tokens, "
-    "completion_tokens, latency_ms, status, created_at) FROM STDIN "
+    "completion_tokens, latency_ms, status, created_at, gateway_us, "
+    "provider_us) FROM STDIN "
     "(FORMAT binary)",
     1, 0, 1
 };
@@ -291,6 +292,9 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     }
 
     row.latency = (ngx_msec_int_t) ngx_http_helix_request_time(r);
+    row.gateway_us = sum.timed ? (int64_t) sum.gw_us : -1;
+    row.provider_us = sum.timed && sum.cache >= NGX_HTTP_HELIX_LOG_MISS
+                      ? (int64_t) sum.provider_us : -1;
 
     ngx_http_helix_log_add(&row, r->connection->log);
 
@@ -496,13 +500,13 @@ ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
 
     cache = &caches[row->cache];
 
-    /* the field count, 13 lengths, the text, 1 + 4 * 4 + 8 bytes */
+    /* the field count, 15 lengths, the text, 1 + 4 * 4 + 8 + 2 * 8 bytes */
 
     len = 2 + NGX_HTTP_HELIX_LOG_FIELDS * 4
           + rid.len + row->session.len
           + (row->key_name ? row->key_name->len : 0)
           + row->provider.len + row->model.len
-          + row->endpoint->len + cache->len + 1 + 4 * 4 + 8;
+          + row->endpoint->len + cache->len + 1 + 4 * 4 + 8 + 2 * 8;
 
     /* and the trailer */
 
@@ -557,6 +561,17 @@ ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
          + (int64_t) tp->msec * 1000;
 
     p = ngx_http_helix_log_int(ngx_http_helix_log_int(p, 8, 4), us, 8);
+
+    /* microseconds, bigint; NULL when not known */
+
+    p = (row->gateway_us >= 0)
+        ? ngx_http_helix_log_int(ngx_http_helix_log_int(p, 8, 4),
+                                 row->gateway_us, 8)
+        : ngx_http_helix_log_int(p, -1, 4);
+    p = (row->provider_us >= 0)
+        ? ngx_http_helix_log_int(ngx_http_helix_log_int(p, 8, 4),
+                                 row->provider_us, 8)
+        : ngx_http_helix_log_int(p, -1, 4);
 
     lg->fill.len = p - lg->fill.data;
     lg->fill.rows++;

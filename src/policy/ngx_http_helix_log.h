@@ -41,6 +41,8 @@ typedef struct {
     ngx_uint_t                  stream;
     ngx_msec_int_t              latency;
     ngx_uint_t                  status;
+    int64_t                     gateway_us;     /* -1: not known */
+    int64_t                     provider_us;
 } ngx_http_helix_log_row_t;
 
 
@@ -52,6 +54,10 @@ typedef struct {
     ngx_http_helix_answer_meta_t  *meta;        /* of the answer, or NULL */
     ngx_str_t                      provider;    /* who answered */
     ngx_uint_t                     cache;       /* the results above */
+    ngx_msec_t                     gw_us;       /* the gateway's own time */
+    ngx_msec_t                     provider_us; /* the calls' (a stream's:
+                                                   to its first frame) */
+    unsigned                       timed:1;     /* the two above are set */
     unsigned                       stream:1;
     unsigned                       served:1;    /* provider, cache: an
                                                    answer went */

@@ -16,6 +16,7 @@
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_provider.h"
+#include "ngx_http_helix_metrics.h"
 
 
 #define NGX_HTTP_HELIX_MAX_WORKERS  128
@@ -711,6 +712,7 @@ ngx_http_helix_call_start(ngx_http_helix_call_t *call, ngx_str_t *uri,
     call->sr = sr;
     call->started = 1;
     call->start = ngx_current_msec;
+    call->start_us = ngx_http_helix_metrics_now_us();
 
     ngx_http_set_ctx(sr, call, ngx_http_helix_filter_module);
 
@@ -823,6 +825,7 @@ ngx_http_helix_call_finish(ngx_http_helix_call_t *call)
 {
     call->done = 1;
     call->latency = ngx_current_msec - call->start;
+    call->latency_us = ngx_http_helix_metrics_now_us() - call->start_us;
 
     if (call->timer.timer_set) {
         ngx_del_timer(&call->timer);

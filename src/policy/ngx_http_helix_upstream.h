@@ -55,6 +55,8 @@ struct ngx_http_helix_call_s {
     ngx_msec_t                       timeout;
     ngx_msec_t                       start;
     ngx_msec_t                       latency;
+    ngx_msec_t                       start_us;  /* monotonic */
+    ngx_msec_t                       latency_us;
 
     ngx_event_t                      timer;
     ngx_event_t                      posted;
