@@ -9,7 +9,10 @@
 #                   built with AddressSanitizer from Debian's source package
 #   make fuzz       each libFuzzer harness of util/fuzz/ for FUZZ_SECONDS
 #                   (default 60) from its seed corpus
-#   make bench      helix next to plain nginx, same run, as ratios
+#   make bench      helix next to plain nginx, same run, as ratios, and
+#                   the latency it adds (docs/bench-method.md); SOAK=1
+#                   adds the soak; never part of "make test" or CI
+#   make test-bench the same as "make bench"
 #   make install    put the module where Debian's nginx loads it
 #   make migrate    apply sql/ to PostgreSQL (PGHOST, PGPORT, PGDATABASE,
 #                   PGUSER; default 127.0.0.1:5432 helixagent postgres)
@@ -26,6 +29,7 @@ PROVE_ARGS      ?= -r t/
 
 NGX_BUILD       := $(BUILD)/nginx
 MODULE          := $(BUILD)/ngx_http_helix_module.so
+LOADGEN         := $(BUILD)/loadgen
 SOURCES         := ngx_http_helix_module.c $(wildcard src/*.c src/*.h)
 CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
                    -fstack-protector-strong -Wformat \
@@ -35,7 +39,7 @@ MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
 .PHONY: all deps run stop test test-valgrind test-asan fuzz check-json bench \
-        install migrate clean
+        test-bench install migrate clean
 
 all: $(MODULE)
 
@@ -91,8 +95,15 @@ check-json: $(MODULE)
 	    $(CURDIR)/src/ngx_http_helix_jscan.c -ljansson
 	$(BUILD)/jscan-fuzz 200000
 
-bench: deps $(MODULE)
-	@util/bench.sh
+bench: deps $(MODULE) $(LOADGEN)
+	@SOAK=$(SOAK) util/bench.sh
+
+test-bench: bench
+
+# the constant-rate load generator of "make bench" (util/loadgen.c)
+$(LOADGEN): util/loadgen.c
+	mkdir -p $(BUILD)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ util/loadgen.c
 
 install: $(MODULE)
 	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(MODULES_AVAIL)
