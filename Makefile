@@ -10,7 +10,10 @@
 #                   built with AddressSanitizer from Debian's source package
 #   make fuzz       each libFuzzer harness of util/fuzz/ for FUZZ_SECONDS
 #                   (default 60) from its seed corpus
-#   make bench      helix next to plain nginx, same run, as ratios
+#   make bench      helix next to plain nginx, same run, as ratios, and
+#                   the latency it adds (docs/bench-method.md); SOAK=1
+#                   adds the soak; never part of "make test" or CI
+#   make test-bench the same as "make bench"
 #   make install    put the module where Debian's nginx loads it
 #   make deb        the Debian package build/libnginx-mod-http-helix_*.deb
 #                   (debian/, dh_nginx; util/deb.sh)
@@ -32,6 +35,7 @@ PROVE_ARGS      ?= -r t/
 
 NGX_BUILD       := $(BUILD)/nginx
 MODULE          := $(BUILD)/ngx_http_helix_module.so
+LOADGEN         := $(BUILD)/loadgen
 SOURCES         := ngx_http_helix_module.c $(wildcard src/*/*.c src/*/*.h)
 LAYERS          := core clients formats policy api
 CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
@@ -42,7 +46,7 @@ MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
 .PHONY: FORCE all deps layers run stop test test-valgrind test-asan fuzz \
-        check-json bench install deb test-deb migrate clean
+        check-json bench test-bench install deb test-deb migrate clean
 
 all: $(MODULE)
 
@@ -107,8 +111,15 @@ check-json: $(MODULE)
 	    $(CURDIR)/src/core/ngx_http_helix_jscan.c -ljansson
 	$(BUILD)/jscan-fuzz 200000
 
-bench: deps $(MODULE)
-	@util/bench.sh
+bench: deps $(MODULE) $(LOADGEN)
+	@SOAK=$(SOAK) util/bench.sh
+
+test-bench: bench
+
+# the constant-rate load generator of "make bench" (util/loadgen.c)
+$(LOADGEN): util/loadgen.c
+	mkdir -p $(BUILD)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ util/loadgen.c
 
 install: $(MODULE)
 	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(MODULES_AVAIL)

@@ -26,11 +26,33 @@
 #
 # For each case: requests/s, p50/p99, CPU per request (utime+stime of the
 # workers over the requests), and the workers' RSS before and after.
-# Output: a table on stdout and build/bench/results.json.
+#
+# Then, with build/loadgen (util/loadgen.c, constant rate, latency from
+# the time a request should have gone):
+#   added latency  what helix (miss, L2 hit, stream first byte) and plain
+#                  proxy_pass add over a direct call to the stand-in, p50
+#                  and p99, at one connection (one request at a time) and
+#                  at 50 connections at BENCH_RATE requests/s
+#   rate ladder    the highest rate on BENCH_LADDER at which p99 stays
+#                  under 5 ms and under 20 ms, helix miss and proxy_pass
+#   memory         worker PSS per L1 entry (100k entries filled), per
+#                  concurrent stream (BENCH_STREAMS held open, a mock at
+#                  300 ms per event) next to proxy_pass with buffering off
+#   burst          BENCH_BURST concurrent streams at once against
+#                  per_provider 128: how many served, how many 503
+# Output: the issue's table (figures next to goals) on stdout and
+# build/bench/results.json.  docs/bench-method.md explains each figure.
 #
 #   BENCH_SECONDS (5), BENCH_CONNECTIONS (50), BENCH_THREADS (2),
-#   HELIX_BENCH_KEY (default: a random one), SOAK=1 (about a million L1
-#   hits and a hundred thousand misses, worker RSS at the start and the end),
+#   BENCH_RATE (1000: the 50-connection latency runs), BENCH_LAT_SECONDS
+#   (5), BENCH_LADDER (rates), BENCH_LADDER_SECONDS (3), BENCH_STREAMS
+#   (120), BENCH_BURST (1000),
+#   BENCH_PORT (18480: nginx; +1..+3 the mock, +5 the stand-in, +6 the
+#   slow mock), BENCH_REDIS_PORT (16390), BENCH_PG_PORT (15490),
+#   HELIX_BENCH_KEY (default: a random one), SOAK=1 (SOAK_HITS, 1M, L1
+#   hits and SOAK_MISSES, 200k, misses with streams mixed in; worker RSS
+#   and PSS at the start, after warm-up and at the end, and what /metrics
+#   shows of pools and queues),
 #   BENCH_LOG=1 (the demo's completion log on: every completion written
 #   to PostgreSQL on these same cores, which then costs about a third of
 #   the throughput; off by default, its own bench is util/bench-pg.sh).
@@ -46,22 +68,32 @@ threads=${BENCH_THREADS:-2}
 key=${HELIX_BENCH_KEY:-sk-bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')}
 admin=admin-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 log=${BENCH_LOG:-0}  # 1: the demo's completion log on, PostgreSQL here
-port=18480
-mock=18481          # 18481-18483: openai, anthropic, gemini
-standin=18485
-redis=16390
-pg=15490
+port=${BENCH_PORT:-18480}
+mock=$((port + 1))      # +1..+3: openai, anthropic, gemini
+standin=$((port + 5))
+slow=$((port + 6))      # the mock at 300 ms per stream event
+redis=${BENCH_REDIS_PORT:-16390}
+pg=${BENCH_PG_PORT:-15490}
+lgbin=$top/build/loadgen
+lrate=${BENCH_RATE:-1000}
+lsecs=${BENCH_LAT_SECONDS:-5}
+ladder_rates=${BENCH_LADDER:-500 1000 2000 3000 4000 5000 6000 8000 10000 12000 14000 16000 20000 24000 28000 32000}
+ladsecs=${BENCH_LADDER_SECONDS:-3}
+nstreams=${BENCH_STREAMS:-120}
+nburst=${BENCH_BURST:-1000}
 
 body='{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there, benchmark"}],"max_tokens":50}'
 sbody='{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there, benchmark"}],"max_tokens":50,"stream":true}'
 
 mock_pid=
+slow_pid=
 cleanup() {
     for p in nginx standin; do
         [ -s "$dir/logs/$p.pid" ] \
             && kill -QUIT "$(cat "$dir/logs/$p.pid")" 2>/dev/null || true
     done
     [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
+    [ -n "$slow_pid" ] && kill "$slow_pid" 2>/dev/null || true
     "$top/util/services.sh" stop redis "$dir/redis" >/dev/null 2>&1 || true
     "$top/util/services.sh" stop postgres "$dir/postgres" >/dev/null 2>&1 \
         || true
@@ -72,6 +104,8 @@ command -v wrk >/dev/null || {
     echo "bench: installing wrk" >&2
     apt-get install -y -qq wrk >/dev/null
 }
+
+[ -x "$lgbin" ] || make -C "$top" "$lgbin" >/dev/null
 
 rm -rf "$dir"
 mkdir -p "$dir/conf" "$dir/logs" "$dir/tmp" "$dir/modules"
@@ -84,14 +118,24 @@ PGPORT=$pg "$top/util/migrate.sh" >/dev/null
 "$top/util/mock_provider" --openai "$mock" --anthropic $((mock + 1)) \
     --gemini $((mock + 2)) > "$dir/logs/mock.log" 2>&1 &
 mock_pid=$!
-for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$mock/_mock/health" && break
-    sleep 0.1
+"$top/util/mock_provider" --openai "$slow" --stream-delay-ms 300 \
+    > "$dir/logs/slowmock.log" 2>&1 &
+slow_pid=$!
+for m in "$mock" "$slow"; do
+    for _ in $(seq 1 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$m/_mock/health" && break
+        sleep 0.1
+    done
 done
 
 # the stand-in provider: the mock's answer to the bench request, recorded
 recorded=$(curl -sf "http://127.0.0.1:$mock/v1/chat/completions" \
                -H 'Content-Type: application/json' -d "$body")
+# and its stream, served when Accept asks for one (helix asks so): from a
+# file (longer than one nginx.conf string may be), which a POST reaches
+# through error_page (it turns the method into GET)
+curl -sf -o "$dir/stream.sse" "http://127.0.0.1:$mock/v1/chat/completions" \
+    -H 'Content-Type: application/json' -d "$sbody"
 cat > "$dir/conf/standin.conf" <<CONF
 worker_processes 1;
 error_log logs/standin.log warn;
@@ -102,7 +146,13 @@ http {
     keepalive_requests 1000000;
     server {
         listen 127.0.0.1:$standin;
-        location / { default_type application/json; return 200 '$recorded'; }
+        location / {
+            default_type application/json;
+            if (\$http_accept ~ event-stream) { rewrite ^ /_sse last; }
+            return 200 '$recorded';
+        }
+        location = /_sse { error_page 405 =200 /stream.sse; return 405; }
+        location = /stream.sse { root $dir; default_type text/event-stream; }
     }
 }
 CONF
@@ -196,6 +246,8 @@ upstream helix_openai { server 127.0.0.1:$standin; keepalive 256; }
 upstream helix_claude { server 127.0.0.1:$((mock + 1)); keepalive 32; }
 upstream helix_gemini { server 127.0.0.1:$((mock + 2)); keepalive 32; }
 upstream bench_mock { server 127.0.0.1:$mock; keepalive 32; }
+upstream bench_standin { server 127.0.0.1:$standin; keepalive 256; }
+upstream bench_slow { server 127.0.0.1:$slow; keepalive 256; }
 CONF
     cat > "$dir/conf/provider_locations.conf" <<CONF
 location /_helix/openai/ {
@@ -231,6 +283,18 @@ location = /bench/proxy-stream {
     proxy_buffering off;
 }
 location = /bench/miss { helix_endpoint chat_completions; helix_cache_policy off; }
+location = /bench/proxy-sse {
+    proxy_pass http://bench_standin/v1/chat/completions;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_buffering off;
+}
+location = /bench/proxy-slow {
+    proxy_pass http://bench_slow/v1/chat/completions;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_buffering off;
+}
 CONF
 }
 
@@ -281,6 +345,123 @@ rss_kb() {
         t=$((t + ${v:-0}))
     done
     echo "$t"
+}
+
+# proportional set size: the shared zones' pages count once, not once
+# per worker that touched them
+pss_kb() {
+    local t=0 p v
+    for p in $(workers); do
+        v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) \
+            || continue
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+printf '%s' "$body" > "$dir/body.json"
+printf '%s' "$sbody" > "$dir/sbody.json"
+hdr=(-H 'Content-Type: application/json' -H "Authorization: Bearer $key")
+
+lg() { "$lgbin" "${hdr[@]}" "$@"; }
+url() { case $1 in /*) echo "http://127.0.0.1:$port$1" ;; *) echo "$1" ;; esac; }
+field() {   # "name=value ..." name
+    local k
+    for k in $1; do
+        case $k in "$2="*) echo "${k#*=}"; return ;; esac
+    done
+    echo 0
+}
+lgcheck() {   # name loadgen-line
+    local r s e
+    r=$(field "$2" requests); s=$(field "$2" s2xx); e=$(field "$2" errors)
+    if [ "$r" != "$s" ] || [ "$e" != 0 ] || [ "$r" = 0 ]; then
+        echo "bench: $1: $r answers, $s of them 2xx, $e errors" >&2
+    fi
+}
+
+# latency, one request at a time and 50 connections at a constant rate
+declare -A LAT
+lat() {   # name url body-file [loadgen options]
+    local name=$1 u b=$3
+    u=$(url "$2")
+    shift 3
+    lg -c 10 -d 1 -B "$b" "$@" "$u" > /dev/null   # warm-up
+    LAT[$name.c1]=$(lg -c 1 -d "$lsecs" -B "$b" "$@" "$u")
+    LAT[$name.c50]=$(lg -c 50 -R "$lrate" -d "$lsecs" -B "$b" "$@" "$u")
+    lgcheck "$name c1" "${LAT[$name.c1]}"
+    lgcheck "$name c50" "${LAT[$name.c50]}"
+    printf '%-14s c1 p50 %7s p99 %8s  first byte p50 %7s | c50 at %s/s p50 %7s p99 %8s us\n' \
+        "$name" "$(field "${LAT[$name.c1]}" p50)" \
+        "$(field "${LAT[$name.c1]}" p99)" \
+        "$(field "${LAT[$name.c1]}" ttfb_p50)" "$lrate" \
+        "$(field "${LAT[$name.c50]}" p50)" "$(field "${LAT[$name.c50]}" p99)"
+}
+added() {   # name base c1|c50 p50|p99|ttfb_p50|ttfb_p99 -> us
+    awk -v a="$(field "${LAT[$1.$3]:-}" "$4")" \
+        -v b="$(field "${LAT[$2.$3]:-}" "$4")" 'BEGIN { printf "%+.0f", a - b }'
+}
+
+# up the ladder of rates until p99 passes 20 ms or the rate is not reached
+declare -A LADDER
+ladder() {   # name url body-file
+    local u r out p99 ok try b5=0 b20=0 steps=
+    u=$(url "$2")
+    for r in $ladder_rates; do
+        # a step that fails is run once more (the machine is shared): the
+        # better of the two counts
+        for try in 1 2; do
+            out=$(lg -c 50 -R "$r" -d "$ladsecs" -B "$3" "$u")
+            p99=$(field "$out" p99)
+            steps+=" $r:$p99"
+            ok=$(awk -v g="$(field "$out" rate)" -v r="$r" -v p="$p99" \
+                     -v e="$(field "$out" errors)" \
+                     -v n="$(field "$out" requests)" \
+                     -v s="$(field "$out" s2xx)" \
+                     'BEGIN { print (g >= 0.95 * r && e == 0 && n == s \
+                                     && p < 20000) }')
+            [ "$ok" = 1 ] && break
+        done
+        [ "$ok" = 1 ] || break
+        awk -v p="$p99" 'BEGIN { exit !(p < 5000) }' && b5=$r
+        awk -v p="$p99" 'BEGIN { exit !(p < 20000) }' || break
+        b20=$r
+    done
+    LADDER[$1]="$b5 $b20"
+    echo "ladder $1: p99 < 5 ms up to $b5/s, < 20 ms up to $b20/s" \
+         "(rate:p99 us$steps)"
+}
+
+# worker memory per stream held open: PSS after the streams have run for
+# 3 s (10 events at 300 ms) less PSS before, over the streams
+held() {   # name url body-file -> kB per stream
+    local u f pid p0 p1
+    u=$(url "$2")
+    f=$dir/ready-$1
+    rm -f "$f"
+    p0=$(pss_kb)
+    "$lgbin" "${hdr[@]}" -c "$nstreams" -n "$nstreams" -d 600 -t 600 \
+        -B "$3" --ready "$f" "$u" > "$dir/held-$1.out" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 600); do
+        [ -e "$f" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -e "$f" ] || echo "bench: $1: not all $nstreams streams started" >&2
+    sleep 3
+    p1=$(pss_kb)
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    awk -v a="$p0" -v b="$p1" -v n="$nstreams" \
+        'BEGIN { printf "%.1f", (b - a) / n }'
+}
+
+# what /metrics shows of pools and queues
+metrics_snap() {
+    curl -s -H "Authorization: Bearer $admin" "http://127.0.0.1:$port/metrics" \
+    | grep -E '^helixagent_(db_pool_waiting|db_connections|redis_connections|provider_inflight|cache_entries|cache_bytes)' \
+    | awk '{ printf "%s=%s ", $1, $2 }'
 }
 
 hz=$(getconf CLK_TCK)
@@ -347,60 +528,127 @@ run proxy_floor /bench/proxy "$dir/post.lua"
 run helix_l1 /v1/chat/completions "$dir/post.lua"
 run helix_miss /bench/miss "$dir/post.lua"
 
+# added latency: the stand-in called directly, through proxy_pass and
+# through helix (a miss: the subrequest to the stand-in); streams: the
+# stand-in's recorded stream, asked for with Accept as helix asks
+echo
+echo "latency (loadgen, us; c50: 50 connections at $lrate requests/s)"
+lat direct "http://127.0.0.1:$standin/v1/chat/completions" "$dir/body.json"
+lat proxy /bench/proxy "$dir/body.json"
+lat miss /bench/miss "$dir/body.json"
+lat sdirect "http://127.0.0.1:$standin/v1/chat/completions" \
+    "$dir/sbody.json" -H 'Accept: text/event-stream'
+lat sproxy /bench/proxy-sse "$dir/sbody.json" -H 'Accept: text/event-stream'
+lat smiss /bench/miss "$dir/sbody.json"
+ladder miss /bench/miss "$dir/body.json"
+ladder proxy /bench/proxy "$dir/body.json"
+echo
+
 # phase 2: L1 off, every hit comes from Redis
 config off
 start
 prime
 run helix_l2 /v1/chat/completions "$dir/post.lua"
+lat direct2 "http://127.0.0.1:$standin/v1/chat/completions" "$dir/body.json"
+lat l2 /v1/chat/completions "$dir/body.json"
 
-# phase 3: L1 hits over 1k, 10k and 100k entries
+# phase 3: L1 hits over 1k, 10k and 100k entries, and the workers' memory
+# for them (PSS before and after the fill)
+declare -A fillmem
 for n in 1000 10000 100000; do
     config on $((n * 2))
     start
     echo "[$(date +%T)] filling L1 with $n entries" >&2
+    m0=$(pss_kb)
     fill "$n"
-    echo "[$(date +%T)] filled" >&2
+    m1=$(pss_kb)
+    echo "[$(date +%T)] filled: worker PSS $m0 -> $m1 kB" \
+         "($(awk -v a="$m0" -v b="$m1" -v n="$n" \
+             'BEGIN { printf "%.2f", (b - a) / n }') kB per entry)" >&2
+    fillmem[$n]="$m0 $m1"
     spread "$dir/spread.lua" "$n"
     run "l1_$n" /v1/chat/completions "$dir/spread.lua"
 done
 
 # phase 4: streams, helix vs proxy_pass, through the mock
 config on
-sed -i "s/server 127.0.0.1:$standin; keepalive 256;/server 127.0.0.1:$mock; keepalive 256;/" \
+sed -i "s/^upstream helix_openai { server 127.0.0.1:$standin;/upstream helix_openai { server 127.0.0.1:$mock;/" \
     "$dir/conf/providers.conf"
 start
 stream_helix=$(ttfb stream_helix /bench/miss)
 stream_proxy=$(ttfb stream_proxy /bench/proxy-stream)
 
-# soak: RSS over about a million L1 hits and a hundred thousand misses,
-# measured from after a short warm-up
+# phase 5: long streams from the mock at 300 ms per event: memory per
+# stream held open (proxy_pass with buffering off, then helix with the
+# cache on, each in fresh workers), then a burst against per_provider
+config on
+sed -i "s/^upstream helix_openai { server 127.0.0.1:$standin;/upstream helix_openai { server 127.0.0.1:$slow;/" \
+    "$dir/conf/providers.conf"
+printf '%s' '{"model":"gpt-4o","messages":[{"role":"user","content":"held %SEQ% LONG:100"}],"max_tokens":100,"stream":true}' \
+    > "$dir/held.json"
+printf '%s' '{"model":"gpt-4o","messages":[{"role":"user","content":"burst %SEQ% LONG:4"}],"max_tokens":4,"stream":true}' \
+    > "$dir/burst.json"
+start
+echo "[$(date +%T)] $nstreams streams held open, proxy_pass" >&2
+mem_sproxy=$(held proxy /bench/proxy-slow "$dir/held.json")
+start
+echo "[$(date +%T)] $nstreams streams held open, helix" >&2
+mem_shelix=$(held helix /v1/chat/completions "$dir/held.json")
+echo "[$(date +%T)] $nburst streams at once" >&2
+burst=$(lg -c "$nburst" -n "$nburst" -d 600 -t 300 -B "$dir/burst.json" \
+            "$(url /v1/chat/completions)")
+echo "memory per stream held open: helix $mem_shelix kB, proxy_pass" \
+     "$mem_sproxy kB; $nburst streams at once: $(field "$burst" s2xx)" \
+     "served, $(field "$burst" s503) got 503, $(field "$burst" sother)" \
+     "other, $(field "$burst" errors) errors, the last done after" \
+     "$(field "$burst" max) us"
+
+# soak: L1 hits, misses and streams at once, round after round, until
+# SOAK_HITS hits and SOAK_MISSES misses; worker RSS and PSS at the start,
+# after a warm-up and at the end, and /metrics' pools and queues
+soak_round() {   # seconds -> "hits misses streams not-2xx"
+    local a b c h m st bad
+    wrk -t1 -c20 -d"$1"s -s "$dir/post.lua" \
+        "http://127.0.0.1:$port/v1/chat/completions" > "$dir/soak-hits" 2>&1 &
+    a=$!
+    "$lgbin" "${hdr[@]}" -c 8 -d "$1" -B "$dir/body.json" \
+        "$(url /bench/miss)" > "$dir/soak-misses" 2>&1 &
+    b=$!
+    "$lgbin" "${hdr[@]}" -c 2 -d "$1" -B "$dir/sbody.json" \
+        "$(url /bench/miss)" > "$dir/soak-streams" 2>&1 &
+    c=$!
+    wait "$a" "$b" "$c" || true
+    h=$(awk '/requests in/ {print $1}' "$dir/soak-hits")
+    m=$(cat "$dir/soak-misses")
+    st=$(cat "$dir/soak-streams")
+    bad=$(( $(awk '/Non-2xx/ {print $NF}' "$dir/soak-hits") + 0
+            + $(field "$m" requests) - $(field "$m" s2xx)
+            + $(field "$st" requests) - $(field "$st" s2xx) ))
+    echo "${h:-0} $(field "$m" requests) $(field "$st" requests) $bad"
+}
+
 soak=
 if [ "${SOAK:-0}" = 1 ]; then
+    soak_hits=${SOAK_HITS:-1000000}
+    soak_misses=${SOAK_MISSES:-200000}
     config on
     start
     prime
-    # warm-up: connections, buffers and pools reach their working size
-    wrk -t"$threads" -c"$conns" -d2s -s "$dir/post.lua" \
-        "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1
-    wrk -t"$threads" -c"$conns" -d2s -s "$dir/post.lua" \
-        "http://127.0.0.1:$port/bench/miss" > /dev/null 2>&1
-    rs=$(rss_kb)
-    hits=0
-    while [ "$hits" -lt 1000000 ]; do
-        n=$(wrk -t"$threads" -c"$conns" -d5s -s "$dir/post.lua" \
-                "http://127.0.0.1:$port/v1/chat/completions" 2>&1 \
-            | awk '/requests in/ {print $1}')
-        hits=$((hits + ${n:-0}))
+    s_rss=$(rss_kb); s_pss=$(pss_kb); s_met=$(metrics_snap)
+    # warm-up: connections, buffers, pools and free lists reach their
+    # working size
+    soak_round 3 > /dev/null
+    w_rss=$(rss_kb); w_pss=$(pss_kb); w_met=$(metrics_snap)
+    hits=0 misses=0 streams=0 bad=0
+    echo "[$(date +%T)] soak: $soak_hits L1 hits, $soak_misses misses," \
+         "streams mixed in" >&2
+    while [ "$hits" -lt "$soak_hits" ] || [ "$misses" -lt "$soak_misses" ]; do
+        set -- $(soak_round 5)
+        hits=$((hits + $1)); misses=$((misses + $2))
+        streams=$((streams + $3)); bad=$((bad + $4))
     done
-    misses=0
-    while [ "$misses" -lt 100000 ]; do
-        n=$(wrk -t"$threads" -c"$conns" -d3s -s "$dir/post.lua" \
-                "http://127.0.0.1:$port/bench/miss" 2>&1 \
-            | awk '/requests in/ {print $1}')
-        misses=$((misses + ${n:-0}))
-    done
-    re=$(rss_kb)
-    soak="$hits $misses $rs $re"
+    e_rss=$(rss_kb); e_pss=$(pss_kb); e_met=$(metrics_snap)
+    soak="$hits $misses $streams $bad $s_rss $w_rss $e_rss $s_pss $w_pss $e_pss"
 fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
@@ -434,9 +682,76 @@ else
 fi
 if [ -n "$soak" ]; then
     set -- $soak
-    echo "soak: $1 L1 hits + $2 misses, worker RSS $3 kB -> $4 kB" \
-         "($(awk -v a="$3" -v b="$4" 'BEGIN { printf "%+.1f%%", (b - a) * 100 / a }'))"
+    pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", a ? (b - a) * 100 / a : 0 }'; }
+    echo
+    echo "soak: $1 L1 hits + $2 misses + $3 streams mixed ($4 not 2xx)"
+    echo "  worker RSS start $5 kB, after warm-up $6 kB, end $7 kB" \
+         "(end vs warm-up $(pct "$6" "$7"); goal: within 5%)"
+    echo "  worker PSS start $8 kB, after warm-up $9 kB, end ${10} kB" \
+         "(end vs warm-up $(pct "$9" "${10}"))"
+    echo "  /metrics start:   $s_met"
+    echo "  /metrics warm-up: $w_met"
+    echo "  /metrics end:     $e_met"
+    echo "  (no metric shows the Redis op free list or stream buffers:" \
+         "helixagent_db_pool_waiting is PostgreSQL's waiting queue)"
 fi
+
+# the issue's table: each figure next to its goal
+cpu() { val "$1" 5; }
+fx() { awk -v v="$1" -v op="$2" -v g="$3" \
+    'BEGIN { print ((op == ">=") ? (v >= g) : (v <= g)) ? "met" : "NOT met" }'; }
+r_l1=$(ratio "$l1" "$c")
+r_miss=$(ratio "$(cpu proxy_floor)" "$(cpu helix_miss)")
+r_l2=$(ratio "$(cpu proxy_floor)" "$(cpu helix_l2)")
+r_l1n=$(ratio "$(cpu l1_1000)" "$(cpu l1_100000)")
+set -- ${fillmem[100000]:-0 0}
+per_entry=$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 100000 }')
+st_added=$(awk -v a="$sh50" -v b="$sp50" 'BEGIN { printf "%+.3f", a - b }')
+r_mem=$(ratio "$mem_shelix" "$mem_sproxy")
+served=$(field "$burst" s2xx)
+echo
+echo "| figure | this run | goal | |"
+echo "|---|---|---|---|"
+echo "| L1 hit / nginx \`return 200\`, requests/s | $r_l1 | >= 0.90 | $(fx "$r_l1" '>=' 0.90) |"
+echo "| miss / plain \`proxy_pass\` to the same stand-in, CPU | $r_miss ($(cpu helix_miss) vs $(cpu proxy_floor) us) | >= 0.85 | $(fx "$r_miss" '>=' 0.85) |"
+echo "| L2 hit / plain \`proxy_pass\`, CPU | $r_l2 ($(cpu helix_l2) vs $(cpu proxy_floor) us) | >= 1.10 | $(fx "$r_l2" '>=' 1.10) |"
+echo "| L1 hit, 1k entries / 100k entries, CPU | $r_l1n ($(cpu l1_1000) vs $(cpu l1_100000) us) | >= 0.90 | $(fx "$r_l1n" '>=' 0.90) |"
+echo "| worker memory per L1 entry (PSS over 100k entries) | $per_entry kB | <= 1 kB | $(fx "$per_entry" '<=' 1) |"
+echo "| stream: first byte added over \`proxy_pass\` (p50, one at a time) | $st_added ms | <= 0.2 ms | $(fx "$st_added" '<=' 0.2) |"
+echo "| worker memory per concurrent stream ($nstreams held open, 300 ms per event) | $mem_shelix kB (plain \`proxy_pass\`, buffering off: $mem_sproxy kB; ${r_mem}x) | <= 2x \`proxy_pass\` | $(fx "$r_mem" '<=' 2) |"
+echo "| $nburst concurrent streams, \`per_provider: 128\` | $served served, $(field "$burst" s503) got 503, $(field "$burst" sother) other, $(field "$burst" errors) errors | all served | $(fx "$served" '>=' "$nburst") |"
+
+# what helix adds over calling the stand-in directly
+echo
+echo "added over a direct call to the stand-in, us (c1: one request at a" \
+     "time; c50: 50 connections at $lrate requests/s)"
+echo
+echo "| path | c1 p50 | c1 p99 | c50 p50 | c50 p99 |"
+echo "|---|---|---|---|---|"
+echo "| stand-in, direct (absolute) | $(field "${LAT[direct.c1]}" p50) | $(field "${LAT[direct.c1]}" p99) | $(field "${LAT[direct.c50]}" p50) | $(field "${LAT[direct.c50]}" p99) |"
+for k in "proxy direct plain proxy_pass" "miss direct helix miss" \
+         "l2 direct2 helix L2 hit"; do
+    set -- $k
+    n=$1 b=$2
+    shift 2
+    echo "| $* | $(added "$n" "$b" c1 p50) | $(added "$n" "$b" c1 p99) | $(added "$n" "$b" c50 p50) | $(added "$n" "$b" c50 p99) |"
+done
+for k in "sproxy plain proxy_pass, buffering off" "smiss helix"; do
+    set -- $k
+    n=$1
+    shift
+    echo "| stream first byte, $* | $(added "$n" sdirect c1 ttfb_p50) | $(added "$n" sdirect c1 ttfb_p99) | $(added "$n" sdirect c50 ttfb_p50) | $(added "$n" sdirect c50 ttfb_p99) |"
+done
+echo
+echo "highest rate (50 connections, constant rate) with p99 under the bound:"
+echo
+echo "| | p99 < 5 ms | p99 < 20 ms |"
+echo "|---|---|---|"
+set -- ${LADDER[miss]:-0 0}
+echo "| helix miss | $1/s | $2/s |"
+set -- ${LADDER[proxy]:-0 0}
+echo "| plain proxy_pass | $1/s | $2/s |"
+echo
 
 {
     echo "{"
@@ -454,12 +769,29 @@ fi
     echo "  },"
     if [ -n "$soak" ]; then
         set -- $soak
-        echo "  \"soak\": {\"l1_hits\": $1, \"misses\": $2, \"rss_kb_start\": $3, \"rss_kb_end\": $4},"
+        echo "  \"soak\": {\"l1_hits\": $1, \"misses\": $2, \"streams\": $3," \
+             "\"not_2xx\": $4, \"rss_kb\": [$5, $6, $7], \"pss_kb\": [$8, $9, ${10}]},"
     fi
+    echo "  \"latency_us\": {"
+    for k in "${!LAT[@]}"; do
+        echo "    \"$k\": {$(echo "${LAT[$k]}" \
+            | sed -e 's/\([a-z0-9_]*\)=\([0-9.]*\)/"\1": \2,/g' -e 's/,$//')},"
+    done | sort
+    echo "    \"rate\": $lrate"
+    echo "  },"
+    set -- ${LADDER[miss]:-0 0} ${LADDER[proxy]:-0 0}
+    echo "  \"ladder\": {\"miss_p99_5ms\": $1, \"miss_p99_20ms\": $2," \
+         "\"proxy_p99_5ms\": $3, \"proxy_p99_20ms\": $4},"
+    echo "  \"memory_kb\": {\"per_l1_entry\": $per_entry," \
+         "\"per_stream_helix\": $mem_shelix, \"per_stream_proxy\": $mem_sproxy},"
+    echo "  \"burst\": {$(echo "$burst" \
+        | sed -e 's/\([a-z0-9_]*\)=\([0-9.]*\)/"\1": \2,/g' -e 's/,$//')},"
     echo "  \"ratios\": {\"l1_hit_vs_ceiling\": $(ratio "$l1" "$c"),"\
          "\"l2_hit_vs_proxy\": $(ratio "$l2" "$p"),"\
          "\"miss_vs_proxy\": $(ratio "$m" "$p"),"\
-         "\"l1_100k_vs_1k\": $(ratio "$(val l1_100000 2)" "$(val l1_1000 2)")}"
+         "\"l1_100k_vs_1k\": $(ratio "$(val l1_100000 2)" "$(val l1_1000 2)"),"\
+         "\"cpu_miss_vs_proxy\": $r_miss, \"cpu_l2_vs_proxy\": $r_l2,"\
+         "\"cpu_l1_1k_vs_100k\": $r_l1n}"
     echo "}"
 } > "$dir/results.json"
 echo "results: $dir/results.json"
