@@ -28,6 +28,7 @@
 #include "ngx_http_helix_auth.h"
 #include "ngx_http_helix_tasks.h"
 #include "ngx_http_helix_secret.h"
+#include "ngx_http_helix_trace.h"
 
 
 typedef struct {
@@ -139,6 +140,13 @@ static ngx_command_t  ngx_http_helix_commands[] = {
       offsetof(ngx_http_helix_loc_conf_t, server_timing),
       NULL },
 
+    { ngx_string("helix_trace"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_helix_loc_conf_t, trace),
+      NULL },
+
       ngx_null_command
 };
 
@@ -184,6 +192,9 @@ ngx_http_helix_handler(ngx_http_request_t *r)
 
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
     ep = &ngx_http_helix_endpoints[hlcf->endpoint];
+
+    /* the trace this request is part of (begun by auth if it ran) */
+    (void) ngx_http_helix_trace(r);
 
     if (!(r->method & ep->methods)) {
         rc = ngx_http_discard_request_body(r);
@@ -409,6 +420,7 @@ ngx_http_helix_create_loc_conf(ngx_conf_t *cf)
     hlcf->cache_policy = NGX_CONF_UNSET;
     hlcf->cache_key_header = NGX_CONF_UNSET;
     hlcf->server_timing = NGX_CONF_UNSET;
+    hlcf->trace = NGX_CONF_UNSET;
 
     return hlcf;
 }
@@ -432,6 +444,7 @@ ngx_http_helix_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              prev->cache_policy_name, "");
     ngx_conf_merge_value(conf->cache_key_header, prev->cache_key_header, 0);
     ngx_conf_merge_value(conf->server_timing, prev->server_timing, 1);
+    ngx_conf_merge_value(conf->trace, prev->trace, 1);
 
     if (conf->cache_policy_name.len == 0) {
         conf->cache_policy = NGX_HTTP_HELIX_CACHE_DEFAULT;

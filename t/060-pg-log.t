@@ -128,6 +128,24 @@ X-Session-ID: sess-2bb
 
 
 
+=== TEST 2bc: the row has the request's trace id: the client's, or the one the gateway made (as its traceparent says)
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: main::yaml()
+--- more_headers eval
+["X-Session-ID: sess-2bc\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "X-Session-ID: sess-2bc"]
+--- request eval
+[main::chat("traced"), main::chat("traced too")]
+--- response_headers_like eval
+["traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01", "traceparent: 00-[0-9a-f]{32}-[0-9a-f]{16}-01"]
+--- response_body_filters eval
+[sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2bc'", qr/^2$/);
+    HelixPg::psql("SELECT trace_id = '4bf92f3577b34da6a3ce929d0e0e4736', trace_id ~ '^[0-9a-f]{32}\$' FROM completions WHERE session_id = 'sess-2bc' ORDER BY created_at, request_id") }]
+--- response_body eval
+["", "t|t\nf|t"]
+
+
+
 === TEST 2c: the API key's name is in the row; an anonymous request has none
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config

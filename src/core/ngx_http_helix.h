@@ -328,6 +328,7 @@ typedef struct {
     ngx_int_t                   cache_policy;   /* index, DEFAULT, OFF */
     ngx_flag_t                  cache_key_header;  /* X-Cache-Key */
     ngx_flag_t                  server_timing;  /* Server-Timing */
+    ngx_flag_t                  trace;          /* W3C trace context */
 } ngx_http_helix_loc_conf_t;
 
 

@@ -30,6 +30,7 @@
 #include "ngx_http_helix_limit.h"
 #include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_secret.h"
+#include "ngx_http_helix_trace.h"
 
 
 #define NGX_HTTP_HELIX_AUTH_CLIENT     0
@@ -110,6 +111,9 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
         /* health, metrics, admin (its own token): no API key */
         return NGX_DECLINED;
     }
+
+    /* a refusal here is part of the client's trace too */
+    (void) ngx_http_helix_trace(r);
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_helix_limit_module);
 

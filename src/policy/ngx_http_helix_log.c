@@ -17,6 +17,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_auth.h"
+#include "ngx_http_helix_trace.h"
 #include "ngx_http_helix_pg.h"
 #include "ngx_http_helix_log.h"
 #include "ngx_http_helix_metrics.h"
@@ -33,7 +34,7 @@ typedef struct {
 
 #define NGX_HTTP_HELIX_LOG_HEADER   19
 #define NGX_HTTP_HELIX_LOG_ID_LEN   32
-#define NGX_HTTP_HELIX_LOG_FIELDS   15
+#define NGX_HTTP_HELIX_LOG_FIELDS   16
 
 /* timestamptz: microseconds since 2000-01-01 00:00:00 UTC */
 #define NGX_HTTP_HELIX_LOG_PG_EPOCH  946684800
@@ -107,7 +108,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_log_insert = {
     "COPY completions (request_id, session_id, api_key_name, provider_id, "
     "model, endpoint, cache_result, stream, prompt_tokens, "
     "completion_tokens, latency_ms, status, created_at, gateway_us, "
-    "provider_us) FROM STDIN "
+    "provider_us, trace_id) FROM STDIN "
     "(FORMAT binary)",
     1, 0, 1
 };
@@ -315,6 +316,10 @@ ngx_http_helix_log_request(ngx_http_request_t *r,
 
     row->key_name = ngx_http_helix_auth_key_name(r);
 
+    if (ngx_http_helix_trace_id(r, &row->trace_id) == NULL) {
+        ngx_str_null(&row->trace_id);
+    }
+
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -500,10 +505,10 @@ ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
 
     cache = &caches[row->cache];
 
-    /* the field count, 15 lengths, the text, 1 + 4 * 4 + 8 + 2 * 8 bytes */
+    /* the field count, 16 lengths, the text, 1 + 4 * 4 + 8 + 2 * 8 bytes */
 
     len = 2 + NGX_HTTP_HELIX_LOG_FIELDS * 4
-          + rid.len + row->session.len
+          + rid.len + row->session.len + row->trace_id.len
           + (row->key_name ? row->key_name->len : 0)
           + row->provider.len + row->model.len
           + row->endpoint->len + cache->len + 1 + 4 * 4 + 8 + 2 * 8;
@@ -572,6 +577,8 @@ ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
         ? ngx_http_helix_log_int(ngx_http_helix_log_int(p, 8, 4),
                                  row->provider_us, 8)
         : ngx_http_helix_log_int(p, -1, 4);
+
+    p = ngx_http_helix_log_text(p, &row->trace_id);
 
     lg->fill.len = p - lg->fill.data;
     lg->fill.rows++;

@@ -41,6 +41,7 @@ typedef struct {
     ngx_uint_t                  stream;
     ngx_msec_int_t              latency;
     ngx_uint_t                  status;
+    ngx_str_t                   trace_id;       /* empty: none */
     int64_t                     gateway_us;     /* -1: not known */
     int64_t                     provider_us;
 } ngx_http_helix_log_row_t;

@@ -17,6 +17,7 @@
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_provider.h"
 #include "ngx_http_helix_metrics.h"
+#include "ngx_http_helix_trace.h"
 
 
 #define NGX_HTTP_HELIX_MAX_WORKERS  128
@@ -730,6 +731,8 @@ ngx_http_helix_call_start(ngx_http_helix_call_t *call, ngx_str_t *uri,
         != NGX_OK
         || ngx_http_helix_provider_headers(r->pool, call->provider, stream,
                                            &sr->headers_in.headers)
+           != NGX_OK
+        || ngx_http_helix_trace_headers(r, &sr->headers_in.headers)
            != NGX_OK)
     {
         return NGX_ERROR;
