@@ -363,11 +363,14 @@ class Cutter:
     """Cuts what a reply writes into separate TCP sends, so that the client reads
     frames in pieces: every `size` bytes (1: every byte alone) and/or once per
     event at byte `at` of the event (negative: from its end), with `gap_ms`
-    between sends (0: only a turn of the event loop)."""
+    between sends (default: only a turn of the event loop between `size`
+    pieces, 1 ms after an `at` cut, so that the client reads before the rest)."""
     __slots__ = ("size", "at", "gap")
 
     def __init__(self, size, at, gap_ms):
-        self.size, self.at, self.gap = size or 0, at, (gap_ms or 0) / 1000.0
+        if gap_ms is None:
+            gap_ms = 0 if size else 1
+        self.size, self.at, self.gap = size or 0, at, gap_ms / 1000.0
 
     def cuts(self, wire, start, n):
         """Offsets in wire where a send ends; start/n: the event inside wire."""
