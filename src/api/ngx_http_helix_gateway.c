@@ -91,6 +91,7 @@ typedef struct {
     ngx_str_t                   token;          /* our lock's value */
     ngx_event_t                 wait;
     ngx_msec_t                  wait_until;
+    ngx_http_helix_waiter_t     waiter;         /* for a provider's place */
     ngx_msec_t                  wait_step;
     unsigned                    cache_read:1;
     unsigned                    cache_write:1;
@@ -146,6 +147,12 @@ static ngx_int_t ngx_http_helix_cache_begin(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static ngx_int_t ngx_http_helix_cache_fast(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *raw);
+static ngx_uint_t ngx_http_helix_all_busy(ngx_http_helix_gw_ctx_t *ctx);
+static ngx_int_t ngx_http_helix_wait(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static void ngx_http_helix_waited(ngx_http_helix_waiter_t *w,
+    ngx_uint_t outcome);
+static void ngx_http_helix_wait_cleanup(void *data);
 static ngx_int_t ngx_http_helix_timing(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_uint_t served);
 static ngx_uint_t ngx_http_helix_timing_header(ngx_http_request_t *r);
@@ -2063,6 +2070,7 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 
         if (rc == NGX_OK) {
             ctx->call = call;
+            ngx_http_helix_wait_done(&ctx->waiter, NGX_HTTP_HELIX_QUEUE_SERVED);
             return;
         }
 
@@ -2075,7 +2083,120 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
                                NULL);
     }
 
+    if (ctx->item == NULL && ngx_http_helix_all_busy(ctx)) {
+        /* every provider at its concurrency limit: wait for a place */
+
+        if (ngx_http_helix_wait(r, ctx) == NGX_OK) {
+            return;
+        }
+
+        ngx_http_helix_wait_done(&ctx->waiter, NGX_HTTP_HELIX_QUEUE_TIMEOUT);
+    }
+
     ngx_http_helix_finalize(r, ctx, ngx_http_helix_give_up(r, ctx));
+}
+
+
+static ngx_uint_t
+ngx_http_helix_all_busy(ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_uint_t                 i;
+    ngx_http_helix_attempt_t  *a;
+
+    a = ctx->attempts.elts;
+
+    for (i = 0; i < ctx->attempts.nelts; i++) {
+        if (a[i].outcome != NGX_HTTP_HELIX_CALL_BUSY) {
+            return 0;
+        }
+    }
+
+    return ctx->attempts.nelts != 0;
+}
+
+
+/*
+ * A place at the concurrency limits, waited for up to
+ * providers.parallel.queue_timeout (and the request's deadline), in the
+ * order of arrival; NGX_DECLINED: no wait (the queue is full or off, or
+ * the time is up).
+ */
+
+static ngx_int_t
+ngx_http_helix_wait(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_msec_t                   until;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    if (ctx->waiter.queued) {
+        return ngx_http_helix_wait_again(&ctx->waiter);
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    until = ngx_current_msec + hmcf->parallel_queue_timeout;
+
+    if ((ngx_msec_int_t) (ctx->deadline - until) < 0) {
+        until = ctx->deadline;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx->waiter.until = until;
+    ctx->waiter.handler = ngx_http_helix_waited;
+    ctx->waiter.data = ctx;
+    ctx->waiter.log = r->connection->log;
+
+    if (ngx_http_helix_wait_place(hmcf, &ctx->waiter) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    cln->handler = ngx_http_helix_wait_cleanup;
+    cln->data = ctx;
+
+    /* a client that leaves gives its place in the line up */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_waited(ngx_http_helix_waiter_t *w, ngx_uint_t outcome)
+{
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_http_helix_gw_ctx_t  *ctx;
+
+    ctx = w->data;
+    r = ctx->request;
+    c = r->connection;
+
+    if (outcome == NGX_HTTP_HELIX_QUEUE_TIMEOUT) {
+        ngx_http_helix_wait_done(w, NGX_HTTP_HELIX_QUEUE_TIMEOUT);
+        ngx_http_helix_finalize(r, ctx, ngx_http_helix_give_up(r, ctx));
+
+    } else {
+        /* every candidate again, from the first */
+        ctx->next = 0;
+        ctx->attempts.nelts = 0;
+        ngx_http_helix_try_next(r, ctx);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_helix_wait_cleanup(void *data)
+{
+    ngx_http_helix_gw_ctx_t  *ctx = data;
+
+    ngx_http_helix_wait_done(&ctx->waiter, NGX_HTTP_HELIX_QUEUE_GONE);
 }
 
 

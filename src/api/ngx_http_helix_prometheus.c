@@ -509,6 +509,31 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
                                 NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
     }
 
+    ngx_http_helix_out(&o,
+        "# HELP helixagent_provider_queue_waiting Requests waiting for a "
+        "place at the providers' concurrency limits, all workers.\n"
+        "# TYPE helixagent_provider_queue_waiting gauge\n"
+        "helixagent_provider_queue_waiting %ui\n"
+        "# HELP helixagent_provider_queue_total Waits for a place, by how "
+        "they ended.\n"
+        "# TYPE helixagent_provider_queue_total counter\n"
+        "helixagent_provider_queue_total{outcome=\"served\"} %uA\n"
+        "helixagent_provider_queue_total{outcome=\"timeout\"} %uA\n"
+        "helixagent_provider_queue_total{outcome=\"full\"} %uA\n"
+        "helixagent_provider_queue_total{outcome=\"client_closed\"} %uA\n"
+        "# HELP helixagent_provider_queue_wait_seconds Time waited for a "
+        "place.\n"
+        "# TYPE helixagent_provider_queue_wait_seconds histogram\n",
+        ngx_http_helix_waiting_total(hmcf),
+        sh->queue[NGX_HTTP_HELIX_QUEUE_SERVED],
+        sh->queue[NGX_HTTP_HELIX_QUEUE_TIMEOUT],
+        sh->queue[NGX_HTTP_HELIX_QUEUE_FULL],
+        sh->queue[NGX_HTTP_HELIX_QUEUE_GONE]);
+    ngx_http_helix_out_hist(&o, "helixagent_provider_queue_wait_seconds",
+                            "", &sh->queue_wait,
+                            ngx_http_helix_metrics_time_bounds,
+                            NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+
     ngx_http_helix_cache_stats(hmcf, &cs);
 
     ngx_http_helix_out(&o,

@@ -251,6 +251,8 @@ typedef struct {
     ngx_flag_t                  parallel_enabled;
     ngx_uint_t                  parallel_max_concurrent;
     ngx_uint_t                  parallel_per_provider;
+    ngx_uint_t                  parallel_queue_size;    /* 0: 503 at once */
+    ngx_msec_t                  parallel_queue_timeout;
     ngx_array_t                 providers;      /* of provider_t */
     ngx_http_helix_breaker_conf_t      breaker; /* default per provider */
 

@@ -288,6 +288,28 @@ ngx_http_helix_metrics_overhead(ngx_http_helix_main_conf_t *hmcf,
 }
 
 
+/* a wait for a place ended: how, and (but for a full queue) how long */
+
+void
+ngx_http_helix_metrics_queue(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome, ngx_msec_t us)
+{
+    ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
+
+    if (sh == NULL || outcome >= NGX_HTTP_HELIX_QUEUE_OUTCOMES) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&sh->queue[outcome], 1);
+
+    if (outcome != NGX_HTTP_HELIX_QUEUE_FULL) {
+        ngx_http_helix_hist_add(&sh->queue_wait,
+                                ngx_http_helix_metrics_time_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, us / 1e6, us);
+    }
+}
+
+
 void
 ngx_http_helix_metrics_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
     ngx_msec_t us)

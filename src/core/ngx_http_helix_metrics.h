@@ -101,6 +101,16 @@ typedef enum {
 } ngx_http_helix_callback_outcome_e;
 
 
+/* how a wait for a place at the concurrency limits ended */
+typedef enum {
+    NGX_HTTP_HELIX_QUEUE_SERVED = 0,
+    NGX_HTTP_HELIX_QUEUE_TIMEOUT,
+    NGX_HTTP_HELIX_QUEUE_FULL,
+    NGX_HTTP_HELIX_QUEUE_GONE,          /* the client went away */
+    NGX_HTTP_HELIX_QUEUE_OUTCOMES
+} ngx_http_helix_queue_outcome_e;
+
+
 /* what went wrong with Redis, counted in shared memory */
 typedef enum {
     NGX_HTTP_HELIX_REDIS_UNREACHABLE = 0,
@@ -151,6 +161,8 @@ typedef struct {
     ngx_atomic_t                 cache_misses[NGX_HTTP_HELIX_CACHE_POLICIES];
     ngx_http_helix_hist_t        cache_latency;
     ngx_http_helix_hist_t        overhead[NGX_HTTP_HELIX_SERVED];
+    ngx_atomic_t                 queue[NGX_HTTP_HELIX_QUEUE_OUTCOMES];
+    ngx_http_helix_hist_t        queue_wait;
     ngx_http_helix_hist_t        provider_latency[NGX_HTTP_HELIX_MAX_PROVIDERS];
     ngx_atomic_t                 tokens[NGX_HTTP_HELIX_MAX_PROVIDERS][2];
     ngx_http_helix_hist_t        stream_first[NGX_HTTP_HELIX_MAX_PROVIDERS];
@@ -194,6 +206,8 @@ void ngx_http_helix_metrics_cache(ngx_http_helix_main_conf_t *hmcf,
     ngx_int_t policy, ngx_uint_t hit);
 void ngx_http_helix_metrics_overhead(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t served, ngx_msec_t us);
+void ngx_http_helix_metrics_queue(ngx_http_helix_main_conf_t *hmcf,
+    ngx_uint_t outcome, ngx_msec_t us);
 void ngx_http_helix_metrics_cache_lookup(ngx_http_helix_main_conf_t *hmcf,
     ngx_msec_t us);
 ngx_msec_t ngx_http_helix_request_time(ngx_http_request_t *r);

@@ -417,6 +417,10 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_parallel[] = {
                   parallel_max_concurrent, NULL),
     ngx_helix_key("per_provider", ngx_http_helix_yaml_set_uint, MC,
                   parallel_per_provider, NULL),
+    ngx_helix_key("queue_size", ngx_http_helix_yaml_set_uint, MC,
+                  parallel_queue_size, NULL),
+    ngx_helix_key("queue_timeout", ngx_http_helix_yaml_set_msec, MC,
+                  parallel_queue_timeout, NULL),
     ngx_helix_key_null
 };
 
@@ -841,6 +845,8 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     hmcf->parallel_enabled = 1;
     hmcf->parallel_max_concurrent = 0;
     hmcf->parallel_per_provider = 0;
+    hmcf->parallel_queue_size = 1024;
+    hmcf->parallel_queue_timeout = 30 * 1000;
 
     hmcf->breaker.failure_threshold = 5;
     hmcf->breaker.failure_ratio = 50;

@@ -46,12 +46,14 @@ typedef struct {
 typedef struct {
     ngx_pid_t                    pid;
     ngx_uint_t                   total;
+    ngx_uint_t                   waiting;
     ngx_uint_t                   inflight[NGX_HTTP_HELIX_MAX_PROVIDERS];
 } ngx_http_helix_wrow_t;
 
 
 typedef struct {
     ngx_uint_t                   inflight;
+    ngx_uint_t                   waiting;       /* in every worker's queue */
     ngx_http_helix_slot_t        slots[NGX_HTTP_HELIX_MAX_PROVIDERS];
     ngx_http_helix_wrow_t        rows[NGX_HTTP_HELIX_MAX_WORKERS];
 } ngx_http_helix_shctx_t;
@@ -70,6 +72,9 @@ static void ngx_http_helix_call_timeout(ngx_event_t *ev);
 static void ngx_http_helix_call_cleanup(void *data);
 static void ngx_http_helix_call_finish(ngx_http_helix_call_t *call);
 static void ngx_http_helix_call_posted(ngx_event_t *ev);
+static void ngx_http_helix_wake(void);
+static void ngx_http_helix_waiter_handler(ngx_event_t *ev);
+static void ngx_http_helix_waiter_arm(ngx_http_helix_waiter_t *w);
 static ngx_int_t ngx_http_helix_filter_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_helix_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_helix_body_filter(ngx_http_request_t *r,
@@ -79,6 +84,10 @@ static ngx_int_t ngx_http_helix_stream_filter(ngx_http_request_t *r,
 
 
 static ngx_http_helix_wrow_t  *ngx_http_helix_wrow;
+
+/* this worker's requests waiting for a place, first come first */
+static ngx_queue_t             ngx_http_helix_waiters;
+static ngx_uint_t              ngx_http_helix_waiters_ready;
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
@@ -284,6 +293,7 @@ ngx_http_helix_upstream_init_process(ngx_cycle_t *cycle)
                           "worker %P", row->total, row->pid);
 
             sh->inflight -= ngx_min(sh->inflight, row->total);
+            sh->waiting -= ngx_min(sh->waiting, row->waiting);
 
             for (j = 0; j < NGX_HTTP_HELIX_MAX_PROVIDERS; j++) {
                 sh->slots[j].inflight -= ngx_min(sh->slots[j].inflight,
@@ -836,6 +846,9 @@ ngx_http_helix_call_finish(ngx_http_helix_call_t *call)
 
     ngx_http_helix_release(call, 0);
 
+    /* a place is free: the first request waiting here may take it */
+    ngx_http_helix_wake();
+
     ngx_post_event(&call->posted, &ngx_posted_events);
 }
 
@@ -920,6 +933,7 @@ ngx_http_helix_call_cleanup(void *data)
     }
 
     ngx_http_helix_release(call, 1);
+    ngx_http_helix_wake();
 }
 
 
@@ -1140,4 +1154,215 @@ ngx_http_helix_worker_pids(ngx_pid_t *pids, ngx_uint_t max)
     ngx_shmtx_unlock(&hmcf->shpool->mutex);
 
     return n;
+}
+
+
+/*
+ * The wait for a place (providers.parallel.queue_size, queue_timeout): a
+ * request whose every provider is at its concurrency limit waits, first
+ * come first served in its worker, instead of a 503.  Places are counted
+ * across workers, waking is not: a call that ends wakes the first waiter
+ * of its own worker at once, and the first waiter of each worker also
+ * looks again every few milliseconds for places freed in other workers.
+ * The waiters behind it wait their turn without timers of their own.
+ */
+
+ngx_int_t
+ngx_http_helix_wait_place(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_waiter_t *w)
+{
+    ngx_int_t                rc;
+    ngx_http_helix_shctx_t  *sh;
+
+    sh = hmcf->sh;
+
+    if (sh == NULL || hmcf->parallel_queue_size == 0
+        || (ngx_msec_int_t) (w->until - ngx_current_msec) <= 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    rc = NGX_OK;
+
+    ngx_shmtx_lock(&hmcf->shpool->mutex);
+
+    if (sh->waiting >= hmcf->parallel_queue_size) {
+        rc = NGX_DECLINED;
+
+    } else {
+        sh->waiting++;
+
+        if (ngx_http_helix_wrow) {
+            ngx_http_helix_wrow->waiting++;
+        }
+    }
+
+    ngx_shmtx_unlock(&hmcf->shpool->mutex);
+
+    if (rc != NGX_OK) {
+        ngx_http_helix_metrics_queue(hmcf, NGX_HTTP_HELIX_QUEUE_FULL, 0);
+        return rc;
+    }
+
+    if (!ngx_http_helix_waiters_ready) {
+        ngx_queue_init(&ngx_http_helix_waiters);
+        ngx_http_helix_waiters_ready = 1;
+    }
+
+    w->hmcf = hmcf;
+    w->since_us = ngx_http_helix_metrics_now_us();
+    w->ev.handler = ngx_http_helix_waiter_handler;
+    w->ev.data = w;
+    w->ev.log = w->log;
+    w->queued = 1;
+
+    ngx_queue_insert_tail(&ngx_http_helix_waiters, &w->queue);
+
+    ngx_http_helix_waiter_arm(w);
+
+    return NGX_OK;
+}
+
+
+/* still no place: the waiter keeps its turn and looks again later */
+
+ngx_int_t
+ngx_http_helix_wait_again(ngx_http_helix_waiter_t *w)
+{
+    if (!w->queued
+        || (ngx_msec_int_t) (w->until - ngx_current_msec) <= 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_helix_waiter_arm(w);
+
+    return NGX_OK;
+}
+
+
+/* the wait is over: served, timed out, or the client has gone */
+
+void
+ngx_http_helix_wait_done(ngx_http_helix_waiter_t *w, ngx_uint_t outcome)
+{
+    ngx_uint_t                   head;
+    ngx_http_helix_shctx_t      *sh;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    if (!w->queued) {
+        return;
+    }
+
+    hmcf = w->hmcf;
+    sh = hmcf->sh;
+
+    head = (ngx_queue_head(&ngx_http_helix_waiters) == &w->queue);
+
+    ngx_queue_remove(&w->queue);
+    w->queued = 0;
+
+    if (w->ev.timer_set) {
+        ngx_del_timer(&w->ev);
+    }
+
+    if (w->ev.posted) {
+        ngx_delete_posted_event(&w->ev);
+    }
+
+    ngx_shmtx_lock(&hmcf->shpool->mutex);
+
+    if (sh->waiting) {
+        sh->waiting--;
+    }
+
+    if (ngx_http_helix_wrow && ngx_http_helix_wrow->waiting) {
+        ngx_http_helix_wrow->waiting--;
+    }
+
+    ngx_shmtx_unlock(&hmcf->shpool->mutex);
+
+    ngx_http_helix_metrics_queue(hmcf, outcome,
+                                 ngx_http_helix_metrics_now_us()
+                                 - w->since_us);
+
+    if (head && outcome != NGX_HTTP_HELIX_QUEUE_SERVED) {
+        /* the next one in line takes over the looking */
+        ngx_http_helix_wake();
+
+    } else if (head && !ngx_queue_empty(&ngx_http_helix_waiters)) {
+        /* served: a place may be left for the next one too */
+        ngx_http_helix_waiter_arm(
+            ngx_queue_data(ngx_queue_head(&ngx_http_helix_waiters),
+                           ngx_http_helix_waiter_t, queue));
+    }
+}
+
+
+ngx_uint_t
+ngx_http_helix_waiting_total(ngx_http_helix_main_conf_t *hmcf)
+{
+    ngx_http_helix_shctx_t  *sh = hmcf->sh;
+
+    return sh ? sh->waiting : 0;
+}
+
+
+/* the first waiter of this worker is to look now */
+
+static void
+ngx_http_helix_wake(void)
+{
+    ngx_http_helix_waiter_t  *w;
+
+    if (!ngx_http_helix_waiters_ready
+        || ngx_queue_empty(&ngx_http_helix_waiters))
+    {
+        return;
+    }
+
+    w = ngx_queue_data(ngx_queue_head(&ngx_http_helix_waiters),
+                       ngx_http_helix_waiter_t, queue);
+
+    if (w->ev.timer_set) {
+        ngx_del_timer(&w->ev);
+    }
+
+    if (!w->ev.posted) {
+        ngx_post_event(&w->ev, &ngx_posted_events);
+    }
+}
+
+
+/*
+ * The first in line looks again soon (5 ms: places freed in other
+ * workers), or at its time limit; those behind it only at their limit.
+ */
+
+static void
+ngx_http_helix_waiter_arm(ngx_http_helix_waiter_t *w)
+{
+    ngx_msec_t  left, delay;
+
+    left = w->until - ngx_current_msec;
+
+    if ((ngx_msec_int_t) left <= 0) {
+        left = 1;
+    }
+
+    delay = (ngx_queue_head(&ngx_http_helix_waiters) == &w->queue)
+            ? ngx_min(left, 5) : left;
+
+    ngx_add_timer(&w->ev, delay);
+}
+
+
+static void
+ngx_http_helix_waiter_handler(ngx_event_t *ev)
+{
+    ngx_http_helix_waiter_t  *w = ev->data;
+
+    w->handler(w, (ngx_msec_int_t) (w->until - ngx_current_msec) <= 0
+                  ? NGX_HTTP_HELIX_QUEUE_TIMEOUT
+                  : NGX_HTTP_HELIX_QUEUE_SERVED);
 }

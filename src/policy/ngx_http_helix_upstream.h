@@ -93,6 +93,38 @@ typedef struct {
 } ngx_http_helix_provider_state_t;
 
 
+/*
+ * A request waiting for a place at the concurrency limits.  handler runs
+ * when it may look again (outcome SERVED: try; TIMEOUT: its time is up);
+ * wait_done ends the wait with how it ended (metrics.h's queue outcomes).
+ */
+
+typedef struct ngx_http_helix_waiter_s  ngx_http_helix_waiter_t;
+
+typedef void (*ngx_http_helix_waiter_pt)(ngx_http_helix_waiter_t *w,
+    ngx_uint_t outcome);
+
+struct ngx_http_helix_waiter_s {
+    ngx_queue_t                      queue;
+    ngx_event_t                      ev;
+    ngx_msec_t                       until;     /* set by the caller */
+    ngx_msec_t                       since_us;
+    ngx_http_helix_waiter_pt         handler;   /* set by the caller */
+    void                            *data;
+    ngx_log_t                       *log;       /* set by the caller */
+    ngx_http_helix_main_conf_t      *hmcf;
+    unsigned                         queued:1;
+};
+
+
+ngx_int_t ngx_http_helix_wait_place(ngx_http_helix_main_conf_t *hmcf,
+    ngx_http_helix_waiter_t *w);
+ngx_int_t ngx_http_helix_wait_again(ngx_http_helix_waiter_t *w);
+void ngx_http_helix_wait_done(ngx_http_helix_waiter_t *w,
+    ngx_uint_t outcome);
+ngx_uint_t ngx_http_helix_waiting_total(ngx_http_helix_main_conf_t *hmcf);
+
+
 ngx_int_t ngx_http_helix_upstream_init_zone(ngx_conf_t *cf,
     ngx_http_helix_main_conf_t *hmcf);
 ngx_int_t ngx_http_helix_upstream_init_process(ngx_cycle_t *cycle);
