@@ -51,6 +51,39 @@ static void ngx_http_helix_admin_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_helix_admin_auth(ngx_http_request_t *r);
 
 
+/* the admin endpoints' own module: the slot of their request context */
+
+static ngx_http_module_t  ngx_http_helix_admin_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_helix_admin_module = {
+    NGX_MODULE_V1,
+    &ngx_http_helix_admin_module_ctx,      /* module context */
+    NULL,                                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
 ngx_int_t
 ngx_http_helix_admin_handler(ngx_http_request_t *r)
 {
@@ -98,25 +131,17 @@ static ngx_int_t
 ngx_http_helix_admin_auth(ngx_http_request_t *r)
 {
     ngx_str_t                    token;
-    ngx_table_elt_t             *h;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
-    h = r->headers_in.authorization;
 
-    if (h == NULL || h->value.len < sizeof("Bearer ") - 1
-        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
-                           sizeof("Bearer ") - 1) != 0)
-    {
+    if (ngx_http_helix_bearer(r, &token) != NGX_OK) {
         return NGX_HTTP_UNAUTHORIZED;
     }
 
     if (hmcf->admin_token.len == 0) {
         return NGX_DECLINED;
     }
-
-    token.data = h->value.data + sizeof("Bearer ") - 1;
-    token.len = h->value.len - (sizeof("Bearer ") - 1);
 
     if (!ngx_http_helix_secret_equal(&token, &hmcf->admin_token)) {
         return NGX_HTTP_FORBIDDEN;
@@ -203,7 +228,7 @@ ngx_http_helix_admin_body(ngx_http_request_t *r)
 
     ctx->l1 = n;
     ctx->shown = pattern;
-    ngx_http_set_ctx(r, ctx, ngx_http_helix_module);
+    ngx_http_set_ctx(r, ctx, ngx_http_helix_admin_module);
 
     /* Redis drops expired keys itself: only a clear reaches L2 */
 
@@ -272,7 +297,7 @@ ngx_http_helix_admin_scanned(ngx_http_helix_redis_op_t *op,
     ngx_http_request_t          *r = op->data;
     ngx_http_helix_admin_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_admin_module);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements != 2
@@ -337,7 +362,7 @@ ngx_http_helix_admin_unlinked(ngx_http_helix_redis_op_t *op,
     ngx_http_request_t          *r = op->data;
     ngx_http_helix_admin_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_admin_module);
 
     if (reply && reply->type == REDIS_REPLY_INTEGER) {
         ctx->l2 += (ngx_uint_t) reply->integer;

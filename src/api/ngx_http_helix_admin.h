@@ -13,4 +13,7 @@
 ngx_int_t ngx_http_helix_admin_handler(ngx_http_request_t *r);
 
 
+extern ngx_module_t  ngx_http_helix_admin_module;
+
+
 #endif /* _NGX_HTTP_HELIX_ADMIN_H_INCLUDED_ */

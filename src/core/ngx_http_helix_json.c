@@ -477,3 +477,35 @@ ngx_http_helix_server_timing(ngx_http_request_t *r, ngx_str_t *cache,
 
     return ngx_http_helix_add_header(r, "Server-Timing", &v);
 }
+
+
+/*
+ * The token of "Authorization: Bearer <token>", the one parser of it
+ * (API keys, the admin token): the scheme in any case, the spaces after
+ * it skipped.  NGX_DECLINED: no such header, another scheme, no token.
+ */
+
+ngx_int_t
+ngx_http_helix_bearer(ngx_http_request_t *r, ngx_str_t *token)
+{
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.authorization;
+
+    if (h == NULL || h->value.len < sizeof("Bearer ") - 1
+        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                           sizeof("Bearer ") - 1) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    token->data = h->value.data + sizeof("Bearer ") - 1;
+    token->len = h->value.len - (sizeof("Bearer ") - 1);
+
+    while (token->len && token->data[0] == ' ') {
+        token->data++;
+        token->len--;
+    }
+
+    return token->len ? NGX_OK : NGX_DECLINED;
+}

@@ -17,6 +17,7 @@ ngx_int_t ngx_http_helix_send_json(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_helix_send_text(ngx_http_request_t *r, ngx_str_t *body);
 ngx_int_t ngx_http_helix_add_header(ngx_http_request_t *r, char *key,
     ngx_str_t *value);
+ngx_int_t ngx_http_helix_bearer(ngx_http_request_t *r, ngx_str_t *token);
 ngx_int_t ngx_http_helix_server_timing(ngx_http_request_t *r,
     ngx_str_t *cache, ngx_msec_t gw_us, ngx_msec_t provider_us,
     ngx_uint_t provider);

@@ -259,21 +259,9 @@ ngx_http_helix_auth_key(ngx_http_request_t *r,
     ngx_str_null(given);
     *internal = NGX_HTTP_HELIX_AUTH_CLIENT;
 
-    h = r->headers_in.authorization;
+    if (ngx_http_helix_bearer(r, given) != NGX_OK) {
+        ngx_str_null(given);
 
-    if (h && h->value.len > 7
-        && (ngx_strncmp(h->value.data, "Bearer ", 7) == 0
-            || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) == 0))
-    {
-        given->data = h->value.data + 7;
-        given->len = h->value.len - 7;
-
-        while (given->len && given->data[0] == ' ') {
-            given->data++;
-            given->len--;
-        }
-
-    } else {
         part = &r->headers_in.headers.part;
         h = part->elts;
 
@@ -485,7 +473,6 @@ ngx_uint_t
 ngx_http_helix_auth_admin(ngx_http_request_t *r)
 {
     ngx_str_t                    token;
-    ngx_table_elt_t             *h;
     ngx_http_helix_main_conf_t  *hmcf;
 
     if ((r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_DELETE)) == 0) {
@@ -493,19 +480,12 @@ ngx_http_helix_auth_admin(ngx_http_request_t *r)
     }
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
-    h = r->headers_in.authorization;
 
-    if (hmcf->admin_token.len == 0 || h == NULL
-        || h->value.len <= sizeof("Bearer ") - 1
-        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
-                           sizeof("Bearer ") - 1)
-           != 0)
+    if (hmcf->admin_token.len == 0
+        || ngx_http_helix_bearer(r, &token) != NGX_OK)
     {
         return 0;
     }
-
-    token.data = h->value.data + sizeof("Bearer ") - 1;
-    token.len = h->value.len - (sizeof("Bearer ") - 1);
 
     return ngx_http_helix_secret_equal(&token, &hmcf->admin_token);
 }
