@@ -25,13 +25,16 @@
 typedef struct {
     ngx_str_node_t               sn;        /* key, in data[] */
     ngx_queue_t                  queue;     /* in its policy's LRU */
+    ngx_rbtree_node_t            alias;     /* in the aliases' tree */
+    u_char                       alias_md5[16];
     ngx_msec_t                   expire;
     ngx_msec_t                   last;      /* last use */
     ngx_pid_t                    owner;     /* of a claim */
     u_short                      policy;
     u_char                       pending;
-    u_char                       provider_len;
+    u_char                       aliased;   /* alias is in the tree */
     uint32_t                     body_len;
+    u_char                       provider_len;
     ngx_http_helix_answer_meta_t meta;      /* of the body */
     u_char                       data[1];   /* key, provider, body */
 } ngx_http_helix_cache_node_t;
@@ -40,6 +43,8 @@ typedef struct {
 typedef struct {
     ngx_rbtree_t                 rbtree;
     ngx_rbtree_node_t            sentinel;
+    ngx_rbtree_t                 aliases;   /* raw bytes' md5 -> entry */
+    ngx_rbtree_node_t            aliases_sentinel;
     ngx_queue_t                  lru[NGX_HTTP_HELIX_CACHE_POLICIES];
     ngx_uint_t                   count[NGX_HTTP_HELIX_CACHE_POLICIES];
     u_char                       name[NGX_HTTP_HELIX_CACHE_POLICIES][32];
@@ -66,13 +71,22 @@ static ngx_http_helix_cache_node_t *ngx_http_helix_cache_alloc(
     ngx_http_helix_main_conf_t *hmcf, size_t size);
 static ngx_uint_t ngx_http_helix_cache_match(u_char *p, u_char *pend,
     u_char *s, u_char *send);
+static void ngx_http_helix_alias_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_http_helix_cache_node_t *ngx_http_helix_alias_find(
+    ngx_http_helix_cache_sh_t *sh, u_char *md5);
+static void ngx_http_helix_alias_unlink(ngx_http_helix_cache_sh_t *sh,
+    ngx_http_helix_cache_node_t *cn);
 
 
 /*
- * Aliases: the md5 of a request's raw bytes -> the key of the entry it was
- * answered from, so that a repeated identical request is found without
- * parsing its JSON.  They have their own queue, the last slot, and do not
- * count as entries.
+ * Aliases: the md5 of a request's raw bytes -> the entry it was answered
+ * from, so that a repeated identical request is found without parsing its
+ * JSON.  An entry holds its one alias (the last raw form that found it) as
+ * a node of a second tree, so that a hit by the raw bytes is one walk of
+ * one tree to the entry itself, and an alias costs no allocation of its
+ * own; it goes with its entry.  The last slot of the queues is no longer
+ * used for them.
  */
 
 #define NGX_HTTP_HELIX_CACHE_ALIASES  (NGX_HTTP_HELIX_CACHE_POLICIES - 1)
@@ -155,6 +169,8 @@ ngx_http_helix_cache_init(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     ngx_rbtree_init(&sh->rbtree, &sh->sentinel, ngx_str_rbtree_insert_value);
+    ngx_rbtree_init(&sh->aliases, &sh->aliases_sentinel,
+                    ngx_http_helix_alias_insert);
 
     for (i = 0; i < NGX_HTTP_HELIX_CACHE_POLICIES; i++) {
         ngx_queue_init(&sh->lru[i]);
@@ -413,6 +429,7 @@ ngx_http_helix_cache_link(ngx_http_helix_cache_sh_t *sh,
     cn->expire = ngx_current_msec + ttl;
     cn->last = ngx_current_msec;
     cn->policy = (u_short) slot;
+    cn->aliased = 0;
 
     ngx_rbtree_insert(&sh->rbtree, &cn->sn.node);
     ngx_queue_insert_head(&sh->lru[slot], &cn->queue);
@@ -642,6 +659,7 @@ ngx_http_helix_cache_delete(ngx_http_helix_main_conf_t *hmcf,
 
     ngx_queue_remove(&cn->queue);
     ngx_rbtree_delete(&sh->rbtree, &cn->sn.node);
+    ngx_http_helix_alias_unlink(sh, cn);
 
     sh->count[cn->policy]--;
 
@@ -888,7 +906,7 @@ ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t endpoint, ngx_uint_t policy, ngx_str_t *scope, ngx_str_t *raw,
     ngx_str_t *alias)
 {
-    u_char      md5[16], tag[2 + sizeof(time_t)];
+    u_char      tag[2 + sizeof(time_t)];
     ngx_md5_t   ctx;
 
     /* a reload may change what is valid: its aliases are new ones */
@@ -908,17 +926,15 @@ ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
     }
 
     ngx_md5_update(&ctx, raw->data, raw->len);
-    ngx_md5_final(md5, &ctx);
+    ngx_md5_final(alias->data, &ctx);
 
-    ngx_memcpy(alias->data, "alias:", sizeof("alias:") - 1);
-    ngx_hex_dump(alias->data + sizeof("alias:") - 1, md5, 16);
-    alias->len = sizeof("alias:") - 1 + 32;
+    alias->len = NGX_HTTP_HELIX_CACHE_ALIAS_LEN;
 
     return NGX_OK;
 }
 
 
-/* the raw-bytes path of a hit: alias -> entry, under one lock */
+/* the raw-bytes path of a hit: alias -> entry, one tree, one lock */
 
 ngx_int_t
 ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
@@ -926,51 +942,36 @@ ngx_http_helix_cache_lookup_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *body, ngx_http_helix_answer_meta_t *meta)
 {
     ngx_int_t                     rc;
-    ngx_str_t                     k;
-    ngx_msec_t                    now;
     ngx_http_helix_cache_sh_t    *sh;
-    ngx_http_helix_cache_node_t  *an, *cn;
+    ngx_http_helix_cache_node_t  *cn;
 
     sh = hmcf->cache_sh;
-    now = ngx_current_msec;
     rc = NGX_DECLINED;
+
+    if (alias->len != NGX_HTTP_HELIX_CACHE_ALIAS_LEN) {
+        return rc;
+    }
 
     ngx_shmtx_lock(&hmcf->cache_shpool->mutex);
 
-    an = ngx_http_helix_cache_find(sh, alias);
-
-    if (an == NULL || an->pending) {
-        goto done;
-    }
-
-    k.data = an->data + an->sn.str.len;
-    k.len = an->body_len;
-
-    cn = ngx_http_helix_cache_find(sh, &k);
+    cn = ngx_http_helix_alias_find(sh, alias->data);
 
     if (cn == NULL || cn->pending
-        || (ngx_msec_int_t) (cn->expire - now) <= 0)
+        || (ngx_msec_int_t) (cn->expire - ngx_current_msec) <= 0)
     {
         goto done;
     }
 
-    key->data = ngx_pnalloc(pool, k.len);
+    key->data = ngx_pnalloc(pool, cn->sn.str.len);
     if (key->data == NULL) {
         rc = NGX_ERROR;
         goto done;
     }
 
-    key->len = k.len;
-    ngx_memcpy(key->data, k.data, k.len);
+    key->len = cn->sn.str.len;
+    ngx_memcpy(key->data, cn->sn.str.data, key->len);
 
     rc = ngx_http_helix_cache_copy_out(sh, cn, pool, provider, body, meta);
-    if (rc != NGX_OK) {
-        goto done;
-    }
-
-    an->last = now;
-    ngx_queue_remove(&an->queue);
-    ngx_queue_insert_head(&sh->lru[NGX_HTTP_HELIX_CACHE_ALIASES], &an->queue);
 
 done:
 
@@ -980,50 +981,134 @@ done:
 }
 
 
+/* the entry of key is now also found by these raw bytes */
+
 void
 ngx_http_helix_cache_store_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *alias, ngx_str_t *key)
 {
-    size_t                        size;
     ngx_http_helix_cache_sh_t    *sh;
-    ngx_http_helix_cache_node_t  *an;
+    ngx_http_helix_cache_node_t  *cn, *other;
+
+    if (alias->len != NGX_HTTP_HELIX_CACHE_ALIAS_LEN) {
+        return;
+    }
 
     sh = hmcf->cache_sh;
-    size = offsetof(ngx_http_helix_cache_node_t, data) + alias->len
-           + key->len;
 
     ngx_shmtx_lock(&hmcf->cache_shpool->mutex);
 
-    an = ngx_http_helix_cache_find(sh, alias);
+    cn = ngx_http_helix_cache_find(sh, key);
 
-    if (an) {
-        ngx_http_helix_cache_delete(hmcf, an);
-    }
+    if (cn && !cn->pending) {
+        other = ngx_http_helix_alias_find(sh, alias->data);
 
-    while (sh->count[NGX_HTTP_HELIX_CACHE_ALIASES] >= hmcf->cache.l1_max_size
-           && ngx_http_helix_cache_evict(hmcf, NGX_HTTP_HELIX_CACHE_ALIASES)
-              == NGX_OK)
-    {
-        /* void */
-    }
+        if (other != cn) {
+            if (other) {
+                /* the same bytes found another entry once: now this one */
+                ngx_http_helix_alias_unlink(sh, other);
+            }
 
-    an = ngx_http_helix_cache_alloc(hmcf, size);
+            ngx_http_helix_alias_unlink(sh, cn);
 
-    if (an) {
-        ngx_memcpy(ngx_cpymem(an->data, alias->data, alias->len),
-                   key->data, key->len);
+            ngx_memcpy(cn->alias_md5, alias->data, 16);
+            ngx_memcpy(&cn->alias.key, alias->data, sizeof(ngx_rbtree_key_t));
 
-        an->owner = 0;
-        an->pending = 0;
-        an->provider_len = 0;
-        an->body_len = (uint32_t) key->len;
-
-        ngx_http_helix_cache_link(sh, an, alias,
-                                  NGX_HTTP_HELIX_CACHE_ALIASES,
-                                  hmcf->cache.l1_ttl);
+            ngx_rbtree_insert(&sh->aliases, &cn->alias);
+            cn->aliased = 1;
+        }
     }
 
     ngx_shmtx_unlock(&hmcf->cache_shpool->mutex);
+}
+
+
+/* ordered by the key (the md5's first bytes), then the whole md5 */
+
+static void
+ngx_http_helix_alias_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t           **p;
+    ngx_http_helix_cache_node_t  *n, *t;
+
+    n = (ngx_http_helix_cache_node_t *)
+            ((u_char *) node - offsetof(ngx_http_helix_cache_node_t, alias));
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            t = (ngx_http_helix_cache_node_t *)
+                    ((u_char *) temp
+                     - offsetof(ngx_http_helix_cache_node_t, alias));
+
+            p = (ngx_memcmp(n->alias_md5, t->alias_md5, 16) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static ngx_http_helix_cache_node_t *
+ngx_http_helix_alias_find(ngx_http_helix_cache_sh_t *sh, u_char *md5)
+{
+    ngx_int_t                     rc;
+    ngx_rbtree_key_t              key;
+    ngx_rbtree_node_t            *node, *sentinel;
+    ngx_http_helix_cache_node_t  *cn;
+
+    ngx_memcpy(&key, md5, sizeof(ngx_rbtree_key_t));
+
+    node = sh->aliases.root;
+    sentinel = sh->aliases.sentinel;
+
+    while (node != sentinel) {
+
+        if (key != node->key) {
+            node = (key < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        cn = (ngx_http_helix_cache_node_t *)
+                 ((u_char *) node
+                  - offsetof(ngx_http_helix_cache_node_t, alias));
+
+        rc = ngx_memcmp(md5, cn->alias_md5, 16);
+
+        if (rc == 0) {
+            return cn;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_helix_alias_unlink(ngx_http_helix_cache_sh_t *sh,
+    ngx_http_helix_cache_node_t *cn)
+{
+    if (cn->aliased) {
+        ngx_rbtree_delete(&sh->aliases, &cn->alias);
+        cn->aliased = 0;
+    }
 }
 
 

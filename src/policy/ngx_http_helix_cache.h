@@ -43,7 +43,7 @@ void ngx_http_helix_cache_store(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *key, ngx_uint_t policy, ngx_str_t *provider, ngx_str_t *body,
     ngx_log_t *log);
 
-#define NGX_HTTP_HELIX_CACHE_ALIAS_LEN  (sizeof("alias:") - 1 + 32)
+#define NGX_HTTP_HELIX_CACHE_ALIAS_LEN  16     /* an md5 */
 
 ngx_int_t ngx_http_helix_cache_alias(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t endpoint, ngx_uint_t policy, ngx_str_t *scope, ngx_str_t *raw,
