@@ -2,7 +2,6 @@
 # stock nginx modules (no helix module is loaded here).
 use strict;
 use warnings;
-use lib 't/lib';
 use IO::Socket::INET;
 use Test::Nginx::Socket 'no_plan';
 

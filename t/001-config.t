@@ -1,5 +1,4 @@
 # helix.yaml: a good file, each kind of bad file, ${VAR} expansion, reload.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 
 $ENV{HELIX_TEST_MODEL} = 'env-model-7';

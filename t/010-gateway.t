@@ -1,6 +1,5 @@
 # The core path: each provider type, request and answer translated field
 # by field, for chat completions, the guide's completions and embeddings.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

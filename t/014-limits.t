@@ -2,7 +2,6 @@
 # per_provider, each provider's max_concurrent), counted in shared memory
 # and given back on every exit path.  Concurrent requests come from SSI
 # includes, which nginx runs in parallel.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

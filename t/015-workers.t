@@ -1,6 +1,5 @@
 # Breakers and concurrency counters live in shared memory: every worker
 # sees the same state.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -2,7 +2,6 @@
 # values, a pattern clear seen by redis-cli, Redis killed and back.  A
 # private password-protected redis-server is started here, on the port
 # after the suite's one.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

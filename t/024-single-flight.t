@@ -3,7 +3,6 @@
 # nginx sharing Redis.  Each round sends its burst at once (curl --parallel)
 # with a new prompt that makes the mock answer after 200 ms, and counts
 # the calls that reached the provider (the mock's stats) and the answers.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

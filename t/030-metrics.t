@@ -1,7 +1,6 @@
 # GET /metrics: Prometheus text, summed over workers from shared memory,
 # moving by exactly what the requests did; promtool accepts the output
 # and the alert rules; a reload keeps the values.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;

@@ -1,6 +1,5 @@
 # SSE streams: every client format from every provider type, translated
 # event by event in the subrequest's body filter and flushed at once.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -1,7 +1,6 @@
 # Stream metrics: time to the first frame per provider, and how streams
 # ended (completed, failed after the first frame, client_closed); a
 # replay from the cache is no provider stream and is not counted.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;

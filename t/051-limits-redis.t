@@ -2,7 +2,6 @@
 # bucket lives in Redis and is updated by one Lua script (EVALSHA, EVAL
 # when Redis lost it), so two nginx instances enforce one limit; while
 # Redis does not answer, each node limits on its own shared memory.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

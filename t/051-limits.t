@@ -4,7 +4,6 @@
 # provider's usage, reservations given back by failed requests, OpenAI's
 # x-ratelimit-* headers on every answer.  Concurrent requests come from
 # SSI includes, which nginx runs in parallel.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -4,7 +4,6 @@
 # is made on that key's behalf and charged to it (t/066-task-keys.t has the
 # rest); a client cannot forge the header, nor use one it has seen for
 # another call or once it has expired.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

@@ -3,7 +3,6 @@
 # without helix_loopback; a helix_loopback that is a name, not on the
 # loopback, or no listen of this nginx; the old endpoint keys.  And the
 # shipped helix.yaml holds no key or token, only ${VAR}s without default.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 
 our $Port = $ENV{TEST_NGINX_SERVER_PORT};

@@ -1,7 +1,6 @@
 # The completion log: a row in "completions" per chat/completion/
 # embedding request, written after the answer, batched; kept in a bounded
 # buffer while PostgreSQL is down, the overflow counted and logged.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;

@@ -3,7 +3,6 @@
 # (the task runner is off here).  A table lock taken by psql holds the
 # queries in the server, so that the pool's limits can be watched in
 # pg_stat_activity.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

@@ -1,7 +1,6 @@
 # Background tasks when workers and nodes come and go: a task whose worker
 # was killed mid-run is taken up again after its lease and completes
 # once; two nginx instances on one database run each task exactly once.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

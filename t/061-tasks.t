@@ -3,7 +3,6 @@
 # (priority, then age), runs it through the gateway's own endpoints,
 # stores the result once and POSTs it to callback_url.  A callback
 # receiver is a location here: its access log keeps each body it got.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

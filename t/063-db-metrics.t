@@ -4,7 +4,6 @@
 # callbacks by outcome.  Every check waits for the counters to move (or
 # for the state it needs: a lock held, a backend stopped), then compares
 # what moved with what the requests did; no timing is asserted.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

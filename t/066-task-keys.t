@@ -10,7 +10,6 @@
 # a new nginx with full buckets, which is how these tests let "time pass"
 # without waiting for a refill (the not_before a waiting task got is then
 # moved to now() in the table).
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

@@ -15,7 +15,6 @@
 # block is a new nginx with full buckets, which is how "time passes"
 # without waiting for a refill (a waiting task's not_before is then
 # moved to now() in the table).
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

@@ -6,7 +6,6 @@
 # webhook's long or endless answer is cut at tasks.callback_max_answer
 # without the worker's memory growing.  A listener of this file (on every
 # loopback address, IPv4 and IPv6) counts what reaches it.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

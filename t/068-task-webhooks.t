@@ -7,7 +7,6 @@
 # attempts from where the first stopped.  Without a secret: no signature.
 # The receiver is a location whose access log keeps the headers and the
 # body of each attempt.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Digest::SHA qw(hmac_sha256_hex);
 use Helix;

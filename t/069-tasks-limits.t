@@ -7,7 +7,6 @@
 # failing holds no execution slot.  An anonymous task is its address's:
 # from another address (curl --interface 127.0.0.2) it does not exist
 # unless its task_token comes along.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

@@ -3,7 +3,6 @@
 # answer in request order.  Per-item latency and failures come from
 # MOCK_LATENCY_MS:n / MOCK_STATUS:n in the prompt (util/README.mock.md);
 # the mock reports its peak number of requests in flight.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;

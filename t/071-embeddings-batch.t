@@ -1,7 +1,6 @@
 # POST /v1/embeddings/batch: texts sent in chunks of batch_size, chunks in
 # parallel; each text cached under the key a single /v1/embeddings request
 # for it uses, so cached texts are not sent again; input order kept.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use JSON::PP;
 use HTTP::Tiny;

@@ -4,7 +4,6 @@
 # outcome.  The mock gives every provider the same text for the same
 # prompt, so "majority" is decided by weights and order unless a
 # provider fails.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;
