@@ -214,6 +214,6 @@ providers:
 --- wait_for_log eval
 [undef, undef, "client prematurely closed connection", undef, undef]
 --- response_body_filters eval
-[undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_OPENAI_PORT}, qr/"aborted":2,/) }, undef]
+Helix::per_request([undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_OPENAI_PORT}, qr/"aborted":2,/) }, undef])
 --- response_body_like eval
 ["", "", '"inflight":0,"status":"ok"', '"total":2,"inflight":0,"peak_inflight":2,"aborted":2,', '"succeeded":1,']
