@@ -4,7 +4,11 @@
 #   make run        install what is missing, build, start the demo gateway
 #   make stop       stop everything "make run" started
 #   make test       install what is missing, check src/'s layers, build,
-#                   run the whole suite
+#                   run the whole suite (TEST_NGINX_LIB=/path/to/test-nginx/lib:
+#                   under upstream Test::Nginx instead of t/lib's runner)
+#   make test-upstream   the suite under upstream Test::Nginx from
+#                   TEST_NGINX_UPSTREAM_LIB (default ../shared/test-nginx/lib);
+#                   not yet green: t/lib/README lists what still differs
 #   make test-valgrind   the same suite with nginx under valgrind
 #   make test-asan  the same suite against nginx 1.22.1 and the module
 #                   built with AddressSanitizer from Debian's source package
@@ -32,6 +36,7 @@ NGINX_CONF_ARGS ?=
 BUILD           ?= $(CURDIR)/build
 NGINX           ?= /usr/sbin/nginx
 PROVE_ARGS      ?= -r t/
+TEST_NGINX_UPSTREAM_LIB ?= $(CURDIR)/../shared/test-nginx/lib
 
 NGX_BUILD       := $(BUILD)/nginx
 MODULE          := $(BUILD)/ngx_http_helix_module.so
@@ -45,8 +50,9 @@ CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
 MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
-.PHONY: FORCE all deps layers run stop test test-valgrind test-asan fuzz \
-        check-json bench test-bench install deb test-deb migrate clean
+.PHONY: FORCE all deps layers run stop test test-upstream test-valgrind \
+        test-asan fuzz check-json bench test-bench install deb test-deb \
+        migrate clean
 
 all: $(MODULE)
 
@@ -91,6 +97,14 @@ test: deps layers $(MODULE)
 # src/'s layers: no file uses one above its own, no cycle (config's order)
 layers:
 	@python3 util/layers.py
+
+test-upstream: deps $(MODULE)
+	@if [ -f "$(TEST_NGINX_UPSTREAM_LIB)/Test/Nginx/Socket.pm" ]; then \
+	    TEST_NGINX_LIB="$(TEST_NGINX_UPSTREAM_LIB)" util/test.sh $(PROVE_ARGS); \
+	else \
+	    echo "test-upstream: SKIPPED: no upstream Test::Nginx at" \
+	        "$(TEST_NGINX_UPSTREAM_LIB) (set TEST_NGINX_UPSTREAM_LIB)"; \
+	fi
 
 test-valgrind: deps $(MODULE)
 	@TEST_NGINX_USE_VALGRIND=1 util/test.sh $(PROVE_ARGS)

@@ -2,7 +2,6 @@
 # stock nginx modules (no helix module is loaded here).
 use strict;
 use warnings;
-use lib 't/lib';
 use IO::Socket::INET;
 use Test::Nginx::Socket 'no_plan';
 
@@ -136,7 +135,7 @@ unknown directive "foo"
 
 === TEST 7: reload_user_files (config include changes between requests)
 --- config
-    location /r { include $TEST_NGINX_HTML_DIR/inc.conf; }
+    location /r { include $TEST_NGINX_SERVER_ROOT/html/inc.conf; }
 --- user_files
 >>> inc.conf
 return 200 "v1\n";
@@ -154,7 +153,7 @@ return 200 "v2\n";
 
 === TEST 8: reload rejected (broken file): old config keeps serving
 --- config
-    location /r { include $TEST_NGINX_HTML_DIR/inc.conf; }
+    location /r { include $TEST_NGINX_SERVER_ROOT/html/inc.conf; }
 --- user_files
 >>> inc.conf
 return 200 "v1\n";

@@ -1,5 +1,4 @@
 # helix.yaml: a good file, each kind of bad file, ${VAR} expansion, reload.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 
 $ENV{HELIX_TEST_MODEL} = 'env-model-7';
@@ -150,6 +149,7 @@ Content-Type: application/json
 
 
 === TEST 1b: keys that mean nothing in nginx get a notice naming the nginx way (nginx -t output)
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -205,6 +205,7 @@ GET /v1/models
 
 
 === TEST 4: unknown key names file, line, key and the known keys
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -219,6 +220,7 @@ helix.yaml:4: cache.l1: unknown key "ttll" (known keys here: enabled, max_size, 
 
 
 === TEST 5: wrong type: a list where a mapping belongs
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -231,6 +233,7 @@ helix.yaml:2: cache.policies: expected a mapping of policy names, got a list
 
 
 === TEST 6: wrong type: a mapping where a number belongs
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -244,6 +247,7 @@ helix.yaml:3: redis.pool.size: expected a single value, got a mapping
 
 
 === TEST 7: negative size
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -257,6 +261,7 @@ helix.yaml:3: resources.requests.max_request_body: must not be negative, got "-1
 
 
 === TEST 8: bad size unit
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -269,6 +274,7 @@ helix.yaml:2: streaming.buffer_size: invalid size "4 parsecs"
 
 
 === TEST 9: a duration without a unit
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -282,6 +288,7 @@ helix.yaml:3: cache.l1.ttl: invalid duration "300" (write a number with a unit: 
 
 
 === TEST 10: unset ${VAR}
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -294,6 +301,7 @@ helix.yaml:2: admin.token: environment variable "HELIX_TEST_UNSET" is not set (e
 
 
 === TEST 11: YAML syntax error
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -306,6 +314,7 @@ qr/helix\.yaml:\d+:\d+: YAML syntax error: /
 
 
 === TEST 12: duplicate key
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -319,6 +328,7 @@ helix.yaml:3: streaming: duplicate key "enabled" (first at line 2)
 
 
 === TEST 13: not a boolean
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -331,6 +341,7 @@ helix.yaml:2: ensemble.fail_fast: expected true or false, got "maybe"
 
 
 === TEST 14: a provider with no type and a name that says none
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -346,6 +357,7 @@ helix.yaml:4: providers.mybox: provider has no "type" (add type: openai, anthrop
 
 
 === TEST 15: an unknown provider type lists the known ones
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -360,6 +372,7 @@ helix.yaml:3: providers.p1.type: unknown value "openia" (expected one of: openai
 
 
 === TEST 16: a provider without models
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -373,6 +386,7 @@ helix.yaml:2: providers.openai: provider lists no models
 
 
 === TEST 17: warming names a provider that does not exist
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -391,6 +405,7 @@ helix.yaml:7: cache.warming.queries[0]: unknown provider "nobody" (not in provid
 
 
 === TEST 18: a missing file
+--- config
 --- http_config
     helix_config ../html/nonexistent.yaml;
 --- must_die
@@ -400,6 +415,7 @@ helix_config: cannot open
 
 
 === TEST 19: helix_config twice
+--- config
 --- http_config
     helix_config ../html/helix.yaml;
     helix_config ../html/helix.yaml;
@@ -423,6 +439,7 @@ unknown helix endpoint "chat" (expected one of: chat_completions, completions,
 
 
 === TEST 21: the same key given twice as an API key
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml

@@ -1,5 +1,4 @@
 # GET /health, methods, and the endpoints that are not there yet.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 
 our $HttpConfig = <<'_EOC_';

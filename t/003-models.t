@@ -1,5 +1,4 @@
 # GET /v1/models: OpenAI's list schema, from the configured providers.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 
 our $HttpConfig = <<'_EOC_';

@@ -1,6 +1,5 @@
 # The core path: each provider type, request and answer translated field
 # by field, for chat completions, the guide's completions and embeddings.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 
@@ -199,7 +198,5 @@ GET /v1/models
 {"model": "text-embedding-004", "input": ["abc", "de"], "dimensions": 2, "encoding_format": "base64"}',
  "GET /mock/gemini/stats"]
 --- response_body_like eval
-['^\{"object":"list","data":\[\{"object":"embedding","index":0,"embedding":"[A-Za-z0-9+/]{11}="\},\{"object":"embedding","index":1,"embedding":"[A-Za-z0-9+/]{11}="\}\],"model":"text-embedding-004","usage":',
- '"outputDimensionality":2\}\]\}']
---- response_body_unlike eval
-["encoding_format", "encoding_format"]
+['^(?!.*encoding_format)\{"object":"list","data":\[\{"object":"embedding","index":0,"embedding":"[A-Za-z0-9+/]{11}="\},\{"object":"embedding","index":1,"embedding":"[A-Za-z0-9+/]{11}="\}\],"model":"text-embedding-004","usage":',
+ '^(?!.*encoding_format).*"outputDimensionality":2\}\]\}']

@@ -1,6 +1,5 @@
 # Bad input: each case gets an OpenAI error object with the right status,
 # naming the field, and no provider is called.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -2,7 +2,6 @@
 # answers the request goes to the next provider serving the model, once
 # per provider; provider client errors are passed on; when all fail, the
 # answer names every provider tried.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -1,7 +1,6 @@
 # Circuit breakers: closed -> open after N failures (or a failure ratio),
 # requests skip an open provider, a half-open probe after the cooldown,
 # closed again when it succeeds, open again when it fails.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -2,7 +2,6 @@
 # per_provider, each provider's max_concurrent), counted in shared memory
 # and given back on every exit path.  Concurrent requests come from SSI
 # includes, which nginx runs in parallel.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 
@@ -173,10 +172,10 @@ providers:
 ["POST /mock/reset", main::fault(openai => '{"latency_ms": 50}'), "GET /twenty",
  "GET /mock/openai/stats", "GET /metrics", "GET /v1/health"]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub { my $n = () = $_[0] =~ /"content":"Mock answer/g; my $e = () = $_[0] =~ /"error"/g; "answers $n errors $e" },
+Helix::per_request([sub { "" }, sub { "" }, sub { my $n = () = $_[0] =~ /"content":"Mock answer/g; my $e = () = $_[0] =~ /"error"/g; "answers $n errors $e" },
  sub { my ($t) = $_[0] =~ /"total":(\d+)/; my ($p) = $_[0] =~ /"peak_inflight":(\d+)/; "total $t peak " . ($p <= 2 ? "at most 2" : $p) },
  sub { my %m = $_[0] =~ /^helixagent_provider_queue_(waiting|total\{outcome="\w+"\}) (\d+)$/mg; join " ", map { "$_=" . ($_ =~ /served/ ? ($m{$_} > 0 ? "some" : 0) : $m{$_}) } sort keys %m },
- sub { $_[0] =~ /"inflight":0,"status":"ok"/ ? "none in flight" : $_[0] }]
+ sub { $_[0] =~ /"inflight":0,"status":"ok"/ ? "none in flight" : $_[0] }])
 --- response_body eval
 ["", "", "answers 20 errors 0", "total 20 peak at most 2",
  'total{outcome="client_closed"}=0 total{outcome="full"}=0 total{outcome="served"}=some total{outcome="timeout"}=0 waiting=0',
@@ -201,8 +200,8 @@ providers:
 ["POST /mock/reset", main::fault(openai => '{"latency_ms": 1500, "count": 1}'), "GET /three",
  "GET /metrics"]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub { my $n = () = $_[0] =~ /"content":"Mock answer/g; my $e = () = $_[0] =~ /providers_unavailable/g; "answers $n unavailable $e" },
- sub { join "\n", grep { /^helixagent_provider_queue_total/ } split /\n/, $_[0] }]
+Helix::per_request([sub { "" }, sub { "" }, sub { my $n = () = $_[0] =~ /"content":"Mock answer/g; my $e = () = $_[0] =~ /providers_unavailable/g; "answers $n unavailable $e" },
+ sub { join "\n", grep { /^helixagent_provider_queue_total/ } split /\n/, $_[0] }])
 --- response_body eval
 ["", "", "answers 1 unavailable 2",
  "helixagent_provider_queue_total{outcome=\"served\"} 0\nhelixagent_provider_queue_total{outcome=\"timeout\"} 1\nhelixagent_provider_queue_total{outcome=\"full\"} 1\nhelixagent_provider_queue_total{outcome=\"client_closed\"} 0"]

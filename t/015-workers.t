@@ -1,6 +1,5 @@
 # Breakers and concurrency counters live in shared memory: every worker
 # sees the same state.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 
@@ -26,7 +25,7 @@ sub kill_worker_in_flight {
     my $ok;
     for (1 .. 200) { last if ($ok = health() =~ /"inflight":1,/); select(undef, undef, undef, 0.05); }
     return "the call never started" unless $ok;
-    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/nginx.pid" or return "no pid";
+    open my $fh, '<', "$ENV{TEST_NGINX_SERVER_ROOT}/logs/nginx.pid" or return "no pid";
     my $master = <$fh>;
     chomp $master;
     system("pkill -KILL -P $master");
@@ -86,7 +85,7 @@ providers:
 --- request eval
 ["POST /mock/reset", "POST /mock/openai/faults\n" . '{"latency_ms": 4000, "count": 1}', "GET /v1/health"]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, \&main::kill_worker_in_flight]
+Helix::per_request([sub { "" }, sub { "" }, \&main::kill_worker_in_flight])
 --- response_body eval
 ["", "", "released"]
 --- error_log eval

@@ -2,7 +2,6 @@
 # jansson tree (ngx_http_helix_provider_openai_pass); anything that is not
 # plainly good takes the tree path, which names what is wrong.  Both paths
 # must agree: a provider here answers canned bodies from a second server.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

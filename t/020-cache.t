@@ -1,5 +1,4 @@
 # L1: the answers cache in shared memory.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -1,7 +1,6 @@
 # cache.warming: once per nginx start (not per worker), after the workers
 # are up, through the gateway's own endpoint; the first client request
 # is a hit; a provider that is down costs a log line, not the start.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -1,6 +1,5 @@
 # L2 in Redis (the suite's own Redis, started by util/test.sh): answers
 # outlive nginx, are promoted into L1, and Redis going away only costs L2.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -2,7 +2,6 @@
 # values, a pattern clear seen by redis-cli, Redis killed and back.  A
 # private password-protected redis-server is started here, on the port
 # after the suite's one.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 
@@ -72,7 +71,7 @@ sub second_node {
     main::wait_keys($Port, 'completion:openai:gpt-4o:*');
     my $port = $ENV{TEST_NGINX_SERVER_PORT} + 1;
     my $dir = $Second;
-    my $yaml = "$ENV{TEST_NGINX_HTML_DIR}/helix.yaml";
+    my $yaml = "$ENV{TEST_NGINX_SERVER_ROOT}/html/helix.yaml";
     system("mkdir -p $dir/conf $dir/logs");
     open my $fh, '>', "$dir/conf/nginx.conf" or die;
     print $fh "load_module $ENV{TEST_NGINX_LOAD_MODULES};\npid logs/nginx.pid;\n"
@@ -125,9 +124,9 @@ sub { my @k = split /\n/, main::wait_keys($::Port, '-n', 3, "completion:openai:g
 --- request eval
 ["GET /v1/models", main::chat("corrupt")]
 --- response_body_filters eval
-[sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:gpt-4o:*"); "" },
+Helix::per_request([sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:gpt-4o:*"); "" },
  sub { my @k = grep { /gpt-4o/ } split /\n/, main::wait_keys($::Port, "completion:openai:gpt-4o:*");
-       main::redis_cli($::Port, 'SET', $_, "H1\x06garbage") for @k; "corrupted " . scalar(@k) }]
+       main::redis_cli($::Port, 'SET', $_, "H1\x06garbage") for @k; "corrupted " . scalar(@k) }])
 --- response_body_like eval
 ["", '^corrupted 1$']
 
@@ -158,9 +157,9 @@ undecodable L2 value
 --- request eval
 ["GET /v1/models", main::chat("clear me"), "POST /v1/admin/cache/clear\n" . '{"pattern": "completion:openai:*"}']
 --- response_body_filters eval
-[sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:*"); "" },
+Helix::per_request([sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:*"); "" },
  sub { main::wait_keys($::Port, 'completion:openai:*'); "" }, sub { my $left = main::redis_cli($::Port, '--scan', '--pattern', 'completion:openai:*');
-                   ($_[0] =~ /"l2":[1-9]/ && $left eq '') ? "cleared" : "left: [$left] answer: $_[0]" }]
+                   ($_[0] =~ /"l2":[1-9]/ && $left eq '') ? "cleared" : "left: [$left] answer: $_[0]" }])
 --- response_body eval
 ["", "", "cleared"]
 
@@ -173,7 +172,7 @@ undecodable L2 value
 --- request eval
 [main::chat("auth"), main::chat("auth")]
 --- response_body_filters eval
-[sub { my $k = main::wait_keys($::AuthPort, '-a', 's3cret', '--no-auth-warning', 'completion:*'); $k =~ /gpt-4o/ ? "stored" : "not stored: $k" }, sub { "" }]
+Helix::per_request([sub { my $k = main::wait_keys($::AuthPort, '-a', 's3cret', '--no-auth-warning', 'completion:*'); $k =~ /gpt-4o/ ? "stored" : "not stored: $k" }, sub { "" }])
 --- response_body eval
 ["stored", ""]
 --- no_error_log
@@ -191,11 +190,11 @@ NOAUTH
  [{ value => main::chat("after restart"), delay_before => 5.5 }],
  main::chat("after restart 2")]
 --- response_body_filters eval
-[sub { main::stop_auth_redis(); "killed" },
+Helix::per_request([sub { main::stop_auth_redis(); "killed" },
  sub { main::start_auth_redis(); $_[0] =~ /chat.completion/ ? "answered while dead" : $_[0] },
  sub { "" },
  sub { my $k = main::wait_keys($::AuthPort, '-a', 's3cret', '--no-auth-warning', 'completion:*');
-       $k =~ /gpt-4o/ ? "stored again" : "not stored: $k" }]
+       $k =~ /gpt-4o/ ? "stored again" : "not stored: $k" }])
 --- response_body eval
 ["killed", "answered while dead", "", "stored again"]
 --- error_log eval
@@ -211,7 +210,7 @@ NOAUTH
 --- request eval
 ["POST /mock/reset", main::chat("two nodes"), "GET /mock/openai/stats"]
 --- response_body_filters eval
-[sub { "" }, sub { main::second_node(main::chat("two nodes")) }, sub { $_[0] =~ /"total":1,/ ? "one call" : $_[0] }]
+Helix::per_request([sub { "" }, sub { main::second_node(main::chat("two nodes")) }, sub { $_[0] =~ /"total":1,/ ? "one call" : $_[0] }])
 --- response_body eval
 ["", "second node: HIT L2", "one call"]
 
@@ -224,12 +223,12 @@ NOAUTH
 --- request eval
 ["GET /v1/models", main::chat("provider swap")]
 --- response_body_filters eval
-[sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:gpt-4o:*"); "" },
+Helix::per_request([sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:gpt-4o:*"); "" },
  sub { my @k = grep { /gpt-4o/ } split /\n/, main::wait_keys($::Port, "completion:openai:gpt-4o:*");
        my $v = main::redis_cli($::Port, 'GET', $k[0]);
        $v =~ s/^H1\x06openai/H1\x0dX-Injected: 1/ or return "not an H1 value: $v";
        open my $fh, '|-', "redis-cli -p $::Port -x SET '$k[0]' >/dev/null" or die; print $fh $v; close $fh;
-       "swapped " . scalar(@k) }]
+       "swapped " . scalar(@k) }])
 --- response_body_like eval
 ["", '^swapped 1$']
 
@@ -257,10 +256,10 @@ undecodable L2 value
 --- request eval
 ["GET /v1/models", main::chat("signed"), main::chat("signed")]
 --- response_body_filters eval
-[sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:gpt-4o:*"); "" },
+Helix::per_request([sub { main::redis_cli($::Port, 'DEL', $_) for split /\n/, main::redis_cli($::Port, '--scan', '--pattern', "completion:openai:gpt-4o:*"); "" },
  sub { my @k = grep { /gpt-4o/ } split /\n/, main::wait_keys($::Port, "completion:openai:gpt-4o:*");
        my $v = main::redis_cli($::Port, 'GET', $k[0]); $v =~ /^H2/ ? "signed" : "not signed: " . substr($v, 0, 8) },
- sub { "" }]
+ sub { "" }])
 --- response_body eval
 ["", "signed", ""]
 

@@ -5,7 +5,6 @@
 # the opening is logged once, and after SIGCONT one probe closes the
 # breaker and L2 is used again.  A private redis-server on a port of this
 # test's own; every exit path sends it SIGCONT and shuts it down.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -3,7 +3,6 @@
 # nginx sharing Redis.  Each round sends its burst at once (curl --parallel)
 # with a new prompt that makes the mock answer after 200 ms, and counts
 # the calls that reached the provider (the mock's stats) and the answers.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 
@@ -86,7 +85,7 @@ sub rounds {
 sub expect { my ($rounds, $n) = @_; return join(' ', ("1/$n") x $rounds); }
 
 sub start_second {
-    my $yaml = "$ENV{TEST_NGINX_HTML_DIR}/helix.yaml";
+    my $yaml = "$ENV{TEST_NGINX_SERVER_ROOT}/html/helix.yaml";
     system("mkdir -p $Dir2/conf $Dir2/logs");
     open my $fh, '>', "$Dir2/conf/nginx.conf" or die;
     print $fh "load_module $ENV{TEST_NGINX_LOAD_MODULES};\npid logs/nginx.pid;\n"

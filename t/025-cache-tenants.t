@@ -1,7 +1,6 @@
 # Cache entries belong to a tenant: a key's "tenant" (default: its own
 # name); clients without a key share one.  A policy with "shared: true"
 # keeps one entry for all.  X-Cache-Key only with helix_cache_key_header.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -2,7 +2,6 @@
 # gateway's own time and the provider's (ms); off with
 # "helix_server_timing off".  The gateway's time is also a histogram,
 # helixagent_gateway_overhead_seconds{cache}.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -3,7 +3,6 @@
 # tracestate; the answer carries the gateway's traceparent; error log
 # lines of the request end with its trace id; "helix_trace off" does none
 # of it.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use JSON::PP;

@@ -1,7 +1,6 @@
 # GET /metrics: Prometheus text, summed over workers from shared memory,
 # moving by exactly what the requests did; promtool accepts the output
 # and the alert rules; a reload keeps the values.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;
@@ -81,7 +80,7 @@ __DATA__
 ["POST /mock/reset", main::chat("m1"), main::chat("m2"), main::chat("m1"),
  "POST /v1/chat/completions\n{bad json", "GET /metrics"]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub { "" }, sub { "" }, sub { "" }, sub { main::metrics_when($::T1) }]
+Helix::per_request([sub { "" }, sub { "" }, sub { "" }, sub { "" }, sub { "" }, sub { main::metrics_when($::T1) }])
 --- response_body_like eval
 ["", "", "", "", "", $::T1]
 --- error_code eval: [200, 200, 200, 200, 400, 200]
@@ -112,7 +111,7 @@ __DATA__
 --- request eval
 [main::chat("p1"), main::chat("p1"), "GET /metrics"]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, \&main::promtool_metrics]
+Helix::per_request([sub { "" }, sub { "" }, \&main::promtool_metrics])
 --- response_body eval
 ["", "", "promtool: ok"]
 
@@ -138,7 +137,7 @@ GET /metrics
 --- request eval
 [main::chat("r1"), "GET /metrics"]
 --- response_body_filters eval
-[sub { "" }, sub { main::metrics_when($::T5) }]
+Helix::per_request([sub { "" }, sub { main::metrics_when($::T5) }])
 --- response_body_like eval
 ["", $::T5]
 

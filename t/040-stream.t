@@ -1,6 +1,5 @@
 # SSE streams: every client format from every provider type, translated
 # event by event in the subrequest's body filter and flushed at once.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 
@@ -431,7 +430,7 @@ helix: provider "openai" timed out after
 --- more_headers eval
 ["Accept-Encoding: gzip", "", "Accept-Encoding: gzip"]
 --- response_body_filters eval
-[\&main::gunzip, undef, \&main::gunzip]
+Helix::per_request([\&main::gunzip, undef, \&main::gunzip])
 --- response_body_like eval
 [main::chat_frames("gemini-1.5-flash"), main::chat_frames("gemini-1.5-flash"), main::chat_frames("gemini-1.5-flash")]
 --- response_headers eval
@@ -526,7 +525,7 @@ main::chat_frames("gemini-1.5-flash")
 --- request eval
 ["GET /v1/health", $::L2Chat, "GET /v1/health"]
 --- response_body_filters eval
-[sub { `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} FLUSHALL`; "" }, undef, \&main::l2_stored]
+Helix::per_request([sub { `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} FLUSHALL`; "" }, undef, \&main::l2_stored])
 --- response_body_like eval
 ["", main::chat_frames("claude-3-haiku-20240307"), "^stored\$"]
 --- response_headers eval

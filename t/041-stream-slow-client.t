@@ -1,7 +1,6 @@
 # A stream to a client that reads slowly: the provider is made to wait
 # (nginx stops reading from it) instead of the frames piling up in
 # memory, and every frame still arrives, in order, once the client reads.
-use lib 't/lib';
 use strict;
 use warnings;
 use Test::Nginx::Socket;

@@ -1,7 +1,6 @@
 # Stream metrics: time to the first frame per provider, and how streams
 # ended (completed, failed after the first frame, client_closed); a
 # replay from the cache is no provider stream and is not counted.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;
@@ -56,12 +55,12 @@ streaming:
  main::fault(openai => '{"stream_error": 3, "count": 1}'), main::chat("two"),
  "GET /metrics"]
 --- response_body_filters eval
-[sub { "" }, sub { $_[0] =~ /\[DONE\]/ ? "done" : $_[0] }, sub { $_[0] =~ /\[DONE\]/ ? "done" : $_[0] },
+Helix::per_request([sub { "" }, sub { $_[0] =~ /\[DONE\]/ ? "done" : $_[0] }, sub { $_[0] =~ /\[DONE\]/ ? "done" : $_[0] },
  sub { "" }, sub { $_[0] =~ /"error":.*\[DONE\]/s ? "error then done" : $_[0] },
  sub { my $m = main::metrics_when(qr/outcome="failed"\} 1/);
        my ($n) = $m =~ /^helixagent_stream_first_frame_seconds_count\{provider="openai"\} (\d+)$/m;
        my ($le) = $m =~ /^helixagent_stream_first_frame_seconds_bucket\{provider="openai",le="\+Inf"\} (\d+)$/m;
-       main::streams($m) . " first frames $n/$le" }]
+       main::streams($m) . " first frames $n/$le" }])
 --- response_headers eval
 ["", "", "X-Cache: HIT", "", "", ""]
 --- response_body eval
@@ -90,7 +89,7 @@ streaming:
 --- wait_for_log eval
 [undef, undef, undef, "client prematurely closed connection"]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub { $_[0] =~ /"role":"assistant"/ ? "first frame" : $_[0] },
- sub { main::streams(main::metrics_when(qr/outcome="client_closed"\} 1/)) }]
+Helix::per_request([sub { "" }, sub { "" }, sub { $_[0] =~ /"role":"assistant"/ ? "first frame" : $_[0] },
+ sub { main::streams(main::metrics_when(qr/outcome="client_closed"\} 1/)) }])
 --- response_body eval
 ["", "", "first frame", "completed=0 failed=0 client_closed=1"]

@@ -2,7 +2,6 @@
 # the stream (chunk-size lines included) as its own send, or cuts every event
 # in two at a chosen offset; the chat stream the client assembles is the same
 # text, frame for frame, as when nothing is cut, from every provider.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use JSON::PP;
@@ -76,8 +75,8 @@ __DATA__
         map { (main::fault($p => qq{{"tcp_split_at": $_, "count": 1}}),
                main::chat($m, "Hello LONG:12")) } @::Offsets) } @::Providers]
 --- response_body_filters eval
-[sub { "" },
- map { (\&main::assemble, (sub { "" }, \&main::assemble) x (1 + @::Offsets)) } @::Providers]
+Helix::per_request([sub { "" },
+ map { (\&main::assemble, (sub { "" }, \&main::assemble) x (1 + @::Offsets)) } @::Providers])
 --- response_body eval
 ["",
  map { (main::expect("Hello LONG:12", 15), ("", main::expect("Hello LONG:12", 15)) x (1 + @::Offsets)) } @::Providers]
@@ -95,7 +94,7 @@ __DATA__
  map { (main::fault($_->[0] => '{"tcp_split": 1, "tcp_gap_ms": 1, "count": 1}'),
         main::chat($_->[1], "Hi LONG:5")) } @::Providers]
 --- response_body_filters eval
-[sub { "" }, map { (sub { "" }, \&main::assemble) } @::Providers]
+Helix::per_request([sub { "" }, map { (sub { "" }, \&main::assemble) } @::Providers])
 --- response_body eval
 ["", map { ("", main::expect("Hi LONG:5", 8)) } @::Providers]
 --- no_error_log
@@ -112,7 +111,7 @@ __DATA__
  map { (main::fault($_->[0] => '{"tcp_split": 1, "count": 1}'),
         qq{POST /v1/chat/completions\n{"model": "$_->[1]", "messages": [{"role": "user", "content": "Hello LONG:12"}]}}) } @::Providers]
 --- response_body_filters eval
-[sub { "" }, map { (sub { "" }, sub { JSON::PP::decode_json($_[0])->{choices}[0]{message}{content} }) } @::Providers]
+Helix::per_request([sub { "" }, map { (sub { "" }, sub { JSON::PP::decode_json($_[0])->{choices}[0]{message}{content} }) } @::Providers])
 --- response_body eval
 ["", map { ("", $::Expect{"Hello LONG:12"} // main::answer("Hello LONG:12")) } @::Providers]
 --- no_error_log

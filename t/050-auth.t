@@ -2,7 +2,6 @@
 # against auth.keys; 401 in OpenAI's error shape for a missing or unknown
 # key; the admin token is never an API key; health, metrics and admin
 # endpoints do not ask for one.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -2,7 +2,6 @@
 # bucket lives in Redis and is updated by one Lua script (EVALSHA, EVAL
 # when Redis lost it), so two nginx instances enforce one limit; while
 # Redis does not answer, each node limits on its own shared memory.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 
@@ -96,7 +95,7 @@ sub second_node {
     my ($n) = @_;
     my $port = $Port + 1;
     my $dir = $Second;
-    my $yaml = "$ENV{TEST_NGINX_HTML_DIR}/helix.yaml";
+    my $yaml = "$ENV{TEST_NGINX_SERVER_ROOT}/html/helix.yaml";
     system("mkdir -p $dir/conf $dir/logs");
     open my $fh, '>', "$dir/conf/nginx.conf" or die;
     print $fh "load_module $ENV{TEST_NGINX_LOAD_MODULES};\npid logs/nginx.pid;\n"
@@ -132,11 +131,11 @@ main::yaml(1, $::Redis, "      requests_per_minute: 3")
 --- request eval
 ["POST /mock/reset", main::fault(), "GET /six"]
 --- response_body_filters eval
-[sub { "" }, sub { "" },
+Helix::per_request([sub { "" }, sub { "" },
  sub { my $ok = () = $_[0] =~ /"object":"chat.completion"/g;
        my $no = () = $_[0] =~ /"code":"rate_limit_exceeded"/g;
        my $in = main::redis_cli($::Redis, 'EXISTS', "helix:rl:{k:small-$$-1}:r");
-       "passed $ok, limited $no, in redis $in" }]
+       "passed $ok, limited $no, in redis $in" }])
 --- response_body eval
 ["", "", "passed 3, limited 3, in redis 1"]
 --- no_error_log
@@ -155,7 +154,7 @@ main::yaml(2, $::Redis, "      requests_per_minute: 3")
 --- more_headers
 Authorization: Bearer sk-small-0123456789abcdef0123456789abcdef
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub { main::second_node(2) }, sub { "" }]
+Helix::per_request([sub { "" }, sub { "" }, sub { main::second_node(2) }, sub { "" }])
 --- response_body eval
 ["", "", "second node: 200 x-ratelimit-remaining-requests=0, 429 x-ratelimit-remaining-requests=0", ""]
 --- error_code eval
@@ -173,12 +172,12 @@ main::yaml(3, $::Redis, "      tokens_per_minute: 800")
 --- request eval
 ["POST /mock/reset", main::fault('{"status": 500, "count": 1, "route": "/v1/chat"}'), "GET /v1/health"]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     # fails: 502, all back; then 500 + 2 reserved, usage charged; then
     # 500 + 2 more is beyond what is left only if usage was not charged
     my @r = map { main::curl($::Port, main::chat("refund", 500), 'x-ratelimit-remaining-tokens') } 1 .. 2;
     my $left = main::curl($::Port, main::chat("left", 100), 'x-ratelimit-remaining-tokens');
-    join "\n", @r, $left =~ /^200 x-ratelimit-remaining-tokens=(\d+)$/ && $1 > 500 ? "usage charged" : $left }]
+    join "\n", @r, $left =~ /^200 x-ratelimit-remaining-tokens=(\d+)$/ && $1 > 500 ? "usage charged" : $left }])
 --- response_body eval
 ["", "", "502 x-ratelimit-remaining-tokens=298\n200 x-ratelimit-remaining-tokens=298\nusage charged"]
 --- no_error_log
@@ -196,7 +195,7 @@ Authorization: Bearer sk-small-0123456789abcdef0123456789abcdef
 --- request eval
 ["POST /v1/chat/completions\n" . main::chat("s1"), "POST /v1/chat/completions\n" . main::chat("s2")]
 --- response_body_filters eval
-[sub { main::redis_cli($::Redis, 'SCRIPT', 'FLUSH') }, sub { "" }]
+Helix::per_request([sub { main::redis_cli($::Redis, 'SCRIPT', 'FLUSH') }, sub { "" }])
 --- response_body eval
 ["OK", ""]
 --- response_headers eval
@@ -217,8 +216,8 @@ Authorization: Bearer sk-small-0123456789abcdef0123456789abcdef
 ["POST /v1/chat/completions\n" . main::chat("k1"), "POST /v1/chat/completions\n" . main::chat("k2"),
  "POST /v1/chat/completions\n" . main::chat("k3"), "POST /v1/chat/completions\n" . main::chat("k4")]
 --- response_body_filters eval
-[sub { my $in = main::redis_cli($::Private, 'EXISTS', "helix:rl:{k:small-$$-5}:r"); main::stop_private(); "in redis $in" },
- sub { "" }, sub { "" }, sub { "" }]
+Helix::per_request([sub { my $in = main::redis_cli($::Private, 'EXISTS', "helix:rl:{k:small-$$-5}:r"); main::stop_private(); "in redis $in" },
+ sub { "" }, sub { "" }, sub { "" }])
 --- response_body eval
 ["in redis 1", "", "", ""]
 --- error_code eval

@@ -4,7 +4,6 @@
 # provider's usage, reservations given back by failed requests, OpenAI's
 # x-ratelimit-* headers on every answer.  Concurrent requests come from
 # SSI includes, which nginx runs in parallel.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 
@@ -75,11 +74,11 @@ _EOY_
 --- request eval
 ["POST /mock/reset", main::fault(), "GET /six", "GET /metrics"]
 --- response_body_filters eval
-[sub { "" }, sub { "" },
+Helix::per_request([sub { "" }, sub { "" },
  sub { my $ok = () = $_[0] =~ /"object":"chat.completion"/g;
        my $no = () = $_[0] =~ /"code":"rate_limit_exceeded"/g;
        "passed $ok, limited $no" },
- sub { join "\n", $_[0] =~ /^(helixagent_requests_rejected_total\{reason="rate_limit_\w+"\} \d+)$/mg }]
+ sub { join "\n", $_[0] =~ /^(helixagent_requests_rejected_total\{reason="rate_limit_\w+"\} \d+)$/mg }])
 --- response_body eval
 ["", "", "passed 3, limited 3", qq(helixagent_requests_rejected_total{reason="rate_limit_requests"} 3\nhelixagent_requests_rejected_total{reason="rate_limit_tokens"} 0)]
 --- no_error_log
@@ -217,8 +216,8 @@ _EOY_
 --- request eval
 ["POST /mock/reset", main::fault(500), "GET /v1/health"]
 --- response_body_filters eval
-[sub { "" }, sub { "" },
- sub { join "\n", map { main::curl(main::chat("refund $_", 500), 'sk-refund-0123456789abcdef0123456789abcdef', 'x-ratelimit-remaining-tokens') } 1 .. 2 }]
+Helix::per_request([sub { "" }, sub { "" },
+ sub { join "\n", map { main::curl(main::chat("refund $_", 500), 'sk-refund-0123456789abcdef0123456789abcdef', 'x-ratelimit-remaining-tokens') } 1 .. 2 }])
 --- response_body eval
 ["", "", "502 x-ratelimit-remaining-tokens=298\n200 x-ratelimit-remaining-tokens=298"]
 

@@ -4,7 +4,6 @@
 # is made on that key's behalf and charged to it (t/066-task-keys.t has the
 # rest); a client cannot forge the header, nor use one it has seen for
 # another call or once it has expired.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;
@@ -62,7 +61,7 @@ _EOY_
 
 # the first call the loopback saw
 sub captured {
-    my $f = "$ENV{TEST_NGINX_SERVROOT}/logs/capture.log";
+    my $f = "$ENV{TEST_NGINX_SERVER_ROOT}/logs/capture.log";
     for (1 .. 200) {
         if (open my $fh, '<', $f) {
             my $l = <$fh>;
@@ -97,14 +96,14 @@ __DATA__
 --- error_code eval
 [202, 429]
 --- response_body_filters eval
-[sub { my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
+Helix::per_request([sub { my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
        my $st = HelixPg::wait_sql("SELECT status FROM background_tasks WHERE id = '$id'", qr/completed|failed/);
        # the key has used both its requests: the POST and the task's call
        my ($code) = HelixPg::curl('POST', "$::Base/v1/chat/completions",
            '{"model": "gpt-4o", "messages": [{"role": "user", "content": "y"}]}',
            'Authorization: Bearer sk-one-0123456789abcdef0123456789abcdef', 'Content-Type: application/json');
        "task $st, then $code" },
- sub { "" }]
+ sub { "" }])
 --- response_body eval
 ["task completed, then 429", ""]
 

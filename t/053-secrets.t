@@ -3,7 +3,6 @@
 # without helix_loopback; a helix_loopback that is a name, not on the
 # loopback, or no listen of this nginx; the old endpoint keys.  And the
 # shipped helix.yaml holds no key or token, only ${VAR}s without default.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 
 our $Port = $ENV{TEST_NGINX_SERVER_PORT};
@@ -44,6 +43,7 @@ run_tests();
 __DATA__
 
 === TEST 1: an API key under 32 characters
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files eval
 ">>> helix.yaml\n$::Provider" . <<'_EOY_'
@@ -60,6 +60,7 @@ helix.yaml:9: auth.keys[0].key: too short: 29 characters, a secret needs at leas
 
 
 === TEST 2: a short key from ${VAR:-default} is refused as well
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files eval
 ">>> helix.yaml\n$::Provider" . <<'_EOY_'
@@ -75,6 +76,7 @@ helix.yaml:8: auth.keys[0].key: too short: 14 characters
 
 
 === TEST 3: an admin token under 32 characters
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files eval
 ">>> helix.yaml\n$::Provider" . <<'_EOY_'
@@ -107,6 +109,7 @@ GET /v1/models
 
 
 === TEST 5: background tasks without helix_loopback
+--- config
 --- http_config eval: $::NoLoopback
 --- user_files eval
 ">>> helix.yaml\n$::Provider" . <<'_EOY_'
@@ -139,6 +142,7 @@ GET /v1/models
 
 
 === TEST 7: cache warming without helix_loopback
+--- config
 --- http_config eval: $::NoLoopback
 --- user_files eval
 ">>> helix.yaml\n$::Provider" . <<'_EOY_'
@@ -156,6 +160,7 @@ helix: cache warming (cache.warming) call the gateway's own endpoints
 
 
 === TEST 8: helix_loopback takes no host name (no DNS)
+--- config
 --- http_config
     helix_config ../html/helix.yaml;
     helix_loopback localhost:8080;
@@ -167,6 +172,7 @@ helix_loopback "localhost:8080": expected an IP address and a port, as 127.0.0.1
 
 
 === TEST 9: helix_loopback needs a port
+--- config
 --- http_config
     helix_config ../html/helix.yaml;
     helix_loopback 127.0.0.1;
@@ -178,6 +184,7 @@ helix_loopback "127.0.0.1": expected an IP address and a port
 
 
 === TEST 10: helix_loopback off the loopback
+--- config
 --- http_config
     helix_config ../html/helix.yaml;
     helix_loopback 10.0.0.1:8080;
@@ -189,6 +196,7 @@ helix_loopback "10.0.0.1:8080" is not on the loopback (127.0.0.0/8 or ::1)
 
 
 === TEST 11: an IPv4-mapped IPv6 loopback is not taken either
+--- config
 --- http_config
     helix_config ../html/helix.yaml;
     helix_loopback [::ffff:127.0.0.1]:8080;
@@ -200,6 +208,7 @@ is not on the loopback (127.0.0.0/8 or ::1)
 
 
 === TEST 12: helix_loopback where this nginx does not listen
+--- config
 --- http_config eval
 "    helix_config ../html/helix.yaml;\n    helix_loopback 127.0.0.1:" . ($::Port + 11) . ";\n"
 --- user_files eval: ">>> helix.yaml\n$::Provider"
@@ -210,6 +219,7 @@ qr/helix_loopback "127\.0\.0\.1:\d+": no listen directive of this nginx takes th
 
 
 === TEST 13: tasks.endpoint is no longer read, and says where it went
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files eval
 ">>> helix.yaml\n$::Provider" . <<'_EOY_'
@@ -223,6 +233,7 @@ helix.yaml:6: tasks.endpoint: is no longer read: the module's own calls (tasks, 
 
 
 === TEST 14: cache.warming.endpoint likewise
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files eval
 ">>> helix.yaml\n$::Provider" . <<'_EOY_'

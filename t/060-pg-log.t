@@ -1,7 +1,6 @@
 # The completion log: a row in "completions" per chat/completion/
 # embedding request, written after the answer, batched; kept in a bounded
 # buffer while PostgreSQL is down, the overflow counted and logged.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;
@@ -34,7 +33,7 @@ sub chat {
 sub wait_log {
     my ($re) = @_;
     for (1 .. 400) {
-        open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log" or return 0;
+        open my $fh, '<', "$ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log" or return 0;
         local $/;
         return 1 if <$fh> =~ $re;
         select(undef, undef, undef, 0.05);
@@ -67,8 +66,8 @@ X-Session-ID: sess-1
 --- response_headers eval
 ["X-Cache: MISS", "X-Cache: HIT"]
 --- response_body_filters eval
-[sub { "" }, sub { main::rows("session_id = 'sess-1'", 2) . "\n"
-    . HelixPg::psql("SELECT count(DISTINCT (prompt_tokens, completion_tokens, model)) FROM completions WHERE session_id = 'sess-1'") }]
+Helix::per_request([sub { "" }, sub { main::rows("session_id = 'sess-1'", 2) . "\n"
+    . HelixPg::psql("SELECT count(DISTINCT (prompt_tokens, completion_tokens, model)) FROM completions WHERE session_id = 'sess-1'") }])
 --- response_body eval
 ["", "chat_completions|miss|openai|gpt-4o|f|t|t|200|sess-1|32|t|t\nchat_completions|hit_l1|openai|gpt-4o|f|t|t|200|sess-1|32|t|t\n1"]
 
@@ -87,8 +86,8 @@ X-Session-ID: sess-2
  "GET /v1/models"]
 --- error_code eval: [200, 200, 400, 200]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2'", qr/^3$/);
-    HelixPg::psql("SELECT endpoint, cache_result, coalesce(provider_id, '-'), status, prompt_tokens IS NOT NULL FROM completions WHERE session_id = 'sess-2' ORDER BY created_at, request_id") }]
+Helix::per_request([sub { "" }, sub { "" }, sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2'", qr/^3$/);
+    HelixPg::psql("SELECT endpoint, cache_result, coalesce(provider_id, '-'), status, prompt_tokens IS NOT NULL FROM completions WHERE session_id = 'sess-2' ORDER BY created_at, request_id") }])
 --- response_body eval
 ["", "", "", "completions|miss|openai|200|t\nembeddings|miss|openai|200|t\nchat_completions|none|-|400|f"]
 
@@ -104,7 +103,7 @@ X-Session-ID: sess-2b
 ["POST /v1/chat/completions\n" . qq({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "stream me $$"}]}),
  "POST /v1/chat/completions\n" . qq({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "stream me $$"}]})]
 --- response_body_filters eval
-[sub { $_[0] =~ /data: \[DONE\]/ ? "" : $_[0] }, sub { main::rows("session_id = 'sess-2b'", 2) =~ s/\|sess-2b\|32\|t\|t//gr }]
+Helix::per_request([sub { $_[0] =~ /data: \[DONE\]/ ? "" : $_[0] }, sub { main::rows("session_id = 'sess-2b'", 2) =~ s/\|sess-2b\|32\|t\|t//gr }])
 --- response_body eval
 ["", "chat_completions|miss|openai|gpt-4o|t|t|t|200\nchat_completions|hit_l1|openai|gpt-4o|t|t|t|200"]
 
@@ -121,8 +120,8 @@ X-Session-ID: sess-2bb
 --- response_headers_like eval
 ['Server-Timing: ^cache;desc="MISS", gw;dur=\d+\.\d{3}, provider;dur=\d+\.\d{3}$', 'Server-Timing: ^cache;desc="L1", gw;dur=\d+\.\d{3}$']
 --- response_body_filters eval
-[sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2bb'", qr/^2$/);
-    HelixPg::psql("SELECT cache_result, gateway_us >= 0, provider_us > 0, provider_us IS NULL FROM completions WHERE session_id = 'sess-2bb' ORDER BY created_at, request_id") }]
+Helix::per_request([sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2bb'", qr/^2$/);
+    HelixPg::psql("SELECT cache_result, gateway_us >= 0, provider_us > 0, provider_us IS NULL FROM completions WHERE session_id = 'sess-2bb' ORDER BY created_at, request_id") }])
 --- response_body eval
 ["", "miss|t|t|f\nhit_l1|t||t"]
 
@@ -139,8 +138,8 @@ X-Session-ID: sess-2bb
 --- response_headers_like eval
 ["traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01", "traceparent: 00-[0-9a-f]{32}-[0-9a-f]{16}-01"]
 --- response_body_filters eval
-[sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2bc'", qr/^2$/);
-    HelixPg::psql("SELECT trace_id = '4bf92f3577b34da6a3ce929d0e0e4736', trace_id ~ '^[0-9a-f]{32}\$' FROM completions WHERE session_id = 'sess-2bc' ORDER BY created_at, request_id") }]
+Helix::per_request([sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2bc'", qr/^2$/);
+    HelixPg::psql("SELECT trace_id = '4bf92f3577b34da6a3ce929d0e0e4736', trace_id ~ '^[0-9a-f]{32}\$' FROM completions WHERE session_id = 'sess-2bc' ORDER BY created_at, request_id") }])
 --- response_body eval
 ["", "t|t\nf|t"]
 
@@ -156,7 +155,7 @@ main::yaml() . "auth:\n  enabled: false\n  keys:\n    - name: team-blue\n      k
 --- request eval
 [main::chat("keyed"), main::chat("anonymous")]
 --- response_body_filters eval
-[sub { "" }, sub { main::rows("session_id = 'sess-key'", 2); HelixPg::psql("SELECT coalesce(api_key_name, '-') FROM completions WHERE session_id = 'sess-key' ORDER BY created_at, request_id") }]
+Helix::per_request([sub { "" }, sub { main::rows("session_id = 'sess-key'", 2); HelixPg::psql("SELECT coalesce(api_key_name, '-') FROM completions WHERE session_id = 'sess-key' ORDER BY created_at, request_id") }])
 --- response_body eval
 ["", "team-blue\n-"]
 
@@ -172,9 +171,9 @@ X-Session-ID: sess-2d
 ["POST /v1/completions/batch\n" . qq({"requests": [{"prompt": "batch one $$", "model": "gpt-4o"}, {"prompt": "batch two $$", "model": "gpt-4o"}, {"prompt": "batch one $$", "model": "gpt-4o"}, {"prompt": "", "model": "gpt-4o"}], "batch_options": {"parallel": false}}),
  "POST /v1/ensemble/completions\n" . qq({"prompt": "ensemble $$", "model": "mock-shared", "max_tokens": 5})]
 --- response_body_filters eval
-[sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2d'", qr/^7$/);
+Helix::per_request([sub { "" }, sub { HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-2d'", qr/^7$/);
     HelixPg::psql("SELECT endpoint, regexp_replace(request_id, '^[^-]+', 'B'), cache_result, coalesce(provider_id, '-'), status, prompt_tokens IS NOT NULL, "
-        . "count(*) OVER (PARTITION BY endpoint, split_part(request_id, '-', 1)) FROM completions WHERE session_id = 'sess-2d' ORDER BY endpoint, request_id") }]
+        . "count(*) OVER (PARTITION BY endpoint, split_part(request_id, '-', 1)) FROM completions WHERE session_id = 'sess-2d' ORDER BY endpoint, request_id") }])
 --- response_body eval
 ["", "completions_batch|B-0|miss|openai|200|t|4
 completions_batch|B-1|miss|openai|200|t|4
@@ -215,8 +214,8 @@ X-Session-ID: sess-3
 ["GET /v1/models", main::chat("down 1"), main::chat("down 2"), main::chat("down 3"), main::chat("down 1")]
 --- error_code eval: [200, 200, 200, 200, 200]
 --- response_body_filters eval
-[sub { HelixPg::stop(); "" }, sub { "" }, sub { "" }, sub { "" },
- sub { main::wait_log(qr/rows kept until PostgreSQL takes them/); HelixPg::start(); main::rows("session_id = 'sess-3'", 4) =~ s/\|t\|t\|200.*//gr }]
+Helix::per_request([sub { HelixPg::stop(); "" }, sub { "" }, sub { "" }, sub { "" },
+ sub { main::wait_log(qr/rows kept until PostgreSQL takes them/); HelixPg::start(); main::rows("session_id = 'sess-3'", 4) =~ s/\|t\|t\|200.*//gr }])
 --- response_body eval
 ["", "", "", "", "chat_completions|miss|openai|gpt-4o|f\nchat_completions|miss|openai|gpt-4o|f\nchat_completions|miss|openai|gpt-4o|f\nchat_completions|hit_l1|openai|gpt-4o|f"]
 --- error_log eval
@@ -233,9 +232,9 @@ X-Session-ID: sess-4
 --- request eval
 ["GET /v1/models", (map { main::chat("overflow $_") } 1 .. 10), "GET /v1/models"]
 --- response_body_filters eval
-[sub { HelixPg::stop(); "" }, (sub { "" }) x 10,
+Helix::per_request([sub { HelixPg::stop(); "" }, (sub { "" }) x 10,
  sub { main::wait_log(qr/rows kept until PostgreSQL takes them/); HelixPg::start();
-       my $log = ''; for (1 .. 400) { open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log"; local $/; $log = <$fh>;
+       my $log = ''; for (1 .. 400) { open my $fh, '<', "$ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log"; local $/; $log = <$fh>;
                                       last if $log =~ /completion log written again/; select(undef, undef, undef, 0.05); }
        my ($dropped) = $log =~ /completion log written again: \d+ rows, (\d+) dropped/ or return "not written again";
        # what fitted may come in two batches (the one in flight, then the rest)
@@ -245,7 +244,7 @@ X-Session-ID: sess-4
        for (1 .. 200) { $m = `curl -s $::Base/metrics`; last if $m =~ /outcome="written"\} $rows\b/; select(undef, undef, undef, 0.05); }
        my ($w) = $m =~ /outcome="written"\} (\d+)/; my ($d) = $m =~ /outcome="dropped"\} (\d+)/;
        ($dropped > 0 && $rows + $dropped == 10 && ($w // -1) == $rows && ($d // -1) == $dropped)
-           ? "rows + dropped = 10, as /metrics says" : "rows $rows dropped $dropped, /metrics written @{[$w // '-']} dropped @{[$d // '-']}" }]
+           ? "rows + dropped = 10, as /metrics says" : "rows $rows dropped $dropped, /metrics written @{[$w // '-']} dropped @{[$d // '-']}" }])
 --- response_body eval
 ["", ("") x 10, "rows + dropped = 10, as /metrics says"]
 --- error_log eval
@@ -262,9 +261,9 @@ X-Session-ID: sess-5
 --- request eval
 ["GET /v1/models", main::chat("rejected"), main::chat("accepted")]
 --- response_body_filters eval
-[sub { HelixPg::psql("ALTER TABLE completions ADD CONSTRAINT helix_test_no CHECK (session_id <> 'sess-5')"); "" },
+Helix::per_request([sub { HelixPg::psql("ALTER TABLE completions ADD CONSTRAINT helix_test_no CHECK (session_id <> 'sess-5')"); "" },
  sub { main::wait_log(qr/rows rejected by PostgreSQL and dropped/); HelixPg::psql("ALTER TABLE completions DROP CONSTRAINT helix_test_no"); "" },
- sub { main::rows("session_id = 'sess-5'", 1) =~ s/\|t\|t\|200.*//r }]
+ sub { main::rows("session_id = 'sess-5'", 1) =~ s/\|t\|t\|200.*//r }])
 --- response_body eval
 ["", "", "chat_completions|miss|openai|gpt-4o|f"]
 --- error_log eval

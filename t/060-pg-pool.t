@@ -3,7 +3,6 @@
 # (the task runner is off here).  A table lock taken by psql holds the
 # queries in the server, so that the pool's limits can be watched in
 # pg_stat_activity.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;
@@ -59,7 +58,7 @@ sub codes {
 sub wait_log {
     my ($re) = @_;
     for (1 .. 400) {
-        open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log" or return 0;
+        open my $fh, '<', "$ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log" or return 0;
         local $/;
         return 1 if <$fh> =~ $re;
         select(undef, undef, undef, 0.05);
@@ -113,7 +112,7 @@ sub {
 ["GET /v1/models", "POST /v1/tasks\n$::Task"]
 --- error_code eval: [200, 202]
 --- response_body_filters eval
-[sub { main::lock_table(1); "" }, sub { "" }]
+Helix::per_request([sub { main::lock_table(1); "" }, sub { "" }])
 --- response_body eval
 ["", ""]
 --- error_log eval
@@ -165,7 +164,7 @@ sub {
 ["POST /v1/tasks\n$::Task", "POST /v1/tasks\n$::Task"]
 --- error_code eval: [202, 202]
 --- response_body_filters eval
-[sub { HelixPg::stop(); HelixPg::start(); "" }, sub { "" }]
+Helix::per_request([sub { HelixPg::stop(); HelixPg::start(); "" }, sub { "" }])
 --- response_body eval
 ["", ""]
 --- error_log eval
@@ -194,7 +193,7 @@ sub { main::wait_log(qr/idle postgresql connection closed after 300 ms/); HelixP
 ["GET /v1/models", "POST /v1/tasks\n$::Task"]
 --- error_code eval: [200, 202]
 --- response_body_filters eval
-[sub { main::lock_table(0.5); "" }, sub { "" }]
+Helix::per_request([sub { main::lock_table(0.5); "" }, sub { "" }])
 --- response_body eval
 ["", ""]
 --- error_log eval
@@ -210,11 +209,11 @@ sub { main::wait_log(qr/idle postgresql connection closed after 300 ms/); HelixP
 ["GET /v1/models", "POST /v1/tasks\n$::Task", "POST /v1/tasks\n$::Task", "POST /v1/tasks\n$::Task", "GET /v1/models"]
 --- error_code eval: [200, 202, 202, 202, 200]
 --- response_body_filters eval
-[sub { HelixPg::psql("ALTER DATABASE helixagent SET log_min_duration_statement = 0"); $::LogAt = -s main::pg_log() // 0; "" },
+Helix::per_request([sub { HelixPg::psql("ALTER DATABASE helixagent SET log_min_duration_statement = 0"); $::LogAt = -s main::pg_log() // 0; "" },
  sub { "" }, sub { "" }, sub { "" },
  sub { HelixPg::psql("ALTER DATABASE helixagent RESET log_min_duration_statement");
        open my $fh, '<', main::pg_log() or return "no log"; seek $fh, $::LogAt, 0; local $/; my $l = <$fh>;
        my $parse = () = $l =~ /parse helix_tasks_insert:/g; my $exec = () = $l =~ /execute helix_tasks_insert:/g;
-       "parse $parse execute $exec" }]
+       "parse $parse execute $exec" }])
 --- response_body eval
 ["", "", "", "", "parse 1 execute 3"]

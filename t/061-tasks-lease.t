@@ -1,7 +1,6 @@
 # Background tasks when workers and nodes come and go: a task whose worker
 # was killed mid-run is taken up again after its lease and completes
 # once; two nginx instances on one database run each task exactly once.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;
@@ -42,7 +41,7 @@ sub error_log {
 sub wait_log {
     my ($re) = @_;
     for (1 .. 400) {
-        return 1 if error_log("$ENV{TEST_NGINX_SERVROOT}/logs/error.log") =~ $re;
+        return 1 if error_log("$ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log") =~ $re;
         select(undef, undef, undef, 0.05);
     }
     return 0;
@@ -58,7 +57,7 @@ sub mock_inflight {
 }
 
 sub kill_workers {
-    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/nginx.pid" or return;
+    open my $fh, '<', "$ENV{TEST_NGINX_SERVER_ROOT}/logs/nginx.pid" or return;
     my $master = <$fh>;
     chomp $master;
     system("pkill -KILL -P $master");
@@ -70,7 +69,7 @@ our $Second = "/tmp/helix-tasks-second-$$";
 sub start_second {
     my ($own) = @_;    # a helix.yaml of its own, or the test's
     my $port = $Port + 1;
-    my $yaml = "$ENV{TEST_NGINX_HTML_DIR}/helix.yaml";
+    my $yaml = "$ENV{TEST_NGINX_SERVER_ROOT}/html/helix.yaml";
     system("mkdir -p $Second/conf $Second/logs");
     if (defined $own) {
         $yaml = "$Second/conf/helix.yaml";
@@ -112,7 +111,7 @@ __DATA__
  "POST /v1/tasks\n" . '{"type": "completion", "payload": {"prompt": "outlive my worker", "model": "gpt-4o"}}']
 --- error_code eval: [200, 200, 202]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
     main::wait_log(qr/task \Q$id\E \(completion\) claimed, attempt 1 of 3/) or return "never claimed";
     # the slow answer must be the one being waited for when the worker
@@ -121,10 +120,10 @@ __DATA__
     main::kill_workers();
     my $st = HelixPg::wait_sql("SELECT status FROM background_tasks WHERE id = '$id'", qr/completed|failed/);
     my $row = HelixPg::psql("SELECT attempts, result->>'object', lease_owner IS NULL FROM background_tasks WHERE id = '$id'");
-    my $log = main::error_log("$ENV{TEST_NGINX_SERVROOT}/logs/error.log");
+    my $log = main::error_log("$ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log");
     my $stored = () = $log =~ /task \Q$id\E completed/g;
     return "$st $row stored $stored";
-}]
+}])
 --- response_body eval
 ["", "", "completed 2|text_completion|t stored 1"]
 --- error_log eval
@@ -143,13 +142,13 @@ __DATA__
  "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "call me back $$", "model": "gpt-4o", "callback_url": "$::Base/callback"}})]
 --- error_code eval: [200, 200, 202]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
     main::wait_log(qr/task \Q$id\E: callback to \S+ failed \(HTTP 503\), again in 3000 ms/) or return "no failed callback";
     main::kill_workers();
     HelixPg::wait_sql("SELECT callback_status FROM background_tasks WHERE id = '$id'", qr/delivered|failed/, 30)
         . " " . HelixPg::psql("SELECT status, attempts, callback_attempts FROM background_tasks WHERE id = '$id'");
-}]
+}])
 --- response_body eval
 ["", "", "delivered completed|1|3"]
 --- error_log eval
@@ -169,7 +168,7 @@ __DATA__
  "POST /v1/tasks\n" . '{"type": "completion", "payload": {"prompt": "outlive my nginx", "model": "gpt-4o"}}']
 --- error_code eval: [200, 200, 202]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
     # the runner: a second nginx (this one does not run tasks)
     my $yaml = ($Helix::Providers . HelixPg::yaml() . "tasks:\n  poll_interval: 300ms\n  lease: 1500ms\n");
@@ -184,7 +183,7 @@ __DATA__
     my $stored = () = $log =~ /task \Q$id\E completed/g;
     system("rm -rf $::Second");
     return "$st, claimed " . ($claimed >= 1 ? "yes" : "no") . ", stored $stored";
-}]
+}])
 --- response_body eval
 ["", "", "completed, claimed yes, stored 1"]
 
@@ -210,7 +209,7 @@ sub {
     my $done = HelixPg::wait_sql("SELECT count(*) FROM background_tasks WHERE status = 'completed'", qr/^$n$/, 60);
     main::stop_second();
     my $once = HelixPg::psql("SELECT count(*) FROM background_tasks WHERE status = 'completed' AND attempts = 1");
-    my $a = () = main::error_log("$ENV{TEST_NGINX_SERVROOT}/logs/error.log") =~ /\) claimed, attempt/g;
+    my $a = () = main::error_log("$ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log") =~ /\) claimed, attempt/g;
     my $b = () = main::error_log("$::Second/logs/error.log") =~ /\) claimed, attempt/g;
     return "completed $done, once $once, claims " . ($a + $b);
 }

@@ -3,7 +3,6 @@
 # (priority, then age), runs it through the gateway's own endpoints,
 # stores the result once and POSTs it to callback_url.  A callback
 # receiver is a location here: its access log keeps each body it got.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;
@@ -12,7 +11,7 @@ HelixPg::reset();
 
 our $Port = $ENV{TEST_NGINX_SERVER_PORT};
 our $Base = "http://127.0.0.1:$Port";
-our $CbLog = "$ENV{TEST_NGINX_SERVROOT}/logs/callback.log";
+our $CbLog = "$ENV{TEST_NGINX_SERVER_ROOT}/logs/callback.log";
 
 our $HttpConfig = Helix::http_config(extra => <<'_EOC_');
     log_format helix_cb '$request_body';
@@ -84,7 +83,7 @@ __DATA__
  "PUT /v1/tasks/x\nabc"]
 --- error_code eval: [400, 400, 400, 400, 400, 400, 400, 400, 400, 404, 404, 405]
 --- response_body_filters eval
-[(sub { $_[0] }) x 11, sub { HelixPg::psql("SELECT count(*) FROM background_tasks") }]
+Helix::per_request([(sub { $_[0] }) x 11, sub { HelixPg::psql("SELECT count(*) FROM background_tasks") }])
 --- response_body_like eval
 ['"code":"invalid_json"', '"param":"type"', '"param":"payload"', '"param":"payload"',
  '"param":"payload.requests"', 'request 1 of', '"param":"priority"', '"param":"payload.callback_url"',
@@ -234,10 +233,10 @@ sub {
  "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "retry my callback", "callback_url": "$::Base/callback"}})]
 --- error_code eval: [200, 200, 202]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
     HelixPg::wait_sql("SELECT callback_status, callback_attempts FROM background_tasks WHERE id = '$id'", qr/delivered/);
-}]
+}])
 --- response_body eval
 ["", "", "delivered|3"]
 --- error_log eval

@@ -4,7 +4,6 @@
 # callbacks by outcome.  Every check waits for the counters to move (or
 # for the state it needs: a lock held, a backend stopped), then compares
 # what moved with what the requests did; no timing is asserted.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;
@@ -323,7 +322,7 @@ after: busy 0, idle 2, waiting 0
  "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "metrics lifecycle", "callback_url": "$::Base/callback"}})]
 --- error_code eval: [200, 200, 202]
 --- response_body_filters eval
-[sub { $::Before = main::metrics(); "" }, sub { "" }, sub {
+Helix::per_request([sub { $::Before = main::metrics(); "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
     my $b = $::Before;
     my $a = main::wait_metrics(sub { main::cbs($_[0], 'delivered') > main::cbs($b, 'delivered') });
@@ -331,7 +330,7 @@ after: busy 0, idle 2, waiting 0
     return join "\n", "row $row",
         join(', ', map { "$_ +" . (main::tasks($a, $_) - main::tasks($b, $_)) } qw(submitted completed failed cancelled retried)),
         "callbacks: " . join(', ', map { "$_ +" . (main::cbs($a, $_) - main::cbs($b, $_)) } qw(delivered failed retried));
-}]
+}])
 --- response_body eval
 ["", "", "row completed|delivered|2\nsubmitted +1, completed +1, failed +0, cancelled +0, retried +0\ncallbacks: delivered +1, failed +0, retried +1"]
 
@@ -347,7 +346,7 @@ after: busy 0, idle 2, waiting 0
  "POST /mock/reset"]
 --- error_code eval: [200, 200, 202, 200]
 --- response_body_filters eval
-[sub { $::Before = main::metrics(); "" }, sub { "" }, sub {
+Helix::per_request([sub { $::Before = main::metrics(); "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/;
     my $b = $::Before;
     my $a = main::wait_metrics(sub { main::cbs($_[0], 'failed') > main::cbs($b, 'failed') });
@@ -355,7 +354,7 @@ after: busy 0, idle 2, waiting 0
     return join "\n", "row $row",
         join(', ', map { "$_ +" . (main::tasks($a, $_) - main::tasks($b, $_)) } qw(submitted completed failed cancelled retried)),
         "callbacks: " . join(', ', map { "$_ +" . (main::cbs($a, $_) - main::cbs($b, $_)) } qw(delivered failed retried));
-}, sub { "" }]
+}, sub { "" }])
 --- response_body eval
 ["", "", "row failed|2|failed\nsubmitted +1, completed +0, failed +1, cancelled +0, retried +1\ncallbacks: delivered +0, failed +1, retried +1", ""]
 --- ignore_alerts
@@ -396,7 +395,7 @@ sub {
     my $pg = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'helix' AND query NOT LIKE 'LISTEN%'";
     my $m = main::wait_metrics(sub { main::open_conns($_[0]) == 2 && HelixPg::psql($pg) == 2 });
     my @r = ("two workers: " . main::open_conns($m) . " in the metrics, " . HelixPg::psql($pg) . " in PostgreSQL");
-    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/nginx.pid" or return "no pid";
+    open my $fh, '<', "$ENV{TEST_NGINX_SERVER_ROOT}/logs/nginx.pid" or return "no pid";
     my $master = <$fh>;
     chomp $master;
     my ($victim) = `pgrep -P $master` =~ /(\d+)/ or return "no worker of $master";

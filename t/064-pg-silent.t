@@ -7,7 +7,6 @@
 # server again.  A private server (util/services.sh) on a port of this
 # test's own, so the suite's one is never stopped; every exit path sends
 # it SIGCONT and stops it.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;

@@ -10,7 +10,6 @@
 # a new nginx with full buckets, which is how these tests let "time pass"
 # without waiting for a refill (the not_before a waiting task got is then
 # moved to now() in the table).
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;
@@ -133,7 +132,7 @@ sub {
 --- response_headers eval
 ["", "", "x-ratelimit-limit-requests: 100\nx-ratelimit-remaining-requests: 99", "x-ratelimit-limit-requests: 100"]
 --- response_body_filters eval
-[sub { $_[0] =~ /missing_api_key/ ? "401 no key" : $_[0] },
+Helix::per_request([sub { $_[0] =~ /missing_api_key/ ? "401 no key" : $_[0] },
  sub { $_[0] =~ /missing_api_key/ ? "401 no key" : $_[0] },
  sub { "" },
  sub {
@@ -146,7 +145,7 @@ sub {
         . "AND api_key_name = 'two'", qr/^2$/);
     return join "\n", "owner " . HelixPg::psql("SELECT api_key_name FROM background_tasks WHERE id = '$id'"),
         "one: $c", "rows of two: $rows";
- }]
+ }])
 --- response_body eval
 ["401 no key", "401 no key", "", "owner two\none: 200 limit 1 left 0\nrows of two: 2"]
 
@@ -351,7 +350,7 @@ Authorization: Bearer sk-two-0123456789abcdef0123456789abcdef
 ['"message":"request body of 3000 bytes is larger than max_request_body \(2048 bytes\)".*"code":"request_too_large"',
  '"code":"request_too_large".*\}\s*0$']
 --- response_body_filters eval
-[sub { $_[0] }, sub { $_[0] . HelixPg::psql("SELECT count(*) FROM background_tasks WHERE payload::text LIKE '%yyyy%'") }]
+Helix::per_request([sub { $_[0] }, sub { $_[0] . HelixPg::psql("SELECT count(*) FROM background_tasks WHERE payload::text LIKE '%yyyy%'") }])
 
 
 

@@ -15,7 +15,6 @@
 # block is a new nginx with full buckets, which is how "time passes"
 # without waiting for a refill (a waiting task's not_before is then
 # moved to now() in the table).
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;
@@ -140,12 +139,12 @@ sub {
  "x-ratelimit-remaining-requests: 0",
  "x-ratelimit-remaining-requests: 1"]
 --- response_body_filters eval
-[sub { "" }, sub { "" },
+Helix::per_request([sub { "" }, sub { "" },
  sub { $_[0] =~ /rate limit reached for requests .* of a:127\.0\.0\.1,/ ? "429 for 127.0.0.1" : $_[0] },
  sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
     return "stored from " . HelixPg::psql("SELECT client_addr FROM background_tasks WHERE id = '$id'");
- }]
+ }])
 --- response_body eval
 ["", "", "429 for 127.0.0.1", "stored from 10.0.0.5"]
 

@@ -6,7 +6,6 @@
 # webhook's long or endless answer is cut at tasks.callback_max_answer
 # without the worker's memory growing.  A listener of this file (on every
 # loopback address, IPv4 and IPv6) counts what reaches it.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;
@@ -109,7 +108,7 @@ sub outcomes {
 }
 
 sub rss_kb {
-    my $pid = `cat $ENV{TEST_NGINX_SERVROOT}/logs/nginx.pid`;
+    my $pid = `cat $ENV{TEST_NGINX_SERVER_ROOT}/logs/nginx.pid`;
     chomp $pid;
     open my $fh, '<', "/proc/$pid/status" or return -1;
     while (<$fh>) { return $1 if /^VmRSS:\s+(\d+) kB/; }
@@ -145,8 +144,8 @@ __DATA__
  '"HTTPS://example.com/ok"']
 --- error_code eval: [(400) x 13, 202]
 --- response_body_filters eval
-[(sub { $_[0] =~ /"param":"payload.callback_url"/ ? ($_[0] =~ /"message":"(\\"callback_url\\" [^"]*)"/)[0] : $_[0] }) x 13,
- sub { my $n = HelixPg::psql("SELECT count(*) FROM background_tasks"); HelixPg::psql("DELETE FROM background_tasks"); $n }]
+Helix::per_request([(sub { $_[0] =~ /"param":"payload.callback_url"/ ? ($_[0] =~ /"message":"(\\"callback_url\\" [^"]*)"/)[0] : $_[0] }) x 13,
+ sub { my $n = HelixPg::psql("SELECT count(*) FROM background_tasks"); HelixPg::psql("DELETE FROM background_tasks"); $n }])
 --- response_body eval
 ['\"callback_url\" must be an http:// or https:// URL', '\"callback_url\" must be an http:// or https:// URL',
  '\"callback_url\" must be an http:// or https:// URL',

@@ -7,7 +7,6 @@
 # attempts from where the first stopped.  Without a secret: no signature.
 # The receiver is a location whose access log keeps the headers and the
 # body of each attempt.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Digest::SHA qw(hmac_sha256_hex);
 use Helix;
@@ -23,7 +22,7 @@ $ENV{HELIX_CALLBACK_SECRET} = 'whsec-helix-test-0123456789';
 
 our $Port = $ENV{TEST_NGINX_SERVER_PORT};
 our $Base = "http://127.0.0.1:$Port";
-our $Hooks = "$ENV{TEST_NGINX_SERVROOT}/logs/webhook.log";
+our $Hooks = "$ENV{TEST_NGINX_SERVER_ROOT}/logs/webhook.log";
 
 our $HttpConfig = Helix::http_config(extra => <<'_EOC_');
     log_format helix_wh escape=none
@@ -88,13 +87,13 @@ sub check {
 }
 
 sub error_log {
-    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log" or return '';
+    open my $fh, '<', "$ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log" or return '';
     local $/;
     return <$fh>;
 }
 
 sub kill_workers {
-    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/nginx.pid" or return;
+    open my $fh, '<', "$ENV{TEST_NGINX_SERVER_ROOT}/logs/nginx.pid" or return;
     my $master = <$fh>;
     chomp $master;
     system("pkill -KILL -P $master");
@@ -133,13 +132,13 @@ HTTP 200, signature ok, fresh, a changed body would fail, key is the task id
  "POST /v1/tasks\n" . main::task("retried")]
 --- error_code eval: [200, 200, 202]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
     my @l = main::hooks($id, 3);
     my $row = HelixPg::wait_sql("SELECT callback_status || ' ' || callback_attempts FROM background_tasks "
         . "WHERE id = '$id'", qr/delivered|failed/);
     return join("\n", (map { main::check($_, $id) } @l), $row) . "\n";
-}]
+}])
 --- response_body eval
 ["", "", "HTTP 503, signature ok, fresh, a changed body would fail, key is the task id
 HTTP 503, signature ok, fresh, a changed body would fail, key is the task id
@@ -177,7 +176,7 @@ HTTP 200, unsigned, key is the task id
  "POST /v1/tasks\n" . main::task("outlive the worker")]
 --- error_code eval: [200, 200, 202]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
     for (1 .. 400) {
         last if main::error_log() =~ /task \Q$id\E: callback to \S+ failed \(HTTP 503\), again in 2000 ms/;
@@ -188,7 +187,7 @@ HTTP 200, unsigned, key is the task id
     my $row = HelixPg::wait_sql("SELECT callback_status || ' ' || callback_attempts FROM background_tasks "
         . "WHERE id = '$id'", qr/delivered|failed/, 30);
     return join("\n", (map { main::check($_, $id) } @l), $row) . "\n";
-}]
+}])
 --- response_body eval
 ["", "", "HTTP 503, signature ok, fresh, a changed body would fail, key is the task id
 HTTP 200, signature ok, fresh, a changed body would fail, key is the task id

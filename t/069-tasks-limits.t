@@ -7,7 +7,6 @@
 # failing holds no execution slot.  An anonymous task is its address's:
 # from another address (curl --interface 127.0.0.2) it does not exist
 # unless its task_token comes along.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 use HelixPg;
@@ -81,8 +80,8 @@ __DATA__
 ['"message":"a task of \d+ bytes is larger than tasks.max_payload \(1024 bytes\)".*"code":"request_too_large".*\}\s*0$',
  '"task_id"']
 --- response_body_filters eval
-[sub { $_[0] . HelixPg::psql("SELECT count(*) FROM background_tasks WHERE payload::text LIKE '%zzzz%'") },
- sub { $_[0] }]
+Helix::per_request([sub { $_[0] . HelixPg::psql("SELECT count(*) FROM background_tasks WHERE payload::text LIKE '%zzzz%'") },
+ sub { $_[0] }])
 
 
 
@@ -214,7 +213,7 @@ sub {
     for (1 .. 100) {
         $logged = 0;
         $logged += $_ for map { /purged (\d+) finished tasks/ ? $1 : 0 }
-            split /\n/, `cat $ENV{TEST_NGINX_SERVROOT}/logs/error.log`;
+            split /\n/, `cat $ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log`;
         last if $logged >= 5;
         select(undef, undef, undef, 0.05);
     }
@@ -291,7 +290,7 @@ stored: 32 true
  "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "call me $$", "model": "gpt-4o", "callback_url": "$::Base/callback"}})]
 --- error_code eval: [200, 200, 202]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     my ($id) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
     HelixPg::wait_sql("SELECT callback_attempts FROM background_tasks WHERE id = '$id'", qr/^1$/);
     my ($c, $b) = main::post(undef, Helix::task_json("next in line $$"));
@@ -301,7 +300,7 @@ stored: 32 true
     my $end = HelixPg::wait_sql("SELECT callback_status || ' ' || callback_attempts FROM background_tasks WHERE id = '$id'",
         qr/failed|delivered/);
     return "next $st while the callback was $cb\ncallback then $end\n";
-}]
+}])
 --- response_body eval
 ["", "", "next completed while the callback was pending\ncallback then failed 2\n"]
 --- timeout: 30
@@ -318,7 +317,7 @@ stored: 32 true
  "POST /v1/tasks\n" . qq({"type": "completion", "payload": {"prompt": "first $$", "model": "gpt-4o", "callback_url": "$::Base/callback"}})]
 --- error_code eval: [200, 200, 202]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     my ($a) = $_[0] =~ /"task_id":"([^"]+)"/ or return "bad answer: $_[0]";
     HelixPg::wait_sql("SELECT callback_attempts FROM background_tasks WHERE id = '$a'", qr/^1$/);
     my ($c, $b) = main::post(undef, qq({"type": "completion", "payload": {"prompt": "second $$", "model": "gpt-4o", "callback_url": "$::Base/callback"}}));
@@ -330,7 +329,7 @@ stored: 32 true
     my $left = Helix::log_count(qr/task \Q$n\E: callback left to the next claim \(1 being delivered here\)/);
     my $taken = Helix::log_count(qr/task \Q$n\E: callback taken up \(its worker went away or had no room\), 0 attempts made/);
     return "$st\nleft $left, taken up $taken\n";
-}]
+}])
 --- response_body eval
 ["", "", "first delivered 2,second delivered 1\nleft 1, taken up 1\n"]
 --- timeout: 30

@@ -3,7 +3,6 @@
 # answer in request order.  Per-item latency and failures come from
 # MOCK_LATENCY_MS:n / MOCK_STATUS:n in the prompt (util/README.mock.md);
 # the mock reports its peak number of requests in flight.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;
@@ -215,6 +214,6 @@ providers:
 --- wait_for_log eval
 [undef, undef, "client prematurely closed connection", undef, undef]
 --- response_body_filters eval
-[undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_OPENAI_PORT}, qr/"aborted":2,/) }, undef]
+Helix::per_request([undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_OPENAI_PORT}, qr/"aborted":2,/) }, undef])
 --- response_body_like eval
 ["", "", '"inflight":0,"status":"ok"', '"total":2,"inflight":0,"peak_inflight":2,"aborted":2,', '"succeeded":1,']

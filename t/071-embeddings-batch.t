@@ -1,7 +1,6 @@
 # POST /v1/embeddings/batch: texts sent in chunks of batch_size, chunks in
 # parallel; each text cached under the key a single /v1/embeddings request
 # for it uses, so cached texts are not sent again; input order kept.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use JSON::PP;
 use HTTP::Tiny;
@@ -65,7 +64,7 @@ __DATA__
 --- more_headers
 Cache-Control: max-age=0
 --- response_body_filters eval
-[undef, \&main::keep_vectors, undef, main::same_vector(2), undef]
+Helix::per_request([undef, \&main::keep_vectors, undef, main::same_vector(2), undef])
 --- response_body_like eval
 ["",
  '^0,1,2,3,4 usage \d+$',
@@ -119,7 +118,7 @@ Cache-Control: max-age=0
 --- more_headers
 Cache-Control: no-cache
 --- response_body_filters eval
-[undef, \&main::keep_vectors, undef, main::same_vector(2), main::same_vector(0)]
+Helix::per_request([undef, \&main::keep_vectors, undef, main::same_vector(2), main::same_vector(0)])
 --- response_body_like eval
 ["", '^0,1,2 usage', '"total":3,"inflight":0,"peak_inflight":3,', '^same as \[2\]$', '^same as \[0\]$']
 
@@ -132,7 +131,7 @@ Cache-Control: no-cache
 --- request eval
 ["POST /mock/reset", main::ebatch(10, "again", "other", "again"), "GET /mock/openai/stats"]
 --- response_body_filters eval
-[undef, sub { main::keep_vectors($_[0]); "$_[0] " . ($main::Vectors[0] eq $main::Vectors[2] ? "equal" : "differ") }, undef]
+Helix::per_request([undef, sub { main::keep_vectors($_[0]); "$_[0] " . ($main::Vectors[0] eq $main::Vectors[2] ? "equal" : "differ") }, undef])
 --- response_body_like eval
 ["", '"batch":\{"texts":3,"cached":0,"sent":2,"provider_calls":1\}\} equal$', '"total":1,.*"input":\["again","other"\]']
 
@@ -200,7 +199,7 @@ Cache-Control: no-cache
 --- wait_for_log eval
 [undef, undef, "client prematurely closed connection", undef, undef, undef]
 --- response_body_filters eval
-[undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_OPENAI_PORT}, qr/"aborted":2,/) }, undef, undef]
+Helix::per_request([undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_OPENAI_PORT}, qr/"aborted":2,/) }, undef, undef])
 --- response_headers eval
 ["", "", "", "", "X-Cache: MISS", ""]
 --- response_body_like eval

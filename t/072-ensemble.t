@@ -4,7 +4,6 @@
 # outcome.  The mock gives every provider the same text for the same
 # prompt, so "majority" is decided by weights and order unless a
 # provider fails.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use Helix;
@@ -117,7 +116,7 @@ __DATA__
  "GET /mock/claude/stats"]
 --- error_code eval: [200, 200, 200, 200, 502, 200, 200]
 --- response_body_filters eval
-[undef, undef, undef, undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_ANTHROPIC_PORT}, qr/"aborted":1,/) }]
+Helix::per_request([undef, undef, undef, undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_ANTHROPIC_PORT}, qr/"aborted":1,/) }])
 --- response_body_like eval
 ["", "", "", "",
  '^\{"error":\{"message":"provider \\\\"gemini\\\\" failed and fail_fast is on: all providers failed: gemini \(HTTP 500: [^"]+\)","type":"api_error","param":null,"code":"ensemble_failed"\},"ensemble":\{"strategy":"majority","providers":\[\{"provider":"openai","outcome":"cancelled","latency_ms":\d+\},\{"provider":"claude","outcome":"cancelled","latency_ms":\d+\},\{"provider":"gemini","outcome":"failed","latency_ms":\d+,"status":502,"error":\{[^}]+\}\}\]\}\}$',
@@ -137,7 +136,7 @@ __DATA__
  "GET /mock/gemini/stats",
  "GET /v1/health"]
 --- response_body_filters eval
-[undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_GEMINI_PORT}, qr/"aborted":1,/) }, undef]
+Helix::per_request([undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_GEMINI_PORT}, qr/"aborted":1,/) }, undef])
 --- response_body_like eval
 ["", "",
  '"ensemble":\{"strategy":"majority","providers":\[\{"provider":"openai","outcome":"ok",[^}]+\},\{"provider":"claude","outcome":"ok",[^}]+\},\{"provider":"gemini","outcome":"timeout","latency_ms":\d+\}\],"chosen":"openai","votes":2\}\}$',
@@ -207,7 +206,7 @@ helix: ensemble timed out, 1 of 3 providers still pending are cancelled
 --- wait_for_log eval
 [undef, undef, "client prematurely closed connection", undef]
 --- response_body_filters eval
-[undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_GEMINI_PORT}, qr/"aborted":1,/) }]
+Helix::per_request([undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_GEMINI_PORT}, qr/"aborted":1,/) }])
 --- response_body_like eval
 ["", "", '"inflight":0,"status":"ok"', '"total":1,"inflight":0,"peak_inflight":1,"aborted":1,']
 

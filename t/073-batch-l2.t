@@ -1,7 +1,6 @@
 # Batches with L2 (the suite's Redis): items and texts are looked up in
 # Redis like single requests (asynchronously, many at once), stored there,
 # and a new nginx (empty L1) answers a repeated batch from L2.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Helix;
 

@@ -21,6 +21,11 @@ PACKAGES=(
   postgresql-client
   perl
   libwww-perl
+  libtest-base-perl
+  libipc-run-perl
+  libtext-diff-perl
+  libtest-longstring-perl
+  liblist-moreutils-perl
   python3
   curl
   wrk

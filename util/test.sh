@@ -6,7 +6,10 @@
 # Ports (override with the same variables): mock providers 18101 (openai),
 # 18102 (anthropic), 18103 (gemini); Redis 16379; PostgreSQL 15432;
 # nginx under test 1984.  TEST_NGINX_USE_VALGRIND=1 runs nginx under
-# valgrind.
+# valgrind.  TEST_NGINX_LIB=/path/to/test-nginx/lib runs the suite under
+# upstream Test::Nginx (openresty's test-nginx) instead of t/lib's runner:
+# that lib/ comes first in @INC, t/lib still gives the Helix* helpers
+# (t/lib/README).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,5 +62,15 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 
+inc=(-I t/lib)
+if [ -n "${TEST_NGINX_LIB:-}" ]; then
+    if [ ! -f "$TEST_NGINX_LIB/Test/Nginx/Socket.pm" ]; then
+        echo "test: no Test/Nginx/Socket.pm under TEST_NGINX_LIB=$TEST_NGINX_LIB" >&2
+        exit 1
+    fi
+    inc=(-I "$(cd "$TEST_NGINX_LIB" && pwd)" -I t/lib)
+    echo "test: Test::Nginx from $TEST_NGINX_LIB" >&2
+fi
+
 cd "$top"
-prove -I t/lib "$@"
+prove "${inc[@]}" "$@"

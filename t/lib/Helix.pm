@@ -123,10 +123,19 @@ sub chat_limits {
     return "$code limit " . ($limit // '-') . " left " . ($left // '-');
 }
 
+# --- response_body_filters eval with one entry per request: Test::Nginx
+# applies every element of a flat list to every response; per request it
+# takes a list of lists.  per_request([undef, sub {...}]) makes
+# [[], [sub {...}]]: no filter for the first response, the sub for the second
+sub per_request {
+    my ($list) = @_;
+    return [map { !defined $_ ? [] : ref $_ eq 'ARRAY' ? $_ : [$_] } @$list];
+}
+
 # how many lines of this test's error.log match
 sub log_count {
     my ($re) = @_;
-    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log" or return 0;
+    open my $fh, '<', "$ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log" or return 0;
     my $n = 0;
     while (my $l = <$fh>) { $n++ if $l =~ $re; }
     return $n;

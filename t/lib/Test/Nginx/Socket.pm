@@ -139,9 +139,18 @@ C<worker process N exited on signal> (crash).  Not checked for must_die.
 
 =head1 --- response_body_filters
 
-As in Test::Nginx: functions applied to the response body before it is
-checked: names of functions in package main (plain section), or code refs
-(eval; an arrayref indexed like C<request eval> picks one per request).
+As in Test::Nginx: filters applied to the response body before it is
+checked: upstream's names (md5_hex sha1_hex uc lc ucfirst lcfirst length)
+or code refs (eval).  A flat list applies every filter to every response,
+in turn; a list of lists holds one list per request (Helix::per_request).
+
+=head1 --- init
+
+As in Test::Nginx: Perl code run once nginx is up, before the requests;
+an error bails out.  Call subs fully qualified (upstream evaluates it in
+its own package).
+
+Upstream semantics and what is ours alone: t/lib/README.
 
 =head1 EXTENSION: --- wait_for_log
 
@@ -242,7 +251,7 @@ our %KnownSections = map { $_ => 1 } qw(
     error_log no_error_log grep_error_log grep_error_log_out
     timeout abort wait ignore_response ignore_response_body must_die log_level workers
     wait_for_log response_body_filters
-    ignore_alerts ONLY SKIP LAST no_check_leak
+    ignore_alerts ONLY SKIP LAST no_check_leak init
 );
 
 sub import {
@@ -766,11 +775,23 @@ sub _check_response {
     }
 
     my $body = $res->{body} // '';
-    if (defined(my $f = _idx($s->{response_body_filters}, $i))) {
-        # code refs (eval) or names of functions in package main
-        for my $fn (ref $f eq 'ARRAY' ? @$f : ($f)) {
-            $body = ref $fn eq 'CODE' ? $fn->($body)
-                  : do { no strict 'refs'; &{"main::$fn"}($body) };
+    if (defined(my $f = $s->{response_body_filters})) {
+        # as upstream: a list of filters applies to every response in turn;
+        # a list of lists holds one list per request; a filter is a code
+        # ref or one of upstream's names (md5_hex, sha1_hex, uc, lc, ...)
+        if (!ref $f) {
+            $f = [grep { length } split /\s+/, $f];
+        }
+        elsif (ref $f ne 'ARRAY') {
+            $f = [$f];
+        }
+        if (@$f && ref $f->[0] eq 'ARRAY') {
+            $f = $f->[$i];
+            Test::More::BAIL_OUT("$name - --- response_body_filters has no"
+                                 . " list for request $i") unless defined $f;
+        }
+        for my $fn (@$f) {
+            $body = _body_filter($name, $fn, $body);
         }
     }
     if (!defined $s->{ignore_response_body}) {
@@ -788,6 +809,22 @@ sub _check_response {
                                . _summ($body) . ")$sfx");
         }
     }
+}
+
+my %BodyFilters = (
+    md5_hex  => sub { require Digest::MD5; Digest::MD5::md5_hex($_[0]) },
+    sha1_hex => sub { require Digest::SHA; Digest::SHA::sha1_hex($_[0]) },
+    uc => sub { uc $_[0] }, lc => sub { lc $_[0] },
+    ucfirst => sub { ucfirst $_[0] }, lcfirst => sub { lcfirst $_[0] },
+    length => sub { length $_[0] },
+);
+
+sub _body_filter {
+    my ($name, $fn, $body) = @_;
+    return $fn->($body) if ref $fn eq 'CODE';
+    return $BodyFilters{$fn}->($body) if !ref $fn && $BodyFilters{$fn};
+    Test::More::BAIL_OUT("$name - unknown filter in --- response_body_filters: "
+                         . ($fn // 'undef'));
 }
 
 sub _summ {
@@ -988,7 +1025,16 @@ sub _run_block_once {
         return;
     }
 
+    if (defined $s->{init}) {
+        # as upstream: Perl code run once nginx is up, before the requests
+        my $code = $s->{init};
+        my $ok = eval "package main; no strict 'vars';\n$code; 1";
+        Test::More::BAIL_OUT("$name - init failed: $@") unless $ok;
+    }
+
     my $reqs = _build_requests($b);
+    # upstream bails out on a block without a request
+    Test::More::BAIL_OUT("$name - request empty") unless @$reqs;
     if ($reload && @$reqs < 2) {
         Test::More::fail("$name - --- reload_user_files needs --- request eval with an arrayref of >= 2 requests");
     }
@@ -1066,6 +1112,11 @@ sub run_tests {
     local $SIG{PIPE} = 'IGNORE';
 
     for my $b (_all_blocks()) {
+        # upstream keeps the previous block's nginx (and ignores this
+        # block's http_config and user_files) when --- config is absent;
+        # we refuse such a block instead of guessing
+        Test::More::BAIL_OUT("$b->{name} - no --- config section (add an"
+                             . " empty one)") unless exists $b->{raw}{config};
         if (my $err = _filter_block($b)) {
             Test::More::fail("$b->{name} - $err");
             next;

@@ -79,6 +79,7 @@ sub init {
     $ENV{TEST_NGINX_SERVER_PORT} = $Port;
     $ENV{TEST_NGINX_PORT}      //= $Port;
     $ENV{TEST_NGINX_SERVROOT}    = $ServRoot;
+    $ENV{TEST_NGINX_SERVER_ROOT} = $ServRoot;    # what upstream sets
     $ENV{TEST_NGINX_HTML_DIR}    = $HtmlDir;
     $ENV{TEST_NGINX_CONF_DIR}    = $ConfDir;
     $ENV{TEST_NGINX_LOG_DIR}     = $LogDir;
