@@ -464,8 +464,7 @@ ngx_http_helix_openai_stream_event(ngx_http_helix_stream_in_t *s,
         return NGX_ERROR;
     }
 
-    /* a chat client gets the provider's own chunks, but for the usage
-     * chunk the gateway asked for itself */
+    /* a chat client gets this chunk as it is (see usage_only) */
 
     s->pass = 1;
     s->usage_only = (json_array_size(choices) == 0 && json_is_object(v));
