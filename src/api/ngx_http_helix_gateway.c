@@ -14,7 +14,8 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_json.h"
-#include "ngx_http_helix_provider.h"
+#include "ngx_http_helix_codec.h"
+#include "ngx_http_helix_formats.h"
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_cache.h"
 #include "ngx_http_helix_metrics.h"
@@ -1913,6 +1914,7 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
     ngx_str_t                    path, err, data, key;
     ngx_msec_t                   left;
     ngx_http_helix_call_t       *call;
+    ngx_http_helix_codec_t      *codec;
     ngx_http_helix_candidate_t  *c;
     ngx_http_helix_main_conf_t  *hmcf;
 
@@ -1955,38 +1957,27 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 
         ngx_str_null(&err);
         body = NULL;
+        codec = ngx_http_helix_formats_codec(c->provider->type);
 
-        if (ctx->passthrough && c->provider->type == NGX_HTTP_HELIX_OPENAI) {
+        if (ctx->passthrough && codec->passthrough) {
             if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
-                ngx_str_set(&path, "/v1/embeddings");
+                path = codec->embeddings_path;
             } else {
-                ngx_str_set(&path, "/v1/chat/completions");
+                path = codec->chat_path;
             }
 
             data = ctx->raw;
             rc = NGX_DONE;
 
         } else if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
-            rc = ngx_http_helix_provider_embeddings_request(r->pool,
-                                            c->provider,
-                                            ctx->base64 && c->provider->type
-                                            != NGX_HTTP_HELIX_OPENAI
+            rc = ngx_http_helix_codec_embeddings_request(r->pool, codec,
+                                            ctx->base64 && !codec->base64
                                             ? ctx->float_req : ctx->req,
                                             &c->model, &path, &body, &err);
         } else {
-            rc = ngx_http_helix_provider_chat_request(r->pool, c->provider,
-                                            ctx->req, &c->model,
-                                            ctx->streaming, &path, &body,
-                                            &err);
-
-            if (rc == NGX_OK && ctx->stream
-                && ngx_http_helix_stream_request(ctx->stream, c->provider,
-                                                 body)
-                   != NGX_OK)
-            {
-                json_decref(body);
-                rc = NGX_ERROR;
-            }
+            rc = ngx_http_helix_codec_chat_request(r->pool, codec, ctx->req,
+                                                   &c->model, ctx->streaming,
+                                                   &path, &body, &err);
         }
 
         if (rc == NGX_OK) {
@@ -2287,6 +2278,7 @@ ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
     ngx_str_t                 msg;
     ngx_uint_t                status;
     ngx_http_request_t       *r;
+    ngx_http_helix_codec_t   *codec;
     ngx_http_helix_gw_ctx_t  *ctx;
 
     r = call->request;
@@ -2327,9 +2319,11 @@ ngx_http_helix_call_handler(ngx_http_helix_call_t *call)
         ngx_str_set(&msg, "no answer (connection failed or cut)");
 
     } else if (call->outcome == NGX_HTTP_HELIX_CALL_FAILED && status >= 400) {
-        if (ngx_http_helix_provider_error_message(r->pool, call->provider,
-                                                  status, call->body.data,
-                                                  call->body.len, &msg)
+        codec = ngx_http_helix_formats_codec(call->provider->type);
+
+        if (ngx_http_helix_codec_error_message(r->pool, codec, status,
+                                               call->body.data,
+                                               call->body.len, &msg)
             != NGX_OK)
         {
             ngx_http_helix_finalize(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -2512,6 +2506,7 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     uint64_t                    pt, ct;
     ngx_int_t                   rc;
     ngx_str_t                   err, body, *model;
+    ngx_http_helix_codec_t     *codec;
     ngx_http_helix_provider_t  *p;
     ngx_http_helix_candidate_t *cand;
 
@@ -2522,15 +2517,17 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     ngx_str_null(&err);
     out = NULL;
 
-    if (p->type == NGX_HTTP_HELIX_OPENAI
+    codec = ngx_http_helix_formats_codec(p->type);
+
+    if (codec->passthrough
         && ctx->endpoint != NGX_HTTP_HELIX_EP_COMPLETIONS)
     {
         /* the provider already speaks the client's format */
 
-        rc = ngx_http_helix_provider_openai_pass(r->pool,
-                                  ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS,
-                                  json_array_size(ctx->input),
-                                  call->body.data, call->body.len, &pt, &ct);
+        rc = codec->answer_pass(r->pool,
+                                ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS,
+                                json_array_size(ctx->input),
+                                call->body.data, call->body.len, &pt, &ct);
 
         if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -2551,16 +2548,15 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     }
 
     if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
-        rc = ngx_http_helix_provider_embeddings_response(r->pool, p, model,
-                                                         ctx->input,
-                                                         call->body.data,
-                                                         call->body.len,
-                                                         &out, &err);
+        rc = ngx_http_helix_codec_embeddings_answer(r->pool, codec, model,
+                                                    ctx->input,
+                                                    call->body.data,
+                                                    call->body.len, &out,
+                                                    &err);
     } else {
-        rc = ngx_http_helix_provider_chat_response(r->pool, p, model,
-                                                   call->body.data,
-                                                   call->body.len, &out,
-                                                   &err);
+        rc = ngx_http_helix_codec_chat_answer(r->pool, codec, model,
+                                              call->body.data,
+                                              call->body.len, &out, &err);
     }
 
     if (rc == NGX_ERROR) {
@@ -2638,13 +2634,13 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         json_object_del(out, "system_fingerprint");
     }
 
-    if (ctx->base64 && p->type != NGX_HTTP_HELIX_OPENAI
+    if (ctx->base64 && !codec->base64
         && ngx_http_helix_embeddings_base64(r->pool, out) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (p->type == NGX_HTTP_HELIX_OPENAI
+    if (codec->passthrough
         && ctx->endpoint != NGX_HTTP_HELIX_EP_COMPLETIONS)
     {
         /* the provider already speaks the client's format */

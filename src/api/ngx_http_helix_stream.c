@@ -20,14 +20,15 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_json.h"
-#include "ngx_http_helix_provider.h"
+#include "ngx_http_helix_codec.h"
+#include "ngx_http_helix_formats.h"
 #include "ngx_http_helix_upstream.h"
 #include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_stream.h"
 #include "ngx_http_helix_limit.h"
 
 
-#define NGX_HTTP_HELIX_STREAM_MAX_CHOICES  128
+#define NGX_HTTP_HELIX_STREAM_MAX_CHOICES  NGX_HTTP_HELIX_CODEC_MAX_CHOICES
 #define NGX_HTTP_HELIX_STREAM_EVENT_LEN    32
 
 
@@ -58,6 +59,8 @@ struct ngx_http_helix_stream_s {
     ngx_http_request_t         *request;
     ngx_http_helix_call_t      *call;
     ngx_http_helix_provider_t  *provider;
+    ngx_http_helix_codec_t     *codec;          /* the provider's format */
+    ngx_http_helix_stream_in_t *in;             /* its state */
     ngx_uint_t                  endpoint;
     ngx_uint_t                  include_usage;
     ngx_str_t                   model;
@@ -86,11 +89,10 @@ struct ngx_http_helix_stream_s {
 
     /* the answer so far */
     ngx_array_t                 choices;        /* stream_choice_t */
-    ngx_int_t                   block_tool;     /* anthropic: -1, text */
     uint64_t                    prompt_tokens;
     uint64_t                    completion_tokens;
     ngx_str_t                   error;          /* the provider's event */
-    json_t                     *ev;             /* the event at hand */
+    json_t                     *ev;             /* a replayed answer */
 
     /* the client's side */
     ngx_chain_t                *out;
@@ -103,6 +105,7 @@ struct ngx_http_helix_stream_s {
     ngx_event_t                 flush_ev;
     ngx_event_t                 abort_ev;
 
+    unsigned                    pass:1;         /* chunks go as they are */
     unsigned                    cr:1;
     unsigned                    has_data:1;
     unsigned                    events:1;       /* this attempt has some */
@@ -130,18 +133,22 @@ static ngx_int_t ngx_http_helix_sse_parse(ngx_http_helix_stream_t *st,
 static ngx_int_t ngx_http_helix_sse_line(ngx_http_helix_stream_t *st,
     u_char *p, size_t len);
 static ngx_int_t ngx_http_helix_sse_dispatch(ngx_http_helix_stream_t *st);
-static ngx_int_t ngx_http_helix_stream_openai(ngx_http_helix_stream_t *st,
+static ngx_int_t ngx_http_helix_stream_apply(ngx_http_helix_stream_t *st,
     u_char *data, size_t len);
-static ngx_int_t ngx_http_helix_stream_anthropic(ngx_http_helix_stream_t *st,
+static ngx_int_t ngx_http_helix_stream_delta(ngx_http_helix_stream_t *st,
+    ngx_http_helix_delta_t *d, ngx_uint_t emit);
+static ngx_int_t ngx_http_helix_stream_provider_error(
+    ngx_http_helix_stream_t *st, ngx_str_t *msg);
+static json_t *ngx_http_helix_stream_load(ngx_http_helix_stream_t *st,
     u_char *data, size_t len);
-static ngx_int_t ngx_http_helix_stream_gemini(ngx_http_helix_stream_t *st,
-    u_char *data, size_t len);
+static ngx_int_t ngx_http_helix_stream_usage(ngx_http_helix_stream_t *st,
+    json_t *u, const char *prompt, const char *completion);
 static ngx_int_t ngx_http_helix_stream_role(ngx_http_helix_stream_t *st,
     ngx_uint_t index);
 static ngx_int_t ngx_http_helix_stream_text(ngx_http_helix_stream_t *st,
     ngx_uint_t index, const char *text, size_t len, ngx_uint_t emit);
 static ngx_int_t ngx_http_helix_stream_tool(ngx_http_helix_stream_t *st,
-    ngx_uint_t index, ngx_int_t tool, json_t *id, json_t *name,
+    ngx_uint_t index, ngx_int_t tool, ngx_str_t *id, ngx_str_t *name,
     const char *args, size_t len, ngx_uint_t emit);
 static ngx_int_t ngx_http_helix_stream_finish(ngx_http_helix_stream_t *st,
     ngx_uint_t index, const char *reason, ngx_uint_t emit);
@@ -305,35 +312,6 @@ ngx_http_helix_stream_abort_handler(ngx_event_t *ev)
 }
 
 
-ngx_int_t
-ngx_http_helix_stream_request(ngx_http_helix_stream_t *st,
-    ngx_http_helix_provider_t *p, json_t *body)
-{
-    json_t  *so;
-
-    if (p->type != NGX_HTTP_HELIX_OPENAI) {
-        return NGX_OK;
-    }
-
-    /* usage is wanted for metrics and the cache, asked for or not */
-
-    so = json_object_get(body, "stream_options");
-
-    if (!json_is_object(so)) {
-        so = json_object();
-        if (so == NULL || json_object_set_new(body, "stream_options", so)) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (json_object_set_new(so, "include_usage", json_true()) != 0) {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
 /*
  * What Server-Timing and the overhead histogram say of a stream, given by
  * the gateway before each attempt: when the request was read, the time
@@ -405,6 +383,8 @@ ngx_http_helix_stream_attach(ngx_http_helix_stream_t *st,
 
     st->call = call;
     st->provider = call->provider;
+    st->codec = ngx_http_helix_formats_codec(call->provider->type);
+    st->pass = st->codec->passthrough;
     st->model = *model;
     st->cache_key = *cache_key;
     st->cache_state = cache_state;
@@ -415,7 +395,6 @@ ngx_http_helix_stream_attach(ngx_http_helix_stream_t *st,
     st->line.len = 0;
     st->data.len = 0;
     st->event_len = 0;
-    st->block_tool = -1;
     st->prompt_tokens = 0;
     st->completion_tokens = 0;
     ngx_str_null(&st->error);
@@ -436,9 +415,14 @@ ngx_http_helix_stream_attach(ngx_http_helix_stream_t *st,
         return NGX_ERROR;
     }
 
-    if (call->provider->type != NGX_HTTP_HELIX_OPENAI
-        && ngx_http_helix_provider_chat_id(pool, &st->id) != NGX_OK)
-    {
+    /* the provider's own id, when its events give one, replaces it */
+
+    if (ngx_http_helix_codec_chat_id(pool, &st->id) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    st->in = st->codec->stream_open(pool);
+    if (st->in == NULL) {
         return NGX_ERROR;
     }
 
@@ -662,6 +646,7 @@ static ngx_int_t
 ngx_http_helix_sse_dispatch(ngx_http_helix_stream_t *st)
 {
     ngx_int_t  rc;
+    ngx_str_t  event;
 
     if (!st->has_data) {
         st->event_len = 0;
@@ -673,34 +658,122 @@ ngx_http_helix_sse_dispatch(ngx_http_helix_stream_t *st)
         rc = NGX_OK;
 
     } else {
-        switch (st->provider->type) {
+        event.data = st->event;
+        event.len = st->event_len;
 
-        case NGX_HTTP_HELIX_OPENAI:
-            rc = ngx_http_helix_stream_openai(st, st->data.data,
-                                              st->data.len);
-            break;
+        rc = st->codec->stream_event_in(st->in, &event, st->data.data,
+                                        st->data.len);
 
-        case NGX_HTTP_HELIX_ANTHROPIC:
-            rc = ngx_http_helix_stream_anthropic(st, st->data.data,
-                                                 st->data.len);
-            break;
-
-        default:
-            rc = ngx_http_helix_stream_gemini(st, st->data.data,
-                                              st->data.len);
+        if (rc == NGX_OK) {
+            rc = ngx_http_helix_stream_apply(st, st->data.data,
+                                             st->data.len);
         }
+
+        ngx_http_helix_codec_stream_release(st->in);
     }
 
     st->data.len = 0;
     st->has_data = 0;
     st->event_len = 0;
 
-    if (st->ev) {
-        json_decref(st->ev);
-        st->ev = NULL;
+    return rc;
+}
+
+
+/*
+ * What the provider's event said, in the client's frames; a chat client
+ * gets an OpenAI provider's own chunks as they came, but for the usage
+ * chunk the gateway asked for itself.
+ */
+
+static ngx_int_t
+ngx_http_helix_stream_apply(ngx_http_helix_stream_t *st, u_char *data,
+    size_t len)
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   i, emit;
+    ngx_http_helix_delta_t      *d;
+    ngx_http_helix_stream_in_t  *in;
+
+    in = st->in;
+    emit = !(in->pass && st->endpoint == NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS);
+
+    d = in->deltas.elts;
+
+    for (i = 0; i < in->deltas.nelts; i++) {
+
+        switch (d[i].kind) {
+
+        case NGX_HTTP_HELIX_DELTA_DONE:
+            st->ended = 1;
+            return ngx_http_helix_stream_done(st);
+
+        case NGX_HTTP_HELIX_DELTA_ERROR:
+            return ngx_http_helix_stream_provider_error(st, &d[i].text);
+
+        default:
+            rc = ngx_http_helix_stream_delta(st, &d[i], emit);
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
-    return rc;
+    if (emit || (in->usage_only && !st->include_usage)) {
+        return NGX_OK;
+    }
+
+    return ngx_http_helix_stream_frame(st, data, len);
+}
+
+
+static ngx_int_t
+ngx_http_helix_stream_delta(ngx_http_helix_stream_t *st,
+    ngx_http_helix_delta_t *d, ngx_uint_t emit)
+{
+    switch (d->kind) {
+
+    case NGX_HTTP_HELIX_DELTA_ID:
+        st->id.data = ngx_pnalloc(st->request->pool, d->text.len);
+        if (st->id.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(st->id.data, d->text.data, d->text.len);
+        st->id.len = d->text.len;
+        return NGX_OK;
+
+    case NGX_HTTP_HELIX_DELTA_ROLE:
+        return ngx_http_helix_stream_role(st, d->index);
+
+    case NGX_HTTP_HELIX_DELTA_TEXT:
+        return ngx_http_helix_stream_text(st, d->index,
+                                          (const char *) d->text.data,
+                                          d->text.len, emit);
+
+    case NGX_HTTP_HELIX_DELTA_TOOL:
+        return ngx_http_helix_stream_tool(st, d->index, d->tool, &d->id,
+                                          &d->name,
+                                          (const char *) d->text.data,
+                                          d->text.len, emit);
+
+    case NGX_HTTP_HELIX_DELTA_FINISH:
+        return ngx_http_helix_stream_finish(st, d->index, d->finish, emit);
+
+    default: /* NGX_HTTP_HELIX_DELTA_USAGE */
+
+        if (d->has_prompt) {
+            st->prompt_tokens = d->prompt;
+        }
+
+        if (d->has_completion) {
+            st->completion_tokens = d->completion;
+        }
+
+        st->usage = 1;
+        return NGX_OK;
+    }
 }
 
 
@@ -708,33 +781,21 @@ ngx_http_helix_sse_dispatch(ngx_http_helix_stream_t *st)
 
 static ngx_int_t
 ngx_http_helix_stream_provider_error(ngx_http_helix_stream_t *st,
-    json_t *ev)
+    ngx_str_t *msg)
 {
     u_char  *p;
-    json_t  *e, *m;
     size_t   n;
 
-    e = ev ? json_object_get(ev, "error") : NULL;
-    m = json_is_object(e) ? json_object_get(e, "message") : e;
+    n = ngx_min(msg->len, 300);
 
-    if (json_is_string(m)) {
-        n = ngx_min(json_string_length(m), 300);
-
-        p = ngx_pnalloc(st->request->pool, n);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(p, json_string_value(m), n);
-        st->error.data = p;
-        st->error.len = n;
-
-    } else if (ev) {
-        ngx_str_set(&st->error, "an error event");
-
-    } else {
-        ngx_str_set(&st->error, "an event that is not JSON");
+    p = ngx_pnalloc(st->request->pool, n);
+    if (p == NULL) {
+        return NGX_ERROR;
     }
+
+    ngx_memcpy(p, msg->data, n);
+    st->error.data = p;
+    st->error.len = n;
 
     ngx_log_error(NGX_LOG_WARN, st->request->connection->log, 0,
                   "helix: provider \"%V\" stream: %V", &st->provider->name,
@@ -744,7 +805,7 @@ ngx_http_helix_stream_provider_error(ngx_http_helix_stream_t *st,
 }
 
 
-/* one event's JSON at a time: the one before is let go */
+/* a replayed answer's JSON */
 
 static json_t *
 ngx_http_helix_stream_load(ngx_http_helix_stream_t *st, u_char *data,
@@ -782,348 +843,6 @@ ngx_http_helix_stream_usage(ngx_http_helix_stream_t *st, json_t *u,
     if (json_is_integer(v)) {
         st->completion_tokens = json_integer_value(v);
         st->usage = 1;
-    }
-
-    return NGX_OK;
-}
-
-
-/* OpenAI: chat.completion.chunk events, then [DONE] */
-
-static ngx_int_t
-ngx_http_helix_stream_openai(ngx_http_helix_stream_t *st, u_char *data,
-    size_t len)
-{
-    size_t       i, k;
-    json_t      *ev, *choices, *c, *delta, *v, *tc, *fn;
-    ngx_int_t    index, tool;
-    ngx_uint_t   emit, forward;
-    const char  *s;
-
-    if (len == 6 && ngx_strncmp(data, "[DONE]", 6) == 0) {
-        st->ended = 1;
-        return ngx_http_helix_stream_done(st);
-    }
-
-    ev = ngx_http_helix_stream_load(st, data, len);
-
-    if (ev == NULL || json_object_get(ev, "error")) {
-        return ngx_http_helix_stream_provider_error(st, ev);
-    }
-
-    if (st->id.len == 0 && json_is_string(json_object_get(ev, "id"))) {
-        v = json_object_get(ev, "id");
-        st->id.len = json_string_length(v);
-        st->id.data = ngx_pnalloc(st->request->pool, st->id.len);
-        if (st->id.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(st->id.data, json_string_value(v), st->id.len);
-    }
-
-    /* a chat client gets the provider's own chunks */
-    emit = (st->endpoint != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS);
-
-    choices = json_object_get(ev, "choices");
-
-    json_array_foreach(choices, i, c) {
-        v = json_object_get(c, "index");
-        index = json_is_integer(v) ? json_integer_value(v) : (ngx_int_t) i;
-
-        if (index < 0 || index >= NGX_HTTP_HELIX_STREAM_MAX_CHOICES) {
-            continue;
-        }
-
-        delta = json_object_get(c, "delta");
-        v = json_object_get(delta, "content");
-
-        if (json_is_string(v)
-            && ngx_http_helix_stream_text(st, index, json_string_value(v),
-                                          json_string_length(v), emit)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        json_array_foreach(json_object_get(delta, "tool_calls"), k, tc) {
-            v = json_object_get(tc, "index");
-            tool = json_is_integer(v) ? json_integer_value(v) : (ngx_int_t) k;
-            fn = json_object_get(tc, "function");
-            v = json_object_get(fn, "arguments");
-            s = json_is_string(v) ? json_string_value(v) : "";
-
-            if (ngx_http_helix_stream_tool(st, index, tool,
-                                           json_object_get(tc, "id"),
-                                           json_object_get(fn, "name"),
-                                           s, ngx_strlen(s), 0)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-        }
-
-        s = json_string_value(json_object_get(c, "finish_reason"));
-
-        if (s && ngx_http_helix_stream_finish(st, index, s, emit) != NGX_OK) {
-            return NGX_ERROR;
-        }
-    }
-
-    ngx_http_helix_stream_usage(st, json_object_get(ev, "usage"),
-                                "prompt_tokens", "completion_tokens");
-
-    if (emit) {
-        return NGX_OK;
-    }
-
-    /* the usage chunk we asked for ourselves is not the client's */
-
-    forward = st->include_usage || json_array_size(choices)
-              || !json_is_object(json_object_get(ev, "usage"));
-
-    if (!forward) {
-        return NGX_OK;
-    }
-
-    return ngx_http_helix_stream_frame(st, data, len);
-}
-
-
-/* Anthropic: message_start, content blocks, message_delta, message_stop */
-
-static ngx_int_t
-ngx_http_helix_stream_anthropic(ngx_http_helix_stream_t *st, u_char *data,
-    size_t len)
-{
-    json_t                          *ev, *v, *b;
-    ngx_str_t                        type;
-    const char                      *s;
-    ngx_http_helix_stream_choice_t  *ch;
-
-    ev = ngx_http_helix_stream_load(st, data, len);
-
-    if (ev == NULL) {
-        return ngx_http_helix_stream_provider_error(st, NULL);
-    }
-
-    v = json_object_get(ev, "type");
-
-    if (json_is_string(v)) {
-        type.data = (u_char *) json_string_value(v);
-        type.len = json_string_length(v);
-
-    } else {
-        type.data = st->event;
-        type.len = st->event_len;
-    }
-
-#define ngx_helix_is(name)                                                    \
-    (type.len == sizeof(name) - 1                                            \
-     && ngx_strncmp(type.data, name, sizeof(name) - 1) == 0)
-
-    if (ngx_helix_is("error")) {
-        return ngx_http_helix_stream_provider_error(st, ev);
-    }
-
-    if (ngx_helix_is("message_start")) {
-        v = json_object_get(ev, "message");
-        ngx_http_helix_stream_usage(st, json_object_get(v, "usage"),
-                                    "input_tokens", "output_tokens");
-
-        /* the id the non-streaming path gives the same answer */
-
-        b = json_object_get(v, "id");
-
-        if (json_is_string(b)) {
-            st->id.len = sizeof("chatcmpl-") - 1 + json_string_length(b);
-            st->id.data = ngx_pnalloc(st->request->pool, st->id.len);
-            if (st->id.data == NULL) {
-                return NGX_ERROR;
-            }
-
-            ngx_memcpy(ngx_cpymem(st->id.data, "chatcmpl-",
-                                  sizeof("chatcmpl-") - 1),
-                       json_string_value(b), json_string_length(b));
-        }
-
-        return ngx_http_helix_stream_role(st, 0);
-    }
-
-    if (ngx_helix_is("content_block_start")) {
-        b = json_object_get(ev, "content_block");
-        st->block_tool = -1;
-
-        s = json_string_value(json_object_get(b, "type"));
-
-        if (s && ngx_strcmp(s, "tool_use") == 0) {
-            ch = ngx_http_helix_stream_choice(st, 0);
-            if (ch == NULL) {
-                return NGX_ERROR;
-            }
-
-            st->block_tool = ch->tools.nelts;
-
-            return ngx_http_helix_stream_tool(st, 0, -1,
-                                              json_object_get(b, "id"),
-                                              json_object_get(b, "name"),
-                                              "", 0, 1);
-        }
-
-        return NGX_OK;
-    }
-
-    if (ngx_helix_is("content_block_delta")) {
-        b = json_object_get(ev, "delta");
-        s = json_string_value(json_object_get(b, "type"));
-        v = NULL;
-
-        if (s && ngx_strcmp(s, "text_delta") == 0) {
-            v = json_object_get(b, "text");
-
-            return json_is_string(v)
-                   ? ngx_http_helix_stream_text(st, 0, json_string_value(v),
-                                                json_string_length(v), 1)
-                   : NGX_OK;
-        }
-
-        if (s && ngx_strcmp(s, "input_json_delta") == 0
-            && st->block_tool >= 0)
-        {
-            v = json_object_get(b, "partial_json");
-
-            return json_is_string(v)
-                   ? ngx_http_helix_stream_tool(st, 0, st->block_tool, NULL,
-                                                NULL, json_string_value(v),
-                                                json_string_length(v), 1)
-                   : NGX_OK;
-        }
-
-        /* thinking and signature deltas have no OpenAI counterpart */
-        return NGX_OK;
-    }
-
-    if (ngx_helix_is("message_delta")) {
-        v = json_object_get(ev, "usage");
-
-        if (json_is_integer(json_object_get(v, "output_tokens"))) {
-            st->completion_tokens =
-                            json_integer_value(json_object_get(v,
-                                                           "output_tokens"));
-            st->usage = 1;
-        }
-
-        if (json_is_integer(json_object_get(v, "input_tokens"))) {
-            st->prompt_tokens =
-                            json_integer_value(json_object_get(v,
-                                                           "input_tokens"));
-        }
-
-        s = ngx_http_helix_provider_finish_reason(NGX_HTTP_HELIX_ANTHROPIC,
-                         json_object_get(json_object_get(ev, "delta"),
-                                         "stop_reason"));
-
-        return s ? ngx_http_helix_stream_finish(st, 0, s, 1) : NGX_OK;
-    }
-
-    if (ngx_helix_is("message_stop")) {
-        st->ended = 1;
-        return ngx_http_helix_stream_done(st);
-    }
-
-#undef ngx_helix_is
-
-    /* ping, content_block_stop, event types yet to come */
-
-    return NGX_OK;
-}
-
-
-/* Gemini: GenerateContentResponse chunks; the end of the body ends it */
-
-static ngx_int_t
-ngx_http_helix_stream_gemini(ngx_http_helix_stream_t *st, u_char *data,
-    size_t len)
-{
-    size_t       i, k;
-    json_t      *ev, *cands, *c, *parts, *part, *v, *fc, *args;
-    ngx_str_t    dump;
-    ngx_int_t    index;
-    const char  *s;
-
-    ev = ngx_http_helix_stream_load(st, data, len);
-
-    if (ev == NULL || json_object_get(ev, "error")) {
-        return ngx_http_helix_stream_provider_error(st, ev);
-    }
-
-    ngx_http_helix_stream_usage(st, json_object_get(ev, "usageMetadata"),
-                                "promptTokenCount", "candidatesTokenCount");
-
-    cands = json_object_get(ev, "candidates");
-
-    json_array_foreach(cands, i, c) {
-        v = json_object_get(c, "index");
-        index = json_is_integer(v) ? json_integer_value(v) : (ngx_int_t) i;
-
-        if (index < 0 || index >= NGX_HTTP_HELIX_STREAM_MAX_CHOICES) {
-            continue;
-        }
-
-        if (ngx_http_helix_stream_role(st, index) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        parts = json_object_get(json_object_get(c, "content"), "parts");
-
-        json_array_foreach(parts, k, part) {
-            v = json_object_get(part, "text");
-            fc = json_object_get(part, "functionCall");
-
-            if (json_is_string(v)) {
-                if (json_is_true(json_object_get(part, "thought"))) {
-                    continue;
-                }
-
-                if (ngx_http_helix_stream_text(st, index,
-                                               json_string_value(v),
-                                               json_string_length(v), 1)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-            } else if (json_is_object(fc)) {
-                args = json_object_get(fc, "args");
-
-                if (args == NULL) {
-                    ngx_str_set(&dump, "{}");
-
-                } else if (ngx_http_helix_json_dump(st->request->pool, args,
-                                                    &dump)
-                           != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-                if (ngx_http_helix_stream_tool(st, index, -1,
-                                               json_object_get(fc, "id"),
-                                               json_object_get(fc, "name"),
-                                               (char *) dump.data, dump.len,
-                                               1)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-            }
-        }
-
-        s = ngx_http_helix_provider_finish_reason(NGX_HTTP_HELIX_GEMINI,
-                                         json_object_get(c, "finishReason"));
-
-        if (s && ngx_http_helix_stream_finish(st, index, s, 1) != NGX_OK) {
-            return NGX_ERROR;
-        }
     }
 
     return NGX_OK;
@@ -1255,8 +974,8 @@ ngx_http_helix_stream_text(ngx_http_helix_stream_t *st, ngx_uint_t index,
 
 static ngx_int_t
 ngx_http_helix_stream_tool(ngx_http_helix_stream_t *st, ngx_uint_t index,
-    ngx_int_t tool, json_t *id, json_t *name, const char *args, size_t len,
-    ngx_uint_t emit)
+    ngx_int_t tool, ngx_str_t *id, ngx_str_t *name, const char *args,
+    size_t len, ngx_uint_t emit)
 {
     json_t                          *delta, *tc;
     ngx_str_t                        gen;
@@ -1291,19 +1010,19 @@ ngx_http_helix_stream_tool(ngx_http_helix_stream_t *st, ngx_uint_t index,
 
     t = (ngx_http_helix_stream_tool_t *) ch->tools.elts + tool;
 
-    if (json_is_string(id) && t->id.len == 0) {
-        t->id.len = json_string_length(id);
+    if (id->data && t->id.len == 0) {
+        t->id.len = id->len;
         t->id.data = ngx_pnalloc(st->request->pool, t->id.len);
         if (t->id.data == NULL) {
             return NGX_ERROR;
         }
 
-        ngx_memcpy(t->id.data, json_string_value(id), t->id.len);
+        ngx_memcpy(t->id.data, id->data, t->id.len);
     }
 
     if (start && t->id.len == 0) {
         /* Gemini gives none: the same form as the non-streaming path */
-        if (ngx_http_helix_provider_chat_id(st->request->pool, &gen)
+        if (ngx_http_helix_codec_chat_id(st->request->pool, &gen)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -1319,14 +1038,14 @@ ngx_http_helix_stream_tool(ngx_http_helix_stream_t *st, ngx_uint_t index,
                    gen.len - 9);
     }
 
-    if (json_is_string(name) && t->name.len == 0) {
-        t->name.len = json_string_length(name);
+    if (name->data && t->name.len == 0) {
+        t->name.len = name->len;
         t->name.data = ngx_pnalloc(st->request->pool, t->name.len);
         if (t->name.data == NULL) {
             return NGX_ERROR;
         }
 
-        ngx_memcpy(t->name.data, json_string_value(name), t->name.len);
+        ngx_memcpy(t->name.data, name->data, t->name.len);
     }
 
     if (ngx_http_helix_sbuf_add(st->request->pool, &t->args, (u_char *) args,
@@ -1384,12 +1103,6 @@ ngx_http_helix_stream_finish(ngx_http_helix_stream_t *st, ngx_uint_t index,
         return NGX_ERROR;
     }
 
-    if (ngx_strcmp(reason, "stop") == 0 && ch->tools.nelts
-        && st->provider->type == NGX_HTTP_HELIX_GEMINI)
-    {
-        reason = "tool_calls";
-    }
-
     /* the provider's string goes with its event */
 
     len = ngx_strlen(reason) + 1;
@@ -1424,9 +1137,8 @@ ngx_http_helix_stream_finish(ngx_http_helix_stream_t *st, ngx_uint_t index,
 static ngx_int_t
 ngx_http_helix_stream_done(ngx_http_helix_stream_t *st)
 {
-    u_char      *p;
-    json_t      *frame;
-    ngx_uint_t   forwarded;
+    u_char  *p;
+    json_t  *frame;
 
     if (st->done) {
         return NGX_OK;
@@ -1452,9 +1164,8 @@ ngx_http_helix_stream_done(ngx_http_helix_stream_t *st)
     }
 
     /* an OpenAI provider's usage chunk went to the client as it came */
-    forwarded = (st->provider->type == NGX_HTTP_HELIX_OPENAI);
 
-    if (st->include_usage && !forwarded) {
+    if (st->include_usage && !st->pass) {
         frame = json_pack("{s:s%,s:s,s:I,s:s%,s:[],s:{s:I,s:I,s:I}}",
                           "id", st->id.data, st->id.len,
                           "object", "chat.completion.chunk",
@@ -1951,12 +1662,18 @@ ngx_http_helix_stream_end(ngx_http_helix_stream_t *st, ngx_str_t *answer,
             return NGX_ERROR;
         }
 
-        if (st->provider->type == NGX_HTTP_HELIX_GEMINI && st->finish_seen
-            && st->error.len == 0)
-        {
-            st->ended = 1;
+        /* a format whose stream ends with its body */
 
-            if (ngx_http_helix_stream_done(st) != NGX_OK) {
+        if (st->codec->stream_end_in && st->error.len == 0) {
+            rc = st->codec->stream_end_in(st->in);
+
+            if (rc == NGX_OK) {
+                rc = ngx_http_helix_stream_apply(st, NULL, 0);
+            }
+
+            ngx_http_helix_codec_stream_release(st->in);
+
+            if (rc != NGX_OK) {
                 return NGX_ERROR;
             }
         }
@@ -2129,7 +1846,7 @@ ngx_http_helix_stream_assemble(ngx_http_helix_stream_t *st,
     }
 
     if (st->id.len == 0
-        && ngx_http_helix_provider_chat_id(pool, &st->id) != NGX_OK)
+        && ngx_http_helix_codec_chat_id(pool, &st->id) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -2176,6 +1893,7 @@ ngx_http_helix_stream_replay(ngx_http_helix_stream_t *st,
 {
     size_t                      i, k;
     json_t                     *ans, *c, *msg, *v, *tc, *fn;
+    ngx_str_t                   id, name;
     ngx_int_t                   index;
     const char                 *s;
     ngx_http_helix_provider_t  *replayed;
@@ -2194,8 +1912,8 @@ ngx_http_helix_stream_replay(ngx_http_helix_stream_t *st,
     }
 
     replayed->name = *provider;
-    replayed->type = NGX_HTTP_HELIX_ANTHROPIC;
     st->provider = replayed;
+    st->pass = 0;
 
     if (ngx_array_init(&st->choices, st->request->pool, 1,
                        sizeof(ngx_http_helix_stream_choice_t))
@@ -2247,9 +1965,10 @@ ngx_http_helix_stream_replay(ngx_http_helix_stream_t *st,
             v = json_object_get(fn, "arguments");
             s = json_is_string(v) ? json_string_value(v) : "";
 
-            if (ngx_http_helix_stream_tool(st, index, -1,
-                                           json_object_get(tc, "id"),
-                                           json_object_get(fn, "name"),
+            ngx_http_helix_codec_string(json_object_get(tc, "id"), &id);
+            ngx_http_helix_codec_string(json_object_get(fn, "name"), &name);
+
+            if (ngx_http_helix_stream_tool(st, index, -1, &id, &name,
                                            s, ngx_strlen(s), 1)
                 != NGX_OK)
             {

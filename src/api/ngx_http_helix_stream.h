@@ -30,10 +30,6 @@ typedef struct ngx_http_helix_stream_s  ngx_http_helix_stream_t;
 ngx_http_helix_stream_t *ngx_http_helix_stream_create(ngx_http_request_t *r,
     ngx_uint_t endpoint, json_t *req);
 
-/* the provider request body gets what the stream needs (usage) */
-ngx_int_t ngx_http_helix_stream_request(ngx_http_helix_stream_t *st,
-    ngx_http_helix_provider_t *p, json_t *body);
-
 /*
  * A new attempt: the call's 2xx answer goes to the stream.  cache_key and
  * cache_state are sent as X-Cache-Key (if not empty) and X-Cache; deadline

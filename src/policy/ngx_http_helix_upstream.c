@@ -15,7 +15,8 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_upstream.h"
-#include "ngx_http_helix_provider.h"
+#include "ngx_http_helix_codec.h"
+#include "ngx_http_helix_formats.h"
 #include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_trace.h"
 
@@ -665,10 +666,12 @@ ngx_http_helix_call_start(ngx_http_helix_call_t *call, ngx_str_t *uri,
     ngx_chain_t                 *cl;
     ngx_pool_cleanup_t          *cln;
     ngx_http_request_t          *r, *sr;
+    ngx_http_helix_codec_t      *codec;
     ngx_http_request_body_t     *rb;
     ngx_http_post_subrequest_t  *ps;
 
     r = call->request;
+    codec = ngx_http_helix_formats_codec(call->provider->type);
 
     if (ngx_http_helix_acquire(call) != NGX_OK) {
         return NGX_DECLINED;
@@ -739,8 +742,9 @@ ngx_http_helix_call_start(ngx_http_helix_call_t *call, ngx_str_t *uri,
     if (ngx_list_init(&sr->headers_in.headers, r->pool, 8,
                       sizeof(ngx_table_elt_t))
         != NGX_OK
-        || ngx_http_helix_provider_headers(r->pool, call->provider, stream,
-                                           &sr->headers_in.headers)
+        || ngx_http_helix_codec_headers(r->pool,
+                                 codec, call->provider, stream,
+                                 &sr->headers_in.headers)
            != NGX_OK
         || ngx_http_helix_trace_headers(r, &sr->headers_in.headers)
            != NGX_OK)

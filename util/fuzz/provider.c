@@ -1,7 +1,7 @@
 /*
  * Copyright (C) helix authors
  *
- * The provider answer translators (src/formats/ngx_http_helix_provider.c): an
+ * The provider answer translators (src/formats/, each format's codec): an
  * OpenAI, Anthropic or Gemini answer, as a provider sends it, into the
  * OpenAI objects the client gets (chat and completions, embeddings), the
  * checks of OpenAI answers passed on as they came, and providers' error
@@ -12,7 +12,8 @@
 
 #include "fuzz.h"
 #include "ngx_http_helix.h"
-#include "ngx_http_helix_provider.h"
+#include "ngx_http_helix_codec.h"
+#include "ngx_http_helix_formats.h"
 
 
 int
@@ -25,7 +26,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_str_t                   model, err, msg;
     ngx_uint_t                  sel;
     ngx_pool_t                 *pool;
-    ngx_http_helix_provider_t   p;
+    ngx_http_helix_codec_t     *codec;
 
     fuzz_init();
 
@@ -38,9 +39,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += 2;
     size -= 2;
 
-    ngx_memzero(&p, sizeof(ngx_http_helix_provider_t));
-    ngx_str_set(&p.name, "fuzz");
-    p.type = sel % 3;
+    codec = ngx_http_helix_formats_codec(sel % 3);
     ngx_str_set(&model, "gpt-4o");
 
     pool = fuzz_pool();
@@ -54,8 +53,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     switch ((sel / 3) % 5) {
 
     case 0:
-        (void) ngx_http_helix_provider_chat_response(pool, &p, &model, copy,
-                                                     size, &out, &err);
+        (void) ngx_http_helix_codec_chat_answer(pool, codec, &model, copy,
+                                                size, &out, &err);
         break;
 
     case 1:
@@ -70,27 +69,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         }
 
-        (void) ngx_http_helix_provider_embeddings_response(pool, &p, &model,
-                                                   input, copy, size, &out,
-                                                   &err);
+        (void) ngx_http_helix_codec_embeddings_answer(pool, codec, &model,
+                                                      input, copy, size, &out,
+                                                      &err);
         json_decref(input);
         break;
 
     case 2:
-        (void) ngx_http_helix_provider_openai_pass(pool, 0, 0, copy, size,
-                                                   &prompt, &completion);
+        /* the check of answers passed on as they came (OpenAI's) */
+        codec = ngx_http_helix_formats_codec(NGX_HTTP_HELIX_OPENAI);
+        (void) codec->answer_pass(pool, 0, 0, copy, size, &prompt,
+                                  &completion);
         break;
 
     case 3:
-        (void) ngx_http_helix_provider_openai_pass(pool, 1, inputs, copy,
-                                                   size, &prompt,
-                                                   &completion);
+        codec = ngx_http_helix_formats_codec(NGX_HTTP_HELIX_OPENAI);
+        (void) codec->answer_pass(pool, 1, inputs, copy, size, &prompt,
+                                  &completion);
         break;
 
     default:
-        (void) ngx_http_helix_provider_error_message(pool, &p,
-                                                     400 + inputs * 10,
-                                                     copy, size, &msg);
+        (void) ngx_http_helix_codec_error_message(pool, codec,
+                                                  400 + inputs * 10, copy,
+                                                  size, &msg);
     }
 
     if (out) {

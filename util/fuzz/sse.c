@@ -3,9 +3,9 @@
  *
  * The streaming side (src/api/ngx_http_helix_stream.c): a provider's SSE
  * stream in OpenAI, Anthropic or Gemini format, cut into pieces of a
- * chosen size, through the SSE parser and the event translators, then the
- * end frames and the answer assembled for the cache; and a cached answer
- * replayed as a stream (what L1 or L2 hold).  The first byte chooses the
+ * chosen size, through the SSE parser and the formats' event translators
+ * (src/formats/), then the end frames and the answer assembled for the
+ * cache; and a cached answer replayed as a stream (what L1 or L2 hold).  The first byte chooses the
  * format, the endpoint and include_usage; the second the piece size.
  * Nothing goes to a client: the frames stay in the stream's chain.
  */
