@@ -22,6 +22,7 @@
 #include "ngx_http_helix_admin.h"
 #include "ngx_http_helix_batch.h"
 #include "ngx_http_helix_ensemble.h"
+#include "ngx_http_helix_debate.h"
 #include "ngx_http_helix_info.h"
 #include "ngx_http_helix_prometheus.h"
 #include "ngx_http_helix_warm.h"
@@ -85,6 +86,8 @@ static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
       ngx_http_helix_provider_health_handler },
     { ngx_string("metrics"), NGX_HTTP_HELIX_GET,
       ngx_http_helix_metrics_handler },
+    { ngx_string("debates"), NGX_HTTP_POST,
+      ngx_http_helix_debate_handler },
     { ngx_null_string, 0, NULL }
 };
 

@@ -351,9 +351,11 @@ ngx_http_helix_batch_log(ngx_http_helix_batch_t *b, ngx_uint_t k,
         row.model.len = row.model.data ? ngx_strlen(row.model.data) : 0;
     }
 
-    ngx_http_helix_log_item(b->request, &b->log_id, k,
+    ngx_http_helix_log_item(b->request, &b->log_id, b->log_base + k,
                             b->endpoint == NGX_HTTP_HELIX_EP_ENSEMBLE
                             ? NGX_HTTP_HELIX_LOG_ENSEMBLE_MEMBER
+                            : b->endpoint == NGX_HTTP_HELIX_EP_DEBATES
+                            ? NGX_HTTP_HELIX_LOG_DEBATE_CALL
                             : NGX_HTTP_HELIX_LOG_BATCH_ITEM,
                             &row);
 }
@@ -395,7 +397,8 @@ ngx_http_helix_batch_item_done(ngx_http_helix_item_t *item)
     /* every completion is in the completion log, a batch's too */
 
     if (b->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS_BATCH
-        || b->endpoint == NGX_HTTP_HELIX_EP_ENSEMBLE)
+        || b->endpoint == NGX_HTTP_HELIX_EP_ENSEMBLE
+        || b->endpoint == NGX_HTTP_HELIX_EP_DEBATES)
     {
         ngx_http_helix_batch_log(b, i, item);
     }

@@ -44,6 +44,7 @@ struct ngx_http_helix_batch_s {
     void                           *data;       /* the kind's own state */
     ngx_event_t                     deadline;
     ngx_str_t                       log_id;     /* its items' rows */
+    ngx_uint_t                      log_base;   /* row of item 0 */
 
     unsigned                        requeue:1;
     unsigned                        stop:1;

@@ -799,12 +799,14 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
     if (!json_is_string(type)
         || (ngx_strcmp(json_string_value(type), "completion") != 0
             && ngx_strcmp(json_string_value(type), "batch_completion")
-               != 0))
+               != 0
+            && ngx_strcmp(json_string_value(type), "debate") != 0))
     {
         *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
                                          "invalid_value", "type",
-                                         "\"type\" must be \"completion\" "
-                                         "or \"batch_completion\"");
+                                         "\"type\" must be \"completion\", "
+                                         "\"batch_completion\" or "
+                                         "\"debate\"");
         return NGX_DECLINED;
     }
 
@@ -847,6 +849,21 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
                                                  "\"messages\"", i);
                 return NGX_DECLINED;
             }
+        }
+
+    } else if (json_string_value(type)[0] == 'd') {
+        /* the rest is POST /v1/debates's to check when the task runs */
+
+        if (!json_is_array(json_object_get(payload, "participants"))
+            || (!json_is_string(json_object_get(payload, "topic"))
+                && !json_is_array(json_object_get(payload, "messages"))))
+        {
+            *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "invalid_value", "payload",
+                                             "a debate task's \"payload\" "
+                                             "needs \"participants\" and "
+                                             "\"topic\" or \"messages\"");
+            return NGX_DECLINED;
         }
 
     } else if (!json_is_string(json_object_get(payload, "prompt"))
@@ -1949,7 +1966,8 @@ ngx_http_helix_task_call(ngx_http_helix_task_t *t, ngx_uint_t index)
     }
 
     p = ngx_sprintf(f->url.data, "%V%s%Z", &tk->base,
-                    json_object_get(req, "messages")
+                    t->type.data[0] == 'd' ? "/v1/debates"
+                    : json_object_get(req, "messages")
                     ? "/v1/chat/completions" : "/v1/completions");
     f->url.len = p - f->url.data - 1;
 

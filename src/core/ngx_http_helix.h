@@ -37,7 +37,8 @@ typedef enum {
     NGX_HTTP_HELIX_EP_CACHE_CLEANUP,
     NGX_HTTP_HELIX_EP_HEALTH,
     NGX_HTTP_HELIX_EP_PROVIDER_HEALTH,
-    NGX_HTTP_HELIX_EP_METRICS
+    NGX_HTTP_HELIX_EP_METRICS,
+    NGX_HTTP_HELIX_EP_DEBATES
 } ngx_http_helix_endpoint_e;
 
 
@@ -261,6 +262,11 @@ typedef struct {
     ngx_msec_t                  ensemble_timeout;
     ngx_flag_t                  ensemble_fail_fast;
     ngx_str_t                   ensemble_strategy;
+
+    ngx_uint_t                  debate_max_rounds;
+    ngx_uint_t                  debate_max_participants;
+    ngx_msec_t                  debate_timeout;     /* per round, 0: none */
+    ngx_flag_t                  debate_fail_fast;
 
     ngx_flag_t                  streaming_enabled;
     size_t                      streaming_buffer_size;

@@ -68,6 +68,8 @@ static ngx_int_t ngx_http_helix_yaml_set_flag(ngx_http_helix_yaml_ctx_t *ctx,
     yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
 static ngx_int_t ngx_http_helix_yaml_set_uint(ngx_http_helix_yaml_ctx_t *ctx,
     yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_count(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
 static ngx_int_t ngx_http_helix_yaml_set_percent(
     ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
     const ngx_http_helix_yaml_key_t *key);
@@ -493,6 +495,25 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_ensemble[] = {
 };
 
 
+/* debates: the most a request may ask for, bounded here */
+
+static const ngx_uint_t  ngx_http_helix_yaml_max_rounds = 20;
+static const ngx_uint_t  ngx_http_helix_yaml_max_participants = 16;
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_debates[] = {
+    ngx_helix_key("max_rounds", ngx_http_helix_yaml_set_count, MC,
+                  debate_max_rounds, &ngx_http_helix_yaml_max_rounds),
+    ngx_helix_key("max_participants", ngx_http_helix_yaml_set_count, MC,
+                  debate_max_participants,
+                  &ngx_http_helix_yaml_max_participants),
+    ngx_helix_key("round_timeout", ngx_http_helix_yaml_set_msec, MC,
+                  debate_timeout, NULL),
+    ngx_helix_key("fail_fast", ngx_http_helix_yaml_set_flag, MC,
+                  debate_fail_fast, NULL),
+    ngx_helix_key_null
+};
+
+
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_streaming[] = {
     ngx_helix_key("enabled", ngx_http_helix_yaml_set_flag, MC,
                   streaming_enabled, NULL),
@@ -707,6 +728,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_root[] = {
     { ngx_string("providers"), ngx_http_helix_yaml_set_providers, 0, NULL },
     { ngx_string("ensemble"), ngx_http_helix_yaml_set_map, 0,
       ngx_http_helix_yaml_ensemble },
+    { ngx_string("debates"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_debates },
     { ngx_string("streaming"), ngx_http_helix_yaml_set_map, 0,
       ngx_http_helix_yaml_streaming },
     { ngx_string("resources"), ngx_http_helix_yaml_set_map, 0,
@@ -860,6 +883,11 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     hmcf->ensemble_timeout = 30 * 1000;
     hmcf->ensemble_fail_fast = 0;
     ngx_str_set(&hmcf->ensemble_strategy, "majority");
+
+    hmcf->debate_max_rounds = 5;
+    hmcf->debate_max_participants = 5;
+    hmcf->debate_timeout = 60 * 1000;
+    hmcf->debate_fail_fast = 0;
 
     hmcf->streaming_enabled = 1;
     hmcf->streaming_buffer_size = 4096;
@@ -1400,6 +1428,31 @@ ngx_http_helix_yaml_set_uint(ngx_http_helix_yaml_ctx_t *ctx,
     }
 
     *(ngx_uint_t *) ((u_char *) base + key->offset) = (ngx_uint_t) n;
+
+    return NGX_OK;
+}
+
+
+/* a whole number from 1 to the bound "post" points to */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_count(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_uint_t  n, max;
+
+    if (ngx_http_helix_yaml_set_uint(ctx, node, base, key) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    n = *(ngx_uint_t *) ((u_char *) base + key->offset);
+    max = *(const ngx_uint_t *) key->post;
+
+    if (n < 1 || n > max) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "must be from 1 to %ui, got %ui", max, n);
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }

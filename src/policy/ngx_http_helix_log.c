@@ -359,7 +359,8 @@ ngx_http_helix_log_request(ngx_http_request_t *r,
 
 
 /*
- * One item of a batch or one member of an ensemble: a row of its own.
+ * One item of a batch, one member of an ensemble or one call of a debate:
+ * a row of its own.
  * The caller says what it was (provider, model, answer, status, latency,
  * cache); the row's id is the batch's and k, its client the batch's.
  */
@@ -373,7 +374,8 @@ ngx_http_helix_log_item(ngx_http_request_t *r, ngx_str_t *batch_id,
     ngx_http_helix_log_t  *lg;
 
     static ngx_str_t  kinds[] = { ngx_string("completions_batch"),
-                                  ngx_string("ensemble") };
+                                  ngx_string("ensemble"),
+                                  ngx_string("debate") };
 
     lg = &ngx_http_helix_log;
     if (lg->hmcf == NULL || row->status == 0) {
