@@ -6,7 +6,6 @@
 # fails leaves unless fail_fast; "stream": true sends SSE events; a debate
 # runs as a background task with its callback.  The mock answers are a
 # function of the conversation, so every round's answers differ.
-use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use HTTP::Tiny;
 use JSON::PP;
@@ -20,7 +19,7 @@ HelixPg::reset();
 
 our $Port = $ENV{TEST_NGINX_SERVER_PORT};
 our $Base = "http://127.0.0.1:$Port";
-our $Hooks = "$ENV{TEST_NGINX_SERVROOT}/logs/webhook.log";
+our $Hooks = "$ENV{TEST_NGINX_SERVER_ROOT}/logs/webhook.log";
 
 our $HttpConfig = Helix::http_config(extra => <<'_EOC_');
     log_format helix_wh escape=none '$status|$request_body';
@@ -184,7 +183,7 @@ __DATA__
 --- response_headers eval
 ["", "X-Cache: MISS", "", "", ""]
 --- response_body_filters eval
-[undef, \&main::summary, undef, undef, undef]
+Helix::per_request([undef, \&main::summary, undef, undef, undef])
 --- response_body_like eval
 ["",
  '^debate rounds 3 id ok
@@ -208,7 +207,7 @@ $',
 --- request eval
 ["POST /mock/reset", main::debate("prompts", '"rounds": 2'), "GET /mock/claude/stats"]
 --- response_body_filters eval
-[sub { "" }, sub { "" }, sub {
+Helix::per_request([sub { "" }, sub { "" }, sub {
     my $s = decode_json($_[0]);
     my $m = $s->{last_request}{body}{messages};
     my $sys = $s->{last_request}{body}{system} // '';
@@ -216,7 +215,7 @@ $',
         my $c = ref $_->{content} ? join('', map { $_->{text} } @{ $_->{content} }) : $_->{content};
         $c =~ s/Mock answer [0-9a-f]{8} to: .*/ANSWER/g;
         $c =~ s/ \d+$//mg;
-        "$_->{role}: $c" } @$m) . "\n" }]
+        "$_->{role}: $c" } @$m) . "\n" }])
 --- response_body eval
 ["", "", "system: You take part in a debate as the critic.
 user: prompts
@@ -245,7 +244,7 @@ Consider their answers and give your answer again, revised where they convinced 
 --- response_headers eval
 ["", "X-Cache: MISS", "X-Cache: HIT", "X-Cache: HIT\nContent-Type: text/event-stream", "", "", ""]
 --- response_body_filters eval
-[undef, sub { "" }, \&main::summary, \&main::events, undef, undef, undef]
+Helix::per_request([undef, sub { "" }, \&main::summary, \&main::events, undef, undef, undef])
 --- response_body_like eval
 ["", "",
  '^debate rounds 3 id ok
@@ -279,7 +278,7 @@ $',
 --- response_headers eval
 ["", "Content-Type: text/event-stream\nX-Cache: MISS"]
 --- response_body_filters eval
-[sub { "" }, \&main::events]
+Helix::per_request([sub { "" }, \&main::events])
 --- response_body eval
 ["", "started 1 [0 1 2]
 answer 1 p0 ok openai
@@ -311,10 +310,10 @@ done [DONE]
  qq(POST /v1/debates\n{"messages": [{"role": "user", "content": "judged $$"}], "participants": [{"model": "claude-3-haiku-20240307"}, {"model": "gemini-1.5-flash", "system": "Be brief."}], "rounds": 2, "judge": {"model": "gpt-4o"}, "max_tokens": 6}),
  "GET /mock/openai/stats"]
 --- response_body_filters eval
-[undef, \&main::summary, sub {
+Helix::per_request([undef, \&main::summary, sub {
     my $b = decode_json($_[0])->{last_request}{body};
     my $u = $b->{messages}[1]{content};
-    return join("\n", $b->{messages}[0]{role}, ($u =~ /^The question:\njudged \d+\n\nRound 1:\n\n\[1\] claude-3-haiku-20240307:\nMock answer .*\n\n\[2\] gemini-1.5-flash:\nMock .*\n\nRound 2:\n\n\[1\] .*\n\n\[2\] .*\n\nWrite the final answer to the question\.$/s ? "transcript ok" : "prompt: $u"), "") }]
+    return join("\n", $b->{messages}[0]{role}, ($u =~ /^The question:\njudged \d+\n\nRound 1:\n\n\[1\] claude-3-haiku-20240307:\nMock answer .*\n\n\[2\] gemini-1.5-flash:\nMock .*\n\nRound 2:\n\n\[1\] .*\n\n\[2\] .*\n\nWrite the final answer to the question\.$/s ? "transcript ok" : "prompt: $u"), "") }])
 --- response_body_like eval
 ["",
  '^debate rounds 2 id ok
@@ -340,7 +339,7 @@ $',
  "GET /mock/openai/stats"]
 --- error_code eval: [200, 200, 200, 200, 200]
 --- response_body_filters eval
-[undef, undef, \&main::summary, \&main::summary, undef]
+Helix::per_request([undef, undef, \&main::summary, \&main::summary, undef])
 --- response_body_like eval
 ["", "",
  '^debate rounds 3 id ok
@@ -372,7 +371,7 @@ round 1: p0 ok openai HIT, p1 ok claude, p2 ok gemini HIT
  "GET /mock/openai/stats"]
 --- error_code eval: [200, 200, 200, 502, 200]
 --- response_body_filters eval
-[undef, undef, undef, \&main::summary, sub { main::mock_stats_when($ENV{TEST_NGINX_OPENAI_PORT}, qr/"aborted":1,/) }]
+Helix::per_request([undef, undef, undef, \&main::summary, sub { main::mock_stats_when($ENV{TEST_NGINX_OPENAI_PORT}, qr/"aborted":1,/) }])
 --- response_body_like eval
 ["", "", "",
  '^error debate_failed: participant 2 \(gemini-1.5-flash\) failed in round 1 and fail_fast is on: all providers failed: gemini \(HTTP 503[^\n]*
@@ -392,7 +391,7 @@ round 1: p0 cancelled, p1 ok claude, p2 failed 502 provider_error$',
  main::debate("default slow", '"rounds": 1, "fail_fast": false')]
 --- error_code eval: [200, 200, 502, 200]
 --- response_body_filters eval
-[undef, undef, \&main::summary, \&main::summary]
+Helix::per_request([undef, undef, \&main::summary, \&main::summary])
 --- response_body_like eval
 ["", "", '^error debate_failed: participant 2 ',
  'round 1: p0 ok openai, p1 ok claude, p2 failed 502 provider_error\n']
@@ -411,7 +410,7 @@ round 1: p0 cancelled, p1 ok claude, p2 failed 502 provider_error$',
  main::debate("all slow MOCK_LATENCY_MS:3000", '"rounds": 2')]
 --- error_code eval: [200, 200, 200, 200, 504]
 --- response_body_filters eval
-[undef, undef, \&main::summary, sub { main::mock_stats_when($ENV{TEST_NGINX_ANTHROPIC_PORT}, qr/"aborted":1,/) }, \&main::summary]
+Helix::per_request([undef, undef, \&main::summary, sub { main::mock_stats_when($ENV{TEST_NGINX_ANTHROPIC_PORT}, qr/"aborted":1,/) }, \&main::summary])
 --- response_body_like eval
 ["", "",
  '^debate rounds 2 id ok
@@ -436,12 +435,12 @@ round 1 timed out, 1 of 3 calls still pending are cancelled
 --- more_headers
 X-Session-ID: sess-debate
 --- response_body_filters eval
-[sub { "" }, sub {
+Helix::per_request([sub { "" }, sub {
     my ($id) = $_[0] =~ /"id":"(debate-[0-9a-f]+)"/ or return "no id";
     HelixPg::wait_sql("SELECT count(*) FROM completions WHERE session_id = 'sess-debate'", qr/^5$/);
     my $rows = HelixPg::psql("SELECT endpoint, replace(request_id, '$id', 'D'), model, provider_id, cache_result, status, "
         . "prompt_tokens > 0 FROM completions WHERE session_id = 'sess-debate' ORDER BY request_id");
-    return "$rows\n" }]
+    return "$rows\n" }])
 --- response_body eval
 ["", "debate|D-0|gpt-4o|openai|miss|200|t
 debate|D-1|gemini-1.5-flash|gemini|miss|200|t
@@ -529,7 +528,7 @@ round 2: p0 ok openai, p1 ok claude, p2 ok gemini
 --- wait_for_log eval
 [undef, undef, "client prematurely closed connection", undef]
 --- response_body_filters eval
-[undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_GEMINI_PORT}, qr/"aborted":1,/) }]
+Helix::per_request([undef, undef, undef, sub { main::mock_stats_when($ENV{TEST_NGINX_GEMINI_PORT}, qr/"aborted":1,/) }])
 --- response_body_like eval
 ["", "", '"inflight":0,"status":"ok"', '"total":1,"inflight":0,"peak_inflight":1,"aborted":1,']
 
