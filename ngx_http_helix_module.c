@@ -29,6 +29,7 @@
 #include "ngx_http_helix_tasks.h"
 #include "ngx_http_helix_secret.h"
 #include "ngx_http_helix_trace.h"
+#include "ngx_http_helix_budget.h"
 
 
 typedef struct {
@@ -345,7 +346,8 @@ ngx_http_helix_postconfiguration(ngx_conf_t *cf)
     ngx_http_helix_batch_ensemble = ngx_http_helix_ensemble;
 
     if (ngx_http_helix_metrics_init(cf, hmcf) != NGX_OK
-        || ngx_http_helix_log_init(cf, hmcf) != NGX_OK)
+        || ngx_http_helix_log_init(cf, hmcf) != NGX_OK
+        || ngx_http_helix_budget_init_zone(cf, hmcf) != NGX_OK)
     {
         return NGX_ERROR;
     }
