@@ -30,6 +30,7 @@
 #include "ngx_http_helix_secret.h"
 #include "ngx_http_helix_trace.h"
 #include "ngx_http_helix_budget.h"
+#include "ngx_http_helix_spend.h"
 
 
 typedef struct {
@@ -86,6 +87,10 @@ static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
       ngx_http_helix_provider_health_handler },
     { ngx_string("metrics"), NGX_HTTP_HELIX_GET,
       ngx_http_helix_metrics_handler },
+    { ngx_string("spend"), NGX_HTTP_HELIX_GET,
+      ngx_http_helix_spend_handler },
+    { ngx_string("admin_keys"), NGX_HTTP_HELIX_GET,
+      ngx_http_helix_admin_keys_handler },
     { ngx_null_string, 0, NULL }
 };
 

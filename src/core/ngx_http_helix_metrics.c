@@ -365,7 +365,7 @@ ngx_http_helix_metrics_cost(ngx_http_helix_main_conf_t *hmcf,
     int64_t saved)
 {
     ngx_str_t                      *l[3];
-    ngx_uint_t                      i, j, n;
+    ngx_uint_t                      i, j, k, n;
     ngx_slab_pool_t                *shpool;
     ngx_http_helix_cost_series_t   *cs;
     ngx_http_helix_metrics_sh_t    *sh = hmcf->metrics_sh;
@@ -428,6 +428,16 @@ ngx_http_helix_metrics_cost(ngx_http_helix_main_conf_t *hmcf,
             cs->len[j] = (u_char) ngx_min(l[j]->len,
                                           NGX_HTTP_HELIX_COST_LABEL);
             ngx_memcpy(cs->label[j], l[j]->data, cs->len[j]);
+
+            /* a label value may not hold these unescaped */
+
+            for (k = 0; k < cs->len[j]; k++) {
+                if (cs->label[j][k] == '"' || cs->label[j][k] == '\\'
+                    || cs->label[j][k] < 0x20)
+                {
+                    cs->label[j][k] = '_';
+                }
+            }
         }
 
         ngx_memory_barrier();
