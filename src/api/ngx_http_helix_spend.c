@@ -58,7 +58,7 @@ ngx_http_helix_spend_handler(ngx_http_request_t *r)
     ngx_http_helix_main_conf_t  *hmcf;
 
     rc = ngx_http_helix_spend_admin(r);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
@@ -138,7 +138,7 @@ ngx_http_helix_spend_handler(ngx_http_request_t *r)
 }
 
 
-/* the admin token, on GET: NGX_OK, or the error sent */
+/* the admin token, on GET: NGX_DECLINED, or the error sent (its rc) */
 
 static ngx_int_t
 ngx_http_helix_spend_admin(ngx_http_request_t *r)
@@ -148,7 +148,7 @@ ngx_http_helix_spend_admin(ngx_http_request_t *r)
     }
 
     if (ngx_http_helix_auth_admin(r)) {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     if (r->headers_in.authorization == NULL) {
@@ -352,7 +352,7 @@ ngx_http_helix_admin_keys_handler(ngx_http_request_t *r)
     ngx_http_helix_main_conf_t  *hmcf;
 
     rc = ngx_http_helix_spend_admin(r);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 

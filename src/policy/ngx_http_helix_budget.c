@@ -1140,7 +1140,7 @@ ngx_http_helix_budget_saved(ngx_http_request_t *r, ngx_str_t *provider,
     ngx_str_t *model, ngx_str_t *answer)
 {
     int64_t                        saved;
-    ngx_str_t                      none = ngx_null_string;
+    ngx_str_t                      none = ngx_null_string, m;
     ngx_http_helix_usage_t         u;
     ngx_http_helix_price_t        *pr;
     ngx_http_helix_main_conf_t    *hmcf;
@@ -1154,6 +1154,15 @@ ngx_http_helix_budget_saved(ngx_http_request_t *r, ngx_str_t *provider,
         return;
     }
 
+    ngx_http_helix_answer_meta(answer, &meta);
+
+    if (model->len == 0 && meta.model_len) {
+        /* a hit by the request's bytes: the answer names the model */
+        m.data = answer->data + meta.model_off;
+        m.len = meta.model_len;
+        model = &m;
+    }
+
     pr = ngx_http_helix_cost_price(hmcf, provider, model);
 
     if (pr == NULL) {
@@ -1161,8 +1170,6 @@ ngx_http_helix_budget_saved(ngx_http_request_t *r, ngx_str_t *provider,
     }
 
     ctx->costed = 1;
-
-    ngx_http_helix_answer_meta(answer, &meta);
 
     ngx_memzero(&u, sizeof(ngx_http_helix_usage_t));
     u.prompt = ngx_max(meta.prompt_tokens, 0);

@@ -5,8 +5,10 @@
  * tokens in micro-units of the currency; a call's cost is its usage times
  * the price of the provider that answered and the model it was asked
  * for, summed exactly in integers and rounded up to the micro-unit once.
- * A price names its provider or serves them all; the model "*" serves
- * the models that have none.  Cached input (a provider's prompt cache:
+ * A price names its provider or serves them all (a provider's own wins);
+ * a model without a price of its own takes that of the longest model
+ * name it begins with before a "-" (a dated version), and "*" serves the
+ * models that have none.  Cached input (a provider's prompt cache:
  * OpenAI's cached_tokens, Anthropic's cache_read_input_tokens, Gemini's
  * cachedContentTokenCount) and Anthropic's cache writes
  * (cache_creation_input_tokens) have prices of their own.
@@ -29,10 +31,11 @@ ngx_http_helix_cost_price(ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *provider, ngx_str_t *model)
 {
     ngx_uint_t               i;
-    ngx_http_helix_price_t  *pr, *any, *star;
+    ngx_http_helix_price_t  *pr, *any, *dated, *star;
 
     pr = hmcf->prices.elts;
     any = NULL;
+    dated = NULL;
     star = NULL;
 
     for (i = 0; i < hmcf->prices.nelts; i++) {
@@ -53,9 +56,24 @@ ngx_http_helix_cost_price(ngx_http_helix_main_conf_t *hmcf,
             continue;
         }
 
-        if (model == NULL || pr[i].model.len != model->len
-            || ngx_strncmp(pr[i].model.data, model->data, model->len) != 0)
+        if (model == NULL || pr[i].model.len > model->len
+            || ngx_strncmp(pr[i].model.data, model->data, pr[i].model.len)
+               != 0)
         {
+            continue;
+        }
+
+        if (pr[i].model.len < model->len) {
+            /* a dated version of it: "gpt-4o" for "gpt-4o-2024-08-06" */
+
+            if (model->data[pr[i].model.len] == '-'
+                && (dated == NULL || dated->model.len < pr[i].model.len
+                    || (dated->model.len == pr[i].model.len
+                        && pr[i].provider.len)))
+            {
+                dated = &pr[i];
+            }
+
             continue;
         }
 
@@ -67,7 +85,7 @@ ngx_http_helix_cost_price(ngx_http_helix_main_conf_t *hmcf,
         any = &pr[i];
     }
 
-    return any ? any : star;
+    return any ? any : (dated ? dated : star);
 }
 
 
