@@ -77,7 +77,7 @@ sub yaml {
     my (%o) = @_;
     my $p = $Helix::Providers
         . "  cachy:\n    type: anthropic\n    api_key: x\n    models: [claude-cachy]\n";
-    return ">>> helix.yaml\n$p$Pricing$Keys" . ($o{db} ? HelixPg::yaml($o{db}) : '');
+    return ">>> helix.yaml\n$p$Pricing$Keys" . ($o{db} ? HelixPg::yaml() : '');
 }
 
 # one call with curl: (status, headers, body)

@@ -33,7 +33,7 @@ static json_t *ngx_http_helix_spend_time(time_t t);
 
 static ngx_http_helix_pg_stmt_t  ngx_http_helix_spend_stmt = {
     "helix_spend",
-    "SELECT CASE $4 WHEN 'model' THEN model "
+    "SELECT CASE $4::text WHEN 'model' THEN model "
     "WHEN 'provider' THEN provider_id WHEN 'key' THEN api_key_name "
     "WHEN 'day' THEN to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') "
     "END, count(*), coalesce(sum(cost), 0)::bigint, count(cost), "

@@ -339,6 +339,7 @@ typedef struct {
     ngx_array_t                 prices;         /* of price_t */
     ngx_flag_t                  cost_header;    /* x-helix-cost */
     ngx_array_t                 tenants;        /* of tenant_t */
+    ngx_flag_t                  budget_redis;   /* global and configured */
     ngx_shm_zone_t             *budget_zone;
     void                       *budget_sh;
 

@@ -222,6 +222,9 @@ ngx_http_helix_budget_init_zone(ngx_conf_t *cf,
     hmcf->budget_zone->init = ngx_http_helix_budget_init;
     hmcf->budget_zone->data = hmcf;
 
+    /* rate_limit.global says for budgets too */
+    hmcf->budget_redis = hmcf->redis.configured && hmcf->limit_global;
+
     ngx_sha1_init(&sha1);
     ngx_sha1_update(&sha1, ngx_http_helix_budget_script,
                     sizeof(ngx_http_helix_budget_script) - 1);
@@ -505,7 +508,7 @@ ngx_http_helix_budget_local(ngx_http_helix_budget_ctx_t *ctx, int64_t n,
         if (allowed) {
             bn[i]->spent = ngx_max(bn[i]->spent + n, 0);
 
-            if (hmcf->redis.configured && hmcf->limit_global) {
+            if (hmcf->budget_redis) {
                 bn[i]->pending += n;
             }
         }
@@ -677,8 +680,8 @@ ngx_http_helix_budget_redis(ngx_http_request_t *r,
     hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_helix_module);
 
-    if (hmcf == NULL || !hmcf->redis.configured || !hmcf->limit_global
-        || ctx->n == 0 || !ngx_http_helix_redis_available())
+    if (hmcf == NULL || !hmcf->budget_redis || ctx->n == 0
+        || !ngx_http_helix_redis_available())
     {
         return NULL;
     }
