@@ -277,3 +277,58 @@ alice 200 0.020000
 bob 200 0.010000
 alice 200 0.000000
 bob 429 0.000000
+
+
+
+=== TEST 7: a stream's cost comes from its usage (counted; no header: it went before the usage)
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval
+main::yaml()
+--- request
+GET /v1/health
+--- response_body_filters eval
+sub {
+    my $l = 'provider="gemini",model="gemini-1.5-flash",key="carol"';
+    my $before = main::metric('helixagent_cost_total', $l);
+    $before = 0 if $before eq '-';
+    my $res = `curl -s -N -D - -H 'Authorization: Bearer sk-carol-0123456789abcdef0123456789abcdef' -H 'Content-Type: application/json' --data-binary '{"model": "gemini-1.5-flash", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "stream $$"}]}' $Base/v1/chat/completions`;
+    my ($pt) = $res =~ /"prompt_tokens":\s*(\d+)/;
+    my ($ct) = $res =~ /"completion_tokens":\s*(\d+)/;
+    my $after = main::metric('helixagent_cost_total', $l);
+    my $want = main::cost(75000, 300000, $pt, $ct) / 1e6;
+    "header " . ($res =~ /^x-helix-cost:/mi ? "yes" : "no") . "\n"
+        . "counted " . (abs($after - $before - $want) < 1e-9 ? "exactly" : "$before -> $after, want +$want") . "\n";
+}
+--- response_body
+header no
+counted exactly
+
+
+
+=== TEST 8: prices and budgets are checked at load: file, line, key
+--- http_config eval: $::HttpConfig
+--- user_files
+>>> helix.yaml
+pricing:
+  models:
+    - model: gpt-4o
+      input: 0.1234567
+--- must_die
+--- error_log
+helix.yaml:4: pricing.models[0].input: expected an amount like "0.15" (at most 6 decimals, below 10^9), got "0.1234567"
+
+
+
+=== TEST 9: a budget needs its period
+--- http_config eval: $::HttpConfig
+--- user_files
+>>> helix.yaml
+auth:
+  keys:
+    - name: a
+      key: sk-a-0123456789abcdef0123456789abcdef
+      budget: {amount: 5}
+--- must_die
+--- error_log
+helix.yaml:5: auth.keys[0].budget: a budget needs an "amount" and a "period" (day or month)
