@@ -30,6 +30,8 @@
 #include "ngx_http_helix_tasks.h"
 #include "ngx_http_helix_secret.h"
 #include "ngx_http_helix_trace.h"
+#include "ngx_http_helix_budget.h"
+#include "ngx_http_helix_spend.h"
 
 
 typedef struct {
@@ -88,6 +90,10 @@ static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
       ngx_http_helix_metrics_handler },
     { ngx_string("debates"), NGX_HTTP_POST,
       ngx_http_helix_debate_handler },
+    { ngx_string("spend"), NGX_HTTP_HELIX_GET,
+      ngx_http_helix_spend_handler },
+    { ngx_string("admin_keys"), NGX_HTTP_HELIX_GET,
+      ngx_http_helix_admin_keys_handler },
     { ngx_null_string, 0, NULL }
 };
 
@@ -348,7 +354,8 @@ ngx_http_helix_postconfiguration(ngx_conf_t *cf)
     ngx_http_helix_batch_ensemble = ngx_http_helix_ensemble;
 
     if (ngx_http_helix_metrics_init(cf, hmcf) != NGX_OK
-        || ngx_http_helix_log_init(cf, hmcf) != NGX_OK)
+        || ngx_http_helix_log_init(cf, hmcf) != NGX_OK
+        || ngx_http_helix_budget_init_zone(cf, hmcf) != NGX_OK)
     {
         return NGX_ERROR;
     }

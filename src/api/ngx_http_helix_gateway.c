@@ -26,6 +26,7 @@
 #include "ngx_http_helix_log.h"
 #include "ngx_http_helix_stream.h"
 #include "ngx_http_helix_limit.h"
+#include "ngx_http_helix_budget.h"
 #include "ngx_http_helix_auth.h"
 
 
@@ -522,6 +523,8 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
     ngx_http_helix_metrics_cache(
         ngx_http_get_module_main_conf(r, ngx_http_helix_module),
         ctx->policy, 1);
+
+    ngx_http_helix_budget_saved(r, provider, &ctx->model, body);
 
     if (ctx->item) {
         ctx->item->tier = tier;
@@ -1935,9 +1938,12 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
      */
 
     if (ctx->item == NULL
-        && ngx_http_helix_limit_reserve(r, ctx->prompt_tokens, ctx->req,
-                                        ngx_http_helix_try_reserved)
-           != NGX_OK)
+        && (ngx_http_helix_limit_reserve(r, ctx->prompt_tokens, ctx->req,
+                                         ngx_http_helix_try_reserved)
+            != NGX_OK
+            || ngx_http_helix_budget_reserve(r, ctx->prompt_tokens, ctx->req,
+                                             ngx_http_helix_try_reserved)
+               != NGX_OK))
     {
         return;
     }
@@ -2535,6 +2541,7 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
 
         if (rc == NGX_OK) {
             ngx_http_helix_limit_charge(r, (ngx_uint_t) (pt + ct));
+            ngx_http_helix_budget_charge(r, p, model, pt, ct, &call->body);
 
             ngx_http_helix_metrics_provider(
                 ngx_http_get_module_main_conf(r, ngx_http_helix_module), p,
@@ -2580,6 +2587,12 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         (ngx_uint_t) json_integer_value(json_object_get(c, "prompt_tokens"))
         + (ngx_uint_t) json_integer_value(json_object_get(c,
                                                   "completion_tokens")));
+
+    ngx_http_helix_budget_charge(r, p, model,
+        (uint64_t) json_integer_value(json_object_get(c, "prompt_tokens")),
+        (uint64_t) json_integer_value(json_object_get(c,
+                                                  "completion_tokens")),
+        &call->body);
 
     ngx_http_helix_metrics_provider(
         ngx_http_get_module_main_conf(r, ngx_http_helix_module), p,
@@ -3185,6 +3198,7 @@ ngx_http_helix_gateway_summary(ngx_http_request_t *r,
     s->answer = ctx->answer;
     s->meta = (ctx->l1_hit && ctx->answer.len) ? &ctx->meta : NULL;
     s->stream = (ctx->stream != NULL || ctx->streaming);
+    s->cost = ngx_http_helix_budget_cost(r);
 
     if (ctx->served
         || (ctx->stream && ctx->served_by.len

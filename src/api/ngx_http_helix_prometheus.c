@@ -31,7 +31,7 @@ static const char  *ngx_http_helix_ep_names[NGX_HTTP_HELIX_EPS] = {
     "none", "chat_completions", "completions", "embeddings", "models",
     "completions_batch", "embeddings_batch", "ensemble", "tasks",
     "cache_clear", "cache_cleanup", "health", "provider_health", "metrics",
-    "debates"
+    "debates", "spend", "admin_keys"
 };
 
 
@@ -46,6 +46,8 @@ typedef struct {
 } ngx_http_helix_out_t;
 
 
+static void ngx_http_helix_out_cost(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh);
 static void ngx_http_helix_out_store(ngx_http_helix_out_t *o,
     ngx_http_helix_metrics_sh_t *sh, ngx_uint_t store);
 
@@ -683,6 +685,8 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
         sh->rejected[NGX_HTTP_HELIX_REJECT_REQUESTS],
         sh->rejected[NGX_HTTP_HELIX_REJECT_TOKENS]);
 
+    ngx_http_helix_out_cost(&o, hmcf, sh);
+
     if (hmcf->database.configured && hmcf->database.log_enabled) {
         ngx_http_helix_out(&o,
             "# HELP helixagent_completion_log_rows_total Completion log "
@@ -737,4 +741,52 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
     r->headers_out.content_type_len = type.len;
 
     return ngx_http_helix_send_text(r, &body);
+}
+
+
+/*
+ * What calls cost and what cache hits saved, in pricing.currency (the
+ * counters hold micro-units: written as decimals, exactly)
+ */
+
+static void
+ngx_http_helix_out_cost(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh)
+{
+    ngx_uint_t                     i, k, n;
+    ngx_atomic_uint_t              v;
+    ngx_http_helix_cost_series_t  *cs;
+
+    static const char  *names[2] = { "cost_total", "cost_saved_total" };
+    static const char  *help[2] = {
+        "What provider calls cost",
+        "What cache hits saved: the cost of the calls they stood in for"
+    };
+
+    if (hmcf->prices.nelts == 0) {
+        return;
+    }
+
+    n = sh->cost_n;
+    ngx_memory_barrier();
+
+    for (k = 0; k < 2; k++) {
+        ngx_http_helix_out(o,
+            "# HELP helixagent_%s %s, in %V (pricing: in helix.yaml).\n"
+            "# TYPE helixagent_%s counter\n",
+            names[k], help[k], &hmcf->currency, names[k]);
+
+        for (i = 0; i < n; i++) {
+            cs = &sh->cost[i];
+            v = k ? cs->saved : cs->cost;
+
+            ngx_http_helix_out(o,
+                "helixagent_%s{provider=\"%*s\",model=\"%*s\","
+                "key=\"%*s\"} %uA.%06uA\n", names[k],
+                (size_t) cs->len[0], cs->label[0],
+                (size_t) cs->len[1], cs->label[1],
+                (size_t) cs->len[2], cs->label[2],
+                v / 1000000, v % 1000000);
+        }
+    }
 }

@@ -26,6 +26,7 @@
 #include "ngx_http_helix_metrics.h"
 #include "ngx_http_helix_stream.h"
 #include "ngx_http_helix_limit.h"
+#include "ngx_http_helix_budget.h"
 
 
 #define NGX_HTTP_HELIX_STREAM_MAX_CHOICES  NGX_HTTP_HELIX_CODEC_MAX_CHOICES
@@ -829,6 +830,11 @@ ngx_http_helix_stream_usage(ngx_http_helix_stream_t *st, json_t *u,
 
     if (!json_is_object(u)) {
         return NGX_OK;
+    }
+
+    if (st->provider) {
+        ngx_http_helix_budget_stream_usage(st->request, st->provider->type,
+                                           u);
     }
 
     v = json_object_get(u, prompt);
@@ -1735,6 +1741,9 @@ ngx_http_helix_stream_end(ngx_http_helix_stream_t *st, ngx_str_t *answer,
         ngx_http_helix_limit_charge(st->request,
                                     (ngx_uint_t) (st->prompt_tokens
                                                   + st->completion_tokens));
+        ngx_http_helix_budget_charge(st->request, st->provider, &st->model,
+                                     st->prompt_tokens,
+                                     st->completion_tokens, NULL);
 
         if (ngx_http_helix_stream_assemble(st, answer) != NGX_OK) {
             return NGX_ERROR;

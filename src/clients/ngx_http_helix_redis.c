@@ -94,7 +94,7 @@ ngx_http_helix_redis_init_process(ngx_cycle_t *cycle)
 
     if (hmcf == NULL || !hmcf->redis.configured
         || ((!hmcf->cache.l2_enabled || hmcf->cache_sh == NULL)
-            && !hmcf->limit_redis))
+            && !hmcf->limit_redis && !hmcf->budget_redis))
     {
         return NGX_OK;
     }

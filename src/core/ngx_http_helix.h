@@ -38,7 +38,9 @@ typedef enum {
     NGX_HTTP_HELIX_EP_HEALTH,
     NGX_HTTP_HELIX_EP_PROVIDER_HEALTH,
     NGX_HTTP_HELIX_EP_METRICS,
-    NGX_HTTP_HELIX_EP_DEBATES
+    NGX_HTTP_HELIX_EP_DEBATES,
+    NGX_HTTP_HELIX_EP_SPEND,
+    NGX_HTTP_HELIX_EP_ADMIN_KEYS
 } ngx_http_helix_endpoint_e;
 
 
@@ -222,6 +224,39 @@ typedef struct {
 } ngx_http_helix_limits_t;
 
 
+/*
+ * Money is kept in micro-units of pricing.currency (1 = 0.000001), as
+ * integers: sums and budgets never drift.
+ */
+
+typedef struct {
+    ngx_str_t                   model;          /* "*": any other */
+    ngx_str_t                   provider;       /* empty: any */
+    int64_t                     input;          /* per 1M tokens */
+    int64_t                     output;
+    int64_t                     cached_input;   /* read from a cache */
+    int64_t                     cache_write;    /* written to it */
+    ngx_uint_t                  line;
+} ngx_http_helix_price_t;
+
+
+#define NGX_HTTP_HELIX_BUDGET_NONE   0
+#define NGX_HTTP_HELIX_BUDGET_DAY    1
+#define NGX_HTTP_HELIX_BUDGET_MONTH  2
+
+typedef struct {
+    int64_t                     amount;         /* micro-units */
+    ngx_uint_t                  period;         /* NONE: no budget */
+} ngx_http_helix_budget_conf_t;
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_http_helix_budget_conf_t  budget;
+    ngx_uint_t                  line;
+} ngx_http_helix_tenant_t;
+
+
 typedef struct {
     ngx_str_t                   name;
     ngx_str_t                   key;
@@ -235,6 +270,8 @@ typedef struct {
     ngx_str_t                   id;             /* "k:<name>", limits */
     uint32_t                    id_hash;
     ngx_str_t                   limit_text[2];  /* requests, tokens */
+    ngx_http_helix_budget_conf_t  budget;
+    ngx_http_helix_tenant_t    *tenant_conf;    /* auth.tenants, or NULL */
     ngx_uint_t                  line;
 } ngx_http_helix_api_key_t;
 
@@ -305,6 +342,14 @@ typedef struct {
     ngx_str_t                   limit_text[2];  /* default_limits */
     ngx_shm_zone_t             *limit_zone;
     void                       *limit_sh;
+
+    ngx_str_t                   currency;       /* pricing: */
+    ngx_array_t                 prices;         /* of price_t */
+    ngx_flag_t                  cost_header;    /* x-helix-cost */
+    ngx_array_t                 tenants;        /* of tenant_t */
+    ngx_flag_t                  budget_redis;   /* global and configured */
+    ngx_shm_zone_t             *budget_zone;
+    void                       *budget_sh;
 
     ngx_uint_t                  batch_max_requests;
     ngx_uint_t                  batch_max_concurrent;

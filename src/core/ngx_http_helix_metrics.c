@@ -375,6 +375,106 @@ ngx_http_helix_metrics_redis_conns(ngx_http_helix_main_conf_t *hmcf,
 }
 
 
+/*
+ * A call's cost, or a hit's saving, in its series.  Found or added under
+ * the zone's lock (once per answer); a series' labels are written before
+ * cost_n counts it, so GET /metrics reads them without the lock.
+ */
+
+void
+ngx_http_helix_metrics_cost(ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *provider, ngx_str_t *model, ngx_str_t *key, int64_t cost,
+    int64_t saved)
+{
+    ngx_str_t                      *l[3];
+    ngx_uint_t                      i, j, k, n;
+    ngx_slab_pool_t                *shpool;
+    ngx_http_helix_cost_series_t   *cs;
+    ngx_http_helix_metrics_sh_t    *sh = hmcf->metrics_sh;
+
+    static ngx_str_t  other = ngx_string("other");
+
+    if (sh == NULL || (cost <= 0 && saved <= 0)) {
+        return;
+    }
+
+    l[0] = provider;
+    l[1] = model;
+    l[2] = key;
+
+    shpool = (ngx_slab_pool_t *) hmcf->metrics_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    n = sh->cost_n;
+
+    if (n == NGX_HTTP_HELIX_COST_SERIES) {
+        l[0] = &other;
+        l[1] = &other;
+        l[2] = &other;
+    }
+
+    for (i = 0; i < n; i++) {
+        cs = &sh->cost[i];
+
+        for (j = 0; j < 3; j++) {
+            if (cs->len[j] != ngx_min(l[j]->len, NGX_HTTP_HELIX_COST_LABEL)
+                || ngx_memcmp(cs->label[j], l[j]->data, cs->len[j]) != 0)
+            {
+                break;
+            }
+        }
+
+        if (j == 3) {
+            break;
+        }
+    }
+
+    if (i == NGX_HTTP_HELIX_COST_SERIES) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return;
+    }
+
+    if (i == n) {
+        /* the last one is kept for "other" */
+
+        if (n == NGX_HTTP_HELIX_COST_SERIES - 1 && l[0] != &other) {
+            l[0] = &other;
+            l[1] = &other;
+            l[2] = &other;
+        }
+
+        cs = &sh->cost[n];
+
+        for (j = 0; j < 3; j++) {
+            cs->len[j] = (u_char) ngx_min(l[j]->len,
+                                          NGX_HTTP_HELIX_COST_LABEL);
+            ngx_memcpy(cs->label[j], l[j]->data, cs->len[j]);
+
+            /* a label value may not hold these unescaped */
+
+            for (k = 0; k < cs->len[j]; k++) {
+                if (cs->label[j][k] == '"' || cs->label[j][k] == '\\'
+                    || cs->label[j][k] < 0x20)
+                {
+                    cs->label[j][k] = '_';
+                }
+            }
+        }
+
+        ngx_memory_barrier();
+        sh->cost_n = n + 1;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    (void) ngx_atomic_fetch_add(&sh->cost[i].cost,
+                                (ngx_atomic_int_t) ngx_max(cost, 0));
+    (void) ngx_atomic_fetch_add(&sh->cost[i].saved,
+                                (ngx_atomic_int_t) ngx_max(saved, 0));
+}
+
+
 /* a request turned away by the API key check or a rate limit */
 
 void

@@ -123,7 +123,7 @@ typedef enum {
 
 /* the zone: written by every layer, read by GET /metrics */
 
-#define NGX_HTTP_HELIX_EPS        (NGX_HTTP_HELIX_EP_DEBATES + 1)
+#define NGX_HTTP_HELIX_EPS        (NGX_HTTP_HELIX_EP_ADMIN_KEYS + 1)
 #define NGX_HTTP_HELIX_TIME_BKTS  14
 /* where an answer came from: the completion log's cache results
    (policy/log.h: none, L1, L2, miss, bypass) */
@@ -151,6 +151,23 @@ typedef struct {
                                                waiting */
     ngx_atomic_t                 store[NGX_HTTP_HELIX_STORES]; /* state */
 } ngx_http_helix_metrics_wrow_t;
+
+
+/*
+ * What calls cost and what the cache saved, per provider, model (its
+ * price's, pricing.models) and API key: labels from the configuration
+ * only, at most COST_SERIES of them; beyond, "other".
+ */
+
+#define NGX_HTTP_HELIX_COST_SERIES  1024
+#define NGX_HTTP_HELIX_COST_LABEL   64
+
+typedef struct {
+    ngx_atomic_t                 cost;      /* micro-units */
+    ngx_atomic_t                 saved;
+    u_char                       len[3];
+    u_char                       label[3][NGX_HTTP_HELIX_COST_LABEL];
+} ngx_http_helix_cost_series_t;
 
 
 typedef struct {
@@ -183,6 +200,8 @@ typedef struct {
     ngx_atomic_t                 store_opened[NGX_HTTP_HELIX_STORES];
     ngx_atomic_t                 store_rejected[NGX_HTTP_HELIX_STORES];
     ngx_http_helix_metrics_wrow_t        rows[NGX_HTTP_HELIX_WORKERS];
+    ngx_atomic_t                 cost_n;    /* series in use */
+    ngx_http_helix_cost_series_t         cost[NGX_HTTP_HELIX_COST_SERIES];
 } ngx_http_helix_metrics_sh_t;
 
 
@@ -245,6 +264,9 @@ void ngx_http_helix_metrics_store_state(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t store, ngx_uint_t state);
 void ngx_http_helix_metrics_store_opened(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t store);
+void ngx_http_helix_metrics_cost(ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *provider, ngx_str_t *model, ngx_str_t *key, int64_t cost,
+    int64_t saved);
 void ngx_http_helix_metrics_store_rejected(ngx_http_helix_main_conf_t *hmcf,
     ngx_uint_t store);
 

@@ -125,6 +125,16 @@ static ngx_int_t ngx_http_helix_yaml_resolve(ngx_http_helix_yaml_ctx_t *ctx,
     const char *key, ngx_str_t *host, ngx_uint_t port, ngx_str_t *addr);
 static ngx_int_t ngx_http_helix_yaml_validate_tasks(
     ngx_http_helix_yaml_ctx_t *ctx, ngx_http_helix_main_conf_t *hmcf);
+static ngx_int_t ngx_http_helix_yaml_set_money(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_budget(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_prices(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_validate_costs(
+    ngx_http_helix_yaml_ctx_t *ctx, ngx_http_helix_main_conf_t *hmcf);
 static ngx_int_t ngx_http_helix_provider_infer_type(ngx_str_t *name);
 
 
@@ -626,6 +636,67 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_api_key[] = {
                   unlimited, NULL),
     ngx_helix_key("max_task_priority", ngx_http_helix_yaml_set_uint, AK,
                   max_task_priority, NULL),
+    ngx_helix_key("budget", ngx_http_helix_yaml_set_budget, AK, budget,
+                  NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_tenant[] = {
+    ngx_helix_key("name", ngx_http_helix_yaml_set_str,
+                  ngx_http_helix_tenant_t, name, NULL),
+    ngx_helix_key("budget", ngx_http_helix_yaml_set_budget,
+                  ngx_http_helix_tenant_t, budget, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_seq_t  ngx_http_helix_yaml_tenant_seq = {
+    offsetof(MC, tenants), offsetof(ngx_http_helix_tenant_t, line),
+    ngx_http_helix_yaml_tenant
+};
+
+
+static const ngx_http_helix_yaml_enum_t  ngx_http_helix_yaml_periods[] = {
+    { ngx_string("day"), NGX_HTTP_HELIX_BUDGET_DAY },
+    { ngx_string("month"), NGX_HTTP_HELIX_BUDGET_MONTH },
+    { ngx_null_string, 0 }
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_budget[] = {
+    ngx_helix_key("amount", ngx_http_helix_yaml_set_money,
+                  ngx_http_helix_budget_conf_t, amount, NULL),
+    ngx_helix_key("period", ngx_http_helix_yaml_set_enum,
+                  ngx_http_helix_budget_conf_t, period,
+                  ngx_http_helix_yaml_periods),
+    ngx_helix_key_null
+};
+
+
+#define PRICE  ngx_http_helix_price_t
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_price[] = {
+    ngx_helix_key("model", ngx_http_helix_yaml_set_str, PRICE, model, NULL),
+    ngx_helix_key("provider", ngx_http_helix_yaml_set_str, PRICE, provider,
+                  NULL),
+    ngx_helix_key("input", ngx_http_helix_yaml_set_money, PRICE, input, NULL),
+    ngx_helix_key("output", ngx_http_helix_yaml_set_money, PRICE, output,
+                  NULL),
+    ngx_helix_key("cached_input", ngx_http_helix_yaml_set_money, PRICE,
+                  cached_input, NULL),
+    ngx_helix_key("cache_write", ngx_http_helix_yaml_set_money, PRICE,
+                  cache_write, NULL),
+    ngx_helix_key_null
+};
+
+
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_pricing[] = {
+    ngx_helix_key("currency", ngx_http_helix_yaml_set_str, MC, currency,
+                  NULL),
+    ngx_helix_key("cost_header", ngx_http_helix_yaml_set_flag, MC,
+                  cost_header, NULL),
+    { ngx_string("models"), ngx_http_helix_yaml_set_prices, 0, NULL },
     ngx_helix_key_null
 };
 
@@ -641,6 +712,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_auth[] = {
                   auth_enabled, NULL),
     { ngx_string("keys"), ngx_http_helix_yaml_set_seq, 0,
       &ngx_http_helix_yaml_api_key_seq },
+    { ngx_string("tenants"), ngx_http_helix_yaml_set_seq, 0,
+      &ngx_http_helix_yaml_tenant_seq },
     ngx_helix_key_null
 };
 
@@ -749,6 +822,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_root[] = {
       ngx_http_helix_yaml_batch },
     { ngx_string("tasks"), ngx_http_helix_yaml_set_map, 0,
       ngx_http_helix_yaml_tasks },
+    { ngx_string("pricing"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_pricing },
     ngx_helix_key_null
 };
 
@@ -782,6 +857,12 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
            != NGX_OK
         || ngx_array_init(&hmcf->api_keys, pool, 4,
                           sizeof(ngx_http_helix_api_key_t))
+           != NGX_OK
+        || ngx_array_init(&hmcf->prices, pool, 4,
+                          sizeof(ngx_http_helix_price_t))
+           != NGX_OK
+        || ngx_array_init(&hmcf->tenants, pool, 4,
+                          sizeof(ngx_http_helix_tenant_t))
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -913,6 +994,8 @@ ngx_http_helix_yaml_defaults(ngx_pool_t *pool,
     hmcf->limit_window = 60 * 1000;
     hmcf->limit_max_tokens = 1024;
     hmcf->limit_global = 1;
+
+    ngx_str_set(&hmcf->currency, "USD");
 
     hmcf->batch_max_requests = 100;
     hmcf->batch_max_concurrent = 10;
@@ -2772,7 +2855,9 @@ ngx_http_helix_yaml_validate(ngx_http_helix_yaml_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (ngx_http_helix_yaml_validate_tasks(ctx, hmcf) != NGX_OK) {
+    if (ngx_http_helix_yaml_validate_tasks(ctx, hmcf) != NGX_OK
+        || ngx_http_helix_yaml_validate_costs(ctx, hmcf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -2983,6 +3068,349 @@ ngx_http_helix_yaml_resolve(ngx_http_helix_yaml_ctx_t *ctx, const char *key,
                                 "\"%V\" has %ui addresses, %V is used",
                                 host, u.naddrs, addr);
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Money: "0.15", "12", "0.000125" -> micro-units (150000, 12000000,
+ * 125): at most 6 decimals, never a float on the way.
+ */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_money(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    u_char     *p, *last;
+    int64_t     n;
+    ngx_str_t   v;
+    ngx_uint_t  decimals, dot;
+
+    if (ngx_http_helix_yaml_scalar(ctx, node, &v) != NGX_OK
+        || ngx_http_helix_yaml_number(ctx, node, &v, "an amount") != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+    dot = 0;
+    decimals = 0;
+    last = v.data + v.len;
+
+    for (p = v.data; p < last; p++) {
+        if (*p == '.' && !dot && p > v.data && p + 1 < last) {
+            dot = 1;
+            continue;
+        }
+
+        if (*p < '0' || *p > '9' || decimals == 6
+            || n >= 1000000000000000LL)
+        {
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                    "expected an amount like \"0.15\" (at "
+                                    "most 6 decimals, below 10^9), got "
+                                    "\"%V\"", &v);
+            return NGX_ERROR;
+        }
+
+        n = n * 10 + (*p - '0');
+        decimals += dot;
+    }
+
+    while (decimals++ < 6) {
+        n *= 10;
+    }
+
+    if (n >= 1000000000000000LL) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "amount \"%V\" is too large (below 10^9)",
+                                &v);
+        return NGX_ERROR;
+    }
+
+    *(int64_t *) ((u_char *) base + key->offset) = n;
+
+    return NGX_OK;
+}
+
+
+/* budget: {amount, period}: both, or no budget */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_budget(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    ngx_http_helix_budget_conf_t  *b;
+
+    b = (ngx_http_helix_budget_conf_t *) ((u_char *) base + key->offset);
+    b->amount = -1;
+    b->period = NGX_HTTP_HELIX_BUDGET_NONE;
+
+    if (ngx_http_helix_yaml_map(ctx, node, b, ngx_http_helix_yaml_budget)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (b->amount < 0 || b->period == NGX_HTTP_HELIX_BUDGET_NONE) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "a budget needs an \"amount\" and a "
+                                "\"period\" (day or month)");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* pricing.models: a cached or written input costs the input's unless said */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_prices(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    size_t                       old;
+    yaml_node_t                 *item;
+    yaml_node_item_t            *i;
+    ngx_http_helix_price_t      *pr;
+    ngx_http_helix_main_conf_t  *hmcf = base;
+
+    if (ngx_http_helix_yaml_is_null(node)) {
+        return NGX_OK;
+    }
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a list (one \"- model: ...\" per "
+                                "price), got %s",
+                                ngx_http_helix_yaml_type_name(node));
+        return NGX_ERROR;
+    }
+
+    for (i = node->data.sequence.items.start;
+         i < node->data.sequence.items.top;
+         i++)
+    {
+        item = yaml_document_get_node(ctx->doc, *i);
+
+        old = ngx_http_helix_yaml_push(ctx, NULL,
+                                   i - node->data.sequence.items.start);
+
+        if (item->type != YAML_MAPPING_NODE) {
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, item,
+                                    "expected a mapping of keys, got %s",
+                                    ngx_http_helix_yaml_type_name(item));
+            return NGX_ERROR;
+        }
+
+        pr = ngx_array_push(&hmcf->prices);
+        if (pr == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(pr, sizeof(ngx_http_helix_price_t));
+        pr->line = item->start_mark.line + 1;
+        pr->cached_input = -1;
+        pr->cache_write = -1;
+
+        if (ngx_http_helix_yaml_map(ctx, item, pr, ngx_http_helix_yaml_price)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ctx->path_len = old;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a name that becomes a metric label: no quote, backslash, control */
+
+static ngx_uint_t
+ngx_http_helix_yaml_label_ok(ngx_str_t *s)
+{
+    size_t  i;
+
+    if (s->len == 0 || s->len > 64) {
+        return 0;
+    }
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] < 0x20 || s->data[i] == 0x7f || s->data[i] == '"'
+            || s->data[i] == '\\')
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_helix_yaml_validate_costs(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_main_conf_t *hmcf)
+{
+    ngx_str_t                    empty = ngx_null_string;
+    ngx_uint_t                   i, j;
+    ngx_http_helix_price_t      *pr;
+    ngx_http_helix_tenant_t     *t;
+    ngx_http_helix_api_key_t    *key;
+    ngx_http_helix_provider_t   *p;
+
+    ngx_http_helix_yaml_set_path(ctx, "pricing.currency", &empty, "");
+
+    if (!ngx_http_helix_yaml_name_ok(&hmcf->currency)
+        || hmcf->currency.len > 16)
+    {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "invalid currency \"%V\" (a short name "
+                                "like \"USD\")", &hmcf->currency);
+        return NGX_ERROR;
+    }
+
+    pr = hmcf->prices.elts;
+
+    for (i = 0; i < hmcf->prices.nelts; i++) {
+        ngx_http_helix_yaml_set_path(ctx, "pricing.models", &empty, "");
+        ngx_http_helix_yaml_push(ctx, NULL, i);
+
+        if (!ngx_http_helix_yaml_label_ok(&pr[i].model)) {
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, pr[i].line,
+                                    "each price needs a \"model\" (up to "
+                                    "64 characters, no quotes or "
+                                    "backslashes; \"*\": any other model)");
+            return NGX_ERROR;
+        }
+
+        if (pr[i].input > 1000000000000LL || pr[i].output > 1000000000000LL
+            || pr[i].cached_input > 1000000000000LL
+            || pr[i].cache_write > 1000000000000LL)
+        {
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, pr[i].line,
+                                    "a price must be at most 1000000 per "
+                                    "million tokens");
+            return NGX_ERROR;
+        }
+
+        if (pr[i].cached_input < 0) {
+            pr[i].cached_input = pr[i].input;
+        }
+
+        if (pr[i].cache_write < 0) {
+            pr[i].cache_write = pr[i].input;
+        }
+
+        if (pr[i].provider.len) {
+            p = hmcf->providers.elts;
+
+            for (j = 0; j < hmcf->providers.nelts; j++) {
+                if (p[j].name.len == pr[i].provider.len
+                    && ngx_strncmp(p[j].name.data, pr[i].provider.data,
+                                   pr[i].provider.len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (j == hmcf->providers.nelts) {
+                ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, pr[i].line,
+                                        "unknown provider \"%V\" (not in "
+                                        "providers:)", &pr[i].provider);
+                return NGX_ERROR;
+            }
+        }
+
+        for (j = 0; j < i; j++) {
+            if (pr[j].model.len == pr[i].model.len
+                && pr[j].provider.len == pr[i].provider.len
+                && ngx_strncmp(pr[j].model.data, pr[i].model.data,
+                               pr[i].model.len) == 0
+                && ngx_strncmp(pr[j].provider.data, pr[i].provider.data,
+                               pr[i].provider.len) == 0)
+            {
+                ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, pr[i].line,
+                                        "a second price for \"%V\"%s%V "
+                                        "(first at line %ui)", &pr[i].model,
+                                        pr[i].provider.len ? " of " : "",
+                                        &pr[i].provider, pr[j].line);
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    key = hmcf->api_keys.elts;
+    t = hmcf->tenants.elts;
+
+    for (i = 0; i < hmcf->tenants.nelts; i++) {
+        ngx_http_helix_yaml_set_path(ctx, "auth.tenants", &empty, "");
+        ngx_http_helix_yaml_push(ctx, NULL, i);
+
+        for (j = 0; j < i; j++) {
+            if (t[j].name.len == t[i].name.len
+                && ngx_strncmp(t[j].name.data, t[i].name.data,
+                               t[i].name.len) == 0)
+            {
+                ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, t[i].line,
+                                        "tenant \"%V\" is listed twice",
+                                        &t[i].name);
+                return NGX_ERROR;
+            }
+        }
+
+        for (j = 0; j < hmcf->api_keys.nelts; j++) {
+            if (key[j].tenant.len == t[i].name.len
+                && ngx_strncmp(key[j].tenant.data, t[i].name.data,
+                               t[i].name.len) == 0)
+            {
+                key[j].tenant_conf = &t[i];
+            }
+        }
+
+        if (t[i].name.len == 0) {
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, t[i].line,
+                                    "each tenant needs a \"name\"");
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < hmcf->tenants.nelts; i++) {
+        for (j = 0; j < hmcf->api_keys.nelts; j++) {
+            if (key[j].tenant_conf == &t[i]) {
+                break;
+            }
+        }
+
+        if (j == hmcf->api_keys.nelts) {
+            ngx_http_helix_yaml_set_path(ctx, "auth.tenants", &empty, "");
+            ngx_http_helix_yaml_push(ctx, NULL, i);
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, t[i].line,
+                                    "unknown tenant \"%V\" (no key in "
+                                    "auth.keys has it)", &t[i].name);
+            return NGX_ERROR;
+        }
+    }
+
+    /* budgets are counted in Redis under names, as limits are */
+
+    for (i = 0; i < hmcf->api_keys.nelts; i++) {
+        if ((key[i].budget.period || key[i].tenant_conf)
+            && !ngx_http_helix_yaml_label_ok(&key[i].name))
+        {
+            ngx_http_helix_yaml_set_path(ctx, "auth.keys", &empty, "");
+            ngx_http_helix_yaml_push(ctx, NULL, i);
+            ngx_http_helix_yaml_log_line(ctx, NGX_LOG_EMERG, key[i].line,
+                                    "a key with a budget needs a \"name\" "
+                                    "of up to 64 characters, no quotes or "
+                                    "backslashes");
+            return NGX_ERROR;
+        }
+    }
+
+    ctx->path_len = 0;
 
     return NGX_OK;
 }

@@ -650,3 +650,22 @@ ngx_http_helix_auth_init(ngx_conf_t *cf)
 
     return NGX_OK;
 }
+
+
+/* the API key a request came with (budgets), or NULL */
+
+ngx_http_helix_api_key_t *
+ngx_http_helix_auth_api_key(ngx_http_request_t *r)
+{
+    ngx_str_t                    given;
+    ngx_uint_t                   internal;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    if (hmcf->api_keys.nelts == 0) {
+        return NULL;
+    }
+
+    return ngx_http_helix_auth_key(r, hmcf, &given, &internal);
+}

@@ -13,6 +13,9 @@
 /* the API key a request came with: its name (completion log, tasks) */
 ngx_str_t *ngx_http_helix_auth_key_name(ngx_http_request_t *r);
 
+/* the API key a request came with (its budget), or NULL */
+ngx_http_helix_api_key_t *ngx_http_helix_auth_api_key(ngx_http_request_t *r);
+
 /* whose cache entries its answers are: "t:<tenant>", or "a:" (no key) */
 ngx_str_t *ngx_http_helix_auth_scope(ngx_http_request_t *r);
 

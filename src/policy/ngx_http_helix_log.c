@@ -34,7 +34,7 @@ typedef struct {
 
 #define NGX_HTTP_HELIX_LOG_HEADER   19
 #define NGX_HTTP_HELIX_LOG_ID_LEN   32
-#define NGX_HTTP_HELIX_LOG_FIELDS   16
+#define NGX_HTTP_HELIX_LOG_FIELDS   17
 
 /* timestamptz: microseconds since 2000-01-01 00:00:00 UTC */
 #define NGX_HTTP_HELIX_LOG_PG_EPOCH  946684800
@@ -108,7 +108,7 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_log_insert = {
     "COPY completions (request_id, session_id, api_key_name, provider_id, "
     "model, endpoint, cache_result, stream, prompt_tokens, "
     "completion_tokens, latency_ms, status, created_at, gateway_us, "
-    "provider_us, trace_id) FROM STDIN "
+    "provider_us, trace_id, cost) FROM STDIN "
     "(FORMAT binary)",
     1, 0, 1
 };
@@ -270,6 +270,7 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
 
     ngx_memzero(&row, sizeof(ngx_http_helix_log_row_t));
     ngx_memzero(&sum, sizeof(ngx_http_helix_summary_t));
+    sum.cost = -1;
 
     if (ngx_http_helix_log_summary) {
         (void) ngx_http_helix_log_summary(r, &sum);
@@ -296,6 +297,11 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     row.gateway_us = sum.timed ? (int64_t) sum.gw_us : -1;
     row.provider_us = sum.timed && sum.cache >= NGX_HTTP_HELIX_LOG_MISS
                       ? (int64_t) sum.provider_us : -1;
+
+    if (sum.cost >= 0) {
+        row.cost = sum.cost;
+        row.costed = 1;
+    }
 
     ngx_http_helix_log_add(&row, r->connection->log);
 
@@ -507,13 +513,13 @@ ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
 
     cache = &caches[row->cache];
 
-    /* the field count, 16 lengths, the text, 1 + 4 * 4 + 8 + 2 * 8 bytes */
+    /* the field count, 17 lengths, the text, 1 + 4 * 4 + 8 + 3 * 8 bytes */
 
     len = 2 + NGX_HTTP_HELIX_LOG_FIELDS * 4
           + rid.len + row->session.len + row->trace_id.len
           + (row->key_name ? row->key_name->len : 0)
           + row->provider.len + row->model.len
-          + row->endpoint->len + cache->len + 1 + 4 * 4 + 8 + 2 * 8;
+          + row->endpoint->len + cache->len + 1 + 4 * 4 + 8 + 3 * 8;
 
     /* and the trailer */
 
@@ -581,6 +587,12 @@ ngx_http_helix_log_add(ngx_http_helix_log_row_t *row, ngx_log_t *log)
         : ngx_http_helix_log_int(p, -1, 4);
 
     p = ngx_http_helix_log_text(p, &row->trace_id);
+
+    /* micro-units of pricing.currency, bigint; NULL: not priced */
+
+    p = row->costed ? ngx_http_helix_log_int(ngx_http_helix_log_int(p, 8, 4),
+                                             row->cost, 8)
+                    : ngx_http_helix_log_int(p, -1, 4);
 
     lg->fill.len = p - lg->fill.data;
     lg->fill.rows++;

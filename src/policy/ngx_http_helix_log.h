@@ -45,6 +45,9 @@ typedef struct {
     ngx_str_t                   trace_id;       /* empty: none */
     int64_t                     gateway_us;     /* -1: not known */
     int64_t                     provider_us;
+    int64_t                     cost;           /* micro-units, -1: none;
+                                                   set by the caller */
+    unsigned                    costed:1;       /* cost is set */
 } ngx_http_helix_log_row_t;
 
 
@@ -59,6 +62,8 @@ typedef struct {
     ngx_msec_t                     gw_us;       /* the gateway's own time */
     ngx_msec_t                     provider_us; /* the calls' (a stream's:
                                                    to its first frame) */
+    int64_t                        cost;        /* micro-units, -1: not
+                                                   priced */
     unsigned                       timed:1;     /* the two above are set */
     unsigned                       stream:1;
     unsigned                       served:1;    /* provider, cache: an
