@@ -306,6 +306,7 @@ counted exactly
 
 
 === TEST 8: prices and budgets are checked at load: file, line, key
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
@@ -320,6 +321,7 @@ helix.yaml:4: pricing.models[0].input: expected an amount like "0.15" (at most 6
 
 
 === TEST 9: a budget needs its period
+--- config
 --- http_config eval: $::HttpConfig
 --- user_files
 >>> helix.yaml
