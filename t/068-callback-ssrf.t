@@ -76,7 +76,15 @@ sub reset_hits { unlink $Hits; }
 
 our $Config = Helix::config(extra => <<'_EOC_');
     location /v1/tasks { helix_endpoint tasks; }
+    location = /metrics { helix_endpoint metrics; }
 _EOC_
+
+# this nginx's callbacks by outcome, as /metrics counts them
+sub callback_counts {
+    my $m = `curl -s -m 10 http://127.0.0.1:$ENV{TEST_NGINX_SERVER_PORT}/metrics`;
+    my %c = $m =~ /^helixagent_task_callbacks_total\{outcome="(\w+)"\} (\d+)$/mg;
+    return join ' ', map { "$_=" . ($c{$_} // '?') } qw(delivered failed retried refused);
+}
 
 sub yaml {
     my ($tasks) = @_;
@@ -174,13 +182,14 @@ sub {
         169.254.169.254 100.64.0.1 [fe80::1] [fd00::1] [64:ff9b::7f00:1] [2002:7f00:1::1] 224.0.0.1 255.255.255.255);
     my $out = main::outcomes(@urls);
     my $log = Helix::log_count(qr/callback address refused \(/);
-    return "$out\nhits: [" . main::hits() . "]\nrefusals logged: $log\n";
+    return "$out\nhits: [" . main::hits() . "]\nrefusals logged: $log\n"
+        . "metrics: " . main::callback_counts() . "\n";
 }
 --- response_body eval
 join("\n", map { "http://$_:$::LPort/ok completed refused 1" } qw(127.0.0.1 localhost 127.1 2130706433 0x7f.0.0.1 0177.0.0.1
         [::1] [::ffff:127.0.0.1] [::ffff:7f00:1] [::127.0.0.1] 0.0.0.0 [::] 127.0.0.2 10.0.0.1 172.16.0.1 192.168.0.1
         169.254.169.254 100.64.0.1 [fe80::1] [fd00::1] [64:ff9b::7f00:1] [2002:7f00:1::1] 224.0.0.1 255.255.255.255))
-. "\nhits: []\nrefusals logged: 24\n"
+. "\nhits: []\nrefusals logged: 24\nmetrics: delivered=0 failed=0 retried=0 refused=24\n"
 --- error_log eval
 [qr/task \S+: callback address refused \(127\.0\.0\.1, not a public address nor in tasks\.callback_allow\): http:\/\/127\.0\.0\.1:\d+\/ok/,
  qr/callback address refused \(::ffff:127\.0\.0\.1, /, qr/callback address refused \(169\.254\.169\.254, /]

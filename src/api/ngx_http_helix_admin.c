@@ -291,7 +291,7 @@ static void
 ngx_http_helix_admin_scanned(ngx_http_helix_redis_op_t *op,
     redisReply *reply)
 {
-    size_t                       i, n, *lens;
+    size_t                       i, k, n, *lens;
     redisReply                  *keys;
     const char                 **argv;
     ngx_http_request_t          *r = op->data;
@@ -326,17 +326,33 @@ ngx_http_helix_admin_scanned(ngx_http_helix_redis_op_t *op,
 
         argv[0] = "UNLINK";
         lens[0] = 6;
+        k = 1;
 
         for (i = 0; i < n; i++) {
-            argv[i + 1] = keys->element[i]->str;
-            lens[i + 1] = keys->element[i]->len;
+
+            /* SCAN's keys are strings; anything else is no key of ours */
+
+            if (keys->element[i] == NULL
+                || keys->element[i]->type != REDIS_REPLY_STRING)
+            {
+                continue;
+            }
+
+            argv[k] = keys->element[i]->str;
+            lens[k] = keys->element[i]->len;
+            k++;
+        }
+
+        if (k == 1) {
+            ngx_http_helix_admin_next(r, ctx);
+            return;
         }
 
         /* hiredis copies the command before the reply is freed */
 
         if (ngx_http_helix_redis_command(r->pool,
                                          ngx_http_helix_admin_unlinked, r,
-                                         (int) n + 1, argv, lens)
+                                         (int) k, argv, lens)
             == NULL)
         {
             ctx->l2_failed = 1;

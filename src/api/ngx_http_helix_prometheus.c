@@ -365,11 +365,13 @@ ngx_http_helix_out_db(ngx_http_helix_out_t *o,
         "helixagent_tasks_total{outcome=\"retried\"} %uA\n"
         "# HELP helixagent_task_callbacks_total POSTs to callback_url made "
         "by this nginx: delivered, failed (given up), retried (failed, "
-        "sent again after a backoff).\n"
+        "sent again after a backoff), refused (never sent: an address the "
+        "SSRF guard refuses).\n"
         "# TYPE helixagent_task_callbacks_total counter\n"
         "helixagent_task_callbacks_total{outcome=\"delivered\"} %uA\n"
         "helixagent_task_callbacks_total{outcome=\"failed\"} %uA\n"
-        "helixagent_task_callbacks_total{outcome=\"retried\"} %uA\n",
+        "helixagent_task_callbacks_total{outcome=\"retried\"} %uA\n"
+        "helixagent_task_callbacks_total{outcome=\"refused\"} %uA\n",
         sh->tasks[NGX_HTTP_HELIX_TASK_SUBMITTED],
         sh->tasks[NGX_HTTP_HELIX_TASK_COMPLETED],
         sh->tasks[NGX_HTTP_HELIX_TASK_FAILED],
@@ -377,7 +379,8 @@ ngx_http_helix_out_db(ngx_http_helix_out_t *o,
         sh->tasks[NGX_HTTP_HELIX_TASK_RETRIED],
         sh->callbacks[NGX_HTTP_HELIX_CALLBACK_DELIVERED],
         sh->callbacks[NGX_HTTP_HELIX_CALLBACK_FAILED],
-        sh->callbacks[NGX_HTTP_HELIX_CALLBACK_RETRIED]);
+        sh->callbacks[NGX_HTTP_HELIX_CALLBACK_RETRIED],
+        sh->callbacks[NGX_HTTP_HELIX_CALLBACK_REFUSED]);
 }
 
 

@@ -277,12 +277,12 @@ ngx_http_helix_spend_done(ngx_http_helix_pg_query_t *q, PGresult *res)
         }
 
         name = PQgetisnull(res, i, 0) ? json_null()
-               : json_string(PQgetvalue(res, i, 0));
+               : json_string(ngx_http_helix_pg_value(res, i, 0));
 
         (void) json_object_set_new(g, "name", name);
 
         for (k = 0; k < 5; k++) {
-            v = PQgetvalue(res, i, (int) k + 1);
+            v = ngx_http_helix_pg_value(res, i, (int) k + 1);
             x = ngx_atoof((u_char *) v, ngx_strlen(v));
             x = ngx_max(x, 0);
             sums[k] += x;

@@ -1050,7 +1050,7 @@ ngx_http_helix_tasks_inserted(ngx_http_helix_pg_query_t *q, PGresult *res)
 
     body.data = p;
     p = ngx_sprintf(p, "{\"task_id\":\"%s\",\"status\":\"pending\"",
-                    PQgetvalue(res, 0, 0));
+                    ngx_http_helix_pg_value(res, 0, 0));
 
     if (q->values[8]) {
         /* an anonymous task: who holds this may read or cancel it */
@@ -1095,7 +1095,7 @@ ngx_http_helix_tasks_got(ngx_http_helix_pg_query_t *q, PGresult *res)
         return;
     }
 
-    ngx_memcpy(body.data, PQgetvalue(res, 0, 0), body.len);
+    ngx_memcpy(body.data, ngx_http_helix_pg_value(res, 0, 0), body.len);
 
     ngx_http_finalize_request(r,
                               ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
@@ -1124,13 +1124,14 @@ ngx_http_helix_tasks_cancelled(ngx_http_helix_pg_query_t *q, PGresult *res)
         return;
     }
 
-    if (PQgetvalue(res, 0, 0)[0] != '1') {
+    if (ngx_http_helix_pg_value(res, 0, 0)[0] != '1') {
         ngx_http_finalize_request(r,
             ngx_http_helix_send_error(r, NGX_HTTP_CONFLICT,
                                       "task_not_pending", NULL,
                                       "task \"%s\" is %s: only a pending "
                                       "task can be cancelled",
-                                      q->values[0], PQgetvalue(res, 0, 1)));
+                                      q->values[0],
+                                      ngx_http_helix_pg_value(res, 0, 1)));
         return;
     }
 
@@ -1312,10 +1313,11 @@ ngx_http_helix_tasks_reclaimed(ngx_http_helix_pg_query_t *q, PGresult *res)
     for (i = 0; i < PQntuples(res); i++) {
         ngx_log_error(NGX_LOG_NOTICE, tk->log, 0,
                       "helix: task %s: lease expired, now %s",
-                      PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+                      ngx_http_helix_pg_value(res, i, 0),
+                      ngx_http_helix_pg_value(res, i, 1));
 
         ngx_http_helix_metrics_task(tk->hmcf,
-                                    PQgetvalue(res, i, 1)[0] == 'f'
+                                ngx_http_helix_pg_value(res, i, 1)[0] == 'f'
                                     ? NGX_HTTP_HELIX_TASK_FAILED
                                     : NGX_HTTP_HELIX_TASK_RETRIED);
     }
@@ -1605,9 +1607,11 @@ ngx_http_helix_task_new(PGresult *res, int row, int cb, ngx_uint_t callback)
         return NULL;
     }
 
-    ngx_cpystrn(t->id.data, (u_char *) PQgetvalue(res, row, 0),
+    ngx_cpystrn(t->id.data,
+                (u_char *) ngx_http_helix_pg_value(res, row, 0),
                 t->id.len + 1);
-    ngx_cpystrn(t->callback_url.data, (u_char *) PQgetvalue(res, row, cb),
+    ngx_cpystrn(t->callback_url.data,
+                (u_char *) ngx_http_helix_pg_value(res, row, cb),
                 t->callback_url.len + 1);
 
     /* the claim's lease token, as the claim sent it */
@@ -1665,8 +1669,9 @@ ngx_http_helix_task_callback_start(PGresult *res, int row)
     t->finishing = 1;
 
     /* on from the attempts made before */
-    t->callback_attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 5),
-                                    PQgetlength(res, row, 5));
+    t->callback_attempts = ngx_atoi(
+                        (u_char *) ngx_http_helix_pg_value(res, row, 5),
+                        PQgetlength(res, row, 5));
 
     if (t->callback_attempts == (ngx_uint_t) NGX_ERROR) {
         t->callback_attempts = 0;
@@ -1685,7 +1690,8 @@ ngx_http_helix_task_callback_start(PGresult *res, int row)
             return;
         }
 
-        ngx_memcpy(v[i]->data, PQgetvalue(res, row, i + 1), v[i]->len);
+        ngx_memcpy(v[i]->data, ngx_http_helix_pg_value(res, row, i + 1),
+                   v[i]->len);
     }
 
     ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
@@ -1734,7 +1740,7 @@ ngx_http_helix_task_start(PGresult *res, int row)
         return;
     }
 
-    ngx_cpystrn(t->type.data, (u_char *) PQgetvalue(res, row, 1),
+    ngx_cpystrn(t->type.data, (u_char *) ngx_http_helix_pg_value(res, row, 1),
                 t->type.len + 1);
 
     /* the key that posted it: its calls are made on its behalf */
@@ -1748,7 +1754,7 @@ ngx_http_helix_task_start(PGresult *res, int row)
             return;
         }
 
-        ngx_memcpy(t->key_name.data, PQgetvalue(res, row, 6),
+        ngx_memcpy(t->key_name.data, ngx_http_helix_pg_value(res, row, 6),
                    t->key_name.len);
 
     } else if (!PQgetisnull(res, row, 7)) {
@@ -1762,12 +1768,13 @@ ngx_http_helix_task_start(PGresult *res, int row)
             return;
         }
 
-        ngx_memcpy(t->addr.data, PQgetvalue(res, row, 7), t->addr.len);
+        ngx_memcpy(t->addr.data, ngx_http_helix_pg_value(res, row, 7),
+                   t->addr.len);
     }
 
-    t->attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 4),
+    t->attempts = ngx_atoi((u_char *) ngx_http_helix_pg_value(res, row, 4),
                            PQgetlength(res, row, 4));
-    t->max_attempts = ngx_atoi((u_char *) PQgetvalue(res, row, 5),
+    t->max_attempts = ngx_atoi((u_char *) ngx_http_helix_pg_value(res, row, 5),
                                PQgetlength(res, row, 5));
 
     ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
@@ -1786,7 +1793,7 @@ ngx_http_helix_task_start(PGresult *res, int row)
         }
     }
 
-    payload = json_loads(PQgetvalue(res, row, 2), 0, &jerr);
+    payload = json_loads(ngx_http_helix_pg_value(res, row, 2), 0, &jerr);
 
     if (payload == NULL
         || ngx_http_helix_json_pool(pool, payload) != NGX_OK)
@@ -2414,7 +2421,8 @@ ngx_http_helix_task_stored(ngx_http_helix_pg_query_t *q, PGresult *res)
         ngx_log_error(NGX_LOG_NOTICE, t->log, 0,
                       "helix: task %V pending until %V has room, in %M ms "
                       "(%s more of its tasks wait as long)",
-                      &t->id, &t->who, t->wait, PQgetvalue(res, 0, 1));
+                      &t->id, &t->who, t->wait,
+                      ngx_http_helix_pg_value(res, 0, 1));
 
         /* this worker looks again then; the poll is the backstop */
 
@@ -2704,6 +2712,8 @@ ngx_http_helix_task_callback_done(ngx_http_helix_task_t *t,
     ngx_http_helix_metrics_task_callback(ngx_http_helix_tasks.hmcf,
                                          status[0] == 'd'
                                          ? NGX_HTTP_HELIX_CALLBACK_DELIVERED
+                                         : status[0] == 'r'
+                                         ? NGX_HTTP_HELIX_CALLBACK_REFUSED
                                          : NGX_HTTP_HELIX_CALLBACK_FAILED);
 
     params[0] = t->id;

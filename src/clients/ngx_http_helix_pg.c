@@ -1778,3 +1778,20 @@ ngx_http_helix_pg_count(ngx_uint_t outcome)
         ngx_http_helix_metrics_db_query(ngx_http_helix_pg.hmcf, outcome);
     }
 }
+
+
+char *
+ngx_http_helix_pg_value(PGresult *res, int row, int col)
+{
+    char  *v;
+
+    if (res == NULL || row < 0 || row >= PQntuples(res)
+        || col < 0 || col >= PQnfields(res))
+    {
+        return "";
+    }
+
+    v = PQgetvalue(res, row, col);
+
+    return v ? v : "";
+}

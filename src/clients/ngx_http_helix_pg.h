@@ -71,6 +71,13 @@ void ngx_http_helix_pg_exit_process(ngx_cycle_t *cycle);
 ngx_http_helix_pg_query_t *ngx_http_helix_pg_query(ngx_pool_t *pool,
     ngx_http_helix_pg_stmt_t *stmt, ngx_str_t *params,
     ngx_http_helix_pg_pt handler, void *data);
+/*
+ * A field of a result, never NULL: "" where libpq has none (a row or a
+ * column the result lacks), so that a result of an unexpected shape (a
+ * schema not migrated, a hostile server) is bad data, not a crash.
+ */
+char *ngx_http_helix_pg_value(PGresult *res, int row, int col);
+
 ngx_int_t ngx_http_helix_pg_listen(const char *channel,
     ngx_http_helix_pg_notify_pt handler, void *data);
 

@@ -50,6 +50,24 @@ typedef struct {
 } ngx_http_helix_redis_pool_t;
 
 
+
+/*
+ * What Redis may answer is bounded: an array of more elements than any of
+ * our commands asks for is refused before hiredis allocates it (the
+ * reader fails, the connection ends), and a reply that grows past the
+ * largest value we store (an answer: max_response_body, and 1 MiB for the
+ * key, provider and MAC) closes the connection before it is read on.
+ */
+
+#define NGX_HTTP_HELIX_REDIS_MAX_ELEMENTS  (64 * 1024)
+
+static void *ngx_http_helix_redis_array(const redisReadTask *task,
+    int elements);
+
+static redisReplyObjectFunctions    ngx_http_helix_redis_fn;
+static void                      *(*ngx_http_helix_redis_create_array)(
+    const redisReadTask *task, int elements);
+
 static ngx_http_helix_redis_conn_t *ngx_http_helix_redis_get(void);
 static redisAsyncContext *ngx_http_helix_redis_connect(
     ngx_http_helix_redis_conn_t *rc);
@@ -242,6 +260,14 @@ ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
 
     /* a peer that vanished without a word is found out in time */
     (void) redisEnableKeepAlive(&ac->c);
+
+    if (ngx_http_helix_redis_create_array == NULL) {
+        ngx_http_helix_redis_fn = *ac->c.reader->fn;
+        ngx_http_helix_redis_create_array = ngx_http_helix_redis_fn.createArray;
+        ngx_http_helix_redis_fn.createArray = ngx_http_helix_redis_array;
+    }
+
+    ac->c.reader->fn = &ngx_http_helix_redis_fn;
 
     c = ngx_get_connection(ac->c.fd, ngx_http_helix_redis.log);
     if (c == NULL) {
@@ -619,10 +645,47 @@ ngx_http_helix_redis_idle(ngx_event_t *ev)
 static void
 ngx_http_helix_redis_read(ngx_event_t *ev)
 {
+    size_t                        max;
+    redisReader                  *reader;
     ngx_connection_t             *c = ev->data;
     ngx_http_helix_redis_conn_t  *rc = c->data;
 
+    reader = rc->ac->c.reader;
+    max = ngx_http_helix_redis.hmcf->max_response_body + 1024 * 1024;
+
+    if (reader && reader->err == 0 && reader->len - reader->pos > max) {
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "helix: a redis reply of more than %uz bytes, "
+                      "connection closed", max);
+
+        /*
+         * hiredis's own way out of a protocol error: the read below
+         * fails, the connection ends, its commands fail
+         */
+
+        reader->err = REDIS_ERR_PROTOCOL;
+        ngx_cpystrn((u_char *) reader->errstr,
+                    (u_char *) "reply too large", sizeof(reader->errstr));
+    }
+
     redisAsyncHandleRead(rc->ac);
+}
+
+
+static void *
+ngx_http_helix_redis_array(const redisReadTask *task, int elements)
+{
+    if (elements > NGX_HTTP_HELIX_REDIS_MAX_ELEMENTS) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "helix: a redis reply array of %d elements refused "
+                      "(at most %d), connection closed", elements,
+                      NGX_HTTP_HELIX_REDIS_MAX_ELEMENTS);
+
+        /* hiredis takes NULL for no memory: the reader fails */
+        return NULL;
+    }
+
+    return ngx_http_helix_redis_create_array(task, elements);
 }
 
 

@@ -97,6 +97,7 @@ typedef enum {
     NGX_HTTP_HELIX_CALLBACK_DELIVERED = 0,
     NGX_HTTP_HELIX_CALLBACK_FAILED,
     NGX_HTTP_HELIX_CALLBACK_RETRIED,
+    NGX_HTTP_HELIX_CALLBACK_REFUSED,        /* never sent: the SSRF guard */
     NGX_HTTP_HELIX_CALLBACK_OUTCOMES
 } ngx_http_helix_callback_outcome_e;
 
