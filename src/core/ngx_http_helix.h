@@ -37,8 +37,11 @@ typedef enum {
     NGX_HTTP_HELIX_EP_CACHE_CLEANUP,
     NGX_HTTP_HELIX_EP_HEALTH,
     NGX_HTTP_HELIX_EP_PROVIDER_HEALTH,
-    NGX_HTTP_HELIX_EP_METRICS
+    NGX_HTTP_HELIX_EP_METRICS,
+    NGX_HTTP_HELIX_EP_MESSAGES          /* Anthropic Messages clients */
 } ngx_http_helix_endpoint_e;
+
+#define NGX_HTTP_HELIX_EPS  (NGX_HTTP_HELIX_EP_MESSAGES + 1)
 
 
 /* bounds of helix.yaml that size the shared memory zones */

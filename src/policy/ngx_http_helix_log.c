@@ -118,7 +118,11 @@ static ngx_str_t  ngx_http_helix_log_endpoints[] = {
     ngx_null_string,
     ngx_string("chat_completions"),
     ngx_string("completions"),
-    ngx_string("embeddings")
+    ngx_string("embeddings"),
+    ngx_null_string, ngx_null_string, ngx_null_string, ngx_null_string,
+    ngx_null_string, ngx_null_string, ngx_null_string, ngx_null_string,
+    ngx_null_string, ngx_null_string, ngx_null_string,
+    ngx_string("messages")                  /* NGX_HTTP_HELIX_EP_MESSAGES */
 };
 
 
@@ -263,7 +267,8 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     if (ngx_http_helix_log.hmcf == NULL || r != r->main
         || (ep != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS
             && ep != NGX_HTTP_HELIX_EP_COMPLETIONS
-            && ep != NGX_HTTP_HELIX_EP_EMBEDDINGS))
+            && ep != NGX_HTTP_HELIX_EP_EMBEDDINGS
+            && ep != NGX_HTTP_HELIX_EP_MESSAGES))
     {
         return NGX_OK;
     }
