@@ -1964,6 +1964,14 @@ ngx_http_helix_client_in(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
     req = NULL;
     ngx_str_null(&err);
 
+    /* counting tokens needs no answer's length */
+
+    if (ctx->count_tokens && json_object_get(body, "max_tokens") == NULL
+        && json_object_set_new(body, "max_tokens", json_integer(1)) != 0)
+    {
+        return NGX_ERROR;
+    }
+
     rc = ctx->client->request_in(r->pool, body, &req, &err);
 
     if (rc == NGX_ERROR) {
