@@ -32,6 +32,7 @@
 #include "ngx_http_helix_trace.h"
 #include "ngx_http_helix_budget.h"
 #include "ngx_http_helix_spend.h"
+#include "ngx_http_helix_formats.h"
 
 
 typedef struct {
@@ -94,6 +95,8 @@ static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
       ngx_http_helix_spend_handler },
     { ngx_string("admin_keys"), NGX_HTTP_HELIX_GET,
       ngx_http_helix_admin_keys_handler },
+    { ngx_string("messages"), NGX_HTTP_POST,
+      ngx_http_helix_gateway_handler },
     { ngx_null_string, 0, NULL }
 };
 
@@ -325,11 +328,23 @@ ngx_http_helix_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_helix_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_uint_t                   i;
+    ngx_http_helix_codec_t      *codec;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_helix_module);
 
     hmcf->loaded = ngx_time();
+
+    /* a client format's endpoints answer errors in its own shape */
+
+    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
+        codec = ngx_http_helix_formats_client(i);
+
+        if (codec) {
+            ngx_http_helix_error_shape(i, codec->error_out);
+        }
+    }
 
     if (ngx_http_helix_loopback_check(cf, hmcf) != NGX_OK) {
         return NGX_ERROR;

@@ -74,6 +74,13 @@ typedef struct {
     ngx_uint_t                  base64;         /* embeddings as base64 */
     ngx_http_helix_stream_t    *stream;         /* "stream": true */
 
+    /* a client format's request (NULL: OpenAI's own) */
+    ngx_http_helix_codec_t     *client;
+    json_t                     *client_req;     /* as the client sent it */
+    ngx_str_t                   client_body;    /* the provider's answer,
+                                                   in the client's format */
+    unsigned                    count_tokens:1;
+
     ngx_array_t                 candidates;
     ngx_uint_t                  next;
     ngx_array_t                 attempts;
@@ -131,6 +138,14 @@ static ngx_int_t ngx_http_helix_check_embeddings(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, json_t *req);
 static ngx_int_t ngx_http_helix_check_params(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, json_t *req);
+static ngx_int_t ngx_http_helix_client_in(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, json_t *body);
+static ngx_int_t ngx_http_helix_count_tokens(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx);
+static ngx_int_t ngx_http_helix_send_answer(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *body);
+static ngx_uint_t ngx_http_helix_raw_to(ngx_http_helix_gw_ctx_t *ctx,
+    ngx_http_helix_codec_t *codec);
 static ngx_int_t ngx_http_helix_candidates(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
 static ngx_uint_t ngx_http_helix_passthrough(ngx_http_helix_gw_ctx_t *ctx);
@@ -220,6 +235,14 @@ ngx_http_helix_gateway_handler(ngx_http_request_t *r)
 
     ctx->request = r;
     ctx->endpoint = hlcf->endpoint;
+    ctx->client = ngx_http_helix_formats_client(hlcf->endpoint);
+    ctx->count_tokens = (ctx->client != NULL
+                         && r->uri.len > sizeof("/count_tokens") - 1
+                         && ngx_strncmp(r->uri.data + r->uri.len
+                                        - (sizeof("/count_tokens") - 1),
+                                        "/count_tokens",
+                                        sizeof("/count_tokens") - 1)
+                            == 0);
     ngx_http_set_ctx(r, ctx, ngx_http_helix_module);
 
     return ngx_http_helix_body_read_start(r, ngx_http_helix_gateway_body);
@@ -244,7 +267,8 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
     if (rc == NGX_OK) {
         ctx->start_us = ngx_http_helix_metrics_now_us();
         ctx->raw = body;
-        rc = ngx_http_helix_cache_fast(r, ctx, &body);
+        rc = ctx->count_tokens ? NGX_DECLINED
+                               : ngx_http_helix_cache_fast(r, ctx, &body);
 
         if (rc == NGX_OK) {
             return;
@@ -278,6 +302,9 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
                                  NGX_HTTP_BAD_REQUEST, "invalid_json", NULL,
                                  "request body must be a JSON object");
 
+        } else if (ctx->client) {
+            rc = ngx_http_helix_client_in(r, ctx, req);
+
         } else {
             switch (ctx->endpoint) {
             case NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS:
@@ -290,6 +317,11 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
                 rc = ngx_http_helix_check_embeddings(r, ctx, req);
             }
         }
+    }
+
+    if (rc == NGX_OK && ctx->count_tokens) {
+        ngx_http_finalize_request(r, ngx_http_helix_count_tokens(r, ctx));
+        return;
     }
 
     if (rc == NGX_OK) {
@@ -305,6 +337,9 @@ ngx_http_helix_gateway_body(ngx_http_request_t *r)
                                                    ctx->req);
         if (ctx->stream == NULL) {
             rc = NGX_ERROR;
+
+        } else if (ctx->client) {
+            ngx_http_helix_stream_client(ctx->stream, ctx->client);
         }
 
         hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
@@ -561,8 +596,7 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_finalize_request(r,
-                              ngx_http_helix_send_json(r, NGX_HTTP_OK, body));
+    ngx_http_finalize_request(r, ngx_http_helix_send_answer(r, ctx, body));
 }
 
 
@@ -1886,16 +1920,140 @@ ngx_http_helix_passthrough(ngx_http_helix_gw_ctx_t *ctx)
         return 0;
     }
 
-    json_object_foreach(ctx->req, key, v) {
+    /* a client format's stream goes to its own provider as it came */
+
+    json_object_foreach(ctx->client ? ctx->client_req : ctx->req, key, v) {
         if (ngx_strcmp(key, "provider") == 0
             || ngx_strncmp(key, "x_helix", sizeof("x_helix") - 1) == 0
-            || (ngx_strcmp(key, "stream") == 0 && json_is_true(v)))
+            || (ngx_strcmp(key, "stream") == 0 && json_is_true(v)
+                && ctx->client == NULL))
         {
             return 0;
         }
     }
 
     return 1;
+}
+
+
+/* the client's bytes go to a provider of this codec as they came */
+
+static ngx_uint_t
+ngx_http_helix_raw_to(ngx_http_helix_gw_ctx_t *ctx,
+    ngx_http_helix_codec_t *codec)
+{
+    if (!ctx->passthrough) {
+        return 0;
+    }
+
+    return ctx->client ? (codec == ctx->client) : codec->passthrough;
+}
+
+
+/*
+ * A client format's request: translated into the gateway's OpenAI chat
+ * request, which is what is checked, hashed for the cache and sent on;
+ * from here on the request is a chat request.
+ */
+
+static ngx_int_t
+ngx_http_helix_client_in(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
+    json_t *body)
+{
+    json_t     *req;
+    ngx_int_t   rc;
+    ngx_str_t   err;
+
+    req = NULL;
+    ngx_str_null(&err);
+
+    /* counting tokens needs no answer's length */
+
+    if (ctx->count_tokens && json_object_get(body, "max_tokens") == NULL
+        && json_object_set_new(body, "max_tokens", json_integer(1)) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    rc = ctx->client->request_in(r->pool, body, &req, &err);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_helix_gateway_error(ctx, r->pool,
+                                            NGX_HTTP_BAD_REQUEST,
+                                            "invalid_value", NULL, "%V",
+                                            &err);
+    }
+
+    if (ngx_http_helix_json_pool(r->pool, req) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->client_req = body;
+    ctx->endpoint = NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS;
+
+    return ngx_http_helix_check_chat(r, ctx, req);
+}
+
+
+/* POST .../count_tokens: the gateway's own estimate, no provider asked */
+
+static ngx_int_t
+ngx_http_helix_count_tokens(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx)
+{
+    ngx_str_t  body;
+
+    body.data = ngx_pnalloc(r->pool, sizeof("{\"input_tokens\":}") - 1
+                                     + NGX_SIZE_T_LEN);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.len = ngx_sprintf(body.data, "{\"input_tokens\":%uz}",
+                           ctx->prompt_tokens)
+               - body.data;
+
+    return ngx_http_helix_send_json(r, NGX_HTTP_OK, &body);
+}
+
+
+/* an answer (OpenAI's chat.completion) in the client's format */
+
+static ngx_int_t
+ngx_http_helix_send_answer(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *body)
+{
+    json_t     *ans, *out;
+    ngx_str_t   data;
+
+    if (ctx->client == NULL) {
+        return ngx_http_helix_send_json(r, NGX_HTTP_OK, body);
+    }
+
+    if (ctx->client_body.len) {
+        return ngx_http_helix_send_json(r, NGX_HTTP_OK, &ctx->client_body);
+    }
+
+    ans = json_loadb((char *) body->data, body->len, 0, NULL);
+
+    if (ans == NULL || ngx_http_helix_json_pool(r->pool, ans) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out = NULL;
+
+    if (ctx->client->answer_out(r->pool, ans, &out) != NGX_OK
+        || ngx_http_helix_json_pool(r->pool, out) != NGX_OK
+        || ngx_http_helix_json_dump(r->pool, out, &data) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_helix_send_json(r, NGX_HTTP_OK, &data);
 }
 
 
@@ -1965,7 +2123,7 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
         body = NULL;
         codec = ngx_http_helix_formats_codec(c->provider->type);
 
-        if (ctx->passthrough && codec->passthrough) {
+        if (ngx_http_helix_raw_to(ctx, codec)) {
             if (ctx->endpoint == NGX_HTTP_HELIX_EP_EMBEDDINGS) {
                 path = codec->embeddings_path;
             } else {
@@ -2670,6 +2828,11 @@ ngx_http_helix_respond(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         }
     }
 
+    if (ctx->client && ngx_http_helix_raw_to(ctx, codec)) {
+        /* the client's own format both ways: its answer as it came */
+        ctx->client_body = call->body;
+    }
+
 send:
 
     if (ctx->item == NULL
@@ -2742,7 +2905,7 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         rc = ngx_http_helix_timing(r, ctx, ctx->served_cache);
 
         if (rc == NGX_OK) {
-            rc = ngx_http_helix_send_json(r, NGX_HTTP_OK, body);
+            rc = ngx_http_helix_send_answer(r, ctx, body);
         }
     }
 

@@ -62,6 +62,8 @@ struct ngx_http_helix_stream_s {
     ngx_http_helix_provider_t  *provider;
     ngx_http_helix_codec_t     *codec;          /* the provider's format */
     ngx_http_helix_stream_in_t *in;             /* its state */
+    ngx_http_helix_codec_t     *client;         /* NULL: OpenAI chunks */
+    ngx_http_helix_stream_out_t *out_events;    /* the client's stream */
     ngx_uint_t                  endpoint;
     ngx_uint_t                  include_usage;
     ngx_str_t                   model;
@@ -154,6 +156,9 @@ static ngx_int_t ngx_http_helix_stream_tool(ngx_http_helix_stream_t *st,
 static ngx_int_t ngx_http_helix_stream_finish(ngx_http_helix_stream_t *st,
     ngx_uint_t index, const char *reason, ngx_uint_t emit);
 static ngx_int_t ngx_http_helix_stream_done(ngx_http_helix_stream_t *st);
+static ngx_int_t ngx_http_helix_stream_out(ngx_http_helix_stream_t *st,
+    ngx_uint_t kind, ngx_int_t tool, ngx_str_t *id, ngx_str_t *name,
+    u_char *text, size_t len, const char *finish);
 static ngx_int_t ngx_http_helix_stream_fail(ngx_http_helix_stream_t *st,
     ngx_str_t *msg);
 static ngx_int_t ngx_http_helix_stream_chunk(ngx_http_helix_stream_t *st,
@@ -262,6 +267,14 @@ ngx_http_helix_stream_create(ngx_http_request_t *r, ngx_uint_t endpoint,
     st->abort_ev.log = r->connection->log;
 
     return st;
+}
+
+
+void
+ngx_http_helix_stream_client(ngx_http_helix_stream_t *st,
+    ngx_http_helix_codec_t *client)
+{
+    st->client = client;
 }
 
 
@@ -385,7 +398,8 @@ ngx_http_helix_stream_attach(ngx_http_helix_stream_t *st,
     st->call = call;
     st->provider = call->provider;
     st->codec = ngx_http_helix_formats_codec(call->provider->type);
-    st->pass = st->codec->passthrough;
+    st->pass = st->codec->passthrough && st->client == NULL;
+    st->out_events = NULL;
     st->model = *model;
     st->cache_key = *cache_key;
     st->cache_state = cache_state;
@@ -697,7 +711,8 @@ ngx_http_helix_stream_apply(ngx_http_helix_stream_t *st, u_char *data,
     ngx_http_helix_stream_in_t  *in;
 
     in = st->in;
-    emit = !(in->pass && st->endpoint == NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS);
+    emit = !(st->pass && in->pass
+             && st->endpoint == NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS);
 
     d = in->deltas.elts;
 
@@ -899,6 +914,14 @@ ngx_http_helix_stream_role(ngx_http_helix_stream_t *st, ngx_uint_t index)
 
     ch->role = 1;
 
+    if (st->client) {
+        return index ? NGX_OK
+                     : ngx_http_helix_stream_out(st,
+                                                 NGX_HTTP_HELIX_DELTA_ROLE,
+                                                 -1, NULL, NULL, NULL, 0,
+                                                 NULL);
+    }
+
     delta = json_pack("{s:s,s:s}", "role", "assistant", "content", "");
     if (delta == NULL) {
         return NGX_ERROR;
@@ -933,6 +956,14 @@ ngx_http_helix_stream_text(ngx_http_helix_stream_t *st, ngx_uint_t index,
 
     if (!emit || len == 0) {
         return NGX_OK;
+    }
+
+    if (st->client) {
+        return index ? NGX_OK
+                     : ngx_http_helix_stream_out(st,
+                                                 NGX_HTTP_HELIX_DELTA_TEXT,
+                                                 -1, NULL, NULL,
+                                                 (u_char *) text, len, NULL);
     }
 
     if (st->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS) {
@@ -1069,6 +1100,14 @@ ngx_http_helix_stream_tool(ngx_http_helix_stream_t *st, ngx_uint_t index,
         return NGX_ERROR;
     }
 
+    if (st->client) {
+        return index ? NGX_OK
+                     : ngx_http_helix_stream_out(st,
+                                                 NGX_HTTP_HELIX_DELTA_TOOL,
+                                                 tool, &t->id, &t->name,
+                                                 (u_char *) args, len, NULL);
+    }
+
     if (start) {
         tc = json_pack("{s:I,s:s%,s:s,s:{s:s%,s:s%}}",
                        "index", (json_int_t) tool,
@@ -1129,6 +1168,14 @@ ngx_http_helix_stream_finish(ngx_http_helix_stream_t *st, ngx_uint_t index,
         return NGX_ERROR;
     }
 
+    if (st->client) {
+        return index ? NGX_OK
+                     : ngx_http_helix_stream_out(st,
+                                                 NGX_HTTP_HELIX_DELTA_FINISH,
+                                                 -1, NULL, NULL, NULL, 0,
+                                                 ch->finish);
+    }
+
     delta = json_object();
     if (delta == NULL) {
         return NGX_ERROR;
@@ -1152,6 +1199,11 @@ ngx_http_helix_stream_done(ngx_http_helix_stream_t *st)
 
     st->done = 1;
     p = NULL;
+
+    if (st->client) {
+        return ngx_http_helix_stream_out(st, NGX_HTTP_HELIX_DELTA_DONE, -1,
+                                         NULL, NULL, NULL, 0, NULL);
+    }
 
     if (st->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS) {
         p = ngx_pnalloc(st->request->pool, 160);
@@ -1206,6 +1258,22 @@ ngx_http_helix_stream_fail(ngx_http_helix_stream_t *st, ngx_str_t *msg)
 
     guide = (st->endpoint == NGX_HTTP_HELIX_EP_COMPLETIONS);
 
+    if (st->client) {
+        st->done = 1;
+
+        p = ngx_pnalloc(st->request->pool, msg->len + st->provider->name.len
+                                           + sizeof("provider \"\": ") - 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        len = ngx_sprintf(p, "provider \"%V\": %V", &st->provider->name, msg)
+              - p;
+
+        return ngx_http_helix_stream_out(st, NGX_HTTP_HELIX_DELTA_ERROR, -1,
+                                         NULL, NULL, p, len, NULL);
+    }
+
     len = ngx_escape_json(NULL, msg->data, msg->len) + msg->len
           + 2 * st->provider->name.len + 200;
 
@@ -1242,6 +1310,80 @@ ngx_http_helix_stream_fail(ngx_http_helix_stream_t *st, ngx_str_t *msg)
     }
 
     return ngx_http_helix_stream_frame(st, (u_char *) "[DONE]", 6);
+}
+
+
+/*
+ * A delta for a client format's codec, the usage so far with it; its
+ * events are written as "event: <type>" and "data: <json>".
+ */
+
+static ngx_int_t
+ngx_http_helix_stream_out(ngx_http_helix_stream_t *st, ngx_uint_t kind,
+    ngx_int_t tool, ngx_str_t *id, ngx_str_t *name, u_char *text,
+    size_t len, const char *finish)
+{
+    ngx_uint_t               i;
+    ngx_http_helix_sse_t    *e;
+    ngx_http_helix_delta_t   d;
+
+    if (st->out_events == NULL) {
+        st->out_events = st->client->stream_out_open(st->request->pool,
+                                                     &st->id, &st->model);
+        if (st->out_events == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_memzero(&d, sizeof(ngx_http_helix_delta_t));
+
+    d.kind = kind;
+    d.tool = tool;
+    d.text.data = text;
+    d.text.len = len;
+    d.finish = finish;
+    d.prompt = st->prompt_tokens;
+    d.completion = st->completion_tokens;
+    d.has_prompt = st->usage;
+    d.has_completion = st->usage;
+
+    if (id) {
+        d.id = *id;
+    }
+
+    if (name) {
+        d.name = *name;
+    }
+
+    st->out_events->events.nelts = 0;
+
+    if (st->client->stream_out(st->out_events, &d) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    e = st->out_events->events.elts;
+
+    for (i = 0; i < st->out_events->events.nelts; i++) {
+        if (e[i].event.len
+            && (ngx_http_helix_stream_write(st, (u_char *) "event: ", 7)
+                != NGX_OK
+                || ngx_http_helix_stream_write(st, e[i].event.data,
+                                               e[i].event.len)
+                   != NGX_OK
+                || ngx_http_helix_stream_write(st, (u_char *) "\n", 1)
+                   != NGX_OK))
+        {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_helix_stream_frame(st, e[i].data.data, e[i].data.len)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -11,6 +11,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_upstream.h"
+#include "ngx_http_helix_codec.h"
 
 
 /*
@@ -29,6 +30,10 @@ typedef struct ngx_http_helix_stream_s  ngx_http_helix_stream_t;
 /* endpoint: chat_completions or completions; req: the client's request */
 ngx_http_helix_stream_t *ngx_http_helix_stream_create(ngx_http_request_t *r,
     ngx_uint_t endpoint, json_t *req);
+
+/* the client speaks this codec's format: its events, not OpenAI chunks */
+void ngx_http_helix_stream_client(ngx_http_helix_stream_t *st,
+    ngx_http_helix_codec_t *client);
 
 /*
  * A new attempt: the call's 2xx answer goes to the stream.  cache_key and

@@ -40,8 +40,11 @@ typedef enum {
     NGX_HTTP_HELIX_EP_METRICS,
     NGX_HTTP_HELIX_EP_DEBATES,
     NGX_HTTP_HELIX_EP_SPEND,
-    NGX_HTTP_HELIX_EP_ADMIN_KEYS
+    NGX_HTTP_HELIX_EP_ADMIN_KEYS,
+    NGX_HTTP_HELIX_EP_MESSAGES          /* Anthropic Messages clients */
 } ngx_http_helix_endpoint_e;
+
+#define NGX_HTTP_HELIX_EPS  (NGX_HTTP_HELIX_EP_MESSAGES + 1)
 
 
 /* bounds of helix.yaml that size the shared memory zones */

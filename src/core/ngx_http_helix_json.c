@@ -117,6 +117,20 @@ ngx_http_helix_error_type(ngx_uint_t status)
 }
 
 
+static ngx_http_helix_error_shape_pt
+    ngx_http_helix_error_shapes[NGX_HTTP_HELIX_EPS];
+
+
+void
+ngx_http_helix_error_shape(ngx_uint_t endpoint,
+    ngx_http_helix_error_shape_pt shape)
+{
+    if (endpoint < NGX_HTTP_HELIX_EPS) {
+        ngx_http_helix_error_shapes[endpoint] = shape;
+    }
+}
+
+
 /*
  * The message is built with nginx's formats (%V, %ui, ...) and escaped,
  * so that client input quoted in it cannot break the JSON.
@@ -126,13 +140,15 @@ ngx_int_t
 ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *param, const char *fmt, ...)
 {
-    u_char      *p, *last;
-    size_t       len, plen;
-    const char  *type;
-    va_list     args;
-    ngx_str_t   body;
-    ngx_uint_t  level;
-    u_char      msg[1024];
+    u_char                         *p, *last;
+    size_t                          len, plen;
+    va_list                         args;
+    ngx_str_t                       body;
+    ngx_uint_t                      level;
+    const char                     *type;
+    ngx_http_helix_loc_conf_t      *hlcf;
+    ngx_http_helix_error_shape_pt   shape;
+    u_char                          msg[1024];
 
     va_start(args, fmt);
     last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
@@ -141,6 +157,24 @@ ngx_http_helix_send_error(ngx_http_request_t *r, ngx_uint_t status,
     len = last - msg;
     plen = param ? ngx_strlen(param) : 0;
     type = ngx_http_helix_error_type(status);
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_helix_module);
+    shape = (hlcf->endpoint < NGX_HTTP_HELIX_EPS)
+            ? ngx_http_helix_error_shapes[hlcf->endpoint] : NULL;
+
+    if (shape) {
+        level = status >= NGX_HTTP_INTERNAL_SERVER_ERROR ? NGX_LOG_ERR
+                                                         : NGX_LOG_INFO;
+
+        ngx_log_error(level, r->connection->log, 0, "helix: %ui %*s",
+                      status, len, msg);
+
+        if (shape(r->pool, &status, code, msg, len, &body) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_helix_send_json(r, status, &body);
+    }
 
     body.len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\","
                       "\"param\":,\"code\":}}") - 1

@@ -124,7 +124,6 @@ typedef enum {
 
 /* the zone: written by every layer, read by GET /metrics */
 
-#define NGX_HTTP_HELIX_EPS        (NGX_HTTP_HELIX_EP_ADMIN_KEYS + 1)
 #define NGX_HTTP_HELIX_TIME_BKTS  14
 /* where an answer came from: the completion log's cache results
    (policy/log.h: none, L1, L2, miss, bypass) */

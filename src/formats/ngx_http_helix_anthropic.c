@@ -13,6 +13,7 @@
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_codec.h"
 #include "ngx_http_helix_anthropic.h"
+#include "ngx_http_helix_anthropic_in.h"
 
 
 #define NGX_HTTP_HELIX_ANTHROPIC_MAX_TOKENS  4096
@@ -88,7 +89,12 @@ ngx_http_helix_codec_t  ngx_http_helix_anthropic_codec = {
     NULL,                                       /* message_stop ends */
     ngx_http_helix_codec_error_text,
     ngx_http_helix_anthropic_headers,
-    ngx_http_helix_anthropic_finish_reason
+    ngx_http_helix_anthropic_finish_reason,
+    ngx_http_helix_anthropic_request_in,       /* the client direction */
+    ngx_http_helix_anthropic_answer_out,
+    ngx_http_helix_anthropic_error_out,
+    ngx_http_helix_anthropic_stream_out_open,
+    ngx_http_helix_anthropic_stream_out
 };
 
 

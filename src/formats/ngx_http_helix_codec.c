@@ -774,6 +774,44 @@ ngx_http_helix_codec_chat_id(ngx_pool_t *pool, ngx_str_t *id)
 }
 
 
+/* one event of a client's stream; data is stolen */
+
+ngx_int_t
+ngx_http_helix_codec_sse(ngx_http_helix_stream_out_t *s, const char *event,
+    json_t *data)
+{
+    size_t                 len;
+    ngx_http_helix_sse_t  *e;
+
+    if (data == NULL) {
+        return NGX_ERROR;
+    }
+
+    e = ngx_array_push(&s->events);
+    if (e == NULL) {
+        json_decref(data);
+        return NGX_ERROR;
+    }
+
+    e->event.len = ngx_strlen(event);
+    e->event.data = (u_char *) event;
+
+    len = json_dumpb(data, NULL, 0, NGX_HTTP_HELIX_CODEC_DUMP_FLAGS);
+
+    e->data.data = ngx_pnalloc(s->pool, len);
+    if (e->data.data == NULL) {
+        json_decref(data);
+        return NGX_ERROR;
+    }
+
+    e->data.len = json_dumpb(data, (char *) e->data.data, len,
+                             NGX_HTTP_HELIX_CODEC_DUMP_FLAGS);
+    json_decref(data);
+
+    return e->data.len ? NGX_OK : NGX_ERROR;
+}
+
+
 /* time, a counter and a random word: unique enough, never repeating */
 
 size_t

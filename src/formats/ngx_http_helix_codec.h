@@ -96,6 +96,23 @@ typedef struct {
 } ngx_http_helix_stream_in_t;
 
 
+/*
+ * A client's stream: this header first, then what the codec keeps.
+ * events: ngx_http_helix_sse_t the caller writes and empties.
+ */
+
+typedef struct {
+    ngx_str_t                   event;          /* len 0: no "event:" */
+    ngx_str_t                   data;
+} ngx_http_helix_sse_t;
+
+
+typedef struct {
+    ngx_pool_t                 *pool;
+    ngx_array_t                 events;         /* ngx_http_helix_sse_t */
+} ngx_http_helix_stream_out_t;
+
+
 typedef struct {
     const char                 *name;
     const char                 *reason;
@@ -187,9 +204,29 @@ struct ngx_http_helix_codec_s {
     const char               *(*finish_reason)(json_t *reason);
 
     /*
-     * The client direction (the client's request in, the answer and
-     * stream events out, errors out) follows here.
+     * The client direction, NULL where the format is not one clients
+     * speak.  request_in: the client's request (a JSON object) -> an
+     * OpenAI chat request (*req, new); NGX_DECLINED with *err: 400.
+     * answer_out: an OpenAI chat.completion (borrowed) -> the client's
+     * answer.  error_out: an error -> the client's body and *status.
      */
+    ngx_int_t                 (*request_in)(ngx_pool_t *pool, json_t *body,
+                                  json_t **req, ngx_str_t *err);
+    ngx_int_t                 (*answer_out)(ngx_pool_t *pool,
+                                  json_t *answer, json_t **out);
+    ngx_int_t                 (*error_out)(ngx_pool_t *pool,
+                                  ngx_uint_t *status, const char *code,
+                                  u_char *msg, size_t len, ngx_str_t *body);
+
+    /*
+     * Streams out: stream_out_open starts the client's stream of one
+     * answer (id, model: the gateway's); stream_out turns one delta into
+     * the client's SSE events, appended to s->events.
+     */
+    ngx_http_helix_stream_out_t *(*stream_out_open)(ngx_pool_t *pool,
+                                  ngx_str_t *id, ngx_str_t *model);
+    ngx_int_t                 (*stream_out)(ngx_http_helix_stream_out_t *s,
+                                  ngx_http_helix_delta_t *d);
 };
 
 
@@ -225,6 +262,10 @@ ngx_int_t ngx_http_helix_codec_error_message(ngx_pool_t *pool,
 ngx_int_t ngx_http_helix_codec_headers(ngx_pool_t *pool,
     ngx_http_helix_codec_t *codec, ngx_http_helix_provider_t *p,
     ngx_uint_t stream, ngx_list_t *headers);
+
+/* for the client codecs: one SSE event (pool copies), its data built */
+ngx_int_t ngx_http_helix_codec_sse(ngx_http_helix_stream_out_t *s,
+    const char *event, json_t *data);
 
 /* a fresh "chatcmpl-<24 hex>" id (pool) for answers that carry none */
 ngx_int_t ngx_http_helix_codec_chat_id(ngx_pool_t *pool, ngx_str_t *id);

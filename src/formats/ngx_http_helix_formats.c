@@ -35,3 +35,16 @@ ngx_http_helix_formats_codec(ngx_uint_t type)
 
     return ngx_http_helix_formats[type];
 }
+
+
+/* the codec a client format's endpoint speaks, NULL: OpenAI's own */
+
+ngx_http_helix_codec_t *
+ngx_http_helix_formats_client(ngx_uint_t endpoint)
+{
+    if (endpoint == NGX_HTTP_HELIX_EP_MESSAGES) {
+        return &ngx_http_helix_anthropic_codec;
+    }
+
+    return NULL;
+}

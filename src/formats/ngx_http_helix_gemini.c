@@ -92,7 +92,12 @@ ngx_http_helix_codec_t  ngx_http_helix_gemini_codec = {
     ngx_http_helix_gemini_stream_end,
     ngx_http_helix_codec_error_text,
     ngx_http_helix_gemini_headers,
-    ngx_http_helix_gemini_finish_reason
+    ngx_http_helix_gemini_finish_reason,
+    NULL,                                       /* no client direction */
+    NULL,
+    NULL,
+    NULL,
+    NULL
 };
 
 

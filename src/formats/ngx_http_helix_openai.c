@@ -67,7 +67,12 @@ ngx_http_helix_codec_t  ngx_http_helix_openai_codec = {
     NULL,                                       /* the [DONE] event ends */
     ngx_http_helix_codec_error_text,
     ngx_http_helix_openai_headers,
-    ngx_http_helix_openai_finish_reason
+    ngx_http_helix_openai_finish_reason,
+    NULL,                                       /* no client direction */
+    NULL,
+    NULL,
+    NULL,
+    NULL
 };
 
 

@@ -106,6 +106,7 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
     case NGX_HTTP_HELIX_EP_ENSEMBLE:
     case NGX_HTTP_HELIX_EP_TASKS:
     case NGX_HTTP_HELIX_EP_DEBATES:
+    case NGX_HTTP_HELIX_EP_MESSAGES:
         break;
 
     default:

@@ -114,11 +114,13 @@ static ngx_http_helix_pg_stmt_t  ngx_http_helix_log_insert = {
 };
 
 
-static ngx_str_t  ngx_http_helix_log_endpoints[] = {
-    ngx_null_string,
-    ngx_string("chat_completions"),
-    ngx_string("completions"),
-    ngx_string("embeddings")
+/* the endpoint column, by endpoint: those the LOG phase writes rows of */
+
+static ngx_str_t  ngx_http_helix_log_endpoints[NGX_HTTP_HELIX_EPS] = {
+    [NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS] = ngx_string("chat_completions"),
+    [NGX_HTTP_HELIX_EP_COMPLETIONS] = ngx_string("completions"),
+    [NGX_HTTP_HELIX_EP_EMBEDDINGS] = ngx_string("embeddings"),
+    [NGX_HTTP_HELIX_EP_MESSAGES] = ngx_string("messages")
 };
 
 
@@ -263,7 +265,8 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
     if (ngx_http_helix_log.hmcf == NULL || r != r->main
         || (ep != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS
             && ep != NGX_HTTP_HELIX_EP_COMPLETIONS
-            && ep != NGX_HTTP_HELIX_EP_EMBEDDINGS))
+            && ep != NGX_HTTP_HELIX_EP_EMBEDDINGS
+            && ep != NGX_HTTP_HELIX_EP_MESSAGES))
     {
         return NGX_OK;
     }
