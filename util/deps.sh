@@ -49,6 +49,16 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
+# node and npm for the SDK checks: Debian's, unless a node with its own
+# npm is there already (nodesource's bundles npm; Debian's npm would
+# replace that node)
+if ! command -v npm >/dev/null 2>&1; then
+  for pkg in nodejs npm; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+  done
+fi
+
 if ((${#missing[@]} == 0)); then
   echo "deps: all ${#PACKAGES[@]} packages already installed, nothing missing"
   exit 0

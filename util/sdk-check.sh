@@ -9,13 +9,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=$top/build/sdk
 
-mkdir -p "$dir"
-if [ ! -d "$dir/node_modules/openai" ]; then
-    (cd "$dir" && npm init -y >/dev/null && npm install --silent openai@4)
-fi
-if [ ! -d "$dir/node_modules/@anthropic-ai/sdk" ]; then
-    (cd "$dir" && npm install --silent @anthropic-ai/sdk)
-fi
+"$top/util/sdk-install.sh"
 
 cp "$top/util/sdk-check.mjs" "$top/util/sdk-check-anthropic.mjs" "$dir/"
 cd "$dir"

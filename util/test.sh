@@ -38,6 +38,9 @@ trap cleanup EXIT
 
 mkdir -p "$state"
 
+# the official SDKs for the SDK checks (t/049): once, never fatal
+"$top/util/sdk-install.sh"
+
 "$top/util/services.sh" start redis "$TEST_NGINX_REDIS_PORT" "$state/redis"
 "$top/util/services.sh" start postgres "$TEST_NGINX_PG_PORT" \
     "$state/postgres"

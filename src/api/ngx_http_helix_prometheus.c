@@ -46,6 +46,20 @@ typedef struct {
 } ngx_http_helix_out_t;
 
 
+static void ngx_http_helix_out_requests(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh);
+static void ngx_http_helix_out_cache(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh);
+static void ngx_http_helix_out_queue(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh);
+static void ngx_http_helix_out_cache_gauges(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh);
+static void ngx_http_helix_out_providers(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh);
+static void ngx_http_helix_out_stores(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh);
+
+
 static void ngx_http_helix_out_cost(ngx_http_helix_out_t *o,
     ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh);
 static void ngx_http_helix_out_store(ngx_http_helix_out_t *o,
@@ -387,24 +401,14 @@ ngx_http_helix_out_db(ngx_http_helix_out_t *o,
 ngx_int_t
 ngx_http_helix_metrics_handler(ngx_http_request_t *r)
 {
-    char                              labels[160];
-    ngx_int_t                         rc;
-    ngx_str_t                         body;
-    ngx_uint_t                        i, j;
-    ngx_http_helix_out_t              o;
-    ngx_http_helix_provider_t        *p;
-    ngx_http_helix_cache_stats_t      cs;
-    ngx_http_helix_cache_policy_t    *pol;
-    ngx_http_helix_main_conf_t       *hmcf;
-    ngx_http_helix_metrics_sh_t      *sh;
-    ngx_http_helix_provider_state_t   st;
+    ngx_int_t                     rc;
+    ngx_str_t                     body;
+    ngx_http_helix_out_t          o;
+    ngx_http_helix_main_conf_t   *hmcf;
+    ngx_http_helix_metrics_sh_t  *sh;
 
     static ngx_str_t  type = ngx_string("text/plain; version=0.0.4");
 
-    static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
-    static const char  *served[] = { "", "cache=\"l1\"", "cache=\"l2\"",
-                                     "cache=\"miss\"",
-                                     "cache=\"bypass\"" };
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
@@ -431,284 +435,12 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
     o.end = o.start + 16384;
     o.failed = 0;
 
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_request_duration_seconds Time to answer a request."
-        "\n# TYPE helixagent_request_duration_seconds histogram\n");
-
-    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
-        for (j = 0; j < 5; j++) {
-            ngx_sprintf((u_char *) labels, "endpoint=\"%s\",status=\"%s\"%Z",
-                        ngx_http_helix_ep_names[i], classes[j]);
-            ngx_http_helix_out_hist(&o, "helixagent_request_duration_seconds",
-                                    labels, &sh->duration[i][j],
-                                    ngx_http_helix_metrics_time_bounds,
-                                    NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
-        }
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_request_size_bytes Size of requests, headers "
-        "included.\n# TYPE helixagent_request_size_bytes histogram\n");
-
-    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
-        ngx_sprintf((u_char *) labels, "endpoint=\"%s\"%Z",
-                    ngx_http_helix_ep_names[i]);
-        ngx_http_helix_out_hist(&o, "helixagent_request_size_bytes", labels,
-                                &sh->request_size[i],
-                                ngx_http_helix_metrics_size_bounds,
-                                NGX_HTTP_HELIX_SIZE_BKTS, 1);
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_response_size_bytes Size of answers, headers "
-        "included.\n# TYPE helixagent_response_size_bytes histogram\n");
-
-    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
-        ngx_sprintf((u_char *) labels, "endpoint=\"%s\"%Z",
-                    ngx_http_helix_ep_names[i]);
-        ngx_http_helix_out_hist(&o, "helixagent_response_size_bytes", labels,
-                                &sh->response_size[i],
-                                ngx_http_helix_metrics_size_bounds,
-                                NGX_HTTP_HELIX_SIZE_BKTS, 1);
-    }
-
-    pol = hmcf->cache.policies.elts;
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_cache_hits_total Answers served from the cache."
-        "\n# TYPE helixagent_cache_hits_total counter\n");
-
-    for (i = 0; i < hmcf->cache.policies.nelts; i++) {
-        ngx_http_helix_out(&o, "helixagent_cache_hits_total{tier=\"l1\","
-                           "policy=\"%V\"} %uA\n", &pol[i].name,
-                           sh->cache_hits[pol[i].slot]);
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_cache_misses_total Requests the cache could not "
-        "answer.\n# TYPE helixagent_cache_misses_total counter\n");
-
-    for (i = 0; i < hmcf->cache.policies.nelts; i++) {
-        ngx_http_helix_out(&o, "helixagent_cache_misses_total{tier=\"l1\","
-                           "policy=\"%V\"} %uA\n", &pol[i].name,
-                           sh->cache_misses[pol[i].slot]);
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_cache_latency_seconds Time of a cache lookup.\n"
-        "# TYPE helixagent_cache_latency_seconds histogram\n");
-    ngx_http_helix_out_hist(&o, "helixagent_cache_latency_seconds",
-                            "tier=\"l1\"", &sh->cache_latency,
-                            ngx_http_helix_metrics_fast_bounds,
-                            NGX_HTTP_HELIX_FAST_BKTS, 1e-6);
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_gateway_overhead_seconds The gateway's own time "
-        "in an answer: from the whole request read to the answer's header, "
-        "less the provider's time (a stream's: to its first frame).\n"
-        "# TYPE helixagent_gateway_overhead_seconds histogram\n");
-
-    for (i = 1; i < NGX_HTTP_HELIX_SERVED; i++) {
-        ngx_http_helix_out_hist(&o, "helixagent_gateway_overhead_seconds",
-                                served[i], &sh->overhead[i],
-                                ngx_http_helix_metrics_overhead_bounds,
-                                NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_provider_queue_waiting Requests waiting for a "
-        "place at the providers' concurrency limits, all workers.\n"
-        "# TYPE helixagent_provider_queue_waiting gauge\n"
-        "helixagent_provider_queue_waiting %ui\n"
-        "# HELP helixagent_provider_queue_total Waits for a place, by how "
-        "they ended.\n"
-        "# TYPE helixagent_provider_queue_total counter\n"
-        "helixagent_provider_queue_total{outcome=\"served\"} %uA\n"
-        "helixagent_provider_queue_total{outcome=\"timeout\"} %uA\n"
-        "helixagent_provider_queue_total{outcome=\"full\"} %uA\n"
-        "helixagent_provider_queue_total{outcome=\"client_closed\"} %uA\n"
-        "# HELP helixagent_provider_queue_wait_seconds Time waited for a "
-        "place.\n"
-        "# TYPE helixagent_provider_queue_wait_seconds histogram\n",
-        ngx_http_helix_waiting_total(hmcf),
-        sh->queue[NGX_HTTP_HELIX_QUEUE_SERVED],
-        sh->queue[NGX_HTTP_HELIX_QUEUE_TIMEOUT],
-        sh->queue[NGX_HTTP_HELIX_QUEUE_FULL],
-        sh->queue[NGX_HTTP_HELIX_QUEUE_GONE]);
-    ngx_http_helix_out_hist(&o, "helixagent_provider_queue_wait_seconds",
-                            "", &sh->queue_wait,
-                            ngx_http_helix_metrics_time_bounds,
-                            NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
-
-    ngx_http_helix_cache_stats(hmcf, &cs);
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_cache_entries Answers held in the L1 zone.\n"
-        "# TYPE helixagent_cache_entries gauge\n"
-        "helixagent_cache_entries{tier=\"l1\"} %ui\n"
-        "# HELP helixagent_cache_bytes Bytes of answers in the L1 zone.\n"
-        "# TYPE helixagent_cache_bytes gauge\n"
-        "helixagent_cache_bytes{tier=\"l1\"} %uz\n"
-        "# HELP helixagent_cache_evictions_total Entries dropped to make "
-        "room.\n# TYPE helixagent_cache_evictions_total counter\n"
-        "helixagent_cache_evictions_total{tier=\"l1\"} %uL\n",
-        cs.entries, cs.bytes, cs.evictions);
-
-    p = hmcf->providers.elts;
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_provider_latency_seconds Time of successful "
-        "provider calls.\n"
-        "# TYPE helixagent_provider_latency_seconds histogram\n");
-
-    for (i = 0; i < hmcf->providers.nelts; i++) {
-        ngx_sprintf((u_char *) labels, "provider=\"%V\"%Z", &p[i].name);
-        ngx_http_helix_out_hist(&o, "helixagent_provider_latency_seconds",
-                                labels, &sh->provider_latency[p[i].slot],
-                                ngx_http_helix_metrics_time_bounds,
-                                NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_provider_tokens_total Tokens providers reported."
-        "\n# TYPE helixagent_provider_tokens_total counter\n");
-
-    for (i = 0; i < hmcf->providers.nelts; i++) {
-        ngx_http_helix_out(&o,
-            "helixagent_provider_tokens_total{provider=\"%V\","
-            "kind=\"prompt\"} %uA\n"
-            "helixagent_provider_tokens_total{provider=\"%V\","
-            "kind=\"completion\"} %uA\n",
-            &p[i].name, sh->tokens[p[i].slot][0],
-            &p[i].name, sh->tokens[p[i].slot][1]);
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_provider_errors_total Provider calls that failed "
-        "or were not made, by reason.\n"
-        "# TYPE helixagent_provider_errors_total counter\n");
-
-    for (i = 0; i < hmcf->providers.nelts; i++) {
-        for (j = 0; j < NGX_HTTP_HELIX_ERR_REASONS; j++) {
-            ngx_http_helix_out(&o,
-                "helixagent_provider_errors_total{provider=\"%V\","
-                "reason=\"%s\"} %uA\n", &p[i].name,
-                ngx_http_helix_reasons[j], sh->errors[p[i].slot][j]);
-        }
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_stream_first_frame_seconds Streams from a "
-        "provider: time from the request to its first frame sent to the "
-        "client (time to first token, as the client sees it).\n"
-        "# TYPE helixagent_stream_first_frame_seconds histogram\n");
-
-    for (i = 0; i < hmcf->providers.nelts; i++) {
-        ngx_sprintf((u_char *) labels, "provider=\"%V\"%Z", &p[i].name);
-        ngx_http_helix_out_hist(&o, "helixagent_stream_first_frame_seconds",
-                                labels, &sh->stream_first[p[i].slot],
-                                ngx_http_helix_metrics_time_bounds,
-                                NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_streams_total Streams from a provider, by how "
-        "they ended: completed, failed (after the first frame: the client "
-        "got an error event), client_closed.\n"
-        "# TYPE helixagent_streams_total counter\n");
-
-    for (i = 0; i < hmcf->providers.nelts; i++) {
-        for (j = 0; j < NGX_HTTP_HELIX_STREAM_OUTCOMES; j++) {
-            ngx_http_helix_out(&o,
-                "helixagent_streams_total{provider=\"%V\",outcome=\"%s\"} "
-                "%uA\n", &p[i].name, ngx_http_helix_stream_outcomes[j],
-                sh->streams[p[i].slot][j]);
-        }
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_provider_circuit_state Circuit breaker: 0 closed, "
-        "1 open, 2 half-open.\n"
-        "# TYPE helixagent_provider_circuit_state gauge\n");
-
-    for (i = 0; i < hmcf->providers.nelts; i++) {
-        ngx_http_helix_provider_state(hmcf, &p[i], &st);
-        ngx_http_helix_out(&o, "helixagent_provider_circuit_state"
-                           "{provider=\"%V\"} %ui\n", &p[i].name, st.state);
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_provider_inflight Provider calls in flight.\n"
-        "# TYPE helixagent_provider_inflight gauge\n");
-
-    for (i = 0; i < hmcf->providers.nelts; i++) {
-        ngx_http_helix_provider_state(hmcf, &p[i], &st);
-        ngx_http_helix_out(&o, "helixagent_provider_inflight"
-                           "{provider=\"%V\"} %ui\n", &p[i].name,
-                           st.inflight);
-    }
-
-    if (hmcf->redis.configured
-        && (hmcf->cache.l2_enabled || hmcf->limit_redis))
-    {
-        ngx_http_helix_out(&o,
-            "# HELP helixagent_redis_connections Open Redis connections, all "
-            "workers.\n# TYPE helixagent_redis_connections gauge\n"
-            "helixagent_redis_connections %uA\n"
-            "# HELP helixagent_redis_errors_total Redis failures by kind.\n"
-            "# TYPE helixagent_redis_errors_total counter\n"
-            "helixagent_redis_errors_total{kind=\"unreachable\"} %uA\n"
-            "helixagent_redis_errors_total{kind=\"timeout\"} %uA\n"
-            "helixagent_redis_errors_total{kind=\"error\"} %uA\n"
-            "# HELP helixagent_redis_retries_total Commands sent again after "
-            "a lost connection.\n"
-            "# TYPE helixagent_redis_retries_total counter\n"
-            "helixagent_redis_retries_total %uA\n",
-            sh->redis_conns, sh->redis[NGX_HTTP_HELIX_REDIS_UNREACHABLE],
-            sh->redis[NGX_HTTP_HELIX_REDIS_TIMEOUT],
-            sh->redis[NGX_HTTP_HELIX_REDIS_ERROR],
-            sh->redis[NGX_HTTP_HELIX_REDIS_RETRY]);
-
-        ngx_http_helix_out_store(&o, sh, NGX_HTTP_HELIX_STORE_REDIS);
-    }
-
-    ngx_http_helix_out(&o,
-        "# HELP helixagent_requests_rejected_total Requests turned away "
-        "before any work: API key missing or unknown, or over a rate "
-        "limit.\n"
-        "# TYPE helixagent_requests_rejected_total counter\n"
-        "helixagent_requests_rejected_total{reason=\"missing_api_key\"} %uA\n"
-        "helixagent_requests_rejected_total{reason=\"invalid_api_key\"} %uA\n"
-        "helixagent_requests_rejected_total{reason=\"rate_limit_requests\"} "
-        "%uA\n"
-        "helixagent_requests_rejected_total{reason=\"rate_limit_tokens\"} "
-        "%uA\n",
-        sh->rejected[NGX_HTTP_HELIX_REJECT_NO_KEY],
-        sh->rejected[NGX_HTTP_HELIX_REJECT_BAD_KEY],
-        sh->rejected[NGX_HTTP_HELIX_REJECT_REQUESTS],
-        sh->rejected[NGX_HTTP_HELIX_REJECT_TOKENS]);
-
-    ngx_http_helix_out_cost(&o, hmcf, sh);
-
-    if (hmcf->database.configured && hmcf->database.log_enabled) {
-        ngx_http_helix_out(&o,
-            "# HELP helixagent_completion_log_rows_total Completion log "
-            "rows: written to PostgreSQL, dropped (buffer full while "
-            "PostgreSQL was away) or rejected by it.\n"
-            "# TYPE helixagent_completion_log_rows_total counter\n"
-            "helixagent_completion_log_rows_total{outcome=\"written\"} %uA\n"
-            "helixagent_completion_log_rows_total{outcome=\"dropped\"} %uA\n"
-            "helixagent_completion_log_rows_total{outcome=\"rejected\"} "
-            "%uA\n",
-            sh->log_rows[NGX_HTTP_HELIX_LOG_WRITTEN],
-            sh->log_rows[NGX_HTTP_HELIX_LOG_DROPPED],
-            sh->log_rows[NGX_HTTP_HELIX_LOG_REJECTED]);
-    }
-
-    if (hmcf->database.configured) {
-        ngx_http_helix_out_db(&o, hmcf, sh);
-        ngx_http_helix_out_store(&o, sh, NGX_HTTP_HELIX_STORE_DB);
-    }
+    ngx_http_helix_out_requests(&o, hmcf, sh);
+    ngx_http_helix_out_cache(&o, hmcf, sh);
+    ngx_http_helix_out_queue(&o, hmcf, sh);
+    ngx_http_helix_out_cache_gauges(&o, hmcf, sh);
+    ngx_http_helix_out_providers(&o, hmcf, sh);
+    ngx_http_helix_out_stores(&o, hmcf, sh);
 
 #if (NGX_STAT_STUB)
 
@@ -744,6 +476,352 @@ ngx_http_helix_metrics_handler(ngx_http_request_t *r)
     r->headers_out.content_type_len = type.len;
 
     return ngx_http_helix_send_text(r, &body);
+}
+
+
+/* requests by endpoint: duration by status class, sizes */
+
+static void
+ngx_http_helix_out_requests(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh)
+{
+    char        labels[160];
+    ngx_uint_t  i, j;
+
+    static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_request_duration_seconds Time to answer a request."
+        "\n# TYPE helixagent_request_duration_seconds histogram\n");
+
+    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
+        for (j = 0; j < 5; j++) {
+            ngx_sprintf((u_char *) labels, "endpoint=\"%s\",status=\"%s\"%Z",
+                        ngx_http_helix_ep_names[i], classes[j]);
+            ngx_http_helix_out_hist(o, "helixagent_request_duration_seconds",
+                                    labels, &sh->duration[i][j],
+                                    ngx_http_helix_metrics_time_bounds,
+                                    NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+        }
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_request_size_bytes Size of requests, headers "
+        "included.\n# TYPE helixagent_request_size_bytes histogram\n");
+
+    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
+        ngx_sprintf((u_char *) labels, "endpoint=\"%s\"%Z",
+                    ngx_http_helix_ep_names[i]);
+        ngx_http_helix_out_hist(o, "helixagent_request_size_bytes", labels,
+                                &sh->request_size[i],
+                                ngx_http_helix_metrics_size_bounds,
+                                NGX_HTTP_HELIX_SIZE_BKTS, 1);
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_response_size_bytes Size of answers, headers "
+        "included.\n# TYPE helixagent_response_size_bytes histogram\n");
+
+    for (i = 1; i < NGX_HTTP_HELIX_EPS; i++) {
+        ngx_sprintf((u_char *) labels, "endpoint=\"%s\"%Z",
+                    ngx_http_helix_ep_names[i]);
+        ngx_http_helix_out_hist(o, "helixagent_response_size_bytes", labels,
+                                &sh->response_size[i],
+                                ngx_http_helix_metrics_size_bounds,
+                                NGX_HTTP_HELIX_SIZE_BKTS, 1);
+    }
+}
+
+
+/* the cache by policy, its lookups, the gateway's own time */
+
+static void
+ngx_http_helix_out_cache(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh)
+{
+    ngx_uint_t                      i;
+    ngx_http_helix_cache_policy_t  *pol;
+
+    static const char  *served[] = { "", "cache=\"l1\"", "cache=\"l2\"",
+                                     "cache=\"miss\"",
+                                     "cache=\"bypass\"" };
+
+    pol = hmcf->cache.policies.elts;
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_cache_hits_total Answers served from the cache."
+        "\n# TYPE helixagent_cache_hits_total counter\n");
+
+    for (i = 0; i < hmcf->cache.policies.nelts; i++) {
+        ngx_http_helix_out(o, "helixagent_cache_hits_total{tier=\"l1\","
+                           "policy=\"%V\"} %uA\n", &pol[i].name,
+                           sh->cache_hits[pol[i].slot]);
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_cache_misses_total Requests the cache could not "
+        "answer.\n# TYPE helixagent_cache_misses_total counter\n");
+
+    for (i = 0; i < hmcf->cache.policies.nelts; i++) {
+        ngx_http_helix_out(o, "helixagent_cache_misses_total{tier=\"l1\","
+                           "policy=\"%V\"} %uA\n", &pol[i].name,
+                           sh->cache_misses[pol[i].slot]);
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_cache_latency_seconds Time of a cache lookup.\n"
+        "# TYPE helixagent_cache_latency_seconds histogram\n");
+    ngx_http_helix_out_hist(o, "helixagent_cache_latency_seconds",
+                            "tier=\"l1\"", &sh->cache_latency,
+                            ngx_http_helix_metrics_fast_bounds,
+                            NGX_HTTP_HELIX_FAST_BKTS, 1e-6);
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_gateway_overhead_seconds The gateway's own time "
+        "in an answer: from the whole request read to the answer's header, "
+        "less the provider's time (a stream's: to its first frame).\n"
+        "# TYPE helixagent_gateway_overhead_seconds histogram\n");
+
+    for (i = 1; i < NGX_HTTP_HELIX_SERVED; i++) {
+        ngx_http_helix_out_hist(o, "helixagent_gateway_overhead_seconds",
+                                served[i], &sh->overhead[i],
+                                ngx_http_helix_metrics_overhead_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+    }
+}
+
+
+/* the wait for a place at the concurrency limits */
+
+static void
+ngx_http_helix_out_queue(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh)
+{
+    ngx_http_helix_out(o,
+        "# HELP helixagent_provider_queue_waiting Requests waiting for a "
+        "place at the providers' concurrency limits, all workers.\n"
+        "# TYPE helixagent_provider_queue_waiting gauge\n"
+        "helixagent_provider_queue_waiting %ui\n"
+        "# HELP helixagent_provider_queue_total Waits for a place, by how "
+        "they ended.\n"
+        "# TYPE helixagent_provider_queue_total counter\n"
+        "helixagent_provider_queue_total{outcome=\"served\"} %uA\n"
+        "helixagent_provider_queue_total{outcome=\"timeout\"} %uA\n"
+        "helixagent_provider_queue_total{outcome=\"full\"} %uA\n"
+        "helixagent_provider_queue_total{outcome=\"client_closed\"} %uA\n"
+        "# HELP helixagent_provider_queue_wait_seconds Time waited for a "
+        "place.\n"
+        "# TYPE helixagent_provider_queue_wait_seconds histogram\n",
+        ngx_http_helix_waiting_total(hmcf),
+        sh->queue[NGX_HTTP_HELIX_QUEUE_SERVED],
+        sh->queue[NGX_HTTP_HELIX_QUEUE_TIMEOUT],
+        sh->queue[NGX_HTTP_HELIX_QUEUE_FULL],
+        sh->queue[NGX_HTTP_HELIX_QUEUE_GONE]);
+    ngx_http_helix_out_hist(o, "helixagent_provider_queue_wait_seconds",
+                            "", &sh->queue_wait,
+                            ngx_http_helix_metrics_time_bounds,
+                            NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+}
+
+
+/* what L1 holds */
+
+static void
+ngx_http_helix_out_cache_gauges(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh)
+{
+    ngx_http_helix_cache_stats_t  cs;
+
+    ngx_http_helix_cache_stats(hmcf, &cs);
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_cache_entries Answers held in the L1 zone.\n"
+        "# TYPE helixagent_cache_entries gauge\n"
+        "helixagent_cache_entries{tier=\"l1\"} %ui\n"
+        "# HELP helixagent_cache_bytes Bytes of answers in the L1 zone.\n"
+        "# TYPE helixagent_cache_bytes gauge\n"
+        "helixagent_cache_bytes{tier=\"l1\"} %uz\n"
+        "# HELP helixagent_cache_evictions_total Entries dropped to make "
+        "room.\n# TYPE helixagent_cache_evictions_total counter\n"
+        "helixagent_cache_evictions_total{tier=\"l1\"} %uL\n",
+        cs.entries, cs.bytes, cs.evictions);
+}
+
+
+/* each provider: latency, tokens, errors, streams, breaker */
+
+static void
+ngx_http_helix_out_providers(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh)
+{
+    char                              labels[160];
+    ngx_uint_t                        i, j;
+    ngx_http_helix_provider_t        *p;
+    ngx_http_helix_provider_state_t   st;
+
+    p = hmcf->providers.elts;
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_provider_latency_seconds Time of successful "
+        "provider calls.\n"
+        "# TYPE helixagent_provider_latency_seconds histogram\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_sprintf((u_char *) labels, "provider=\"%V\"%Z", &p[i].name);
+        ngx_http_helix_out_hist(o, "helixagent_provider_latency_seconds",
+                                labels, &sh->provider_latency[p[i].slot],
+                                ngx_http_helix_metrics_time_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_provider_tokens_total Tokens providers reported."
+        "\n# TYPE helixagent_provider_tokens_total counter\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_http_helix_out(o,
+            "helixagent_provider_tokens_total{provider=\"%V\","
+            "kind=\"prompt\"} %uA\n"
+            "helixagent_provider_tokens_total{provider=\"%V\","
+            "kind=\"completion\"} %uA\n",
+            &p[i].name, sh->tokens[p[i].slot][0],
+            &p[i].name, sh->tokens[p[i].slot][1]);
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_provider_errors_total Provider calls that failed "
+        "or were not made, by reason.\n"
+        "# TYPE helixagent_provider_errors_total counter\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        for (j = 0; j < NGX_HTTP_HELIX_ERR_REASONS; j++) {
+            ngx_http_helix_out(o,
+                "helixagent_provider_errors_total{provider=\"%V\","
+                "reason=\"%s\"} %uA\n", &p[i].name,
+                ngx_http_helix_reasons[j], sh->errors[p[i].slot][j]);
+        }
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_stream_first_frame_seconds Streams from a "
+        "provider: time from the request to its first frame sent to the "
+        "client (time to first token, as the client sees it).\n"
+        "# TYPE helixagent_stream_first_frame_seconds histogram\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_sprintf((u_char *) labels, "provider=\"%V\"%Z", &p[i].name);
+        ngx_http_helix_out_hist(o, "helixagent_stream_first_frame_seconds",
+                                labels, &sh->stream_first[p[i].slot],
+                                ngx_http_helix_metrics_time_bounds,
+                                NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_streams_total Streams from a provider, by how "
+        "they ended: completed, failed (after the first frame: the client "
+        "got an error event), client_closed.\n"
+        "# TYPE helixagent_streams_total counter\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        for (j = 0; j < NGX_HTTP_HELIX_STREAM_OUTCOMES; j++) {
+            ngx_http_helix_out(o,
+                "helixagent_streams_total{provider=\"%V\",outcome=\"%s\"} "
+                "%uA\n", &p[i].name, ngx_http_helix_stream_outcomes[j],
+                sh->streams[p[i].slot][j]);
+        }
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_provider_circuit_state Circuit breaker: 0 closed, "
+        "1 open, 2 half-open.\n"
+        "# TYPE helixagent_provider_circuit_state gauge\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_http_helix_provider_state(hmcf, &p[i], &st);
+        ngx_http_helix_out(o, "helixagent_provider_circuit_state"
+                           "{provider=\"%V\"} %ui\n", &p[i].name, st.state);
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_provider_inflight Provider calls in flight.\n"
+        "# TYPE helixagent_provider_inflight gauge\n");
+
+    for (i = 0; i < hmcf->providers.nelts; i++) {
+        ngx_http_helix_provider_state(hmcf, &p[i], &st);
+        ngx_http_helix_out(o, "helixagent_provider_inflight"
+                           "{provider=\"%V\"} %ui\n", &p[i].name,
+                           st.inflight);
+    }
+}
+
+
+/* Redis, refusals, costs, the completion log, PostgreSQL */
+
+static void
+ngx_http_helix_out_stores(ngx_http_helix_out_t *o,
+    ngx_http_helix_main_conf_t *hmcf, ngx_http_helix_metrics_sh_t *sh)
+{
+    if (hmcf->redis.configured
+        && (hmcf->cache.l2_enabled || hmcf->limit_redis))
+    {
+        ngx_http_helix_out(o,
+            "# HELP helixagent_redis_connections Open Redis connections, all "
+            "workers.\n# TYPE helixagent_redis_connections gauge\n"
+            "helixagent_redis_connections %uA\n"
+            "# HELP helixagent_redis_errors_total Redis failures by kind.\n"
+            "# TYPE helixagent_redis_errors_total counter\n"
+            "helixagent_redis_errors_total{kind=\"unreachable\"} %uA\n"
+            "helixagent_redis_errors_total{kind=\"timeout\"} %uA\n"
+            "helixagent_redis_errors_total{kind=\"error\"} %uA\n"
+            "# HELP helixagent_redis_retries_total Commands sent again after "
+            "a lost connection.\n"
+            "# TYPE helixagent_redis_retries_total counter\n"
+            "helixagent_redis_retries_total %uA\n",
+            sh->redis_conns, sh->redis[NGX_HTTP_HELIX_REDIS_UNREACHABLE],
+            sh->redis[NGX_HTTP_HELIX_REDIS_TIMEOUT],
+            sh->redis[NGX_HTTP_HELIX_REDIS_ERROR],
+            sh->redis[NGX_HTTP_HELIX_REDIS_RETRY]);
+
+        ngx_http_helix_out_store(o, sh, NGX_HTTP_HELIX_STORE_REDIS);
+    }
+
+    ngx_http_helix_out(o,
+        "# HELP helixagent_requests_rejected_total Requests turned away "
+        "before any work: API key missing or unknown, or over a rate "
+        "limit.\n"
+        "# TYPE helixagent_requests_rejected_total counter\n"
+        "helixagent_requests_rejected_total{reason=\"missing_api_key\"} %uA\n"
+        "helixagent_requests_rejected_total{reason=\"invalid_api_key\"} %uA\n"
+        "helixagent_requests_rejected_total{reason=\"rate_limit_requests\"} "
+        "%uA\n"
+        "helixagent_requests_rejected_total{reason=\"rate_limit_tokens\"} "
+        "%uA\n",
+        sh->rejected[NGX_HTTP_HELIX_REJECT_NO_KEY],
+        sh->rejected[NGX_HTTP_HELIX_REJECT_BAD_KEY],
+        sh->rejected[NGX_HTTP_HELIX_REJECT_REQUESTS],
+        sh->rejected[NGX_HTTP_HELIX_REJECT_TOKENS]);
+
+    ngx_http_helix_out_cost(o, hmcf, sh);
+
+    if (hmcf->database.configured && hmcf->database.log_enabled) {
+        ngx_http_helix_out(o,
+            "# HELP helixagent_completion_log_rows_total Completion log "
+            "rows: written to PostgreSQL, dropped (buffer full while "
+            "PostgreSQL was away) or rejected by it.\n"
+            "# TYPE helixagent_completion_log_rows_total counter\n"
+            "helixagent_completion_log_rows_total{outcome=\"written\"} %uA\n"
+            "helixagent_completion_log_rows_total{outcome=\"dropped\"} %uA\n"
+            "helixagent_completion_log_rows_total{outcome=\"rejected\"} "
+            "%uA\n",
+            sh->log_rows[NGX_HTTP_HELIX_LOG_WRITTEN],
+            sh->log_rows[NGX_HTTP_HELIX_LOG_DROPPED],
+            sh->log_rows[NGX_HTTP_HELIX_LOG_REJECTED]);
+    }
+
+    if (hmcf->database.configured) {
+        ngx_http_helix_out_db(o, hmcf, sh);
+        ngx_http_helix_out_store(o, sh, NGX_HTTP_HELIX_STORE_DB);
+    }
 }
 
 
