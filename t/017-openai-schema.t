@@ -42,7 +42,8 @@ our @Chat = map {
      [chat($p, ', "stop": ["answer"]')],
      [chat($p, $Tools, $Weather)],
      [chat($p, $Tools . ', "tool_choice": "required"', '[{"role": "user", "content": "hi"}]')],
-     [chat($p, $Tools, $Result)])
+     [chat($p, $Tools, $Result)],
+     [chat($p, ', "n": 2')])
 } @P;
 
 our @Stream = map {
@@ -50,7 +51,8 @@ our @Stream = map {
     ([chat($p, ', "stream": true')],
      [chat($p, ', "stream": true, "max_tokens": 3, "stream_options": {"include_usage": true}')],
      [chat($p, ', "stream": true, "stream_options": {"include_usage": true}' . $Tools, $Weather)],
-     [chat($p, ', "stream": true, "stop": ["answer"]')])
+     [chat($p, ', "stream": true, "stop": ["answer"]')],
+     [chat($p, ', "stream": true, "n": 2, "stream_options": {"include_usage": true}')])
 } @P;
 
 # what the blocks read: the requests, one filter per request, "valid" each
@@ -66,7 +68,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: chat: text, length, stop sequence, tool calls, forced tool, a tool's result answered, from every provider type
+=== TEST 1: chat: text, length, stop sequence, tool calls, forced tool, a tool's result answered, two choices, from every provider type
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: $::Yaml
@@ -79,7 +81,7 @@ __DATA__
 
 
 
-=== TEST 2: chat streams, every chunk: text, usage chunk, tool call deltas, stop sequence, from every provider type
+=== TEST 2: chat streams, every chunk: text, usage chunk, tool call deltas, stop sequence, two choices, from every provider type
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: $::Yaml
@@ -92,28 +94,32 @@ __DATA__
 
 
 
-=== TEST 3: answers from the cache: chat again (a hit), and streams replayed from a cached answer, with tools too
+=== TEST 3: answers from the cache: chat, completions and embeddings again (hits), and streams replayed from a cached answer, with tools too
 --- http_config eval: $::HttpConfig
 --- config eval: Helix::config()
 --- user_files eval: $::Yaml
 --- request eval
-[map { my $p = $_; (main::chat($p, ', "max_tokens": 4'), main::chat($p, ', "max_tokens": 4'),
+[(map { my $p = $_; (main::chat($p, ', "max_tokens": 4'), main::chat($p, ', "max_tokens": 4'),
     main::chat($p, ', "max_tokens": 4, "stream": true'),
     main::chat($p, ', "max_tokens": 4, "stream": true, "stream_options": {"include_usage": true}'),
-    main::chat($p, $::Tools, $::Weather), main::chat($p, $::Tools . ', "stream": true', $::Weather)) } @::P]
---- error_code eval: [(200) x 18]
+    main::chat($p, $::Tools, $::Weather), main::chat($p, $::Tools . ', "stream": true', $::Weather),
+    (qq{POST /v1/completions\n{"model": "mock-shared", "provider": "$p", "prompt": "cached"}}) x 2) } @::P),
+ (map { (qq{POST /v1/embeddings\n{"model": "mock-embed", "provider": "$_", "input": "cached"}}) x 2 } qw(openai gemini))]
+--- error_code eval: [(200) x 28]
 --- response_body_filters eval
-Helix::per_request([map { (HelixSchema::as('CreateChatCompletionResponse')) x 2,
+Helix::per_request([(map { (HelixSchema::as('CreateChatCompletionResponse')) x 2,
     (HelixSchema::as('CreateChatCompletionStreamResponse', sse => 1)) x 2,
     HelixSchema::as('CreateChatCompletionResponse'),
-    HelixSchema::as('CreateChatCompletionStreamResponse', sse => 1) } @::P])
---- response_body eval: [("valid") x 18]
+    HelixSchema::as('CreateChatCompletionStreamResponse', sse => 1),
+    (HelixSchema::as('CreateCompletionResponse')) x 2 } @::P),
+    (HelixSchema::as('CreateEmbeddingResponse')) x 4])
+--- response_body eval: [("valid") x 28]
 --- no_error_log
 [error]
 
 
 
-=== TEST 4: completions from every provider type: text, length, stop sequence, a list of prompts
+=== TEST 4: completions from every provider type: text, length, stop sequence
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: $::Yaml
@@ -163,7 +169,7 @@ Helix::per_request([HelixSchema::as('ListModelsResponse')])
 
 
 
-=== TEST 7: errors: 400 (not JSON, no messages, a bad field), 404 (model, provider), 405, 413, 502 (providers failing, before and during a stream)
+=== TEST 7: errors: 400 (not JSON, no messages, a bad field), 404 (model, provider), 405, 413, 422, 502 (providers failing, before and during a stream)
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval
@@ -171,6 +177,7 @@ Helix::per_request([HelixSchema::as('ListModelsResponse')])
 resources:
   requests:
     max_request_body: 2KB
+    max_prompt_tokens: 100
 _EOY_
 --- request eval
 ["POST /v1/chat/completions\n{not json",
@@ -181,6 +188,7 @@ _EOY_
  main::chat("nobody"),
  "POST /v1/models\n{}",
  "POST /v1/chat/completions\n" . ('x' x 3000),
+ main::chat("openai", '', '[{"role": "user", "content": "' . ('many words ' x 50) . '"}]'),
  "POST /mock/reset",
  main::fault(openai => '{"status": 500, "count": 1}'), main::fault(claude => '{"status": 429, "count": 1}'),
  main::fault(gemini => '{"status": 503, "count": 1}'),
@@ -190,13 +198,13 @@ _EOY_
  main::fault(gemini => '{"stream_error": 2, "count": 1}'), main::chat("gemini", ', "stream": true'),
  "POST /mock/reset"]
 --- error_code eval
-[400, 400, 400, 400, 404, 404, 405, 413, 200, 200, 200, 200, 502, 200, 200, 200, 200, 200, 200, 200]
+[400, 400, 400, 400, 404, 404, 405, 413, 422, 200, 200, 200, 200, 502, 200, 200, 200, 200, 200, 200, 200]
 --- response_body_filters eval
 my $e = HelixSchema::as('ErrorResponse');
 my $s = HelixSchema::as('CreateChatCompletionStreamResponse', sse => 1);
-Helix::per_request([($e) x 8, undef, undef, undef, undef, $e, undef, $s, undef, $s, undef, $s, undef])
+Helix::per_request([($e) x 9, undef, undef, undef, undef, $e, undef, $s, undef, $s, undef, $s, undef])
 --- response_body_like eval
-[("^valid\$") x 8, "", "", "", "", "^valid\$", "", "^valid\$", "", "^valid\$", "", "^valid\$", ""]
+[("^valid\$") x 9, "", "", "", "", "^valid\$", "", "^valid\$", "", "^valid\$", "", "^valid\$", ""]
 
 
 
