@@ -27,6 +27,8 @@ PACKAGES=(
   libtest-longstring-perl
   liblist-moreutils-perl
   python3
+  python3-jsonschema
+  python3-yaml
   curl
   wrk
   valgrind

@@ -2533,7 +2533,7 @@ static const char  *ngx_http_helix_choice_keys[] = {
 };
 
 static const char  *ngx_http_helix_message_keys[] = {
-    "role", "content", "tool_calls", NULL
+    "role", "content", "refusal", "tool_calls", NULL
 };
 
 static const char  *ngx_http_helix_tool_call_keys[] = {

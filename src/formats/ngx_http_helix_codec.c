@@ -1382,7 +1382,10 @@ ngx_http_helix_codec_completion(ngx_pool_t *pool, ngx_str_t *model,
 }
 
 
-/* content and calls are borrowed; calls may be NULL */
+/*
+ * content and calls are borrowed; calls may be NULL.  "refusal": null as
+ * OpenAI sends it: its schema requires the field in every message
+ */
 
 ngx_int_t
 ngx_http_helix_codec_choice(json_t *choices, json_t *content,
@@ -1401,6 +1404,7 @@ ngx_http_helix_codec_choice(json_t *choices, json_t *content,
            != 0
         || json_object_set_new(msg, "role", json_string("assistant")) != 0
         || json_object_set(msg, "content", content) != 0
+        || json_object_set_new(msg, "refusal", json_null()) != 0
         || (calls && json_object_set(msg, "tool_calls", calls) != 0)
         || json_object_set_new(choice, "logprobs", json_null()) != 0
         || json_object_set_new(choice, "finish_reason", json_string(finish))
