@@ -134,8 +134,9 @@ sub events {
     while (@ev) {
         my $e = shift @ev;
         if ($e =~ /^answer (\d+)/) {
+            my $round = $1;    # a match below would reset $1
             my @a = ($e);
-            push @a, shift @ev while @ev && $ev[0] =~ /^answer $1 /;
+            push @a, shift @ev while @ev && $ev[0] =~ /^answer $round /;
             push @out, sort @a;
         } else {
             push @out, $e;

@@ -139,6 +139,14 @@ static ngx_int_t ngx_http_helix_tasks_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_helix_tasks_check(ngx_http_request_t *r,
     json_t *req, ngx_str_t *params, ngx_int_t *rcp);
+static ngx_int_t ngx_http_helix_tasks_check_payload(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, json_t *type, json_t *payload,
+    ngx_int_t *rcp);
+static ngx_int_t ngx_http_helix_tasks_check_priority(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, json_t *req, json_int_t *priorityp,
+    ngx_int_t *rcp);
+static ngx_int_t ngx_http_helix_tasks_check_callback(ngx_http_request_t *r,
+    json_t *req, json_t *payload, ngx_str_t *url, ngx_int_t *rcp);
 static void ngx_http_helix_tasks_inserted(ngx_http_helix_pg_query_t *q,
     PGresult *res);
 static void ngx_http_helix_tasks_got(ngx_http_helix_pg_query_t *q,
@@ -775,13 +783,9 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
     ngx_str_t *params, ngx_int_t *rcp)
 {
     char                        *s;
-    size_t                       i;
     u_char                      *p;
-    json_t                      *type, *payload, *prio, *cb, *reqs, *v;
-    const char                  *why;
+    json_t                      *type, *payload;
     json_int_t                   priority;
-    ngx_uint_t                   max;
-    ngx_http_helix_api_key_t    *key;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
@@ -818,6 +822,66 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
                                          "\"payload\" must be an object");
         return NGX_DECLINED;
     }
+
+    if (ngx_http_helix_tasks_check_payload(r, hmcf, type, payload, rcp)
+        != NGX_OK
+        || ngx_http_helix_tasks_check_priority(r, hmcf, req, &priority, rcp)
+           != NGX_OK
+        || ngx_http_helix_tasks_check_callback(r, req, payload, &params[3],
+                                               rcp)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    params[0].data = (u_char *) json_string_value(type);
+    params[0].len = json_string_length(type);
+
+    s = json_dumps(payload, JSON_COMPACT);
+    if (s == NULL) {
+        *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
+    }
+
+    params[1].len = ngx_strlen(s);
+    params[1].data = ngx_pnalloc(r->pool, params[1].len);
+
+    if (params[1].data == NULL) {
+        free(s);
+        *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(params[1].data, s, params[1].len);
+    free(s);
+
+    p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
+    if (p == NULL) {
+        *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
+    }
+
+    params[2].data = p;
+    params[2].len = ngx_sprintf(p, "%L", (int64_t) priority) - p;
+
+    p += NGX_INT_T_LEN;
+    params[4].data = p;
+    params[4].len = ngx_sprintf(p, "%ui",
+                                ngx_max(hmcf->tasks.max_attempts, 1)) - p;
+
+    return NGX_OK;
+}
+
+
+/* the payload a task of this type needs; NGX_DECLINED: *rcp was sent */
+
+static ngx_int_t
+ngx_http_helix_tasks_check_payload(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, json_t *type, json_t *payload,
+    ngx_int_t *rcp)
+{
+    size_t   i;
+    json_t  *reqs, *v;
 
     if (json_string_value(type)[0] == 'b') {
         reqs = json_object_get(payload, "requests");
@@ -876,6 +940,22 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
         return NGX_DECLINED;
     }
 
+    return NGX_OK;
+}
+
+
+/* -1000..1000, and above the cap only for a key that may */
+
+static ngx_int_t
+ngx_http_helix_tasks_check_priority(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, json_t *req, json_int_t *priorityp,
+    ngx_int_t *rcp)
+{
+    json_t                    *prio;
+    json_int_t                 priority;
+    ngx_uint_t                 max;
+    ngx_http_helix_api_key_t  *key;
+
     prio = json_object_get(req, "priority");
     priority = 0;
 
@@ -913,22 +993,37 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
         }
     }
 
+    *priorityp = priority;
+
+    return NGX_OK;
+}
+
+
+/* the callback URL, if any, in the payload or beside it: checked */
+
+static ngx_int_t
+ngx_http_helix_tasks_check_callback(ngx_http_request_t *r, json_t *req,
+    json_t *payload, ngx_str_t *url, ngx_int_t *rcp)
+{
+    json_t      *cb;
+    const char  *why;
+
     cb = json_object_get(payload, "callback_url");
 
     if (cb == NULL) {
         cb = json_object_get(req, "callback_url");
     }
 
-    ngx_str_null(&params[3]);
+    ngx_str_null(url);
 
     if (cb) {
         why = "must be an http:// or https:// URL";
 
         if (json_is_string(cb)) {
-            params[3].data = (u_char *) json_string_value(cb);
-            params[3].len = json_string_length(cb);
+            url->data = (u_char *) json_string_value(cb);
+            url->len = json_string_length(cb);
 
-            why = ngx_http_helix_fetch_url_check(&params[3]);
+            why = ngx_http_helix_fetch_url_check(url);
         }
 
         if (why) {
@@ -939,41 +1034,6 @@ ngx_http_helix_tasks_check(ngx_http_request_t *r, json_t *req,
             return NGX_DECLINED;
         }
     }
-
-    params[0].data = (u_char *) json_string_value(type);
-    params[0].len = json_string_length(type);
-
-    s = json_dumps(payload, JSON_COMPACT);
-    if (s == NULL) {
-        *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NGX_DECLINED;
-    }
-
-    params[1].len = ngx_strlen(s);
-    params[1].data = ngx_pnalloc(r->pool, params[1].len);
-
-    if (params[1].data == NULL) {
-        free(s);
-        *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NGX_DECLINED;
-    }
-
-    ngx_memcpy(params[1].data, s, params[1].len);
-    free(s);
-
-    p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
-    if (p == NULL) {
-        *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NGX_DECLINED;
-    }
-
-    params[2].data = p;
-    params[2].len = ngx_sprintf(p, "%L", (int64_t) priority) - p;
-
-    p += NGX_INT_T_LEN;
-    params[4].data = p;
-    params[4].len = ngx_sprintf(p, "%ui",
-                                ngx_max(hmcf->tasks.max_attempts, 1)) - p;
 
     return NGX_OK;
 }
