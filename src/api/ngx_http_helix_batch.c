@@ -38,6 +38,9 @@ static void ngx_http_helix_completions_answer(ngx_http_helix_batch_t *b);
 
 static ngx_int_t ngx_http_helix_embeddings_batch(ngx_http_helix_batch_t *b,
     json_t *req);
+static ngx_int_t ngx_http_helix_embeddings_check(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, json_t *req, json_t *texts,
+    json_int_t *bsp, ngx_int_t *rcp);
 static void ngx_http_helix_embeddings_looked_up(ngx_http_helix_batch_t *b);
 static void ngx_http_helix_embeddings_chunk(ngx_http_helix_batch_t *b,
     ngx_http_helix_item_t *item);
@@ -712,6 +715,9 @@ typedef struct {
 } ngx_http_helix_emb_t;
 
 
+static ngx_int_t ngx_http_helix_embeddings_dedupe(ngx_http_request_t *r,
+    ngx_http_helix_emb_t *e, json_t *texts, size_t n);
+
 static int ngx_libc_cdecl
 ngx_http_helix_text_cmp(const void *one, const void *two)
 {
@@ -734,79 +740,25 @@ ngx_http_helix_embeddings_batch(ngx_http_helix_batch_t *b, json_t *req)
 {
     size_t                       i, n;
     json_t                      *texts, *v, *one;
+    ngx_int_t                    rc;
     ngx_uint_t                   k;
     json_int_t                   bs;
-    const char                  *key, *fmt;
+    const char                  *key;
     ngx_http_request_t          *r;
     ngx_http_helix_emb_t        *e;
-    ngx_http_helix_text_t       *sorted;
     ngx_http_helix_main_conf_t  *hmcf;
 
     r = b->request;
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
     texts = json_object_get(req, "texts");
+    n = json_is_array(texts) ? json_array_size(texts) : 0;
+    bs = 0;
 
-    if (!json_is_array(texts) || json_array_size(texts) == 0) {
-        return ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                         texts ? "invalid_type"
-                                               : "missing_field",
-                                         "texts", "\"texts\" must be a "
-                                         "non-empty array of strings");
-    }
-
-    n = json_array_size(texts);
-
-    if (hmcf->batch_max_texts && n > hmcf->batch_max_texts) {
-        return ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                         "batch_too_large", "texts",
-                                         "the batch has %uz texts, more than "
-                                         "batch.max_texts (%ui); split it",
-                                         n, hmcf->batch_max_texts);
-    }
-
-    json_array_foreach(texts, i, v) {
-        if (!json_is_string(v) || json_string_length(v) == 0) {
-            return ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                             "invalid_type", NULL,
-                                             "texts[%uz] must be a non-empty "
-                                             "string", i);
-        }
-    }
-
-    v = json_object_get(req, "model");
-
-    if (!json_is_string(v) || json_string_length(v) == 0) {
-        return ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                         v ? "invalid_type" : "missing_field",
-                                         "model", "\"model\" must be a "
-                                         "non-empty string");
-    }
-
-    v = json_object_get(req, "batch_size");
-    bs = 100;
-
-    if (v && !json_is_null(v)) {
-        bs = json_is_integer(v) ? json_integer_value(v) : 0;
-
-        if (bs < 1 || bs > NGX_HTTP_HELIX_MAX_BATCH_SIZE) {
-            return ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                             "invalid_value", "batch_size",
-                                             "\"batch_size\" must be an "
-                                             "integer from 1 to %d",
-                                             NGX_HTTP_HELIX_MAX_BATCH_SIZE);
-        }
-    }
-
-    fmt = json_string_value(json_object_get(req, "encoding_format"));
-
-    if (json_object_get(req, "encoding_format") != NULL
-        && (fmt == NULL || ngx_strcmp(fmt, "float") != 0))
+    if (ngx_http_helix_embeddings_check(r, hmcf, req, texts, &bs, &rc)
+        != NGX_OK)
     {
-        return ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                         "invalid_value", "encoding_format",
-                                         "the batch answers floats only "
-                                         "(\"encoding_format\": \"float\")");
+        return rc;
     }
 
     e = ngx_pcalloc(r->pool, sizeof(ngx_http_helix_emb_t));
@@ -843,32 +795,8 @@ ngx_http_helix_embeddings_batch(ngx_http_helix_batch_t *b, json_t *req)
 
     /* identical texts are looked up and sent once */
 
-    sorted = ngx_palloc(r->pool, n * sizeof(ngx_http_helix_text_t));
-    e->lookup_of = ngx_palloc(r->pool, n * sizeof(ngx_uint_t));
-
-    if (sorted == NULL || e->lookup_of == NULL) {
+    if (ngx_http_helix_embeddings_dedupe(r, e, texts, n) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    json_array_foreach(texts, i, v) {
-        sorted[i].text = json_string_value(v);
-        sorted[i].len = json_string_length(v);
-        sorted[i].index = i;
-    }
-
-    ngx_qsort(sorted, n, sizeof(ngx_http_helix_text_t),
-              ngx_http_helix_text_cmp);
-
-    for (i = 0; i < n; i++) {
-        e->lookup_of[sorted[i].index] = sorted[i].index;
-
-        if (i && sorted[i].len == sorted[i - 1].len
-            && ngx_memcmp(sorted[i].text, sorted[i - 1].text,
-                          sorted[i].len) == 0)
-        {
-            e->lookup_of[sorted[i].index] =
-                                    e->lookup_of[sorted[i - 1].index];
-        }
     }
 
     if (ngx_http_helix_batch_init(b, n) != NGX_OK) {
@@ -916,6 +844,137 @@ ngx_http_helix_embeddings_batch(ngx_http_helix_batch_t *b, json_t *req)
     }
 
     ngx_http_helix_batch_run(b);
+
+    return NGX_OK;
+}
+
+
+/*
+ * An embeddings batch's fields: NGX_OK, or the error answer sent (or an
+ * nginx status)
+ */
+
+static ngx_int_t
+ngx_http_helix_embeddings_check(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, json_t *req, json_t *texts,
+    json_int_t *bsp, ngx_int_t *rcp)
+{
+    size_t       i, n;
+    json_t      *v;
+    json_int_t   bs;
+    const char  *fmt;
+
+    if (!json_is_array(texts) || json_array_size(texts) == 0) {
+        *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         texts ? "invalid_type"
+                                               : "missing_field",
+                                         "texts", "\"texts\" must be a "
+                                         "non-empty array of strings");
+        return NGX_DECLINED;
+    }
+
+    n = json_array_size(texts);
+
+    if (hmcf->batch_max_texts && n > hmcf->batch_max_texts) {
+        *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "batch_too_large", "texts",
+                                         "the batch has %uz texts, more than "
+                                         "batch.max_texts (%ui); split it",
+                                         n, hmcf->batch_max_texts);
+        return NGX_DECLINED;
+    }
+
+    json_array_foreach(texts, i, v) {
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "invalid_type", NULL,
+                                             "texts[%uz] must be a non-empty "
+                                             "string", i);
+            return NGX_DECLINED;
+        }
+    }
+
+    v = json_object_get(req, "model");
+
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         v ? "invalid_type" : "missing_field",
+                                         "model", "\"model\" must be a "
+                                         "non-empty string");
+        return NGX_DECLINED;
+    }
+
+    v = json_object_get(req, "batch_size");
+    bs = 100;
+
+    if (v && !json_is_null(v)) {
+        bs = json_is_integer(v) ? json_integer_value(v) : 0;
+
+        if (bs < 1 || bs > NGX_HTTP_HELIX_MAX_BATCH_SIZE) {
+            *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "invalid_value", "batch_size",
+                                             "\"batch_size\" must be an "
+                                             "integer from 1 to %d",
+                                             NGX_HTTP_HELIX_MAX_BATCH_SIZE);
+            return NGX_DECLINED;
+        }
+    }
+
+    fmt = json_string_value(json_object_get(req, "encoding_format"));
+
+    if (json_object_get(req, "encoding_format") != NULL
+        && (fmt == NULL || ngx_strcmp(fmt, "float") != 0))
+    {
+        *rcp = ngx_http_helix_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "invalid_value", "encoding_format",
+                                         "the batch answers floats only "
+                                         "(\"encoding_format\": \"float\")");
+        return NGX_DECLINED;
+    }
+
+    *bsp = bs;
+
+    return NGX_OK;
+}
+
+
+/* lookup_of[i]: the first index of the same text as texts[i] */
+
+static ngx_int_t
+ngx_http_helix_embeddings_dedupe(ngx_http_request_t *r,
+    ngx_http_helix_emb_t *e, json_t *texts, size_t n)
+{
+    size_t                  i;
+    json_t                 *v;
+    ngx_http_helix_text_t  *sorted;
+
+    sorted = ngx_palloc(r->pool, n * sizeof(ngx_http_helix_text_t));
+    e->lookup_of = ngx_palloc(r->pool, n * sizeof(ngx_uint_t));
+
+    if (sorted == NULL || e->lookup_of == NULL) {
+        return NGX_ERROR;
+    }
+
+    json_array_foreach(texts, i, v) {
+        sorted[i].text = json_string_value(v);
+        sorted[i].len = json_string_length(v);
+        sorted[i].index = i;
+    }
+
+    ngx_qsort(sorted, n, sizeof(ngx_http_helix_text_t),
+              ngx_http_helix_text_cmp);
+
+    for (i = 0; i < n; i++) {
+        e->lookup_of[sorted[i].index] = sorted[i].index;
+
+        if (i && sorted[i].len == sorted[i - 1].len
+            && ngx_memcmp(sorted[i].text, sorted[i - 1].text,
+                          sorted[i].len) == 0)
+        {
+            e->lookup_of[sorted[i].index] =
+                                    e->lookup_of[sorted[i - 1].index];
+        }
+    }
 
     return NGX_OK;
 }
