@@ -106,6 +106,12 @@ typedef struct {
 static void ngx_http_helix_debate_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_helix_debate_parse(ngx_http_helix_debate_t *d,
     ngx_int_t *rcp);
+static ngx_int_t ngx_http_helix_debate_parse_question(
+    ngx_http_helix_debate_t *d, ngx_int_t *rcp);
+static ngx_int_t ngx_http_helix_debate_parse_participants(
+    ngx_http_helix_debate_t *d, ngx_int_t *rcp);
+static ngx_int_t ngx_http_helix_debate_parse_options(
+    ngx_http_helix_debate_t *d, ngx_int_t *rcp);
 static ngx_int_t ngx_http_helix_debate_lookup(ngx_http_helix_debate_t *d,
     ngx_int_t *rcp);
 static void ngx_http_helix_debate_cleanup(void *data);
@@ -374,18 +380,34 @@ ngx_http_helix_debate_opt_bool(json_t *v)
 static ngx_int_t
 ngx_http_helix_debate_parse(ngx_http_helix_debate_t *d, ngx_int_t *rcp)
 {
-    char                        *param;
-    size_t                       i;
-    json_t                      *req, *topic, *msgs, *parts, *v, *role, *sys,
-                                *m;
-    json_int_t                   n;
-    ngx_http_request_t          *r;
-    ngx_http_helix_debater_t    *p;
-    ngx_http_helix_main_conf_t  *hmcf;
+    ngx_int_t  rc;
+
+    rc = ngx_http_helix_debate_parse_question(d, rcp);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_helix_debate_parse_participants(d, rcp);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_helix_debate_parse_options(d, rcp);
+    }
+
+    return rc;
+}
+
+
+/* "topic" or "messages": the question every participant is asked */
+
+static ngx_int_t
+ngx_http_helix_debate_parse_question(ngx_http_helix_debate_t *d,
+    ngx_int_t *rcp)
+{
+    size_t               i;
+    json_t              *req, *topic, *msgs, *m;
+    ngx_http_request_t  *r;
 
     r = d->request;
     req = d->req;
-    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
     topic = json_object_get(req, "topic");
     msgs = json_object_get(req, "messages");
@@ -446,6 +468,27 @@ ngx_http_helix_debate_parse(ngx_http_helix_debate_t *d, ngx_int_t *rcp)
     {
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/* "participants": each one's model, role and system prompt */
+
+static ngx_int_t
+ngx_http_helix_debate_parse_participants(ngx_http_helix_debate_t *d,
+    ngx_int_t *rcp)
+{
+    char                        *param;
+    size_t                       i;
+    json_t                      *req, *parts, *v, *role, *sys, *m;
+    ngx_http_request_t          *r;
+    ngx_http_helix_debater_t    *p;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    r = d->request;
+    req = d->req;
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
     parts = json_object_get(req, "participants");
 
@@ -557,6 +600,25 @@ ngx_http_helix_debate_parse(ngx_http_helix_debate_t *d, ngx_int_t *rcp)
             return NGX_ERROR;
         }
     }
+
+    return NGX_OK;
+}
+
+
+/* "rounds", "judge", "stream", "fail_fast" */
+
+static ngx_int_t
+ngx_http_helix_debate_parse_options(ngx_http_helix_debate_t *d,
+    ngx_int_t *rcp)
+{
+    json_t                      *req, *v, *m;
+    json_int_t                   n;
+    ngx_http_request_t          *r;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    r = d->request;
+    req = d->req;
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
 
     v = json_object_get(req, "rounds");
 
