@@ -121,6 +121,10 @@ static void ngx_http_helix_debate_item(ngx_http_helix_batch_t *b,
 static void ngx_http_helix_debate_stop(ngx_http_helix_batch_t *b);
 static void ngx_http_helix_debate_timeout(ngx_event_t *ev);
 static void ngx_http_helix_debate_round_done(ngx_http_helix_batch_t *b);
+static ngx_int_t ngx_http_helix_debate_leavers(ngx_http_helix_debate_t *d,
+    ngx_http_helix_batch_t *b, ngx_uint_t *okp);
+static ngx_int_t ngx_http_helix_debate_record(ngx_http_helix_debate_t *d,
+    ngx_http_helix_batch_t *b, ngx_uint_t judge, ngx_uint_t ok);
 static ngx_int_t ngx_http_helix_debate_next(ngx_http_helix_debate_t *d);
 static json_t *ngx_http_helix_debate_judge_messages(
     ngx_http_helix_debate_t *d);
@@ -1247,10 +1251,9 @@ static void
 ngx_http_helix_debate_round_done(ngx_http_helix_batch_t *b)
 {
     u_char                    *p, *last;
-    json_t                    *e, *round, *ev;
+    ngx_int_t                  rc;
     ngx_str_t                  msg;
-    ngx_uint_t                 k, i, ok, judge, active, status;
-    ngx_msec_t                 ms;
+    ngx_uint_t                 i, ok, judge, active, status;
     ngx_http_request_t        *r;
     ngx_http_helix_item_t     *item;
     ngx_http_helix_debate_t   *d;
@@ -1295,83 +1298,15 @@ ngx_http_helix_debate_round_done(ngx_http_helix_batch_t *b)
 
     /* calls cut by the timeout or by fail_fast: they leave too */
 
-    ok = 0;
+    rc = ngx_http_helix_debate_leavers(d, b, &ok);
 
-    for (k = 0; k < b->nitems; k++) {
-        e = json_array_get(d->answers, k);
-
-        if (!json_is_null(e)) {
-            ok += json_is_string(json_object_get(e, "content"));
-            continue;
-        }
-
-        i = d->who[k];
-        e = ngx_http_helix_debate_entry(d, i, d->timed_out ? "timeout"
-                                                            : "cancelled");
-
-        if (e == NULL || json_array_set_new(d->answers, k, e) != 0) {
-            ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        if (i != NGX_HTTP_HELIX_DEBATE_JUDGE) {
-            d->parts[i].out = d->round;
-        }
-
-        d->lost = 1;
-
-        if (d->timed_out && d->fail_fast && d->failed == NULL) {
-            d->failed = &b->items[k];
-            d->failed_who = i;
-        }
-
-        if (d->stream && i != NGX_HTTP_HELIX_DEBATE_JUDGE
-            && ngx_http_helix_debate_event(d, "debate.answer",
-                                           json_incref(e))
-               != NGX_OK)
-        {
-            ngx_http_helix_debate_finish(d, NGX_ERROR);
-            return;
-        }
+    if (rc == NGX_OK) {
+        rc = ngx_http_helix_debate_record(d, b, judge, ok);
     }
 
-    ms = ngx_current_msec - d->round_start;
-
-    if (judge) {
-        d->judged = json_array_get(d->answers, 0);
-
-        if (json_object_set_new(d->judged, "time_ms",
-                                json_integer((json_int_t) ms))
-            != 0)
-        {
-            ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-    } else {
-        round = json_pack("{s:I,s:I,s:O}", "round", (json_int_t) d->round,
-                          "time_ms", (json_int_t) ms,
-                          "answers", d->answers);
-
-        if (round == NULL || json_array_append_new(d->transcript, round) != 0)
-        {
-            ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        if (d->stream) {
-            ev = json_pack("{s:I,s:I,s:I,s:I}", "round",
-                           (json_int_t) d->round, "time_ms", (json_int_t) ms,
-                           "answered", (json_int_t) ok,
-                           "failed", (json_int_t) (b->nitems - ok));
-
-            if (ngx_http_helix_debate_event(d, "debate.round.completed", ev)
-                != NGX_OK)
-            {
-                ngx_http_helix_debate_finish(d, NGX_ERROR);
-                return;
-            }
-        }
+    if (rc != NGX_OK) {
+        ngx_http_helix_debate_finish(d, rc);
+        return;
     }
 
     p = buf;
@@ -1441,6 +1376,112 @@ ngx_http_helix_debate_round_done(ngx_http_helix_batch_t *b)
     }
 
     ngx_http_helix_debate_conclude(d);
+}
+
+
+/*
+ * The round's items without an answer (cut by the timeout or by
+ * fail_fast): their entries say so, their participants leave; *okp: how
+ * many answered.  NGX_OK, or what to finish the debate with.
+ */
+
+static ngx_int_t
+ngx_http_helix_debate_leavers(ngx_http_helix_debate_t *d,
+    ngx_http_helix_batch_t *b, ngx_uint_t *okp)
+{
+    json_t      *e;
+    ngx_uint_t   k, i, ok;
+
+    ok = 0;
+
+    for (k = 0; k < b->nitems; k++) {
+        e = json_array_get(d->answers, k);
+
+        if (!json_is_null(e)) {
+            ok += json_is_string(json_object_get(e, "content"));
+            continue;
+        }
+
+        i = d->who[k];
+        e = ngx_http_helix_debate_entry(d, i, d->timed_out ? "timeout"
+                                                            : "cancelled");
+
+        if (e == NULL || json_array_set_new(d->answers, k, e) != 0) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (i != NGX_HTTP_HELIX_DEBATE_JUDGE) {
+            d->parts[i].out = d->round;
+        }
+
+        d->lost = 1;
+
+        if (d->timed_out && d->fail_fast && d->failed == NULL) {
+            d->failed = &b->items[k];
+            d->failed_who = i;
+        }
+
+        if (d->stream && i != NGX_HTTP_HELIX_DEBATE_JUDGE
+            && ngx_http_helix_debate_event(d, "debate.answer",
+                                           json_incref(e))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    *okp = ok;
+
+    return NGX_OK;
+}
+
+
+/* the round into the transcript (the judge's answer aside), its event */
+
+static ngx_int_t
+ngx_http_helix_debate_record(ngx_http_helix_debate_t *d,
+    ngx_http_helix_batch_t *b, ngx_uint_t judge, ngx_uint_t ok)
+{
+    json_t      *round, *ev;
+    ngx_msec_t   ms;
+
+    ms = ngx_current_msec - d->round_start;
+
+    if (judge) {
+        d->judged = json_array_get(d->answers, 0);
+
+        if (json_object_set_new(d->judged, "time_ms",
+                                json_integer((json_int_t) ms))
+            != 0)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+    } else {
+        round = json_pack("{s:I,s:I,s:O}", "round", (json_int_t) d->round,
+                          "time_ms", (json_int_t) ms,
+                          "answers", d->answers);
+
+        if (round == NULL || json_array_append_new(d->transcript, round) != 0)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (d->stream) {
+            ev = json_pack("{s:I,s:I,s:I,s:I}", "round",
+                           (json_int_t) d->round, "time_ms", (json_int_t) ms,
+                           "answered", (json_int_t) ok,
+                           "failed", (json_int_t) (b->nitems - ok));
+
+            if (ngx_http_helix_debate_event(d, "debate.round.completed", ev)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
 }
 
 
