@@ -129,6 +129,10 @@ static ngx_int_t ngx_http_helix_debate_next(ngx_http_helix_debate_t *d);
 static json_t *ngx_http_helix_debate_judge_messages(
     ngx_http_helix_debate_t *d);
 static void ngx_http_helix_debate_conclude(ngx_http_helix_debate_t *d);
+static json_t *ngx_http_helix_debate_choose(ngx_http_helix_debate_t *d,
+    ngx_http_helix_main_conf_t *hmcf);
+static ngx_int_t ngx_http_helix_debate_parts_out(ngx_http_helix_debate_t *d,
+    json_t *parts, json_int_t *total);
 static void ngx_http_helix_debate_fail(ngx_http_helix_debate_t *d,
     ngx_uint_t status, u_char *msg, size_t len);
 static void ngx_http_helix_debate_finish(ngx_http_helix_debate_t *d,
@@ -1725,19 +1729,105 @@ ngx_http_helix_debate_weight(ngx_http_helix_main_conf_t *hmcf, json_t *name)
 static void
 ngx_http_helix_debate_conclude(ngx_http_helix_debate_t *d)
 {
-    json_t                      *out, *answers, *e, *f, *best, *parts, *c,
-                                *pe;
+    json_t                      *out, *parts, *c;
     ngx_int_t                    rc;
     ngx_str_t                    body, provider;
-    ngx_uint_t                   i, k, j, votes, best_votes, majority, w,
-                                 best_w;
     json_int_t                   total[2];
     ngx_http_request_t          *r;
-    ngx_http_helix_debater_t    *p;
     ngx_http_helix_main_conf_t  *hmcf;
 
     r = d->request;
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+
+    c = ngx_http_helix_debate_choose(d, hmcf);
+
+    if (c == NULL) {
+        ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    parts = json_array();
+    total[0] = d->judge_usage[0];
+    total[1] = d->judge_usage[1];
+
+    out = json_pack("{s:s%,s:s,s:I,s:I,s:o,s:O}",
+                    "id", d->id.data, d->id.len,
+                    "object", "debate",
+                    "created", (json_int_t) d->created,
+                    "rounds", (json_int_t) d->rounds,
+                    "participants", parts,
+                    "transcript", d->transcript);
+
+    if (out == NULL || c == NULL
+        || ngx_http_helix_json_pool(r->pool, out) != NGX_OK)
+    {
+        json_decref(c);
+        ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    if (ngx_http_helix_debate_parts_out(d, parts, total) != NGX_OK) {
+        json_decref(c);
+        ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    if ((d->judged
+         && (json_object_set_new(d->judged, "usage",
+                  ngx_http_helix_debate_usage(d->judge_usage))
+             != 0
+             || json_object_set(out, "judge", d->judged) != 0))
+        || json_object_set_new(out, "conclusion", c) != 0
+        || json_object_set_new(out, "usage",
+                               ngx_http_helix_debate_usage(total))
+           != 0
+        || json_object_set_new(out, "time_ms",
+               json_integer((json_int_t) (ngx_current_msec - d->start)))
+           != 0
+        || ngx_http_helix_json_dump(r->pool, out, &body) != NGX_OK)
+    {
+        ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    /* whole, and only if everyone answered: a failure is not kept */
+
+    if (d->policy >= 0 && !d->lost) {
+        ngx_str_set(&provider, "debate");
+        ngx_http_helix_cache_store(hmcf, &d->key, d->policy, &provider,
+                                   &body, r->connection->log);
+    }
+
+    if (!d->stream) {
+        ngx_http_helix_debate_finish(d,
+                        ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
+        return;
+    }
+
+    ngx_str_set(&provider, "[DONE]");
+
+    if (ngx_http_helix_debate_event(d, "debate.conclusion",
+                                    ngx_http_helix_debate_summary(out))
+        != NGX_OK
+        || ngx_http_helix_debate_frame(d, "done", &provider) != NGX_OK)
+    {
+        ngx_http_helix_debate_finish(d, NGX_ERROR);
+        return;
+    }
+
+    rc = ngx_http_helix_debate_last(d);
+    ngx_http_helix_debate_finish(d, rc);
+}
+
+
+/* the judge's conclusion, or the last round's by ensemble.strategy */
+
+static json_t *
+ngx_http_helix_debate_choose(ngx_http_helix_debate_t *d,
+    ngx_http_helix_main_conf_t *hmcf)
+{
+    json_t      *answers, *e, *f, *best, *c;
+    ngx_uint_t   k, j, votes, best_votes, majority, w, best_w;
 
     if (d->judged
         && json_is_string(json_object_get(d->judged, "content")))
@@ -1788,8 +1878,7 @@ ngx_http_helix_debate_conclude(ngx_http_helix_debate_t *d)
         }
 
         if (best == NULL) {
-            ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
+            return NULL;
         }
 
         c = json_pack("{s:s,s:O,s:O,s:O,s:I}",
@@ -1800,25 +1889,19 @@ ngx_http_helix_debate_conclude(ngx_http_helix_debate_t *d)
                       "votes", (json_int_t) best_votes);
     }
 
-    parts = json_array();
-    total[0] = d->judge_usage[0];
-    total[1] = d->judge_usage[1];
+    return c;
+}
 
-    out = json_pack("{s:s%,s:s,s:I,s:I,s:o,s:O}",
-                    "id", d->id.data, d->id.len,
-                    "object", "debate",
-                    "created", (json_int_t) d->created,
-                    "rounds", (json_int_t) d->rounds,
-                    "participants", parts,
-                    "transcript", d->transcript);
 
-    if (out == NULL || c == NULL
-        || ngx_http_helix_json_pool(r->pool, out) != NGX_OK)
-    {
-        json_decref(c);
-        ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
+/* each participant: in or left, and its usage, into parts; summed */
+
+static ngx_int_t
+ngx_http_helix_debate_parts_out(ngx_http_helix_debate_t *d, json_t *parts,
+    json_int_t *total)
+{
+    json_t                    *pe;
+    ngx_uint_t                 i;
+    ngx_http_helix_debater_t  *p;
 
     for (i = 0; i < d->nparts; i++) {
         p = &d->parts[i];
@@ -1845,57 +1928,11 @@ ngx_http_helix_debate_conclude(ngx_http_helix_debate_t *d)
                                    ngx_http_helix_debate_usage(p->usage))
                != 0)
         {
-            json_decref(c);
-            ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
+            return NGX_ERROR;
         }
     }
 
-    if ((d->judged
-         && (json_object_set_new(d->judged, "usage",
-                  ngx_http_helix_debate_usage(d->judge_usage))
-             != 0
-             || json_object_set(out, "judge", d->judged) != 0))
-        || json_object_set_new(out, "conclusion", c) != 0
-        || json_object_set_new(out, "usage",
-                               ngx_http_helix_debate_usage(total))
-           != 0
-        || json_object_set_new(out, "time_ms",
-               json_integer((json_int_t) (ngx_current_msec - d->start)))
-           != 0
-        || ngx_http_helix_json_dump(r->pool, out, &body) != NGX_OK)
-    {
-        ngx_http_helix_debate_finish(d, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    /* whole, and only if everyone answered: a failure is not kept */
-
-    if (d->policy >= 0 && !d->lost) {
-        ngx_str_set(&provider, "debate");
-        ngx_http_helix_cache_store(hmcf, &d->key, d->policy, &provider,
-                                   &body, r->connection->log);
-    }
-
-    if (!d->stream) {
-        ngx_http_helix_debate_finish(d,
-                        ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
-        return;
-    }
-
-    ngx_str_set(&provider, "[DONE]");
-
-    if (ngx_http_helix_debate_event(d, "debate.conclusion",
-                                    ngx_http_helix_debate_summary(out))
-        != NGX_OK
-        || ngx_http_helix_debate_frame(d, "done", &provider) != NGX_OK)
-    {
-        ngx_http_helix_debate_finish(d, NGX_ERROR);
-        return;
-    }
-
-    rc = ngx_http_helix_debate_last(d);
-    ngx_http_helix_debate_finish(d, rc);
+    return NGX_OK;
 }
 
 
