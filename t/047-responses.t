@@ -321,3 +321,22 @@ Helix::per_request([(\&main::err) x 3, sub { decode_json($_[0])->{object} }])
 Helix::per_request([sub { "" }, map { (\&main::keep, sub { "" }, \&main::same, \&main::keep, sub { "" }, \&main::same) } 1 .. 3])
 --- response_body eval
 ["", map { ("", "", "the same", "", "", "the same") } 1 .. 3]
+
+
+
+=== TEST 11: a provider that fails after the first event ends the stream with an error event (sequence numbers still in order); "provider" picks the provider as for chat
+--- http_config eval: $::HttpConfig
+--- config eval: $::Config
+--- user_files eval: $::Yaml
+--- request eval
+["POST /mock/reset",
+ "POST /mock/openai/faults\n{\"drop\": \"mid\", \"count\": 1}",
+ main::resp('gpt-4o', q{"stream": true, "input": "Hello LONG:40"}),
+ main::resp('mock-shared', q{"provider": "claude", "input": "Hello"}),
+ "GET /mock/claude/stats"]
+--- response_body_filters eval
+Helix::per_request([sub { "" }, sub { "" }, \&main::events, \&main::summary,
+ sub { decode_json($_[0])->{requests}{"POST /v1/messages"} }])
+--- response_body_like eval
+["", "", "^response.created,response.in_progress,response.output_item.added,response.content_part.added,response.output_text.delta,error\\|Mock answer [^|]*\\|noargs\\|-\\|out:-\\|\$",
+ "^resp_\\|response\\|completed\\|", "^1\$"]

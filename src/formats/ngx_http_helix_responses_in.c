@@ -553,7 +553,10 @@ ngx_http_helix_responses_in_output(json_t *item, json_t *msgs,
 }
 
 
-/* model, stream, max_output_tokens, temperature, top_p, user, text */
+/*
+ * model, stream, max_output_tokens, temperature, top_p, user, text;
+ * "provider" (the gateway's own: one provider asked) as for chat
+ */
 
 static ngx_int_t
 ngx_http_helix_responses_in_params(ngx_pool_t *pool, json_t *body,
@@ -564,7 +567,7 @@ ngx_http_helix_responses_in_params(ngx_pool_t *pool, json_t *body,
 
     static const char  *same[] = {
         "model", "stream", "temperature", "top_p", "user",
-        "parallel_tool_calls", NULL
+        "parallel_tool_calls", "provider", NULL
     };
 
     for (k = same; *k; k++) {
