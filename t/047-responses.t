@@ -9,6 +9,8 @@ our $HttpConfig = Helix::http_config();
 our $Extra = "    location = /v1/responses { helix_endpoint responses; }\n";
 our $Config = Helix::config(cache => 0, extra => $Extra);
 our $Cached = Helix::config(extra => $Extra);
+our $Metrics = Helix::config(cache => 0,
+    extra => $Extra . "    location = /metrics { helix_endpoint metrics; }\n");
 our $Yaml = ">>> helix.yaml\n$Helix::Providers\nstreaming:\n  flush_interval: 0\n";
 
 our @Models = ('gpt-4o', 'claude-3-haiku-20240307', 'gemini-1.5-flash');
@@ -340,3 +342,19 @@ Helix::per_request([sub { "" }, sub { "" }, \&main::events, \&main::summary,
 --- response_body_like eval
 ["", "", "^response.created,response.in_progress,response.output_item.added,response.content_part.added,response.output_text.delta,error\\|Mock answer [^|]*\\|noargs\\|-\\|out:-\\|\$",
  "^resp_\\|response\\|completed\\|", "^1\$"]
+
+
+
+=== TEST 12: metrics count the requests under endpoint="responses"
+--- http_config eval: $::HttpConfig
+--- config eval: $::Metrics
+--- user_files eval: $::Yaml
+--- request eval
+[main::resp('gpt-4o', q{"input": "count me"}), "GET /metrics"]
+--- response_body_filters eval
+Helix::per_request([sub { "" },
+ sub { join ",", $_[0] =~ /^helixagent_request_duration_seconds_count\{endpoint="responses",status="(2xx)"\} (\d+)$/m }])
+--- response_body eval
+["", "2xx,1"]
+--- no_error_log
+[error]
