@@ -831,7 +831,8 @@ failed:
 
 
 /*
- * A Response object without its items and usage.  finish: the chat
+ * A Response object without its items and usage (none while in
+ * progress: the schema has no null usage).  finish: the chat
  * finish reason (length and content_filter make it "incomplete"); done 0:
  * "in_progress".
  */
@@ -862,8 +863,7 @@ ngx_http_helix_responses_object(json_t *base, json_t *model,
     }
 
     o = json_pack("{s:s+,s:s,s:I,s:s,s:n,s:o,s:n,s:n,s:O?,s:[],"
-                  "s:b,s:n,s:b,s:n,s:{s:{s:s}},s:s,s:[],s:n,s:s,s:n,"
-                  "s:{}}",
+                  "s:b,s:n,s:b,s:n,s:{s:{s:s}},s:s,s:[],s:n,s:s,s:{}}",
                   "id", "resp_", json_string_value(base),
                   "object", "response",
                   "created_at", created,
@@ -883,7 +883,6 @@ ngx_http_helix_responses_object(json_t *base, json_t *model,
                   "tools",
                   "top_p",
                   "truncation", "disabled",
-                  "usage",
                   "metadata");
 
     return o;
@@ -893,11 +892,12 @@ ngx_http_helix_responses_object(json_t *base, json_t *model,
 static json_t *
 ngx_http_helix_responses_usage(json_int_t in, json_int_t out, json_t *cached)
 {
-    return json_pack("{s:I,s:{s:I},s:I,s:{s:I},s:I}",
+    return json_pack("{s:I,s:{s:I,s:I},s:I,s:{s:I},s:I}",
                      "input_tokens", in,
                      "input_tokens_details", "cached_tokens",
                      json_is_integer(cached) && json_integer_value(cached) > 0
                      ? ngx_min(json_integer_value(cached), in) : 0,
+                     "cache_write_tokens", (json_int_t) 0,
                      "output_tokens", out,
                      "output_tokens_details", "reasoning_tokens",
                      (json_int_t) 0,
@@ -905,28 +905,27 @@ ngx_http_helix_responses_usage(json_int_t in, json_int_t out, json_t *cached)
 }
 
 
-/* "chatcmpl-X" (or "msg_X", "resp_X", ...) -> "X", the ids' common part */
+/* "chatcmpl-X" ("msg_X", "resp_X") -> "X", the ids' common part */
 
 static json_t *
 ngx_http_helix_responses_base(json_t *id)
 {
-    u_char       *p;
-    const char   *s;
-    u_char        buf[NGX_HTTP_HELIX_CODEC_ID_MAX];
+    const char  *s;
+    u_char       buf[NGX_HTTP_HELIX_CODEC_ID_MAX];
 
     s = json_string_value(id);
 
     if (s == NULL || *s == '\0') {
-        p = buf;
-        return json_stringn((char *) buf,
-                            ngx_http_helix_codec_id(p, "") );
+        return json_stringn((char *) buf, ngx_http_helix_codec_id(buf, ""));
     }
 
     if (ngx_strncmp(s, "chatcmpl-", 9) == 0) {
         s += 9;
 
-    } else if (ngx_strncmp(s, "resp_", 5) == 0) {
-        s += 5;
+    } else if (ngx_strncmp(s, "resp_", 5) == 0
+               || ngx_strncmp(s, "msg_", 4) == 0)
+    {
+        s += (*s == 'r') ? 5 : 4;
     }
 
     return json_string(s);
