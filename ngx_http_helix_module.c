@@ -97,6 +97,8 @@ static ngx_http_helix_endpoint_t  ngx_http_helix_endpoints[] = {
       ngx_http_helix_admin_keys_handler },
     { ngx_string("messages"), NGX_HTTP_POST,
       ngx_http_helix_gateway_handler },
+    { ngx_string("responses"), NGX_HTTP_POST,
+      ngx_http_helix_gateway_handler },
     { ngx_null_string, 0, NULL }
 };
 

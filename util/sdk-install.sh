@@ -16,9 +16,14 @@ mkdir -p "$dir"
 cd "$dir" || exit 0
 [ -f package.json ] || npm init -y >/dev/null 2>&1
 
+# (an older openai@4 has no Responses API: installed again)
 for pkg in openai@4 @anthropic-ai/sdk; do
     name=${pkg%@4}
-    [ -d "node_modules/$name" ] && continue
+    if [ "$name" = openai ]; then
+        [ -d node_modules/openai/resources/responses ] && continue
+    else
+        [ -d "node_modules/$name" ] && continue
+    fi
     timeout 300 npm install --silent --no-audit --no-fund "$pkg" >&2 \
         || echo "sdk-install: npm install $pkg failed: its checks will" \
                 "be skipped" >&2

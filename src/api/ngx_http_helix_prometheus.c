@@ -31,7 +31,7 @@ static const char  *ngx_http_helix_ep_names[NGX_HTTP_HELIX_EPS] = {
     "none", "chat_completions", "completions", "embeddings", "models",
     "completions_batch", "embeddings_batch", "ensemble", "tasks",
     "cache_clear", "cache_cleanup", "health", "provider_health", "metrics",
-    "debates", "spend", "admin_keys", "messages"
+    "debates", "spend", "admin_keys", "messages", "responses"
 };
 
 

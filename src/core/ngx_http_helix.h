@@ -41,10 +41,11 @@ typedef enum {
     NGX_HTTP_HELIX_EP_DEBATES,
     NGX_HTTP_HELIX_EP_SPEND,
     NGX_HTTP_HELIX_EP_ADMIN_KEYS,
-    NGX_HTTP_HELIX_EP_MESSAGES          /* Anthropic Messages clients */
+    NGX_HTTP_HELIX_EP_MESSAGES,         /* Anthropic Messages clients */
+    NGX_HTTP_HELIX_EP_RESPONSES         /* OpenAI Responses clients */
 } ngx_http_helix_endpoint_e;
 
-#define NGX_HTTP_HELIX_EPS  (NGX_HTTP_HELIX_EP_MESSAGES + 1)
+#define NGX_HTTP_HELIX_EPS  (NGX_HTTP_HELIX_EP_RESPONSES + 1)
 
 
 /* bounds of helix.yaml that size the shared memory zones */

@@ -13,6 +13,7 @@
 #include "ngx_http_helix_openai.h"
 #include "ngx_http_helix_anthropic.h"
 #include "ngx_http_helix_gemini.h"
+#include "ngx_http_helix_responses_in.h"
 #include "ngx_http_helix_formats.h"
 
 
@@ -44,6 +45,10 @@ ngx_http_helix_formats_client(ngx_uint_t endpoint)
 {
     if (endpoint == NGX_HTTP_HELIX_EP_MESSAGES) {
         return &ngx_http_helix_anthropic_codec;
+    }
+
+    if (endpoint == NGX_HTTP_HELIX_EP_RESPONSES) {
+        return &ngx_http_helix_responses_codec;
     }
 
     return NULL;

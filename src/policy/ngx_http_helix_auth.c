@@ -107,6 +107,7 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
     case NGX_HTTP_HELIX_EP_TASKS:
     case NGX_HTTP_HELIX_EP_DEBATES:
     case NGX_HTTP_HELIX_EP_MESSAGES:
+    case NGX_HTTP_HELIX_EP_RESPONSES:
         break;
 
     default:

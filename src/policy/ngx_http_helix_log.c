@@ -120,7 +120,8 @@ static ngx_str_t  ngx_http_helix_log_endpoints[NGX_HTTP_HELIX_EPS] = {
     [NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS] = ngx_string("chat_completions"),
     [NGX_HTTP_HELIX_EP_COMPLETIONS] = ngx_string("completions"),
     [NGX_HTTP_HELIX_EP_EMBEDDINGS] = ngx_string("embeddings"),
-    [NGX_HTTP_HELIX_EP_MESSAGES] = ngx_string("messages")
+    [NGX_HTTP_HELIX_EP_MESSAGES] = ngx_string("messages"),
+    [NGX_HTTP_HELIX_EP_RESPONSES] = ngx_string("responses")
 };
 
 
@@ -266,7 +267,8 @@ ngx_http_helix_log_handler(ngx_http_request_t *r)
         || (ep != NGX_HTTP_HELIX_EP_CHAT_COMPLETIONS
             && ep != NGX_HTTP_HELIX_EP_COMPLETIONS
             && ep != NGX_HTTP_HELIX_EP_EMBEDDINGS
-            && ep != NGX_HTTP_HELIX_EP_MESSAGES))
+            && ep != NGX_HTTP_HELIX_EP_MESSAGES
+            && ep != NGX_HTTP_HELIX_EP_RESPONSES))
     {
         return NGX_OK;
     }
