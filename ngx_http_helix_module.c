@@ -404,6 +404,7 @@ ngx_http_helix_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_helix_curl_exiting();
     ngx_http_helix_redis_exit_process(cycle);
+    ngx_http_helix_l2_exit(cycle);
     ngx_http_helix_tasks_exit_process(cycle);
     ngx_http_helix_pg_exit_process(cycle);
     ngx_http_helix_log_exit_process(cycle);

@@ -250,6 +250,31 @@ Helix::per_request([sub { "" }, (\&main::summary) x 3,
 
 
 
+=== TEST 8b: a repeat of the same bytes is the first answer, byte for byte, from a copy kept in the Messages format (its key the answer's and ":anthropic", the format's name): no translation on a hit
+--- http_config eval: $::HttpConfig . "    helix_cache_key_header on;\n"
+--- config eval: $::Cached
+--- user_files eval: $::Yaml
+--- request eval
+["POST /mock/reset",
+ map({ qq{POST /v1/messages\n{"model": "gpt-4o", "max_tokens": 50, "messages": [{"role": "user", "content": "same bytes"}]}} } 1..3),
+ "GET /mock/openai/stats"]
+--- response_body_filters eval
+Helix::per_request([sub { "" },
+ sub { $main::First = $_[0]; "first" },
+ sub { $_[0] eq $main::First ? "same as the first" : "differs: $_[0]" },
+ sub { $_[0] eq $main::First ? "same as the first" : "differs: $_[0]" },
+ sub { decode_json($_[0])->{requests}{"POST /v1/chat/completions"} }])
+--- response_body eval
+["", "first", "same as the first", "same as the first", "1"]
+--- raw_response_headers_like eval
+["", "X-Cache-Key: completion:openai:gpt-4o:[0-9a-f]{32}\\r\\nX-Cache: MISS\\r",
+ "X-Cache: HIT\\r\\nX-Cache-Tier: L1\\r\\nX-Cache-Key: completion:openai:gpt-4o:[0-9a-f]{32}:anthropic\\r",
+ "X-Cache: HIT\\r\\nX-Cache-Tier: L1\\r\\nX-Cache-Key: completion:openai:gpt-4o:[0-9a-f]{32}:anthropic\\r", ""]
+--- no_error_log
+[error]
+
+
+
 === TEST 9: errors in Anthropic's shape and statuses: 400 (bad request, invalid JSON), 404 (unknown model), 413, 401 (no key), 429 (a provider's), 529 (no provider can take it)
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config

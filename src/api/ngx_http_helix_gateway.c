@@ -76,6 +76,7 @@ typedef struct {
 
     /* a client format's request (NULL: OpenAI's own) */
     ngx_http_helix_codec_t     *client;
+    ngx_str_t                   answer_key;     /* the answer's L1 key */
     json_t                     *client_req;     /* as the client sent it */
     ngx_str_t                   client_body;    /* the provider's answer,
                                                    in the client's format */
@@ -142,6 +143,10 @@ static ngx_int_t ngx_http_helix_client_in(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, json_t *body);
 static ngx_int_t ngx_http_helix_count_tokens(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx);
+static ngx_uint_t ngx_http_helix_client_key(ngx_http_helix_gw_ctx_t *ctx,
+    ngx_str_t *key);
+static void ngx_http_helix_keep_client(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *data);
 static ngx_int_t ngx_http_helix_send_answer(ngx_http_request_t *r,
     ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *body);
 static ngx_uint_t ngx_http_helix_raw_to(ngx_http_helix_gw_ctx_t *ctx,
@@ -571,6 +576,7 @@ ngx_http_helix_cache_answer(ngx_http_request_t *r,
     }
 
     ctx->answer = *body;
+    ctx->answer_key = *key;
     ctx->l1_hit = (tier == 1);
     ctx->served = 1;
     ctx->served_cache = (tier == 1) ? NGX_HTTP_HELIX_LOG_HIT_L1
@@ -642,8 +648,34 @@ ngx_http_helix_cache_fast(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
         return rc;
     }
 
+    if (ctx->client && ngx_http_helix_client_key(ctx, &key)) {
+        /* kept in the client's format already: sent as it is */
+        ctx->client_body = body;
+    }
+
     ngx_http_helix_cache_answer(r, ctx, 1, &key, &provider, &body);
     return NGX_OK;
+}
+
+
+/*
+ * The key of an answer kept in a client's format: the answer's own key
+ * and ":<format>" (so that the admin clear's patterns take both).
+ * Returns whether key is one.
+ */
+
+static ngx_uint_t
+ngx_http_helix_client_key(ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *key)
+{
+    ngx_str_t  *name;
+
+    name = &ctx->client->name;
+
+    return key->len > name->len + 1
+           && key->data[key->len - name->len - 1] == ':'
+           && ngx_strncmp(key->data + key->len - name->len, name->data,
+                          name->len)
+              == 0;
 }
 
 
@@ -2053,7 +2085,50 @@ ngx_http_helix_send_answer(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_helix_keep_client(r, ctx, &data);
+
     return ngx_http_helix_send_json(r, NGX_HTTP_OK, &data);
+}
+
+
+/*
+ * The answer in the client's format, kept in L1 beside the gateway's own
+ * (its key and ":<format>"), and the request's raw bytes made to find
+ * it: a repeat is sent from it as it is, with no translation.  L1 only;
+ * it goes with its TTL and the admin clear's patterns like any entry.
+ */
+
+static void
+ngx_http_helix_keep_client(ngx_http_request_t *r,
+    ngx_http_helix_gw_ctx_t *ctx, ngx_str_t *data)
+{
+    u_char                      *p;
+    ngx_str_t                    key, *name;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    if (ctx->policy < 0 || !ctx->cache_write || ctx->alias.len == 0
+        || ctx->answer_key.len == 0 || ctx->stream
+        || ngx_http_helix_client_key(ctx, &ctx->answer_key))
+    {
+        return;
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
+    name = &ctx->client->name;
+
+    key.len = ctx->answer_key.len + 1 + name->len;
+    key.data = ngx_pnalloc(r->pool, key.len);
+    if (key.data == NULL) {
+        return;
+    }
+
+    p = ngx_cpymem(key.data, ctx->answer_key.data, ctx->answer_key.len);
+    *p++ = ':';
+    ngx_memcpy(p, name->data, name->len);
+
+    ngx_http_helix_cache_store(hmcf, &key, ctx->policy, &ctx->served_by,
+                               data, r->connection->log);
+    ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, &key);
 }
 
 
@@ -2902,6 +2977,8 @@ ngx_http_helix_answer(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
                             : NGX_HTTP_HELIX_LOG_BYPASS;
         ctx->served_by = cand->provider->name;
 
+        ctx->answer_key = key;
+
         rc = ngx_http_helix_timing(r, ctx, ctx->served_cache);
 
         if (rc == NGX_OK) {
@@ -2932,7 +3009,9 @@ ngx_http_helix_keep(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx,
                                &cand->provider->name, body,
                                r->connection->log);
 
-    if (ctx->alias.len) {
+    /* a client format's bytes find its own copy (keep_client) */
+
+    if (ctx->alias.len && ctx->client == NULL) {
         ngx_http_helix_cache_store_alias(hmcf, &ctx->alias, key);
     }
 

@@ -166,6 +166,19 @@ ngx_http_helix_l2_lock_key(ngx_pool_t *pool, ngx_str_t *key, ngx_str_t *lock)
 }
 
 
+
+
+/* a worker leaving: the keyed HMAC context goes with it */
+
+void
+ngx_http_helix_l2_exit(ngx_cycle_t *cycle)
+{
+    if (ngx_http_helix_l2_hmac) {
+        EVP_MAC_CTX_free(ngx_http_helix_l2_hmac);
+        ngx_http_helix_l2_hmac = NULL;
+    }
+}
+
 /*
  * MGET of the keys; with a lock, the script that takes it on a miss
  * (EVALSHA, or EVAL when Redis has not seen the script yet).

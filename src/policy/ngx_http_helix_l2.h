@@ -30,6 +30,7 @@ typedef struct {
 
 
 ngx_int_t ngx_http_helix_l2_init(ngx_cycle_t *cycle);
+void ngx_http_helix_l2_exit(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_http_helix_l2_token(ngx_pool_t *pool, ngx_str_t *token);
 ngx_int_t ngx_http_helix_l2_lock_key(ngx_pool_t *pool, ngx_str_t *key,

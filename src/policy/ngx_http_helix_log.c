@@ -807,6 +807,17 @@ ngx_http_helix_log_usage(ngx_str_t *s, ngx_int_t *pt, ngx_int_t *ct)
         *ct = ngx_http_helix_log_number(&p, s->data + s->len,
                                         "\"completion_tokens\"", 19);
     }
+
+    if (*pt < 0 && *ct < 0) {
+        /* an answer in a client's format: Anthropic's and Responses' names */
+
+        p = usage;
+        *pt = ngx_http_helix_log_number(&p, s->data + s->len,
+                                        "\"input_tokens\"", 14);
+        p = usage;
+        *ct = ngx_http_helix_log_number(&p, s->data + s->len,
+                                        "\"output_tokens\"", 15);
+    }
 }
 
 
