@@ -12,6 +12,12 @@
  * stuck connections are closed, and nothing is sent for a backoff that
  * doubles up to max_backoff; then one PING probes, and its answer closes
  * the breaker.  Opening and closing are logged once each.
+ *
+ * With redis.sentinel the address is the master's, as the Sentinels say
+ * (ngx_http_helix_sentinel.c): nothing is sent until one has said it; a
+ * new master closes every connection (the replies due come back NULL)
+ * and the breaker, if open, probes the new one at once; a lost master
+ * or a READONLY answer (a master demoted under us) makes it ask again.
  */
 
 
@@ -19,6 +25,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_redis.h"
+#include "ngx_http_helix_sentinel.h"
 #include "ngx_http_helix_metrics.h"
 
 
@@ -45,6 +52,11 @@ typedef struct {
     ngx_event_t                  probe;     /* open -> half-open */
     ngx_event_t                  close;     /* posted: stuck ones go */
     ngx_uint_t                   exiting;
+    ngx_uint_t                   sentinel;
+    ngx_uint_t                   switched;  /* to a new master */
+    ngx_uint_t                   closing;   /* all of them, on purpose */
+    ngx_uint_t                   master_port;
+    u_char                       master[NGX_SOCKADDR_STRLEN + 1];
     ngx_http_helix_redis_op_t   *free;          /* ops to reuse */
     ngx_http_helix_redis_conn_t  conns[NGX_HTTP_HELIX_REDIS_MAX_POOL];
 } ngx_http_helix_redis_pool_t;
@@ -79,6 +91,7 @@ static void ngx_http_helix_redis_op_cleanup(void *data);
 static void ngx_http_helix_redis_op_free(ngx_http_helix_redis_op_t *op);
 static void ngx_http_helix_redis_idle(ngx_event_t *ev);
 static ngx_uint_t ngx_http_helix_redis_opened(void);
+static void ngx_http_helix_redis_master(u_char *addr, ngx_uint_t port);
 
 
 static ngx_http_helix_redis_pool_t  ngx_http_helix_redis;
@@ -115,6 +128,15 @@ ngx_http_helix_redis_init_process(ngx_cycle_t *cycle)
     ngx_http_helix_metrics_store_state(hmcf, NGX_HTTP_HELIX_STORE_REDIS,
                                        NGX_HTTP_HELIX_STORE_CLOSED);
 
+    if (hmcf->redis.sentinel_nodes.nelts) {
+        /* the connections are opened when a Sentinel has answered */
+        ngx_http_helix_redis.sentinel = 1;
+        ngx_http_helix_redis.master_port = 0;
+
+        return ngx_http_helix_sentinel_init(cycle, &hmcf->redis,
+                                            ngx_http_helix_redis_master);
+    }
+
     /* min_idle connections are opened now, the rest when needed */
 
     for (i = 0; i < ngx_min(hmcf->redis.min_idle, ngx_http_helix_redis.size);
@@ -133,6 +155,8 @@ ngx_http_helix_redis_exit_process(ngx_cycle_t *cycle)
     ngx_uint_t  i;
 
     ngx_http_helix_redis.exiting = 1;
+
+    ngx_http_helix_sentinel_exit();
 
     if (ngx_http_helix_redis.probe.timer_set) {
         ngx_del_timer(&ngx_http_helix_redis.probe);
@@ -168,7 +192,10 @@ ngx_http_helix_redis_available(void)
         return 0;
     }
 
-    if (ngx_http_helix_redis.state != NGX_HTTP_HELIX_STORE_CLOSED) {
+    if (ngx_http_helix_redis.state != NGX_HTTP_HELIX_STORE_CLOSED
+        || (ngx_http_helix_redis.sentinel
+            && ngx_http_helix_redis.master_port == 0))
+    {
         ngx_http_helix_metrics_store_rejected(ngx_http_helix_redis.hmcf,
                                               NGX_HTTP_HELIX_STORE_REDIS);
         return 0;
@@ -226,9 +253,19 @@ ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
      * address looked up at load, so that hiredis looks nothing up
      */
 
-    ac = redisAsyncConnect((char *) (conf->addr.len ? conf->addr.data
-                                                    : conf->host.data),
-                           (int) conf->port);
+    if (ngx_http_helix_redis.sentinel) {
+        if (ngx_http_helix_redis.master_port == 0) {
+            return NULL;
+        }
+
+        ac = redisAsyncConnect((char *) ngx_http_helix_redis.master,
+                               (int) ngx_http_helix_redis.master_port);
+
+    } else {
+        ac = redisAsyncConnect((char *) (conf->addr.len ? conf->addr.data
+                                                        : conf->host.data),
+                               (int) conf->port);
+    }
 
     if (ac == NULL || ac->err) {
         ngx_http_helix_redis_failed("connect", ac ? ac->errstr : "no memory",
@@ -316,8 +353,13 @@ ngx_http_helix_redis_failed(const char *what, const char *err,
 
     rp = &ngx_http_helix_redis;
 
-    if (rp->hmcf == NULL || rp->exiting) {
+    if (rp->hmcf == NULL || rp->exiting || rp->closing) {
         return;
+    }
+
+    if (rp->sentinel) {
+        /* the master may be gone for good: where is it now? */
+        ngx_http_helix_sentinel_ask();
     }
 
     if (at_once) {
@@ -341,11 +383,16 @@ ngx_http_helix_redis_failed(const char *what, const char *err,
 static void
 ngx_http_helix_redis_open(const char *what, const char *err)
 {
+    u_char                       *host;
+    ngx_uint_t                    port;
     ngx_http_helix_redis_pool_t  *rp;
     ngx_http_helix_redis_conf_t  *conf;
 
     rp = &ngx_http_helix_redis;
     conf = &rp->hmcf->redis;
+
+    host = rp->sentinel ? rp->master : conf->host.data;
+    port = rp->sentinel ? rp->master_port : conf->port;
 
     if (rp->state == NGX_HTTP_HELIX_STORE_CLOSED) {
         rp->backoff = conf->breaker_backoff;
@@ -355,8 +402,7 @@ ngx_http_helix_redis_open(const char *what, const char *err)
                       "helix: redis %s:%ui unreachable (%s: %s after %ui "
                       "failures in a row), breaker open: L2 and global "
                       "limits go without it, probed again in %M ms",
-                      conf->host.data, conf->port, what, err, rp->failures,
-                      rp->backoff);
+                      host, port, what, err, rp->failures, rp->backoff);
 
         ngx_http_helix_metrics_store_opened(rp->hmcf,
                                             NGX_HTTP_HELIX_STORE_REDIS);
@@ -367,8 +413,8 @@ ngx_http_helix_redis_open(const char *what, const char *err)
 
         ngx_log_error(NGX_LOG_INFO, rp->log, 0,
                       "helix: redis %s:%ui still unreachable (%s: %s), "
-                      "probed again in %M ms", conf->host.data, conf->port,
-                      what, err, rp->backoff);
+                      "probed again in %M ms", host, port, what, err,
+                      rp->backoff);
     }
 
     rp->state = NGX_HTTP_HELIX_STORE_OPEN;
@@ -410,8 +456,9 @@ ngx_http_helix_redis_answered(void)
 
         ngx_log_error(NGX_LOG_NOTICE, rp->log, 0,
                       "helix: redis %s:%ui answers again, L2 is back "
-                      "(breaker closed)", rp->hmcf->redis.host.data,
-                      rp->hmcf->redis.port);
+                      "(breaker closed)",
+                      rp->sentinel ? rp->master : rp->hmcf->redis.host.data,
+                      rp->sentinel ? rp->master_port : rp->hmcf->redis.port);
 
         ngx_http_helix_metrics_store_state(rp->hmcf,
                                            NGX_HTTP_HELIX_STORE_REDIS,
@@ -477,14 +524,88 @@ ngx_http_helix_redis_close_all(ngx_event_t *ev)
 
     rp = &ngx_http_helix_redis;
 
-    if (rp->hmcf == NULL || rp->state != NGX_HTTP_HELIX_STORE_OPEN) {
+    if (rp->hmcf == NULL
+        || (rp->state != NGX_HTTP_HELIX_STORE_OPEN && !rp->switched))
+    {
         return;
     }
+
+    /* the old master's failures are not the new one's */
+    rp->closing = rp->switched;
+    rp->switched = 0;
 
     for (i = 0; i < rp->size; i++) {
         if (rp->conns[i].ac) {
             redisAsyncFree(rp->conns[i].ac);
         }
+    }
+
+    rp->closing = 0;
+}
+
+
+/*
+ * A Sentinel said where the master is.  Another address than before:
+ * the connections to the old one go, and an open breaker probes the new
+ * one now instead of after its backoff.
+ */
+
+static void
+ngx_http_helix_redis_master(u_char *addr, ngx_uint_t port)
+{
+    ngx_uint_t                    i, level;
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->hmcf == NULL || rp->exiting) {
+        return;
+    }
+
+    if (rp->master_port == port
+        && ngx_strcmp(rp->master, addr) == 0)
+    {
+        return;
+    }
+
+    level = rp->master_port ? NGX_LOG_WARN : NGX_LOG_NOTICE;
+
+    ngx_log_error(level, rp->log, 0,
+                  "helix: redis master \"%V\" is %s:%ui (sentinel)%s",
+                  &rp->hmcf->redis.sentinel_master, addr, port,
+                  rp->master_port ? ", connections to the old one closed"
+                                  : "");
+
+    ngx_cpystrn(rp->master, addr, sizeof(rp->master));
+
+    if (rp->master_port == 0) {
+        rp->master_port = port;
+
+        for (i = 0; i < ngx_min(rp->hmcf->redis.min_idle, rp->size); i++) {
+            (void) ngx_http_helix_redis_connect(&rp->conns[i]);
+        }
+
+        return;
+    }
+
+    rp->master_port = port;
+    rp->failures = 0;
+    rp->switched = 1;
+
+    if (!rp->close.posted) {
+        ngx_post_event(&rp->close, &ngx_posted_events);
+    }
+
+    if (rp->state != NGX_HTTP_HELIX_STORE_CLOSED) {
+        /* a probe in flight goes with its connection: a new one, soon */
+        rp->state = NGX_HTTP_HELIX_STORE_OPEN;
+        rp->backoff = rp->hmcf->redis.breaker_backoff;
+
+        if (rp->probe.timer_set) {
+            ngx_del_timer(&rp->probe);
+        }
+
+        ngx_add_timer(&rp->probe, 1);
     }
 }
 
@@ -740,6 +861,14 @@ ngx_http_helix_redis_finish(ngx_http_helix_redis_op_t *op, redisReply *reply)
         op->cln = NULL;
     }
 
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && ngx_http_helix_redis.sentinel && reply->len >= 8
+        && ngx_strncmp(reply->str, "READONLY", 8) == 0)
+    {
+        /* a replica: the master moved and we missed it */
+        ngx_http_helix_sentinel_ask();
+    }
+
     if (reply && reply->type == REDIS_REPLY_ERROR && !op->errors) {
         ngx_log_error(NGX_LOG_WARN, ngx_http_helix_redis.log, 0,
                       "helix: redis error: %*s", reply->len, reply->str);
@@ -772,6 +901,7 @@ ngx_http_helix_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     /* a timed out command is not sent again: it was answered NULL */
 
     if (r == NULL && !op->done && !ngx_http_helix_redis.exiting
+        && !ngx_http_helix_redis.closing
         && ngx_http_helix_redis.state == NGX_HTTP_HELIX_STORE_CLOSED
         && op->retries < ngx_http_helix_redis.hmcf->redis.max_retries)
     {

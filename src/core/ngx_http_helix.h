@@ -84,6 +84,15 @@ typedef struct {
 } ngx_http_helix_cache_conf_t;
 
 
+/* redis.sentinel.nodes: one Sentinel, looked up at load */
+typedef struct {
+    ngx_str_t                   name;       /* as written */
+    ngx_str_t                   host;       /* C string */
+    ngx_str_t                   addr;       /* C string */
+    ngx_uint_t                  port;
+} ngx_http_helix_redis_node_t;
+
+
 typedef struct {
     ngx_flag_t                  configured;
     ngx_str_t                   host;
@@ -101,6 +110,11 @@ typedef struct {
     ngx_uint_t                  breaker_failures;
     ngx_msec_t                  breaker_backoff;
     ngx_msec_t                  breaker_max_backoff;
+
+    /* redis.sentinel: the master is asked for, host and port unused */
+    ngx_str_t                   sentinel_master;
+    ngx_array_t                 sentinel_nodes; /* redis_node_t */
+    ngx_str_t                   sentinel_password;
 } ngx_http_helix_redis_conf_t;
 
 
