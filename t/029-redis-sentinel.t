@@ -157,14 +157,22 @@ sub through_failover {
     }
     $f{miss} //= 0;
     $f{non200} = grep { $_ != 200 } @codes;
+    $f{codes} = join ',', grep { $_ != 200 } @codes;
     return \%f;
+}
+
+# the gateway has heard from a Sentinel where the master is
+sub wait_master {
+    my ($port) = @_;
+    return wait_for(sub { Helix::log_count(qr/redis master "helixm" is 127\.0\.0\.1:$port \(sentinel\)/) })
+        ? "yes" : "no";
 }
 
 sub figures {
     my ($name, $f) = @_;
     my $ms = sub { defined $_[0] ? sprintf('%.0f ms', 1000 * ($_[0] - $f->{start})) : 'never' };
     Test::More::diag("$name: $f->{requests} requests, $f->{miss} answered without L2, "
-        . "$f->{non200} not 200; Sentinel named the new master after " . $ms->($f->{switch})
+        . "$f->{non200} not 200 ($f->{codes}); Sentinel named the new master after " . $ms->($f->{switch})
         . ", first L2 hit after " . $ms->($f->{l2}) . ", limits in Redis after "
         . $ms->($f->{limits}));
     open my $fh, '>>', "/tmp/helix-sentinel-figures.txt";
@@ -182,14 +190,14 @@ __DATA__
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: $::Yaml
---- more_headers eval
-"Authorization: Bearer $::Key"
---- request eval
-"POST /v1/chat/completions\n" . qq({"model": "gpt-4o", "messages": [{"role": "user", "content": "cached $$"}]})
+--- request
+GET /metrics
 --- response_body_filters eval
 sub {
     my @r;
+    push @r, "master known: " . main::wait_master($::Master);
     # stored in L2 and copied to the replica before the master goes
+    main::chat('cached');
     push @r, "replicated: " . (main::wait_for(sub {
         main::cli($::Replica, '--scan', '--pattern', 'completion:*') =~ /\S/ }) ? "yes" : "no");
     my ($code, $tier) = main::chat('cached');
@@ -204,7 +212,7 @@ sub {
     return join("\n", @r) . "\n";
 }
 --- response_body eval
-"replicated: yes\nbefore: 200 L2\nnot 200: 0\nL2 back: yes\nlimits back: yes\nlogged: 1\n"
+"master known: yes\nreplicated: yes\nbefore: 200 L2\nnot 200: 0\nL2 back: yes\nlimits back: yes\nlogged: 1\n"
 --- no_error_log
 [alert]
 --- timeout: 300
@@ -215,15 +223,14 @@ sub {
 --- http_config eval: $::HttpConfig
 --- config eval: $::Config
 --- user_files eval: $::Yaml
---- more_headers eval
-"Authorization: Bearer $::Key"
---- request eval
-"POST /v1/chat/completions\n" . qq({"model": "gpt-4o", "messages": [{"role": "user", "content": "cached $$"}]})
---- response_headers
-X-Cache-Tier: L2
+--- request
+GET /metrics
 --- response_body_filters eval
 sub {
     my @r;
+    push @r, "master known: " . main::wait_master($::Replica);
+    my ($code, $tier) = main::chat('cached');
+    push @r, "from the new master: $code $tier";
     main::redis_start($::Master, "--replicaof 127.0.0.1 $::Replica");
     push @r, "synced: " . (main::wait_for(sub {
         main::cli($::Master, 'INFO', 'replication') =~ /master_link_status:up/
@@ -238,7 +245,7 @@ sub {
     return join("\n", @r) . "\n";
 }
 --- response_body eval
-"synced: yes\nnot 200: 0\nL2 back: yes\nlimits back: yes\nlogged: 1\n"
+"master known: yes\nfrom the new master: 200 L2\nsynced: yes\nnot 200: 0\nL2 back: yes\nlimits back: yes\nlogged: 1\n"
 --- no_error_log
 [alert]
 --- timeout: 300
@@ -254,7 +261,7 @@ redis:
     nodes: ["127.0.0.1:1:2"]
 --- must_die
 --- error_log
-helix.yaml:3: redis.sentinel.nodes[0]: invalid Sentinel "127.0.0.1:1:2"
+helix.yaml:3: redis.sentinel.nodes[0]: invalid server "127.0.0.1:1:2"
 
 
 

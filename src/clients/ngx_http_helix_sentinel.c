@@ -55,7 +55,7 @@ static void ngx_http_helix_sentinel_sub_reply(redisAsyncContext *ac,
 static ngx_int_t ngx_http_helix_sentinel_master(u_char *addr, size_t len,
     u_char *port, size_t plen);
 static redisAsyncContext *ngx_http_helix_sentinel_connect(
-    ngx_http_helix_sentinel_conn_t *sc, ngx_http_helix_redis_node_t *node);
+    ngx_http_helix_sentinel_conn_t *sc, ngx_http_helix_node_t *node);
 static void ngx_http_helix_sentinel_timeout(ngx_event_t *ev);
 static void ngx_http_helix_sentinel_retry(ngx_event_t *ev);
 static void ngx_http_helix_sentinel_resub(ngx_event_t *ev);
@@ -179,7 +179,7 @@ ngx_http_helix_sentinel_query(void)
     const char                   *argv[3];
     size_t                        lens[3];
     redisAsyncContext            *ac;
-    ngx_http_helix_redis_node_t  *node;
+    ngx_http_helix_node_t  *node;
     ngx_http_helix_sentinel_t    *st;
 
     st = &ngx_http_helix_sentinel;
@@ -269,7 +269,7 @@ ngx_http_helix_sentinel_query_reply(redisAsyncContext *ac, void *r,
 static void
 ngx_http_helix_sentinel_query_failed(const char *why)
 {
-    ngx_http_helix_redis_node_t  *node;
+    ngx_http_helix_node_t  *node;
     ngx_http_helix_sentinel_t    *st;
 
     st = &ngx_http_helix_sentinel;
@@ -339,7 +339,7 @@ ngx_http_helix_sentinel_subscribe(void)
 {
     const char                   *argv[2];
     redisAsyncContext            *ac;
-    ngx_http_helix_redis_node_t  *node;
+    ngx_http_helix_node_t  *node;
     ngx_http_helix_sentinel_t    *st;
 
     st = &ngx_http_helix_sentinel;
@@ -509,7 +509,7 @@ invalid:
 
 static redisAsyncContext *
 ngx_http_helix_sentinel_connect(ngx_http_helix_sentinel_conn_t *sc,
-    ngx_http_helix_redis_node_t *node)
+    ngx_http_helix_node_t *node)
 {
     const char                 *argv[2];
     ngx_connection_t           *c;

@@ -84,13 +84,13 @@ typedef struct {
 } ngx_http_helix_cache_conf_t;
 
 
-/* redis.sentinel.nodes: one Sentinel, looked up at load */
+/* a server of a list (redis.sentinel.nodes, database.hosts), looked up at load */
 typedef struct {
     ngx_str_t                   name;       /* as written */
     ngx_str_t                   host;       /* C string */
     ngx_str_t                   addr;       /* C string */
-    ngx_uint_t                  port;
-} ngx_http_helix_redis_node_t;
+    ngx_uint_t                  port;       /* 0: the list's default */
+} ngx_http_helix_node_t;
 
 
 typedef struct {
@@ -126,6 +126,8 @@ typedef struct {
     ngx_str_t                   user;
     ngx_str_t                   password;
     ngx_str_t                   sslmode;
+    ngx_array_t                 hosts;      /* ngx_http_helix_node_t */
+    ngx_str_t                   target_session_attrs;
 
     ngx_uint_t                  max_open;
     ngx_uint_t                  max_idle;

@@ -124,6 +124,8 @@ static ngx_int_t ngx_http_helix_yaml_store_breaker(
     ngx_msec_t backoff, ngx_msec_t max_backoff);
 static ngx_int_t ngx_http_helix_yaml_sentinels(ngx_http_helix_yaml_ctx_t *ctx,
     ngx_http_helix_redis_conf_t *rc);
+static ngx_int_t ngx_http_helix_yaml_db_hosts(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_database_conf_t *db);
 static ngx_int_t ngx_http_helix_yaml_resolve(ngx_http_helix_yaml_ctx_t *ctx,
     const char *key, ngx_str_t *host, ngx_uint_t port, ngx_str_t *addr);
 static ngx_int_t ngx_http_helix_yaml_validate_tasks(
@@ -384,6 +386,10 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_db_breaker[] = {
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_database[] = {
     ngx_helix_key("host", ngx_http_helix_yaml_set_str, MC,
                   database.host, NULL),
+    ngx_helix_key("hosts", ngx_http_helix_yaml_set_nodes, MC,
+                  database.hosts, NULL),
+    ngx_helix_key("target_session_attrs", ngx_http_helix_yaml_set_str, MC,
+                  database.target_session_attrs, NULL),
     ngx_helix_key("port", ngx_http_helix_yaml_set_uint, MC,
                   database.port, NULL),
     ngx_helix_key("name", ngx_http_helix_yaml_set_str, MC,
@@ -1958,7 +1964,10 @@ ngx_http_helix_yaml_set_secret(ngx_http_helix_yaml_ctx_t *ctx,
 }
 
 
-/* redis.sentinel.nodes: ["10.0.0.5:26379", "sentinel-b", "[::1]:26380"] */
+/*
+ * redis.sentinel.nodes, database.hosts: ["10.0.0.5:26379", "sentinel-b",
+ * "[::1]:26380"]; without a port, the list's default (when resolved)
+ */
 
 static ngx_int_t
 ngx_http_helix_yaml_set_nodes(ngx_http_helix_yaml_ctx_t *ctx,
@@ -1970,7 +1979,7 @@ ngx_http_helix_yaml_set_nodes(ngx_http_helix_yaml_ctx_t *ctx,
     ngx_array_t                  *a;
     yaml_node_t                  *item;
     yaml_node_item_t             *i;
-    ngx_http_helix_redis_node_t  *n;
+    ngx_http_helix_node_t  *n;
 
     if (node->type != YAML_SEQUENCE_NODE) {
         ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
@@ -1982,7 +1991,7 @@ ngx_http_helix_yaml_set_nodes(ngx_http_helix_yaml_ctx_t *ctx,
     a = (ngx_array_t *) ((u_char *) base + key->offset);
 
     if (ngx_array_init(a, ctx->cf->pool, 3,
-                       sizeof(ngx_http_helix_redis_node_t))
+                       sizeof(ngx_http_helix_node_t))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -2003,14 +2012,13 @@ ngx_http_helix_yaml_set_nodes(ngx_http_helix_yaml_ctx_t *ctx,
 
         ngx_memzero(&u, sizeof(ngx_url_t));
         u.url = v;
-        u.default_port = 26379;
         u.no_resolve = 1;
 
         if (v.len == 0 || ngx_parse_url(ctx->cf->pool, &u) != NGX_OK
             || u.host.len == 0 || u.uri.len || u.family == AF_UNIX)
         {
             ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, item,
-                                    "invalid Sentinel \"%V\" (write "
+                                    "invalid server \"%V\" (write "
                                     "\"host\" or \"host:port\")", &v);
             return NGX_ERROR;
         }
@@ -2021,7 +2029,7 @@ ngx_http_helix_yaml_set_nodes(ngx_http_helix_yaml_ctx_t *ctx,
         }
 
         n->name = v;
-        n->port = u.port;
+        n->port = u.no_port ? 0 : u.port;
         n->addr.len = 0;
         n->addr.data = NULL;
 
@@ -2947,6 +2955,19 @@ ngx_http_helix_yaml_stores(ngx_http_helix_yaml_ctx_t *ctx,
         return NGX_ERROR;
     }
 
+    if (db->configured && db->hosts.nelts) {
+        return ngx_http_helix_yaml_db_hosts(ctx, db);
+    }
+
+    if (db->target_session_attrs.len) {
+        ngx_http_helix_yaml_set_path(ctx, "database.target_session_attrs",
+                                     &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "is only for database.hosts (a list of "
+                                "servers)");
+        return NGX_ERROR;
+    }
+
     /* a path is libpq's Unix socket directory: nothing to look up */
 
     if (db->configured && db->host.len && db->host.data[0] != '/'
@@ -2955,6 +2976,83 @@ ngx_http_helix_yaml_stores(ngx_http_helix_yaml_ctx_t *ctx,
            != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * database.hosts: libpq's own failover.  It is given every server (as
+ * "host", "hostaddr" and "port" lists) and target_session_attrs, and
+ * picks: on a new connection it tries them in order and keeps the first
+ * that fits (read-write: the primary).  Nothing of ours chooses.
+ */
+
+static ngx_int_t
+ngx_http_helix_yaml_db_hosts(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_database_conf_t *db)
+{
+    ngx_uint_t              i;
+    ngx_str_t               empty = ngx_null_string, *t;
+    ngx_http_helix_node_t  *n;
+
+    static ngx_str_t  attrs[] = {
+        ngx_string("read-write"), ngx_string("any"),
+        ngx_string("read-only"), ngx_string("primary"),
+        ngx_string("standby"), ngx_string("prefer-standby"),
+        ngx_null_string
+    };
+
+    if (db->target_session_attrs.len == 0) {
+        ngx_str_set(&db->target_session_attrs, "read-write");
+    }
+
+    for (t = attrs; t->len; t++) {
+        if (t->len == db->target_session_attrs.len
+            && ngx_strncmp(t->data, db->target_session_attrs.data, t->len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (t->len == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "database.target_session_attrs",
+                                     &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "unknown value \"%V\" (expected one of: "
+                                "read-write, any, read-only, primary, "
+                                "standby, prefer-standby)",
+                                &db->target_session_attrs);
+        return NGX_ERROR;
+    }
+
+    /* libpq's own values: a C string */
+    db->target_session_attrs = *t;
+
+    n = db->hosts.elts;
+
+    for (i = 0; i < db->hosts.nelts; i++) {
+        if (n[i].port == 0) {
+            n[i].port = db->port;
+        }
+
+        if (n[i].host.data[0] == '/' || ngx_strchr(n[i].host.data, ',')) {
+            ngx_http_helix_yaml_set_path(ctx, "database.hosts", &empty, "");
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                    "\"%V\": a host name or address, not "
+                                    "a socket directory or a list",
+                                    &n[i].name);
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_helix_yaml_resolve(ctx, "database.hosts", &n[i].host,
+                                        n[i].port, &n[i].addr)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
@@ -2972,7 +3070,7 @@ ngx_http_helix_yaml_sentinels(ngx_http_helix_yaml_ctx_t *ctx,
 {
     ngx_uint_t                    i;
     ngx_str_t                     empty = ngx_null_string;
-    ngx_http_helix_redis_node_t  *n;
+    ngx_http_helix_node_t  *n;
 
     if (rc->sentinel_master.len == 0) {
         ngx_http_helix_yaml_set_path(ctx, "redis.sentinel.master_name",
@@ -2999,6 +3097,10 @@ ngx_http_helix_yaml_sentinels(ngx_http_helix_yaml_ctx_t *ctx,
     n = rc->sentinel_nodes.elts;
 
     for (i = 0; i < rc->sentinel_nodes.nelts; i++) {
+        if (n[i].port == 0) {
+            n[i].port = 26379;
+        }
+
         if (ngx_http_helix_yaml_resolve(ctx, "redis.sentinel.nodes",
                                         &n[i].host, n[i].port, &n[i].addr)
             != NGX_OK)
