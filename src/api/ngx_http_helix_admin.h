@@ -11,6 +11,7 @@
 
 
 ngx_int_t ngx_http_helix_admin_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_admin_init_process(ngx_cycle_t *cycle);
 
 
 #endif /* _NGX_HTTP_HELIX_ADMIN_H_INCLUDED_ */

@@ -58,6 +58,13 @@ typedef struct {
     ngx_uint_t                   master_port;
     u_char                       master[NGX_SOCKADDR_STRLEN + 1];
     ngx_http_helix_redis_op_t   *free;          /* ops to reuse */
+
+    /* one SUBSCRIBEd connection, outside the pool */
+    ngx_http_helix_redis_conn_t  sub;
+    const char                  *channel;
+    ngx_http_helix_redis_message_pt  message;
+    ngx_event_t                  resub;
+
     ngx_http_helix_redis_conn_t  conns[NGX_HTTP_HELIX_REDIS_MAX_POOL];
 } ngx_http_helix_redis_pool_t;
 
@@ -92,6 +99,9 @@ static void ngx_http_helix_redis_op_free(ngx_http_helix_redis_op_t *op);
 static void ngx_http_helix_redis_idle(ngx_event_t *ev);
 static ngx_uint_t ngx_http_helix_redis_opened(void);
 static void ngx_http_helix_redis_master(u_char *addr, ngx_uint_t port);
+static void ngx_http_helix_redis_resub(ngx_event_t *ev);
+static void ngx_http_helix_redis_sub_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
 
 
 static ngx_http_helix_redis_pool_t  ngx_http_helix_redis;
@@ -170,6 +180,14 @@ ngx_http_helix_redis_exit_process(ngx_cycle_t *cycle)
         if (ngx_http_helix_redis.conns[i].ac) {
             redisAsyncFree(ngx_http_helix_redis.conns[i].ac);
         }
+    }
+
+    if (ngx_http_helix_redis.resub.timer_set) {
+        ngx_del_timer(&ngx_http_helix_redis.resub);
+    }
+
+    if (ngx_http_helix_redis.sub.ac) {
+        redisAsyncFree(ngx_http_helix_redis.sub.ac);
     }
 
     while (ngx_http_helix_redis.free) {
@@ -540,6 +558,17 @@ ngx_http_helix_redis_close_all(ngx_event_t *ev)
         }
     }
 
+    if (rp->closing && rp->sub.ac) {
+        /* subscribed to the old master: to the new one, at once */
+        redisAsyncFree(rp->sub.ac);
+
+        if (rp->resub.timer_set) {
+            ngx_del_timer(&rp->resub);
+        }
+
+        ngx_add_timer(&rp->resub, 1);
+    }
+
     rp->closing = 0;
 }
 
@@ -754,6 +783,123 @@ ngx_http_helix_redis_write(ngx_event_t *ev)
     ngx_http_helix_redis_conn_t  *rc = c->data;
 
     redisAsyncHandleWrite(rc->ac);
+}
+
+
+/*
+ * One connection per worker SUBSCRIBEd to a channel; each message goes
+ * to the handler.  Lost (Redis away, a new master): subscribed again
+ * after redis.breaker.backoff.  Messages published meanwhile are not
+ * seen: the caller's data must not depend on them alone.
+ */
+
+ngx_int_t
+ngx_http_helix_redis_subscribe(const char *channel,
+    ngx_http_helix_redis_message_pt handler)
+{
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->hmcf == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rp->channel = channel;
+    rp->message = handler;
+
+    rp->resub.handler = ngx_http_helix_redis_resub;
+    rp->resub.data = rp;
+    rp->resub.log = rp->log;
+    rp->resub.cancelable = 1;
+
+    /* with Sentinel, once the master is known */
+    ngx_add_timer(&rp->resub, 1);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_redis_resub(ngx_event_t *ev)
+{
+    const char                   *argv[2];
+    redisAsyncContext            *ac;
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->hmcf == NULL || rp->exiting || rp->sub.ac) {
+        return;
+    }
+
+    ac = NULL;
+
+    if (!rp->sentinel || rp->master_port) {
+        ac = ngx_http_helix_redis_connect(&rp->sub);
+    }
+
+    argv[0] = "SUBSCRIBE";
+    argv[1] = rp->channel;
+
+    if (ac
+        && redisAsyncCommandArgv(ac, ngx_http_helix_redis_sub_reply, NULL, 2,
+                                 argv, NULL)
+           == REDIS_OK)
+    {
+        return;
+    }
+
+    if (ac) {
+        redisAsyncFree(ac);
+    }
+
+    ngx_add_timer(&rp->resub, rp->hmcf->redis.breaker_backoff);
+}
+
+
+static void
+ngx_http_helix_redis_sub_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                   *reply = r;
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->exiting || rp->hmcf == NULL) {
+        return;
+    }
+
+    if (reply == NULL) {
+        if (!rp->resub.timer_set) {
+            ngx_add_timer(&rp->resub, rp->hmcf->redis.breaker_backoff);
+        }
+
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    if (reply->element[0]->len == sizeof("subscribe") - 1
+        && ngx_strncmp(reply->element[0]->str, "subscribe", 9) == 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, rp->log, 0,
+                      "helix: redis: subscribed to \"%s\"", rp->channel);
+        return;
+    }
+
+    if (reply->element[0]->len == sizeof("message") - 1
+        && ngx_strncmp(reply->element[0]->str, "message", 7) == 0
+        && reply->element[2]->type == REDIS_REPLY_STRING)
+    {
+        rp->message((u_char *) reply->element[2]->str,
+                    reply->element[2]->len);
+    }
 }
 
 
