@@ -5,6 +5,9 @@
 #   make stop       stop everything "make run" started
 #   make test       install what is missing, check src/'s layers, build,
 #                   run the whole suite
+#   make test-cluster    three nodes in network namespaces behind a load
+#                   balancer, Redis and PostgreSQL in their own
+#                   (util/cluster.sh, t/cluster/; root)
 #   make test-valgrind   the same suite with nginx under valgrind
 #   make test-asan  the same suite against nginx 1.22.1 and the module
 #                   built with AddressSanitizer from Debian's source package
@@ -45,7 +48,8 @@ CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
 MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
-.PHONY: FORCE all deps layers run stop test test-valgrind test-asan fuzz \
+.PHONY: FORCE all deps layers run stop test test-cluster test-valgrind \
+        test-asan fuzz \
         check-json bench test-bench install deb test-deb migrate clean
 
 all: $(MODULE)
@@ -91,6 +95,9 @@ test: deps layers $(MODULE)
 # src/'s layers: no file uses one above its own, no cycle (config's order)
 layers:
 	@python3 util/layers.py
+
+test-cluster: deps $(MODULE)
+	@util/cluster.sh test
 
 test-valgrind: deps $(MODULE)
 	@TEST_NGINX_USE_VALGRIND=1 util/test.sh $(PROVE_ARGS)

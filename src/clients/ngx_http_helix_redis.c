@@ -837,6 +837,12 @@ ngx_http_helix_redis_resub(ngx_event_t *ev)
 
     if (!rp->sentinel || rp->master_port) {
         ac = ngx_http_helix_redis_connect(&rp->sub);
+
+        if (ac) {
+            /* helixagent_redis_connections counts the pool's only */
+            rp->sub.open = 0;
+            ngx_http_helix_metrics_redis_conns(rp->hmcf, -1);
+        }
     }
 
     argv[0] = "SUBSCRIBE";
