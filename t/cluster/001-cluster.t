@@ -12,6 +12,12 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(time);
+
+# only inside the test bed (util/cluster.sh sets it), never in "make test"
+BEGIN {
+    plan skip_all => 'run by "make test-cluster" (util/cluster.sh)'
+        unless $ENV{HELIX_CLUSTER_PREFIX};
+}
 use Cwd qw(abs_path);
 
 BEGIN {
@@ -181,11 +187,16 @@ sub tasks_done {
     return $dup;
 }
 
+my $Started;
+
 END {
-    stop_nginx("$State/lb");
-    stop_nginx("$State/$_") for sort keys %Addr;
+    if ($Started) {
+        stop_nginx("$State/lb");
+        stop_nginx("$State/$_") for sort keys %Addr;
+    }
 }
 
+$Started = 1;
 system("mkdir -p $State");
 unlink "$State/lb/logs/callback.log";
 psql("DELETE FROM background_tasks");
