@@ -140,6 +140,8 @@ sub {
         qr/cache clear from redis \(pattern completion:openai:\*\): [1-9]\d* L1 entries removed/) }) ? "yes" : "no");
     push @r, `grep 'cache clear' $::DirB/logs/error.log` if $r[-1] =~ /no$/;
     push @r, "B after: " . main::chat($::PortB, "pattern");
+    # the suite's Redis as this file found it: no L2 keys of ours left
+    `curl -s -m 30 -X POST -H 'Authorization: Bearer $::Admin' http://127.0.0.1:$::PortA/v1/admin/cache/clear`;
     return join("\n", @r) . "\n";
 }
 --- response_body

@@ -484,6 +484,7 @@ ngx_http_helix_admin_answer(ngx_http_request_t *r,
     u_char                      *p;
     size_t                       len;
     ngx_str_t                    body;
+    ngx_connection_t            *c;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
@@ -529,7 +530,10 @@ ngx_http_helix_admin_answer(ngx_http_request_t *r,
                   ctx->l1 + ctx->l2, ctx->l1, ctx->l2,
                   ctx->l2_failed ? ", redis unavailable" : "");
 
+    /* the request may be freed by its finalization: not r after it */
+    c = r->connection;
+
     ngx_http_finalize_request(r,
                               ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }
