@@ -9,6 +9,9 @@
 #   make test-upstream   the suite under upstream Test::Nginx from
 #                   TEST_NGINX_UPSTREAM_LIB (default ../shared/test-nginx/lib);
 #                   not yet green: t/lib/README lists what still differs
+#   make test-cluster    three nodes in network namespaces behind a load
+#                   balancer, Redis and PostgreSQL in their own
+#                   (util/cluster.sh, t/cluster/; root)
 #   make test-valgrind   the same suite with nginx under valgrind
 #   make test-asan  the same suite against nginx 1.22.1 and the module
 #                   built with AddressSanitizer from Debian's source package
@@ -50,9 +53,9 @@ CC_OPT          := -g -O2 -Wall -Wextra -Wno-unused-parameter \
 MODULES_DIR     ?= /usr/lib/nginx/modules
 MODULES_AVAIL   ?= /usr/share/nginx/modules-available
 
-.PHONY: FORCE all deps layers run stop test test-upstream test-valgrind \
-        test-asan fuzz check-json bench test-bench install deb test-deb \
-        migrate clean
+.PHONY: FORCE all deps layers run stop test test-upstream test-cluster \
+        test-valgrind test-asan fuzz check-json bench test-bench install \
+        deb test-deb migrate clean
 
 all: $(MODULE)
 
@@ -105,6 +108,9 @@ test-upstream: deps $(MODULE)
 	    echo "test-upstream: SKIPPED: no upstream Test::Nginx at" \
 	        "$(TEST_NGINX_UPSTREAM_LIB) (set TEST_NGINX_UPSTREAM_LIB)"; \
 	fi
+
+test-cluster: deps $(MODULE)
+	@util/cluster.sh test
 
 test-valgrind: deps $(MODULE)
 	@TEST_NGINX_USE_VALGRIND=1 util/test.sh $(PROVE_ARGS)

@@ -388,6 +388,7 @@ ngx_http_helix_init_process(ngx_cycle_t *cycle)
         || ngx_http_helix_curl_init_process(cycle) != NGX_OK
         || ngx_http_helix_redis_init_process(cycle) != NGX_OK
         || ngx_http_helix_l2_init(cycle) != NGX_OK
+        || ngx_http_helix_admin_init_process(cycle) != NGX_OK
         || ngx_http_helix_pg_init_process(cycle) != NGX_OK
         || ngx_http_helix_log_init_process(cycle) != NGX_OK
         || ngx_http_helix_tasks_init_process(cycle) != NGX_OK)

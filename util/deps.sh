@@ -17,6 +17,7 @@ PACKAGES=(
   libcurl4-openssl-dev
   libyaml-dev
   redis-server
+  redis-sentinel
   postgresql
   postgresql-client
   perl

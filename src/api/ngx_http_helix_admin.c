@@ -4,6 +4,10 @@
  * Admin endpoints: POST /v1/admin/cache/clear (all, or {"pattern": ...})
  * and POST /v1/admin/cache/cleanup (expired entries), behind the admin
  * token of helix.yaml (admin.token), which no API key can stand in for.
+ *
+ * L1 is per node: a clear is also PUBLISHed on the Redis channel
+ * "helix:cache:clear" (the pattern, or nothing for all), and one worker
+ * of every node, SUBSCRIBEd to it, drops its node's L1 entries too.
  */
 
 
@@ -41,11 +45,18 @@ static void ngx_http_helix_admin_answer(ngx_http_request_t *r,
     ngx_http_helix_admin_ctx_t *ctx);
 
 
+#define NGX_HTTP_HELIX_ADMIN_CHANNEL      "helix:cache:clear"
+#define NGX_HTTP_HELIX_ADMIN_MAX_PATTERN  1024
+
+
 static ngx_str_t  ngx_http_helix_admin_kinds[] = {
     ngx_string("completion:*"),
     ngx_string("embedding:*")
 };
 
+
+static void ngx_http_helix_admin_publish(ngx_str_t *pattern);
+static void ngx_http_helix_admin_message(u_char *msg, size_t len);
 
 static void ngx_http_helix_admin_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_helix_admin_auth(ngx_http_request_t *r);
@@ -230,6 +241,12 @@ ngx_http_helix_admin_body(ngx_http_request_t *r)
     ctx->shown = pattern;
     ngx_http_set_ctx(r, ctx, ngx_http_helix_admin_module);
 
+    if (hlcf->endpoint == NGX_HTTP_HELIX_EP_CACHE_CLEAR
+        && hmcf->cache.l2_enabled && ngx_http_helix_redis_available())
+    {
+        ngx_http_helix_admin_publish(pp);
+    }
+
     /* Redis drops expired keys itself: only a clear reaches L2 */
 
     if (hlcf->endpoint == NGX_HTTP_HELIX_EP_CACHE_CLEAR
@@ -254,6 +271,93 @@ ngx_http_helix_admin_body(ngx_http_request_t *r)
     }
 
     ngx_http_helix_admin_answer(r, ctx);
+}
+
+
+/* the other nodes' L1: whoever listens on the channel now */
+
+static void
+ngx_http_helix_admin_publish(ngx_str_t *pattern)
+{
+    size_t       lens[3];
+    const char  *argv[3];
+
+    if (pattern && pattern->len > NGX_HTTP_HELIX_ADMIN_MAX_PATTERN) {
+        return;
+    }
+
+    argv[0] = "PUBLISH";
+    lens[0] = sizeof("PUBLISH") - 1;
+    argv[1] = NGX_HTTP_HELIX_ADMIN_CHANNEL;
+    lens[1] = sizeof(NGX_HTTP_HELIX_ADMIN_CHANNEL) - 1;
+    argv[2] = pattern ? (const char *) pattern->data : "";
+    lens[2] = pattern ? pattern->len : 0;
+
+    (void) ngx_http_helix_redis_command(NULL, NULL, NULL, 3, argv, lens);
+}
+
+
+/*
+ * Worker 0 of each node listens (L1 is the node's, in shared memory):
+ * with L1, L2 and Redis configured.
+ */
+
+ngx_int_t
+ngx_http_helix_admin_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_helix_module);
+
+    if (hmcf == NULL || ngx_worker != 0 || hmcf->cache_sh == NULL
+        || !hmcf->cache.l2_enabled || !hmcf->redis.configured)
+    {
+        return NGX_OK;
+    }
+
+    (void) ngx_http_helix_redis_subscribe(NGX_HTTP_HELIX_ADMIN_CHANNEL,
+                                          ngx_http_helix_admin_message);
+
+    return NGX_OK;
+}
+
+
+/* a clear on some node (this one too): the bytes are Redis's, hostile */
+
+static void
+ngx_http_helix_admin_message(u_char *msg, size_t len)
+{
+    u_char                      *p;
+    ngx_str_t                    pattern;
+    ngx_uint_t                   n;
+    ngx_http_helix_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_helix_module);
+
+    if (hmcf == NULL || hmcf->cache_sh == NULL
+        || len > NGX_HTTP_HELIX_ADMIN_MAX_PATTERN)
+    {
+        return;
+    }
+
+    for (p = msg; p < msg + len; p++) {
+        if (*p < ' ' || *p == 0x7f) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "helix: cache clear from redis ignored: a control "
+                          "character in the pattern");
+            return;
+        }
+    }
+
+    pattern.data = msg;
+    pattern.len = len;
+
+    n = ngx_http_helix_cache_clear(hmcf, len ? &pattern : NULL);
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "helix: cache clear from redis (%s%V): %ui L1 entries "
+                  "removed", len ? "pattern " : "all", &pattern, n);
 }
 
 
@@ -421,6 +525,7 @@ ngx_http_helix_admin_answer(ngx_http_request_t *r,
     u_char                      *p;
     size_t                       len;
     ngx_str_t                    body;
+    ngx_connection_t            *c;
     ngx_http_helix_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_helix_module);
@@ -466,7 +571,10 @@ ngx_http_helix_admin_answer(ngx_http_request_t *r,
                   ctx->l1 + ctx->l2, ctx->l1, ctx->l2,
                   ctx->l2_failed ? ", redis unavailable" : "");
 
+    /* the request may be freed by its finalization: not r after it */
+    c = r->connection;
+
     ngx_http_finalize_request(r,
                               ngx_http_helix_send_json(r, NGX_HTTP_OK, &body));
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }

@@ -11,6 +11,7 @@
 
 
 ngx_int_t ngx_http_helix_admin_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_helix_admin_init_process(ngx_cycle_t *cycle);
 
 
 extern ngx_module_t  ngx_http_helix_admin_module;

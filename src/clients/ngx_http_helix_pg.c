@@ -93,9 +93,14 @@ typedef struct {
     const char                  *values[16];
     u_char                       port[NGX_INT_T_LEN + 1];
     u_char                       options[64];
+    u_char                      *where;     /* "host:port[,...]", logs */
 } ngx_http_helix_pg_t;
 
 
+static ngx_int_t ngx_http_helix_pg_where(ngx_cycle_t *cycle,
+    ngx_http_helix_database_conf_t *db);
+static ngx_int_t ngx_http_helix_pg_hosts(ngx_cycle_t *cycle,
+    ngx_http_helix_database_conf_t *db, ngx_uint_t *np);
 static ngx_uint_t ngx_http_helix_pg_available(void);
 static ngx_http_helix_pg_conn_t *ngx_http_helix_pg_connect(
     ngx_uint_t listener);
@@ -139,6 +144,106 @@ static void ngx_http_helix_pg_count(ngx_uint_t outcome);
 static ngx_http_helix_pg_t  ngx_http_helix_pg;
 
 
+static ngx_int_t
+ngx_http_helix_pg_where(ngx_cycle_t *cycle,
+    ngx_http_helix_database_conf_t *db)
+{
+    u_char                 *p;
+    size_t                  len;
+    ngx_uint_t              i;
+    ngx_http_helix_node_t  *node;
+
+    node = db->hosts.elts;
+    len = db->host.len + NGX_INT_T_LEN + 2;
+
+    for (i = 0; i < db->hosts.nelts; i++) {
+        len += node[i].host.len + NGX_INT_T_LEN + 2;
+    }
+
+    p = ngx_pnalloc(cycle->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_helix_pg.where = p;
+
+    if (db->hosts.nelts == 0) {
+        p = ngx_sprintf(p, "%V:%ui", &db->host, db->port);
+    }
+
+    for (i = 0; i < db->hosts.nelts; i++) {
+        p = ngx_sprintf(p, "%s%V:%ui", i ? "," : "", &node[i].host,
+                        node[i].port);
+    }
+
+    *p = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * database.hosts: libpq gets them all, as comma-separated lists of
+ * names, addresses (looked up at load) and ports, and chooses by
+ * target_session_attrs on each new connection: after a failover, the
+ * pool's next connection finds the new primary by itself.
+ */
+
+static ngx_int_t
+ngx_http_helix_pg_hosts(ngx_cycle_t *cycle,
+    ngx_http_helix_database_conf_t *db, ngx_uint_t *np)
+{
+    u_char                 *h, *a, *p;
+    size_t                  hlen, alen;
+    ngx_uint_t              i, n;
+    ngx_http_helix_pg_t    *pg;
+    ngx_http_helix_node_t  *node;
+
+    pg = &ngx_http_helix_pg;
+    node = db->hosts.elts;
+    hlen = 0;
+    alen = 0;
+
+    for (i = 0; i < db->hosts.nelts; i++) {
+        hlen += node[i].host.len + 1;
+        alen += node[i].addr.len + 1;
+    }
+
+    h = ngx_pnalloc(cycle->pool, hlen);
+    a = ngx_pnalloc(cycle->pool, alen);
+    p = ngx_pnalloc(cycle->pool, db->hosts.nelts * (NGX_INT_T_LEN + 1));
+
+    if (h == NULL || a == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = *np;
+
+    pg->keywords[n] = "host";
+    pg->values[n++] = (char *) h;
+    pg->keywords[n] = "hostaddr";
+    pg->values[n++] = (char *) a;
+    pg->keywords[n] = "port";
+    pg->values[n++] = (char *) p;
+    pg->keywords[n] = "target_session_attrs";
+    pg->values[n++] = (char *) db->target_session_attrs.data;
+
+    for (i = 0; i < db->hosts.nelts; i++) {
+        h = ngx_sprintf(h, "%s%V", i ? "," : "", &node[i].host);
+        a = ngx_sprintf(a, "%s%V", i ? "," : "", &node[i].addr);
+        p = ngx_sprintf(p, "%s%ui", i ? "," : "", node[i].port);
+    }
+
+    *h = '\0';
+    *a = '\0';
+    *p = '\0';
+
+    *np = n;
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
 {
@@ -165,6 +270,10 @@ ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
 
     ngx_sprintf(pg->port, "%ui%Z", db->port);
 
+    if (ngx_http_helix_pg_where(cycle, db) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /*
      * The server gives up on a statement a little before the worker
      * does: a client told 503 finds nothing written behind its back.
@@ -174,6 +283,14 @@ ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
                                              : hmcf->timeout_database / 2);
 
     n = 0;
+
+    if (db->hosts.nelts) {
+        if (ngx_http_helix_pg_hosts(cycle, db, &n) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        goto hosts_done;
+    }
 
     /*
      * The address looked up at load: libpq's lookup would block the
@@ -189,6 +306,8 @@ ngx_http_helix_pg_init_process(ngx_cycle_t *cycle)
 
     pg->keywords[n] = "port";
     pg->values[n++] = (char *) pg->port;
+
+hosts_done:
     pg->keywords[n] = "dbname";
     pg->values[n++] = (char *) db->name.data;
     pg->keywords[n] = "user";
@@ -817,10 +936,10 @@ ngx_http_helix_pg_open(const char *what, const char *err)
 
         /* once per outage, not once per query */
         ngx_log_error(NGX_LOG_WARN, pg->log, 0,
-                      "helix: postgresql %s:%ui unreachable (%s: %*s after "
+                      "helix: postgresql %s unreachable (%s: %*s after "
                       "%ui failures in a row), breaker open: queries fail "
-                      "at once, probed again in %M ms", db->host.data,
-                      db->port, what, len, err, pg->failures, pg->backoff);
+                      "at once, probed again in %M ms", pg->where,
+                      what, len, err, pg->failures, pg->backoff);
 
         ngx_http_helix_metrics_store_opened(pg->hmcf,
                                             NGX_HTTP_HELIX_STORE_DB);
@@ -830,9 +949,9 @@ ngx_http_helix_pg_open(const char *what, const char *err)
         pg->backoff = ngx_min(pg->backoff * 2, db->breaker_max_backoff);
 
         ngx_log_error(NGX_LOG_INFO, pg->log, 0,
-                      "helix: postgresql %s:%ui still unreachable (%s: %*s), "
-                      "probed again in %M ms", db->host.data, db->port,
-                      what, len, err, pg->backoff);
+                      "helix: postgresql %s still unreachable (%s: %*s), "
+                      "probed again in %M ms", pg->where, what, len, err,
+                      pg->backoff);
     }
 
     pg->state = NGX_HTTP_HELIX_STORE_OPEN;
@@ -869,9 +988,8 @@ ngx_http_helix_pg_answered(void)
         pg->backoff = 0;
 
         ngx_log_error(NGX_LOG_NOTICE, pg->log, 0,
-                      "helix: postgresql %s:%ui answers again (breaker "
-                      "closed)", pg->hmcf->database.host.data,
-                      pg->hmcf->database.port);
+                      "helix: postgresql %s answers again (breaker "
+                      "closed)", pg->where);
 
         ngx_http_helix_metrics_store_state(pg->hmcf, NGX_HTTP_HELIX_STORE_DB,
                                            pg->state);

@@ -12,6 +12,12 @@
  * stuck connections are closed, and nothing is sent for a backoff that
  * doubles up to max_backoff; then one PING probes, and its answer closes
  * the breaker.  Opening and closing are logged once each.
+ *
+ * With redis.sentinel the address is the master's, as the Sentinels say
+ * (ngx_http_helix_sentinel.c): nothing is sent until one has said it; a
+ * new master closes every connection (the replies due come back NULL)
+ * and the breaker, if open, probes the new one at once; a lost master
+ * or a READONLY answer (a master demoted under us) makes it ask again.
  */
 
 
@@ -19,6 +25,7 @@
 
 #include "ngx_http_helix.h"
 #include "ngx_http_helix_redis.h"
+#include "ngx_http_helix_sentinel.h"
 #include "ngx_http_helix_metrics.h"
 
 
@@ -45,7 +52,19 @@ typedef struct {
     ngx_event_t                  probe;     /* open -> half-open */
     ngx_event_t                  close;     /* posted: stuck ones go */
     ngx_uint_t                   exiting;
+    ngx_uint_t                   sentinel;
+    ngx_uint_t                   switched;  /* to a new master */
+    ngx_uint_t                   closing;   /* all of them, on purpose */
+    ngx_uint_t                   master_port;
+    u_char                       master[NGX_SOCKADDR_STRLEN + 1];
     ngx_http_helix_redis_op_t   *free;          /* ops to reuse */
+
+    /* one SUBSCRIBEd connection, outside the pool */
+    ngx_http_helix_redis_conn_t  sub;
+    const char                  *channel;
+    ngx_http_helix_redis_message_pt  message;
+    ngx_event_t                  resub;
+
     ngx_http_helix_redis_conn_t  conns[NGX_HTTP_HELIX_REDIS_MAX_POOL];
 } ngx_http_helix_redis_pool_t;
 
@@ -97,6 +116,10 @@ static void ngx_http_helix_redis_op_cleanup(void *data);
 static void ngx_http_helix_redis_op_free(ngx_http_helix_redis_op_t *op);
 static void ngx_http_helix_redis_idle(ngx_event_t *ev);
 static ngx_uint_t ngx_http_helix_redis_opened(void);
+static void ngx_http_helix_redis_master(u_char *addr, ngx_uint_t port);
+static void ngx_http_helix_redis_resub(ngx_event_t *ev);
+static void ngx_http_helix_redis_sub_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
 
 
 static ngx_http_helix_redis_pool_t  ngx_http_helix_redis;
@@ -133,6 +156,15 @@ ngx_http_helix_redis_init_process(ngx_cycle_t *cycle)
     ngx_http_helix_metrics_store_state(hmcf, NGX_HTTP_HELIX_STORE_REDIS,
                                        NGX_HTTP_HELIX_STORE_CLOSED);
 
+    if (hmcf->redis.sentinel_nodes.nelts) {
+        /* the connections are opened when a Sentinel has answered */
+        ngx_http_helix_redis.sentinel = 1;
+        ngx_http_helix_redis.master_port = 0;
+
+        return ngx_http_helix_sentinel_init(cycle, &hmcf->redis,
+                                            ngx_http_helix_redis_master);
+    }
+
     /* min_idle connections are opened now, the rest when needed */
 
     for (i = 0; i < ngx_min(hmcf->redis.min_idle, ngx_http_helix_redis.size);
@@ -152,6 +184,8 @@ ngx_http_helix_redis_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_helix_redis.exiting = 1;
 
+    ngx_http_helix_sentinel_exit();
+
     if (ngx_http_helix_redis.probe.timer_set) {
         ngx_del_timer(&ngx_http_helix_redis.probe);
     }
@@ -164,6 +198,14 @@ ngx_http_helix_redis_exit_process(ngx_cycle_t *cycle)
         if (ngx_http_helix_redis.conns[i].ac) {
             redisAsyncFree(ngx_http_helix_redis.conns[i].ac);
         }
+    }
+
+    if (ngx_http_helix_redis.resub.timer_set) {
+        ngx_del_timer(&ngx_http_helix_redis.resub);
+    }
+
+    if (ngx_http_helix_redis.sub.ac) {
+        redisAsyncFree(ngx_http_helix_redis.sub.ac);
     }
 
     while (ngx_http_helix_redis.free) {
@@ -186,7 +228,10 @@ ngx_http_helix_redis_available(void)
         return 0;
     }
 
-    if (ngx_http_helix_redis.state != NGX_HTTP_HELIX_STORE_CLOSED) {
+    if (ngx_http_helix_redis.state != NGX_HTTP_HELIX_STORE_CLOSED
+        || (ngx_http_helix_redis.sentinel
+            && ngx_http_helix_redis.master_port == 0))
+    {
         ngx_http_helix_metrics_store_rejected(ngx_http_helix_redis.hmcf,
                                               NGX_HTTP_HELIX_STORE_REDIS);
         return 0;
@@ -244,9 +289,19 @@ ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
      * address looked up at load, so that hiredis looks nothing up
      */
 
-    ac = redisAsyncConnect((char *) (conf->addr.len ? conf->addr.data
-                                                    : conf->host.data),
-                           (int) conf->port);
+    if (ngx_http_helix_redis.sentinel) {
+        if (ngx_http_helix_redis.master_port == 0) {
+            return NULL;
+        }
+
+        ac = redisAsyncConnect((char *) ngx_http_helix_redis.master,
+                               (int) ngx_http_helix_redis.master_port);
+
+    } else {
+        ac = redisAsyncConnect((char *) (conf->addr.len ? conf->addr.data
+                                                        : conf->host.data),
+                               (int) conf->port);
+    }
 
     if (ac == NULL || ac->err) {
         ngx_http_helix_redis_failed("connect", ac ? ac->errstr : "no memory",
@@ -342,8 +397,13 @@ ngx_http_helix_redis_failed(const char *what, const char *err,
 
     rp = &ngx_http_helix_redis;
 
-    if (rp->hmcf == NULL || rp->exiting) {
+    if (rp->hmcf == NULL || rp->exiting || rp->closing) {
         return;
+    }
+
+    if (rp->sentinel) {
+        /* the master may be gone for good: where is it now? */
+        ngx_http_helix_sentinel_ask();
     }
 
     if (at_once) {
@@ -367,11 +427,16 @@ ngx_http_helix_redis_failed(const char *what, const char *err,
 static void
 ngx_http_helix_redis_open(const char *what, const char *err)
 {
+    u_char                       *host;
+    ngx_uint_t                    port;
     ngx_http_helix_redis_pool_t  *rp;
     ngx_http_helix_redis_conf_t  *conf;
 
     rp = &ngx_http_helix_redis;
     conf = &rp->hmcf->redis;
+
+    host = rp->sentinel ? rp->master : conf->host.data;
+    port = rp->sentinel ? rp->master_port : conf->port;
 
     if (rp->state == NGX_HTTP_HELIX_STORE_CLOSED) {
         rp->backoff = conf->breaker_backoff;
@@ -381,8 +446,7 @@ ngx_http_helix_redis_open(const char *what, const char *err)
                       "helix: redis %s:%ui unreachable (%s: %s after %ui "
                       "failures in a row), breaker open: L2 and global "
                       "limits go without it, probed again in %M ms",
-                      conf->host.data, conf->port, what, err, rp->failures,
-                      rp->backoff);
+                      host, port, what, err, rp->failures, rp->backoff);
 
         ngx_http_helix_metrics_store_opened(rp->hmcf,
                                             NGX_HTTP_HELIX_STORE_REDIS);
@@ -393,8 +457,8 @@ ngx_http_helix_redis_open(const char *what, const char *err)
 
         ngx_log_error(NGX_LOG_INFO, rp->log, 0,
                       "helix: redis %s:%ui still unreachable (%s: %s), "
-                      "probed again in %M ms", conf->host.data, conf->port,
-                      what, err, rp->backoff);
+                      "probed again in %M ms", host, port, what, err,
+                      rp->backoff);
     }
 
     rp->state = NGX_HTTP_HELIX_STORE_OPEN;
@@ -436,8 +500,9 @@ ngx_http_helix_redis_answered(void)
 
         ngx_log_error(NGX_LOG_NOTICE, rp->log, 0,
                       "helix: redis %s:%ui answers again, L2 is back "
-                      "(breaker closed)", rp->hmcf->redis.host.data,
-                      rp->hmcf->redis.port);
+                      "(breaker closed)",
+                      rp->sentinel ? rp->master : rp->hmcf->redis.host.data,
+                      rp->sentinel ? rp->master_port : rp->hmcf->redis.port);
 
         ngx_http_helix_metrics_store_state(rp->hmcf,
                                            NGX_HTTP_HELIX_STORE_REDIS,
@@ -503,14 +568,99 @@ ngx_http_helix_redis_close_all(ngx_event_t *ev)
 
     rp = &ngx_http_helix_redis;
 
-    if (rp->hmcf == NULL || rp->state != NGX_HTTP_HELIX_STORE_OPEN) {
+    if (rp->hmcf == NULL
+        || (rp->state != NGX_HTTP_HELIX_STORE_OPEN && !rp->switched))
+    {
         return;
     }
+
+    /* the old master's failures are not the new one's */
+    rp->closing = rp->switched;
+    rp->switched = 0;
 
     for (i = 0; i < rp->size; i++) {
         if (rp->conns[i].ac) {
             redisAsyncFree(rp->conns[i].ac);
         }
+    }
+
+    if (rp->closing && rp->sub.ac) {
+        /* subscribed to the old master: to the new one, at once */
+        redisAsyncFree(rp->sub.ac);
+
+        if (rp->resub.timer_set) {
+            ngx_del_timer(&rp->resub);
+        }
+
+        ngx_add_timer(&rp->resub, 1);
+    }
+
+    rp->closing = 0;
+}
+
+
+/*
+ * A Sentinel said where the master is.  Another address than before:
+ * the connections to the old one go, and an open breaker probes the new
+ * one now instead of after its backoff.
+ */
+
+static void
+ngx_http_helix_redis_master(u_char *addr, ngx_uint_t port)
+{
+    ngx_uint_t                    i, level;
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->hmcf == NULL || rp->exiting) {
+        return;
+    }
+
+    if (rp->master_port == port
+        && ngx_strcmp(rp->master, addr) == 0)
+    {
+        return;
+    }
+
+    level = rp->master_port ? NGX_LOG_WARN : NGX_LOG_NOTICE;
+
+    ngx_log_error(level, rp->log, 0,
+                  "helix: redis master \"%V\" is %s:%ui (sentinel)%s",
+                  &rp->hmcf->redis.sentinel_master, addr, port,
+                  rp->master_port ? ", connections to the old one closed"
+                                  : "");
+
+    ngx_cpystrn(rp->master, addr, sizeof(rp->master));
+
+    if (rp->master_port == 0) {
+        rp->master_port = port;
+
+        for (i = 0; i < ngx_min(rp->hmcf->redis.min_idle, rp->size); i++) {
+            (void) ngx_http_helix_redis_connect(&rp->conns[i]);
+        }
+
+        return;
+    }
+
+    rp->master_port = port;
+    rp->failures = 0;
+    rp->switched = 1;
+
+    if (!rp->close.posted) {
+        ngx_post_event(&rp->close, &ngx_posted_events);
+    }
+
+    if (rp->state != NGX_HTTP_HELIX_STORE_CLOSED) {
+        /* a probe in flight goes with its connection: a new one, soon */
+        rp->state = NGX_HTTP_HELIX_STORE_OPEN;
+        rp->backoff = rp->hmcf->redis.breaker_backoff;
+
+        if (rp->probe.timer_set) {
+            ngx_del_timer(&rp->probe);
+        }
+
+        ngx_add_timer(&rp->probe, 1);
     }
 }
 
@@ -700,6 +850,129 @@ ngx_http_helix_redis_write(ngx_event_t *ev)
 
 
 /*
+ * One connection per worker SUBSCRIBEd to a channel; each message goes
+ * to the handler.  Lost (Redis away, a new master): subscribed again
+ * after redis.breaker.backoff.  Messages published meanwhile are not
+ * seen: the caller's data must not depend on them alone.
+ */
+
+ngx_int_t
+ngx_http_helix_redis_subscribe(const char *channel,
+    ngx_http_helix_redis_message_pt handler)
+{
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->hmcf == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rp->channel = channel;
+    rp->message = handler;
+
+    rp->resub.handler = ngx_http_helix_redis_resub;
+    rp->resub.data = rp;
+    rp->resub.log = rp->log;
+    rp->resub.cancelable = 1;
+
+    /* with Sentinel, once the master is known */
+    ngx_add_timer(&rp->resub, 1);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_helix_redis_resub(ngx_event_t *ev)
+{
+    const char                   *argv[2];
+    redisAsyncContext            *ac;
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->hmcf == NULL || rp->exiting || rp->sub.ac) {
+        return;
+    }
+
+    ac = NULL;
+
+    if (!rp->sentinel || rp->master_port) {
+        ac = ngx_http_helix_redis_connect(&rp->sub);
+
+        if (ac) {
+            /* helixagent_redis_connections counts the pool's only */
+            rp->sub.open = 0;
+            ngx_http_helix_metrics_redis_conns(rp->hmcf, -1);
+        }
+    }
+
+    argv[0] = "SUBSCRIBE";
+    argv[1] = rp->channel;
+
+    if (ac
+        && redisAsyncCommandArgv(ac, ngx_http_helix_redis_sub_reply, NULL, 2,
+                                 argv, NULL)
+           == REDIS_OK)
+    {
+        return;
+    }
+
+    if (ac) {
+        redisAsyncFree(ac);
+    }
+
+    ngx_add_timer(&rp->resub, rp->hmcf->redis.breaker_backoff);
+}
+
+
+static void
+ngx_http_helix_redis_sub_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                   *reply = r;
+    ngx_http_helix_redis_pool_t  *rp;
+
+    rp = &ngx_http_helix_redis;
+
+    if (rp->exiting || rp->hmcf == NULL) {
+        return;
+    }
+
+    if (reply == NULL) {
+        if (!rp->resub.timer_set) {
+            ngx_add_timer(&rp->resub, rp->hmcf->redis.breaker_backoff);
+        }
+
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    if (reply->element[0]->len == sizeof("subscribe") - 1
+        && ngx_strncmp(reply->element[0]->str, "subscribe", 9) == 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, rp->log, 0,
+                      "helix: redis: subscribed to \"%s\"", rp->channel);
+        return;
+    }
+
+    if (reply->element[0]->len == sizeof("message") - 1
+        && ngx_strncmp(reply->element[0]->str, "message", 7) == 0
+        && reply->element[2]->type == REDIS_REPLY_STRING)
+    {
+        rp->message((u_char *) reply->element[2]->str,
+                    reply->element[2]->len);
+    }
+}
+
+
+/*
  * Sends a command.  With a pool, the op belongs to that request: if the
  * request goes first, its handler is not called.  NULL: not sent (the
  * breaker is open, or no connection); the handler gets NULL when Redis
@@ -803,6 +1076,14 @@ ngx_http_helix_redis_finish(ngx_http_helix_redis_op_t *op, redisReply *reply)
         op->cln = NULL;
     }
 
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && ngx_http_helix_redis.sentinel && reply->len >= 8
+        && ngx_strncmp(reply->str, "READONLY", 8) == 0)
+    {
+        /* a replica: the master moved and we missed it */
+        ngx_http_helix_sentinel_ask();
+    }
+
     if (reply && reply->type == REDIS_REPLY_ERROR && !op->errors) {
         ngx_log_error(NGX_LOG_WARN, ngx_http_helix_redis.log, 0,
                       "helix: redis error: %*s", reply->len, reply->str);
@@ -835,6 +1116,7 @@ ngx_http_helix_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     /* a timed out command is not sent again: it was answered NULL */
 
     if (r == NULL && !op->done && !ngx_http_helix_redis.exiting
+        && !ngx_http_helix_redis.closing
         && ngx_http_helix_redis.state == NGX_HTTP_HELIX_STORE_CLOSED
         && op->retries < ngx_http_helix_redis.hmcf->redis.max_retries)
     {

@@ -19,6 +19,10 @@ typedef void (*ngx_http_helix_redis_pt)(ngx_http_helix_redis_op_t *op,
     redisReply *reply);
 
 
+/* a message on a SUBSCRIBEd channel (hostile bytes, not terminated) */
+typedef void (*ngx_http_helix_redis_message_pt)(u_char *msg, size_t len);
+
+
 struct ngx_http_helix_redis_op_s {
     ngx_http_helix_redis_pt      handler;
     void                        *data;
@@ -39,6 +43,8 @@ ngx_http_helix_redis_op_t *ngx_http_helix_redis_command(ngx_pool_t *pool,
     ngx_http_helix_redis_pt handler, void *data, int argc,
     const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_helix_redis_available(void);
+ngx_int_t ngx_http_helix_redis_subscribe(const char *channel,
+    ngx_http_helix_redis_message_pt handler);
 
 
 

@@ -91,6 +91,15 @@ typedef struct {
 } ngx_http_helix_cache_conf_t;
 
 
+/* a server of a list (redis.sentinel.nodes, database.hosts), looked up at load */
+typedef struct {
+    ngx_str_t                   name;       /* as written */
+    ngx_str_t                   host;       /* C string */
+    ngx_str_t                   addr;       /* C string */
+    ngx_uint_t                  port;       /* 0: the list's default */
+} ngx_http_helix_node_t;
+
+
 typedef struct {
     ngx_flag_t                  configured;
     ngx_str_t                   host;
@@ -108,6 +117,11 @@ typedef struct {
     ngx_uint_t                  breaker_failures;
     ngx_msec_t                  breaker_backoff;
     ngx_msec_t                  breaker_max_backoff;
+
+    /* redis.sentinel: the master is asked for, host and port unused */
+    ngx_str_t                   sentinel_master;
+    ngx_array_t                 sentinel_nodes; /* redis_node_t */
+    ngx_str_t                   sentinel_password;
 } ngx_http_helix_redis_conf_t;
 
 
@@ -119,6 +133,8 @@ typedef struct {
     ngx_str_t                   user;
     ngx_str_t                   password;
     ngx_str_t                   sslmode;
+    ngx_array_t                 hosts;      /* ngx_http_helix_node_t */
+    ngx_str_t                   target_session_attrs;
 
     ngx_uint_t                  max_open;
     ngx_uint_t                  max_idle;

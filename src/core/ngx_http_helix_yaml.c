@@ -97,6 +97,9 @@ static ngx_int_t ngx_http_helix_yaml_set_secret(
     const ngx_http_helix_yaml_key_t *key);
 static ngx_int_t ngx_http_helix_yaml_set_host(ngx_http_helix_yaml_ctx_t *ctx,
     yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
+static ngx_int_t ngx_http_helix_yaml_set_nodes(
+    ngx_http_helix_yaml_ctx_t *ctx, yaml_node_t *node, void *base,
+    const ngx_http_helix_yaml_key_t *key);
 static ngx_int_t ngx_http_helix_yaml_set_l2(ngx_http_helix_yaml_ctx_t *ctx,
     yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key);
 static ngx_int_t ngx_http_helix_yaml_set_block(
@@ -121,6 +124,10 @@ static ngx_int_t ngx_http_helix_yaml_stores(ngx_http_helix_yaml_ctx_t *ctx,
 static ngx_int_t ngx_http_helix_yaml_store_breaker(
     ngx_http_helix_yaml_ctx_t *ctx, const char *block, ngx_uint_t failures,
     ngx_msec_t backoff, ngx_msec_t max_backoff);
+static ngx_int_t ngx_http_helix_yaml_sentinels(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_redis_conf_t *rc);
+static ngx_int_t ngx_http_helix_yaml_db_hosts(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_database_conf_t *db);
 static ngx_int_t ngx_http_helix_yaml_resolve(ngx_http_helix_yaml_ctx_t *ctx,
     const char *key, ngx_str_t *host, ngx_uint_t port, ngx_str_t *addr);
 static ngx_int_t ngx_http_helix_yaml_validate_tasks(
@@ -304,6 +311,17 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_redis_breaker[] = {
 };
 
 
+static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_sentinel[] = {
+    ngx_helix_key("master_name", ngx_http_helix_yaml_set_str, MC,
+                  redis.sentinel_master, NULL),
+    ngx_helix_key("nodes", ngx_http_helix_yaml_set_nodes, MC,
+                  redis.sentinel_nodes, NULL),
+    ngx_helix_key("password", ngx_http_helix_yaml_set_str, MC,
+                  redis.sentinel_password, NULL),
+    ngx_helix_key_null
+};
+
+
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_redis[] = {
     ngx_helix_key("host", ngx_http_helix_yaml_set_host, MC, redis, NULL),
     ngx_helix_key("port", ngx_http_helix_yaml_set_uint, MC,
@@ -319,6 +337,8 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_redis[] = {
       ngx_http_helix_yaml_redis_pool },
     { ngx_string("breaker"), ngx_http_helix_yaml_set_map, 0,
       ngx_http_helix_yaml_redis_breaker },
+    { ngx_string("sentinel"), ngx_http_helix_yaml_set_map, 0,
+      ngx_http_helix_yaml_sentinel },
     ngx_helix_key_null
 };
 
@@ -378,6 +398,10 @@ static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_db_breaker[] = {
 static const ngx_http_helix_yaml_key_t  ngx_http_helix_yaml_database[] = {
     ngx_helix_key("host", ngx_http_helix_yaml_set_str, MC,
                   database.host, NULL),
+    ngx_helix_key("hosts", ngx_http_helix_yaml_set_nodes, MC,
+                  database.hosts, NULL),
+    ngx_helix_key("target_session_attrs", ngx_http_helix_yaml_set_str, MC,
+                  database.target_session_attrs, NULL),
     ngx_helix_key("port", ngx_http_helix_yaml_set_uint, MC,
                   database.port, NULL),
     ngx_helix_key("name", ngx_http_helix_yaml_set_str, MC,
@@ -2082,6 +2106,92 @@ ngx_http_helix_yaml_set_secret(ngx_http_helix_yaml_ctx_t *ctx,
 }
 
 
+/*
+ * redis.sentinel.nodes, database.hosts: ["10.0.0.5:26379", "sentinel-b",
+ * "[::1]:26380"]; without a port, the list's default (when resolved)
+ */
+
+static ngx_int_t
+ngx_http_helix_yaml_set_nodes(ngx_http_helix_yaml_ctx_t *ctx,
+    yaml_node_t *node, void *base, const ngx_http_helix_yaml_key_t *key)
+{
+    size_t                        old;
+    ngx_url_t                     u;
+    ngx_str_t                     v;
+    ngx_array_t                  *a;
+    yaml_node_t                  *item;
+    yaml_node_item_t             *i;
+    ngx_http_helix_node_t  *n;
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, node,
+                                "expected a list of \"host:port\", got %s",
+                                ngx_http_helix_yaml_type_name(node));
+        return NGX_ERROR;
+    }
+
+    a = (ngx_array_t *) ((u_char *) base + key->offset);
+
+    if (ngx_array_init(a, ctx->cf->pool, 3,
+                       sizeof(ngx_http_helix_node_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = node->data.sequence.items.start;
+         i < node->data.sequence.items.top;
+         i++)
+    {
+        item = yaml_document_get_node(ctx->doc, *i);
+
+        old = ngx_http_helix_yaml_push(ctx, NULL,
+                                       i - node->data.sequence.items.start);
+
+        if (ngx_http_helix_yaml_scalar(ctx, item, &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = v;
+        u.no_resolve = 1;
+
+        if (v.len == 0 || ngx_parse_url(ctx->cf->pool, &u) != NGX_OK
+            || u.host.len == 0 || u.uri.len || u.family == AF_UNIX)
+        {
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, item,
+                                    "invalid server \"%V\" (write "
+                                    "\"host\" or \"host:port\")", &v);
+            return NGX_ERROR;
+        }
+
+        n = ngx_array_push(a);
+        if (n == NULL) {
+            return NGX_ERROR;
+        }
+
+        n->name = v;
+        n->port = u.no_port ? 0 : u.port;
+        n->addr.len = 0;
+        n->addr.data = NULL;
+
+        /* a C string, for the lookup and the logs */
+        n->host.len = u.host.len;
+        n->host.data = ngx_pnalloc(ctx->cf->pool, u.host.len + 1);
+        if (n->host.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(n->host.data, u.host.data, u.host.len);
+        n->host.data[n->host.len] = '\0';
+
+        ctx->path_len = old;
+    }
+
+    return NGX_OK;
+}
+
+
 /* "redis:6379", "10.0.0.5", "[::1]:6380" */
 
 static ngx_int_t
@@ -2947,6 +3057,7 @@ static ngx_int_t
 ngx_http_helix_yaml_stores(ngx_http_helix_yaml_ctx_t *ctx,
     ngx_http_helix_main_conf_t *hmcf)
 {
+    ngx_str_t                        empty = ngx_null_string;
     ngx_http_helix_redis_conf_t     *rc;
     ngx_http_helix_database_conf_t  *db;
 
@@ -2966,11 +3077,38 @@ ngx_http_helix_yaml_stores(ngx_http_helix_yaml_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (rc->configured
-        && ngx_http_helix_yaml_resolve(ctx, "redis.host", &rc->host,
-                                       rc->port, &rc->addr)
-           != NGX_OK)
+    if (rc->sentinel_master.len && rc->sentinel_nodes.nelts == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "redis.sentinel.nodes", &empty,
+                                     "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "is required with master_name (a list of "
+                                "\"host:port\" of Sentinels)");
+        return NGX_ERROR;
+    }
+
+    if (rc->configured && rc->sentinel_nodes.nelts) {
+        if (ngx_http_helix_yaml_sentinels(ctx, rc) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (rc->configured
+               && ngx_http_helix_yaml_resolve(ctx, "redis.host", &rc->host,
+                                              rc->port, &rc->addr)
+                  != NGX_OK)
     {
+        return NGX_ERROR;
+    }
+
+    if (db->configured && db->hosts.nelts) {
+        return ngx_http_helix_yaml_db_hosts(ctx, db);
+    }
+
+    if (db->target_session_attrs.len) {
+        ngx_http_helix_yaml_set_path(ctx, "database.target_session_attrs",
+                                     &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "is only for database.hosts (a list of "
+                                "servers)");
         return NGX_ERROR;
     }
 
@@ -2982,6 +3120,137 @@ ngx_http_helix_yaml_stores(ngx_http_helix_yaml_ctx_t *ctx,
            != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * database.hosts: libpq's own failover.  It is given every server (as
+ * "host", "hostaddr" and "port" lists) and target_session_attrs, and
+ * picks: on a new connection it tries them in order and keeps the first
+ * that fits (read-write: the primary).  Nothing of ours chooses.
+ */
+
+static ngx_int_t
+ngx_http_helix_yaml_db_hosts(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_database_conf_t *db)
+{
+    ngx_uint_t              i;
+    ngx_str_t               empty = ngx_null_string, *t;
+    ngx_http_helix_node_t  *n;
+
+    static ngx_str_t  attrs[] = {
+        ngx_string("read-write"), ngx_string("any"),
+        ngx_string("read-only"), ngx_string("primary"),
+        ngx_string("standby"), ngx_string("prefer-standby"),
+        ngx_null_string
+    };
+
+    if (db->target_session_attrs.len == 0) {
+        ngx_str_set(&db->target_session_attrs, "read-write");
+    }
+
+    for (t = attrs; t->len; t++) {
+        if (t->len == db->target_session_attrs.len
+            && ngx_strncmp(t->data, db->target_session_attrs.data, t->len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (t->len == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "database.target_session_attrs",
+                                     &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "unknown value \"%V\" (expected one of: "
+                                "read-write, any, read-only, primary, "
+                                "standby, prefer-standby)",
+                                &db->target_session_attrs);
+        return NGX_ERROR;
+    }
+
+    /* libpq's own values: a C string */
+    db->target_session_attrs = *t;
+
+    n = db->hosts.elts;
+
+    for (i = 0; i < db->hosts.nelts; i++) {
+        if (n[i].port == 0) {
+            n[i].port = db->port;
+        }
+
+        if (n[i].host.data[0] == '/' || ngx_strchr(n[i].host.data, ',')) {
+            ngx_http_helix_yaml_set_path(ctx, "database.hosts", &empty, "");
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                    "\"%V\": a host name or address, not "
+                                    "a socket directory or a list",
+                                    &n[i].name);
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_helix_yaml_resolve(ctx, "database.hosts", &n[i].host,
+                                        n[i].port, &n[i].addr)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * redis.sentinel: every Sentinel is looked up now; the master's address
+ * comes from them at run time, as numbers (nothing to look up then).
+ */
+
+static ngx_int_t
+ngx_http_helix_yaml_sentinels(ngx_http_helix_yaml_ctx_t *ctx,
+    ngx_http_helix_redis_conf_t *rc)
+{
+    ngx_uint_t                    i;
+    ngx_str_t                     empty = ngx_null_string;
+    ngx_http_helix_node_t  *n;
+
+    if (rc->sentinel_master.len == 0) {
+        ngx_http_helix_yaml_set_path(ctx, "redis.sentinel.master_name",
+                                     &empty, "");
+        ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                "is required with redis.sentinel.nodes "
+                                "(the name of \"sentinel monitor\")");
+        return NGX_ERROR;
+    }
+
+    /* sent as one argument: a space would be harmless, but is a typo */
+
+    for (i = 0; i < rc->sentinel_master.len; i++) {
+        if (rc->sentinel_master.data[i] <= ' ') {
+            ngx_http_helix_yaml_set_path(ctx, "redis.sentinel.master_name",
+                                         &empty, "");
+            ngx_http_helix_yaml_log(ctx, NGX_LOG_EMERG, NULL,
+                                    "must not contain spaces or control "
+                                    "characters");
+            return NGX_ERROR;
+        }
+    }
+
+    n = rc->sentinel_nodes.elts;
+
+    for (i = 0; i < rc->sentinel_nodes.nelts; i++) {
+        if (n[i].port == 0) {
+            n[i].port = 26379;
+        }
+
+        if (ngx_http_helix_yaml_resolve(ctx, "redis.sentinel.nodes",
+                                        &n[i].host, n[i].port, &n[i].addr)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
