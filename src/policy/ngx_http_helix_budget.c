@@ -1128,7 +1128,12 @@ ngx_http_helix_budget_stream_usage(ngx_http_request_t *r, ngx_uint_t type,
 {
     ngx_http_helix_budget_ctx_t  *ctx;
 
-    ctx = ngx_http_helix_budget_ctx(r, NULL);
+    /*
+     * the reservation before the call made the context; a stream replayed
+     * from the cache has none, and costs nothing
+     */
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_helix_budget_module);
 
     if (ctx && json_is_object(usage)) {
         ngx_http_helix_cost_cached_json(type, usage, &ctx->stream);

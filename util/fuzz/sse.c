@@ -47,6 +47,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_memzero(&r, sizeof(ngx_http_request_t));
     r.pool = pool;
     r.connection = &c;
+    r.main = &r;
+
+    /* the modules' request contexts, all empty (more slots than modules) */
+    r.ctx = ngx_pcalloc(pool, 256 * sizeof(void *));
 
     st = ngx_pcalloc(pool, sizeof(ngx_http_helix_stream_t));
     st->request = &r;
