@@ -84,6 +84,8 @@ nburst=${BENCH_BURST:-1000}
 
 body='{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there, benchmark"}],"max_tokens":50}'
 sbody='{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there, benchmark"}],"max_tokens":50,"stream":true}'
+# the same question as an Anthropic Messages client asks it
+mbody='{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":"Hello there, benchmark"}]}'
 
 mock_pid=
 slow_pid=
@@ -167,6 +169,15 @@ wrk.headers["Authorization"] = "Bearer $key"
 LUA
 }
 lua "$dir/post.lua" "$body"
+
+# an Anthropic client: its key as x-api-key, its version header
+cat > "$dir/msg.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$mbody'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["x-api-key"] = "$key"
+wrk.headers["anthropic-version"] = "2023-06-01"
+LUA
 
 # N distinct requests, taken at random: an L1 of N entries
 spread() {   # file N
@@ -283,6 +294,7 @@ location = /bench/proxy-stream {
     proxy_buffering off;
 }
 location = /bench/miss { helix_endpoint chat_completions; helix_cache_policy off; }
+location = /bench/miss-messages { helix_endpoint messages; helix_cache_policy off; }
 location = /bench/proxy-sse {
     proxy_pass http://bench_standin/v1/chat/completions;
     proxy_http_version 1.1;
@@ -527,6 +539,8 @@ run ceiling /bench/ceiling "$dir/post.lua"
 run proxy_floor /bench/proxy "$dir/post.lua"
 run helix_l1 /v1/chat/completions "$dir/post.lua"
 run helix_miss /bench/miss "$dir/post.lua"
+run msg_l1 /v1/messages "$dir/msg.lua"
+run msg_miss /bench/miss-messages "$dir/msg.lua"
 
 # added latency: the stand-in called directly, through proxy_pass and
 # through helix (a miss: the subrequest to the stand-in); streams: the
@@ -704,6 +718,8 @@ r_l1=$(ratio "$l1" "$c")
 r_miss=$(ratio "$(cpu proxy_floor)" "$(cpu helix_miss)")
 r_l2=$(ratio "$(cpu proxy_floor)" "$(cpu helix_l2)")
 r_l1n=$(ratio "$(cpu l1_1000)" "$(cpu l1_100000)")
+r_msg=$(ratio "$(cpu helix_l1)" "$(cpu msg_l1)")
+r_msgm=$(ratio "$(cpu helix_miss)" "$(cpu msg_miss)")
 set -- ${fillmem[100000]:-0 0}
 per_entry=$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 100000 }')
 st_added=$(awk -v a="$sh50" -v b="$sp50" 'BEGIN { printf "%+.3f", a - b }')
@@ -716,6 +732,8 @@ echo "| L1 hit / nginx \`return 200\`, requests/s | $r_l1 | >= 0.90 | $(fx "$r_l
 echo "| miss / plain \`proxy_pass\` to the same stand-in, CPU | $r_miss ($(cpu helix_miss) vs $(cpu proxy_floor) us) | >= 0.85 | $(fx "$r_miss" '>=' 0.85) |"
 echo "| L2 hit / plain \`proxy_pass\`, CPU | $r_l2 ($(cpu helix_l2) vs $(cpu proxy_floor) us) | >= 1.10 | $(fx "$r_l2" '>=' 1.10) |"
 echo "| L1 hit, 1k entries / 100k entries, CPU | $r_l1n ($(cpu l1_1000) vs $(cpu l1_100000) us) | >= 0.90 | $(fx "$r_l1n" '>=' 0.90) |"
+echo "| cached \`/v1/messages\` / cached chat, CPU | $r_msg ($(cpu msg_l1) vs $(cpu helix_l1) us) | >= 0.90 (issue 18) | $(fx "$r_msg" '>=' 0.90) |"
+echo "| \`/v1/messages\` miss / chat miss, CPU | $r_msgm ($(cpu msg_miss) vs $(cpu helix_miss) us) | | |"
 echo "| worker memory per L1 entry (PSS over 100k entries) | $per_entry kB | <= 1 kB | $(fx "$per_entry" '<=' 1) |"
 echo "| stream: first byte added over \`proxy_pass\` (p50, one at a time) | $st_added ms | <= 0.2 ms | $(fx "$st_added" '<=' 0.2) |"
 echo "| worker memory per concurrent stream ($nstreams held open, 300 ms per event) | $mem_shelix kB (plain \`proxy_pass\`, buffering off: $mem_sproxy kB; ${r_mem}x) | <= 2x \`proxy_pass\` | $(fx "$r_mem" '<=' 2) |"

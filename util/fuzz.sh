@@ -87,7 +87,9 @@ build_target() {
     inc=$(sed -n 's|^#include "\.\./\.\./src/[a-z]*/\(ngx_http_helix_[a-z_0-9]*\)\.c"|\1.o|p' "$h" \
           | tr '\n' ' ')
 
+    # (objs/addon/src/: a tree built before src/ had its layers)
     objs=$(find "$ngx/objs" -name '*.o' ! -path '*/src/core/nginx.o' \
+           ! -path '*/objs/addon/src/*' \
            | while read -r o; do
                  case " $inc " in *" $(basename "$o") "*) continue;; esac
                  echo "$o"
