@@ -2278,9 +2278,8 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
             }
 
             ngx_http_helix_stream_timing_start(ctx->stream, ctx->start_us,
-                                               ctx->provider_us,
-                                               ctx->served_cache,
-                                               ngx_http_helix_timing_header(r));
+                                     ctx->provider_us, ctx->served_cache,
+                                     ngx_http_helix_timing_header(r));
 
             if (ngx_http_helix_stream_attach(ctx->stream, call, &c->model,
                                              &key,
@@ -2300,7 +2299,8 @@ ngx_http_helix_try_next(ngx_http_request_t *r, ngx_http_helix_gw_ctx_t *ctx)
 
         if (rc == NGX_OK) {
             ctx->call = call;
-            ngx_http_helix_wait_done(&ctx->waiter, NGX_HTTP_HELIX_QUEUE_SERVED);
+            ngx_http_helix_wait_done(&ctx->waiter,
+                                     NGX_HTTP_HELIX_QUEUE_SERVED);
             return;
         }
 

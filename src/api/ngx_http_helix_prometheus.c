@@ -354,7 +354,8 @@ ngx_http_helix_out_db(ngx_http_helix_out_t *o,
         "for queries PostgreSQL answered.\n"
         "# TYPE helixagent_db_query_duration_seconds histogram\n");
     ngx_http_helix_out_hist(o, "helixagent_db_query_duration_seconds", "",
-                            &sh->db_query_time, ngx_http_helix_metrics_time_bounds,
+                            &sh->db_query_time,
+                            ngx_http_helix_metrics_time_bounds,
                             NGX_HTTP_HELIX_TIME_BKTS, 1e-6);
 
     ngx_http_helix_out(o,

@@ -318,7 +318,8 @@ ngx_http_helix_redis_connect(ngx_http_helix_redis_conn_t *rc)
 
     if (ngx_http_helix_redis_create_array == NULL) {
         ngx_http_helix_redis_fn = *ac->c.reader->fn;
-        ngx_http_helix_redis_create_array = ngx_http_helix_redis_fn.createArray;
+        ngx_http_helix_redis_create_array =
+                                    ngx_http_helix_redis_fn.createArray;
         ngx_http_helix_redis_fn.createArray = ngx_http_helix_redis_array;
     }
 
@@ -779,7 +780,8 @@ ngx_http_helix_redis_idle(ngx_event_t *ev)
         || ngx_http_helix_redis_opened()
            <= ngx_http_helix_redis.hmcf->redis.min_idle)
     {
-        ngx_add_timer(&rc->idle, ngx_http_helix_redis.hmcf->redis.idle_timeout);
+        ngx_add_timer(&rc->idle,
+                      ngx_http_helix_redis.hmcf->redis.idle_timeout);
         return;
     }
 

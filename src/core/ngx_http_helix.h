@@ -91,7 +91,7 @@ typedef struct {
 } ngx_http_helix_cache_conf_t;
 
 
-/* a server of a list (redis.sentinel.nodes, database.hosts), looked up at load */
+/* a server of a list (redis.sentinel.nodes, database.hosts), found at load */
 typedef struct {
     ngx_str_t                   name;       /* as written */
     ngx_str_t                   host;       /* C string */

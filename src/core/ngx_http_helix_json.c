@@ -407,7 +407,7 @@ ngx_http_helix_body_read_start(ngx_http_request_t *r,
 }
 
 
-/* the client's request body: its length (0: none) and its bytes in one piece */
+/* the client's request body: its length (0: none), its bytes in one piece */
 
 size_t
 ngx_http_helix_body_length(ngx_http_request_t *r)

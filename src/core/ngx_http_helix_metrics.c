@@ -678,7 +678,8 @@ ngx_http_helix_metrics_db_wait(ngx_http_helix_main_conf_t *hmcf,
     ngx_http_helix_metrics_sh_t  *sh = hmcf->metrics_sh;
 
     if (sh) {
-        ngx_http_helix_hist_add(&sh->db_wait, ngx_http_helix_metrics_time_bounds,
+        ngx_http_helix_hist_add(&sh->db_wait,
+                                ngx_http_helix_metrics_time_bounds,
                                 NGX_HTTP_HELIX_TIME_BKTS, us / 1e6, us);
     }
 }

@@ -180,7 +180,8 @@ typedef struct {
     ngx_http_helix_hist_t        overhead[NGX_HTTP_HELIX_SERVED];
     ngx_atomic_t                 queue[NGX_HTTP_HELIX_QUEUE_OUTCOMES];
     ngx_http_helix_hist_t        queue_wait;
-    ngx_http_helix_hist_t        provider_latency[NGX_HTTP_HELIX_MAX_PROVIDERS];
+    ngx_http_helix_hist_t        provider_latency
+                                     [NGX_HTTP_HELIX_MAX_PROVIDERS];
     ngx_atomic_t                 tokens[NGX_HTTP_HELIX_MAX_PROVIDERS][2];
     ngx_http_helix_hist_t        stream_first[NGX_HTTP_HELIX_MAX_PROVIDERS];
     ngx_atomic_t                 streams[NGX_HTTP_HELIX_MAX_PROVIDERS]

@@ -527,7 +527,8 @@ ngx_http_helix_cache_claim(ngx_http_helix_main_conf_t *hmcf, ngx_str_t *key,
     sh->misses++;
 
     cn = ngx_http_helix_cache_alloc(hmcf,
-                        offsetof(ngx_http_helix_cache_node_t, data) + key->len);
+                        offsetof(ngx_http_helix_cache_node_t, data)
+                        + key->len);
     if (cn == NULL) {
         rc = NGX_DECLINED;
         goto done;
