@@ -44,6 +44,9 @@ static ngx_int_t ngx_http_helix_auth_handler(ngx_http_request_t *r);
 static ngx_http_helix_api_key_t *ngx_http_helix_auth_key(
     ngx_http_request_t *r, ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *given, ngx_uint_t *internal);
+static ngx_http_helix_api_key_t *ngx_http_helix_auth_find(
+    ngx_http_request_t *r, ngx_http_helix_main_conf_t *hmcf,
+    ngx_str_t *given, ngx_uint_t *internal);
 static ngx_http_helix_api_key_t *ngx_http_helix_auth_internal(
     ngx_http_request_t *r, ngx_http_helix_main_conf_t *hmcf,
     ngx_str_t *secret, ngx_str_t *given, ngx_uint_t *internal);
@@ -244,13 +247,53 @@ ngx_http_helix_auth_handler(ngx_http_request_t *r)
 
 
 /*
+ * Who a request is, found once per request (the access phase, the cache's
+ * tenant, the completion log and the budgets all ask) and kept in the
+ * auth module's request context.
+ */
+
+typedef struct {
+    ngx_http_helix_api_key_t  *key;
+    ngx_str_t                  given;
+    ngx_uint_t                 internal;
+} ngx_http_helix_auth_ctx_t;
+
+
+static ngx_http_helix_api_key_t *
+ngx_http_helix_auth_key(ngx_http_request_t *r,
+    ngx_http_helix_main_conf_t *hmcf, ngx_str_t *given, ngx_uint_t *internal)
+{
+    ngx_http_helix_auth_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_helix_auth_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_palloc(r->pool, sizeof(ngx_http_helix_auth_ctx_t));
+        if (ctx == NULL) {
+            return ngx_http_helix_auth_find(r, hmcf, given, internal);
+        }
+
+        ctx->key = ngx_http_helix_auth_find(r, hmcf, &ctx->given,
+                                            &ctx->internal);
+
+        ngx_http_set_ctx(r, ctx, ngx_http_helix_auth_module);
+    }
+
+    *given = ctx->given;
+    *internal = ctx->internal;
+
+    return ctx->key;
+}
+
+
+/*
  * The key the client gives, and the API key it is (NULL: none); or a
  * request of the module's own (tasks, warming) with the internal token,
  * maybe on behalf of a key.
  */
 
 static ngx_http_helix_api_key_t *
-ngx_http_helix_auth_key(ngx_http_request_t *r,
+ngx_http_helix_auth_find(ngx_http_request_t *r,
     ngx_http_helix_main_conf_t *hmcf, ngx_str_t *given, ngx_uint_t *internal)
 {
     uint32_t                   hash;
